@@ -1,0 +1,395 @@
+//! `lms.v1.PersonService`.
+
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::auth::{self, Role, Scope};
+use crate::domain::{
+    field_mask,
+    page::Page,
+    person::{
+        self, Person, PersonField, PersonPatch, PersonStatus, RawPersonRecord, RecordError, Sector,
+        UpsertCounts, UpsertOutcome,
+    },
+};
+use crate::error::{Error, Result};
+use crate::pb;
+use crate::store::{
+    Store,
+    person::{BatchRecord, PersonFilter},
+};
+
+/// Records applied per transaction by `ImportPeople`.
+pub const IMPORT_CHUNK: usize = 500;
+/// Record errors returned by `ImportPeople` at most (the count has them all).
+const MAX_IMPORT_ERRORS: usize = 1000;
+
+/// Handlers of `PersonService`.
+#[derive(Clone)]
+pub struct PersonApi {
+    store: Store,
+}
+
+impl PersonApi {
+    /// Returns the handlers over `store`.
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+}
+
+fn sector_from_proto(sector: i32) -> Option<Sector> {
+    match pb::Sector::try_from(sector).ok()? {
+        pb::Sector::Unspecified => None,
+        pb::Sector::Public => Some(Sector::Public),
+        pb::Sector::Private => Some(Sector::Private),
+    }
+}
+
+fn status_from_proto(status: i32) -> Option<PersonStatus> {
+    match pb::PersonStatus::try_from(status).ok()? {
+        pb::PersonStatus::Unspecified => None,
+        pb::PersonStatus::Active => Some(PersonStatus::Active),
+        pb::PersonStatus::Inactive => Some(PersonStatus::Inactive),
+    }
+}
+
+impl From<Person> for pb::Person {
+    fn from(person: Person) -> Self {
+        let sector = match person.values.sector {
+            Sector::Public => pb::Sector::Public,
+            Sector::Private => pb::Sector::Private,
+        };
+        let status = match person.values.status {
+            PersonStatus::Active => pb::PersonStatus::Active,
+            PersonStatus::Inactive => pb::PersonStatus::Inactive,
+        };
+        Self {
+            id: person.id,
+            external_id: person.external_id,
+            full_name: person.values.full_name,
+            email: person.values.email.unwrap_or_default(),
+            organization_id: person.values.organization_id,
+            sector: sector.into(),
+            status: status.into(),
+            etag: crate::domain::etag(person.revision),
+            create_time: Some(super::timestamp(person.create_time)),
+            update_time: Some(super::timestamp(person.update_time)),
+        }
+    }
+}
+
+impl From<UpsertCounts> for pb::UpsertCounts {
+    fn from(counts: UpsertCounts) -> Self {
+        Self {
+            created: counts.created,
+            updated: counts.updated,
+            unchanged: counts.unchanged,
+            failed: counts.failed,
+        }
+    }
+}
+
+impl From<RecordError> for pb::RecordError {
+    fn from(error: RecordError) -> Self {
+        Self {
+            index: error.index,
+            key: error.key,
+            field: error.field,
+            reason: error.reason,
+            message: error.message,
+        }
+    }
+}
+
+/// Validates one record of a batch or stream at position `index`.
+fn batch_record(index: i64, record: pb::PersonRecord) -> BatchRecord {
+    let key = record.external_id.clone();
+    let raw = RawPersonRecord {
+        external_id: record.external_id,
+        full_name: record.full_name,
+        email: record.email,
+        organization_id: record.organization_id,
+        organization_external_code: record.organization_external_code,
+        sector: sector_from_proto(record.sector),
+        status: status_from_proto(record.status),
+    };
+    let validated = raw.validate().map_err(|(field, message)| RecordError {
+        index,
+        key,
+        field: field.to_owned(),
+        reason: "INVALID_FIELD".to_owned(),
+        message: format!("{field} {message}"),
+    });
+    (index, validated)
+}
+
+impl PersonApi {
+    /// Returns the path prefix a listing is confined to, checking the requested subtree against the scope.
+    async fn listing_prefix(
+        &self,
+        scope: &Scope,
+        requested_root: Option<String>,
+    ) -> Result<Option<String>> {
+        let requested = match requested_root {
+            Some(root) => Some(self.store.get_organization(&root).await?.path),
+            None => None,
+        };
+        match (scope, requested) {
+            (Scope::All, requested) => Ok(requested),
+            (scope, Some(path)) => {
+                scope.require_path(&path, "organization_subtree")?;
+                Ok(Some(path))
+            }
+            (Scope::Subtree(root), None) => Ok(Some(self.store.get_organization(root).await?.path)),
+            (Scope::Nothing, None) => Err(Error::permission_denied(
+                "OUTSIDE_ORGANIZATION_SCOPE",
+                "you may not list people",
+            )),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::person_service_server::PersonService for PersonApi {
+    async fn get_person(
+        &self,
+        request: Request<pb::GetPersonRequest>,
+    ) -> Result<Response<pb::Person>, Status> {
+        let context = auth::context(&request)?;
+        let id = crate::domain::organization::required_id("id", &request.get_ref().id)?;
+        let (person, organization_path) = self.store.get_person(&id).await?;
+        let principal = &context.principal;
+        let is_self = principal.has(Role::Learner) && principal.subject == person.id;
+        if !is_self {
+            principal
+                .read_scope()
+                .require_path(&organization_path, "this person")?;
+        }
+        Ok(Response::new(person.into()))
+    }
+
+    async fn list_people(
+        &self,
+        request: Request<pb::ListPeopleRequest>,
+    ) -> Result<Response<pb::ListPeopleResponse>, Status> {
+        let context = auth::context(&request)?;
+        let message = request.into_inner();
+        let sector = match message.sector {
+            0 => None,
+            value => Some(
+                sector_from_proto(value)
+                    .ok_or_else(|| Error::invalid("sector", "is not a known sector"))?,
+            ),
+        };
+        let status = match message.status {
+            0 => None,
+            value => Some(
+                status_from_proto(value)
+                    .ok_or_else(|| Error::invalid("status", "is not a known status"))?,
+            ),
+        };
+        let root = crate::domain::organization::optional_id_or_error(
+            "organization_subtree",
+            &message.organization_subtree,
+        )?;
+        let filters = format!(
+            "subtree={};sector={};status={}",
+            message.organization_subtree, message.sector, message.status
+        );
+        let page = Page::parse(message.page_size, &message.page_token, &filters)?;
+        let filter = PersonFilter {
+            organization_path_prefix: self
+                .listing_prefix(&context.principal.read_scope(), root)
+                .await?,
+            sector,
+            status,
+        };
+        let (people, next_page_token) = self.store.list_people(&filter, &page).await?;
+        Ok(Response::new(pb::ListPeopleResponse {
+            people: people.into_iter().map(Into::into).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn update_person(
+        &self,
+        request: Request<pb::UpdatePersonRequest>,
+    ) -> Result<Response<pb::Person>, Status> {
+        let context = auth::context(&request)?;
+        let message = request.into_inner();
+        let person = message
+            .person
+            .ok_or_else(|| Error::invalid("person", "is required"))?;
+        let id = crate::domain::organization::required_id("person.id", &person.id)?;
+        let paths = super::mask_paths(message.update_mask);
+        if paths.iter().any(|path| path == "external_id") {
+            return Err(Error::invalid(
+                "update_mask",
+                "external_id is the HR system's key and cannot change",
+            )
+            .into());
+        }
+        let sector = sector_from_proto(person.sector);
+        let status = status_from_proto(person.status);
+        let fields = field_mask::resolve(
+            &paths,
+            PersonField::parse,
+            &PersonField::OUTPUT_ONLY,
+            &PersonField::ALL,
+            |field| match field {
+                PersonField::FullName => !person.full_name.is_empty(),
+                PersonField::Email => !person.email.is_empty(),
+                PersonField::OrganizationId => !person.organization_id.is_empty(),
+                PersonField::Sector => sector.is_some(),
+                PersonField::Status => status.is_some(),
+            },
+        )?;
+        let patch = PersonPatch::parse(
+            "person",
+            &fields,
+            &person.full_name,
+            &person.email,
+            &person.organization_id,
+            sector,
+            status,
+        )?;
+        let expected_revision = super::expected_revision("person.etag", &person.etag)?;
+        let updated = self
+            .store
+            .update_person(
+                context.audit(None),
+                context.principal.management_scope(),
+                id,
+                patch,
+                expected_revision,
+            )
+            .await?;
+        Ok(Response::new(updated.into()))
+    }
+
+    async fn batch_upsert_people(
+        &self,
+        request: Request<pb::BatchUpsertPeopleRequest>,
+    ) -> Result<Response<pb::BatchUpsertPeopleResponse>, Status> {
+        let context = auth::context(&request)?;
+        let message = request.into_inner();
+        person::check_batch_size("people", message.people.len())?;
+        let key = super::request_key(&context.method, &message.request_id, &message)?;
+        let records: Vec<BatchRecord> = message
+            .people
+            .into_iter()
+            .enumerate()
+            .map(|(index, record)| batch_record(index as i64, record))
+            .collect();
+        let outcome = self
+            .store
+            .upsert_people(
+                context.audit(key.as_ref().map(|key| key.request_id.clone())),
+                context.principal.management_scope(),
+                records,
+                key,
+            )
+            .await?;
+        Ok(Response::new(pb::BatchUpsertPeopleResponse {
+            counts: Some(outcome.counts.into()),
+            errors: outcome.errors.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn import_people(
+        &self,
+        request: Request<Streaming<pb::ImportPeopleRequest>>,
+    ) -> Result<Response<pb::ImportPeopleResponse>, Status> {
+        let context = auth::context(&request)?;
+        let scope = context.principal.management_scope();
+        let mut stream = request.into_inner();
+        let mut received: i64 = 0;
+        let mut total = UpsertOutcome::default();
+        let mut chunk: Vec<BatchRecord> = Vec::with_capacity(IMPORT_CHUNK);
+        let incomplete =
+            |total: &UpsertOutcome, received: i64, reason: &'static str, message: String| {
+                Error::Aborted {
+                    reason,
+                    message,
+                    metadata: vec![
+                        ("received", received.to_string()),
+                        ("applied", total.counts.applied().to_string()),
+                        ("created", total.counts.created.to_string()),
+                        ("updated", total.counts.updated.to_string()),
+                        ("unchanged", total.counts.unchanged.to_string()),
+                        ("failed", total.counts.failed.to_string()),
+                    ],
+                }
+            };
+        loop {
+            let next = match stream.message().await {
+                Ok(next) => next,
+                Err(status) => {
+                    tracing::info!(code = ?status.code(), received, "import stream broke off");
+                    None
+                }
+            };
+            let message = match next.and_then(|request| request.message) {
+                Some(pb::import_people_request::Message::Person(record)) => {
+                    chunk.push(batch_record(received, record));
+                    received += 1;
+                    if chunk.len() == IMPORT_CHUNK {
+                        let records = std::mem::take(&mut chunk);
+                        let outcome = self
+                            .store
+                            .upsert_people(context.audit(None), scope.clone(), records, None)
+                            .await?;
+                        merge(&mut total, outcome);
+                    }
+                    continue;
+                }
+                Some(pb::import_people_request::Message::Commit(commit)) => commit,
+                None => {
+                    return Err(incomplete(
+                        &total,
+                        received,
+                        "IMPORT_NOT_COMMITTED",
+                        "the stream ended without a commit message; the unfinished chunk was dropped".to_owned(),
+                    )
+                    .into());
+                }
+            };
+            if message.record_count != received {
+                return Err(incomplete(
+                    &total,
+                    received,
+                    "IMPORT_COUNT_MISMATCH",
+                    format!(
+                        "commit says {} records but {received} arrived; the unfinished chunk was dropped",
+                        message.record_count
+                    ),
+                )
+                .into());
+            }
+            if !chunk.is_empty() {
+                let records = std::mem::take(&mut chunk);
+                let outcome = self
+                    .store
+                    .upsert_people(context.audit(None), scope.clone(), records, None)
+                    .await?;
+                merge(&mut total, outcome);
+            }
+            tracing::info!(
+                received,
+                created = total.counts.created,
+                updated = total.counts.updated,
+                "import committed"
+            );
+            return Ok(Response::new(pb::ImportPeopleResponse {
+                counts: Some(total.counts.into()),
+                errors: total.errors.into_iter().map(Into::into).collect(),
+                record_count: received,
+            }));
+        }
+    }
+}
+
+fn merge(total: &mut UpsertOutcome, outcome: UpsertOutcome) {
+    total.counts.add(outcome.counts);
+    let room = MAX_IMPORT_ERRORS.saturating_sub(total.errors.len());
+    total.errors.extend(outcome.errors.into_iter().take(room));
+}

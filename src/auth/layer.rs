@@ -1,0 +1,121 @@
+//! The tower layer that authenticates every call and applies the per-method policy before any handler runs.
+
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use futures::future::BoxFuture;
+use tower::{Layer, Service};
+
+use super::{
+    CallContext,
+    policy::{self, Access},
+    token::TokenVerifier,
+};
+use crate::error::Error;
+
+/// Authenticates bearer tokens and checks [`policy::METHOD_POLICY`]; fails closed.
+#[derive(Clone)]
+pub struct AuthLayer {
+    verifier: Arc<TokenVerifier>,
+}
+
+impl AuthLayer {
+    /// Returns a layer verifying tokens with `verifier`.
+    pub fn new(verifier: Arc<TokenVerifier>) -> Self {
+        Self { verifier }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService {
+            inner,
+            verifier: self.verifier.clone(),
+        }
+    }
+}
+
+/// Service made by [`AuthLayer`].
+#[derive(Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    verifier: Arc<TokenVerifier>,
+}
+
+impl<S> AuthService<S> {
+    fn authorize<B>(&self, request: &http::Request<B>) -> Result<Option<CallContext>, Error> {
+        let path = request.uri().path();
+        let Some(access) = policy::method_access(path) else {
+            return Err(Error::permission_denied(
+                "METHOD_NOT_ALLOWED",
+                format!("no caller may call {path}"),
+            ));
+        };
+        if access == Access::Public {
+            return Ok(None);
+        }
+        let token = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| {
+                value
+                    .strip_prefix("Bearer ")
+                    .or_else(|| value.strip_prefix("bearer "))
+            })
+            .ok_or_else(|| {
+                Error::Unauthenticated("missing bearer token (authorization: Bearer <jwt>)".into())
+            })?;
+        let principal = self.verifier.verify(token.trim())?;
+        if !policy::allows(access, &principal.roles) {
+            return Err(Error::permission_denied(
+                "ROLE_NOT_ALLOWED",
+                format!("your roles may not call {path}"),
+            ));
+        }
+        Ok(Some(CallContext {
+            principal,
+            method: path.trim_start_matches('/').to_owned(),
+        }))
+    }
+}
+
+impl<S, B> Service<http::Request<B>> for AuthService<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        match self.authorize(&request) {
+            Ok(context) => {
+                if let Some(context) = context {
+                    request.extensions_mut().insert(context);
+                }
+                // Take the service that was driven to readiness; leave a fresh clone behind.
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                Box::pin(async move { inner.call(request).await })
+            }
+            Err(error) => {
+                let response = tonic::Status::from(error).into_http();
+                Box::pin(async move { Ok(response) })
+            }
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! The per-method policy: which roles may call which RPC. Deny by default.
+
+use super::Role::{self, Admin, HrService, Learner, OrgAdmin, ProgrammeManager};
+
+/// Who may call a method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, without a token (health, reflection).
+    Public,
+    /// Any authenticated caller.
+    Authenticated,
+    /// Callers holding at least one of these roles.
+    Roles(&'static [Role]),
+}
+
+/// Path prefixes served without a token.
+const PUBLIC_PREFIXES: [&str; 3] = [
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+];
+
+const MANAGERS: &[Role] = &[Admin, OrgAdmin, HrService];
+const PEOPLE_READERS: &[Role] = &[Admin, OrgAdmin, HrService, ProgrammeManager];
+
+/// Every `lms.v1` method and who may call it. Object-level checks (subtree, self) follow in the handlers.
+pub const METHOD_POLICY: &[(&str, Access)] = &[
+    (
+        "/lms.v1.OrganizationService/CreateOrganization",
+        Access::Roles(MANAGERS),
+    ),
+    (
+        "/lms.v1.OrganizationService/GetOrganization",
+        Access::Authenticated,
+    ),
+    (
+        "/lms.v1.OrganizationService/ListOrganizations",
+        Access::Authenticated,
+    ),
+    (
+        "/lms.v1.OrganizationService/UpdateOrganization",
+        Access::Roles(MANAGERS),
+    ),
+    (
+        "/lms.v1.OrganizationService/MoveOrganization",
+        Access::Roles(MANAGERS),
+    ),
+    (
+        "/lms.v1.PersonService/GetPerson",
+        Access::Roles(&[Admin, OrgAdmin, HrService, ProgrammeManager, Learner]),
+    ),
+    (
+        "/lms.v1.PersonService/ListPeople",
+        Access::Roles(PEOPLE_READERS),
+    ),
+    (
+        "/lms.v1.PersonService/UpdatePerson",
+        Access::Roles(MANAGERS),
+    ),
+    (
+        "/lms.v1.PersonService/BatchUpsertPeople",
+        Access::Roles(MANAGERS),
+    ),
+    (
+        "/lms.v1.PersonService/ImportPeople",
+        Access::Roles(MANAGERS),
+    ),
+    (
+        "/lms.v1.AuditService/ListAuditEntries",
+        Access::Roles(&[Admin]),
+    ),
+    (
+        "/lms.v1.AuditService/VerifyAuditChain",
+        Access::Roles(&[Admin]),
+    ),
+];
+
+/// Returns who may call the method at `path`, or `None` for a method nobody may call.
+pub fn method_access(path: &str) -> Option<Access> {
+    if PUBLIC_PREFIXES
+        .iter()
+        .any(|prefix| path.starts_with(prefix))
+    {
+        return Some(Access::Public);
+    }
+    METHOD_POLICY
+        .iter()
+        .find(|(method, _)| *method == path)
+        .map(|(_, access)| *access)
+}
+
+/// Returns true when a caller with `roles` may call a method with `access`.
+pub fn allows(access: Access, roles: &[Role]) -> bool {
+    match access {
+        Access::Public | Access::Authenticated => true,
+        Access::Roles(allowed) => roles.iter().any(|role| allowed.contains(role)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+
+    use super::*;
+
+    fn served_methods() -> Vec<String> {
+        let set = prost_types::FileDescriptorSet::decode(crate::pb::FILE_DESCRIPTOR_SET).unwrap();
+        let mut methods = Vec::new();
+        for file in set.file {
+            for service in &file.service {
+                for method in &service.method {
+                    methods.push(format!(
+                        "/{}.{}/{}",
+                        file.package(),
+                        service.name(),
+                        method.name()
+                    ));
+                }
+            }
+        }
+        methods
+    }
+
+    #[test]
+    fn the_policy_covers_every_method_and_nothing_else() {
+        let methods = served_methods();
+        for method in &methods {
+            assert!(method_access(method).is_some(), "{method} has no policy");
+        }
+        for (method, _) in METHOD_POLICY {
+            assert!(
+                methods.iter().any(|served| served == method),
+                "{method} is not served"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_methods_are_denied() {
+        assert_eq!(
+            method_access("/lms.v1.OrganizationService/DeleteEverything"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_learner_cannot_create_organisations_or_import_people() {
+        for method in [
+            "/lms.v1.OrganizationService/CreateOrganization",
+            "/lms.v1.PersonService/BatchUpsertPeople",
+            "/lms.v1.PersonService/ImportPeople",
+            "/lms.v1.AuditService/ListAuditEntries",
+        ] {
+            assert!(
+                !allows(method_access(method).unwrap(), &[Learner]),
+                "{method}"
+            );
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! Every setting of the server: its flag, its `LMS_*` environment variable and its default, in one place.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, ValueEnum};
+
+/// Default address of the gRPC listener.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// Default per-call ceiling; a shorter client deadline wins.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default number of calls served at once across all connections.
+pub const DEFAULT_CONCURRENCY_LIMIT: usize = 512;
+/// Default number of calls served at once on one connection.
+pub const DEFAULT_CONCURRENCY_PER_CONNECTION: usize = 128;
+/// Default HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 200;
+/// Default largest decoded request message.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Default time given to in-flight calls at shutdown.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// Default wait for a pooled database connection; shorter than the call timeout.
+pub const DEFAULT_DB_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default SQLite busy timeout; writers wait this long for the write lock.
+pub const DEFAULT_SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default issuer (`iss`) of tokens.
+pub const DEFAULT_JWT_ISSUER: &str = "lms";
+/// Default audience (`aud`) of tokens.
+pub const DEFAULT_JWT_AUDIENCE: &str = "lms";
+
+/// Settings shared by every subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Folder for the SQLite database and the development signing key.
+    #[arg(long, env = "LMS_DATA_DIR", default_value = "./data", global = true)]
+    pub data_dir: PathBuf,
+
+    /// Database URL (`sqlite://path?mode=rwc` or `postgres://user@host/db`); default: `lms.db` in the data dir.
+    #[arg(long, env = "DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+
+    /// Log format: `pretty` for people, `json` for log collectors.
+    #[arg(long, env = "LMS_LOG_FORMAT", default_value = "pretty", global = true)]
+    pub log_format: LogFormat,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub server: ServerConfig,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub database: DatabaseConfig,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub auth: AuthConfig,
+}
+
+/// Settings of the gRPC server.
+#[derive(Debug, Clone, Args)]
+pub struct ServerConfig {
+    /// Address to listen on (gRPC, gRPC-Web, reflection and health share it).
+    #[arg(long, env = "LMS_LISTEN", default_value = DEFAULT_LISTEN, global = true)]
+    pub listen: SocketAddr,
+
+    /// Do not apply migrations on start.
+    #[arg(long, env = "LMS_NO_MIGRATE", global = true)]
+    pub no_migrate: bool,
+
+    /// Browser origins allowed to call over gRPC-Web (comma-separated; `*` for any).
+    #[arg(long, env = "LMS_CORS_ORIGINS", value_delimiter = ',', global = true)]
+    pub cors_origins: Vec<String>,
+
+    /// Per-call ceiling; a shorter client deadline (`grpc-timeout`) wins.
+    #[arg(long, env = "LMS_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration, global = true)]
+    pub request_timeout: Duration,
+
+    /// Calls served at once across all connections; beyond it calls get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "LMS_CONCURRENCY_LIMIT", default_value_t = DEFAULT_CONCURRENCY_LIMIT, global = true)]
+    pub concurrency_limit: usize,
+
+    /// Calls served at once on one connection; beyond it calls are shed.
+    #[arg(long, env = "LMS_CONCURRENCY_PER_CONNECTION", default_value_t = DEFAULT_CONCURRENCY_PER_CONNECTION, global = true)]
+    pub concurrency_per_connection: usize,
+
+    /// HTTP/2 streams a client may open at once on one connection.
+    #[arg(long, env = "LMS_MAX_CONCURRENT_STREAMS", default_value_t = DEFAULT_MAX_CONCURRENT_STREAMS, global = true)]
+    pub max_concurrent_streams: u32,
+
+    /// Largest request message accepted, in bytes (after decompression).
+    #[arg(long, env = "LMS_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES, global = true)]
+    pub max_message_bytes: usize,
+
+    /// Time in-flight calls get to finish after SIGTERM or Ctrl-C.
+    #[arg(long, env = "LMS_SHUTDOWN_GRACE", default_value = "20s", value_parser = humantime::parse_duration, global = true)]
+    pub shutdown_grace: Duration,
+}
+
+/// Settings of the database pool.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseConfig {
+    /// Largest number of pooled connections (default: 16 for PostgreSQL, 8 for SQLite).
+    #[arg(long, env = "LMS_DB_MAX_CONNECTIONS", global = true)]
+    pub db_max_connections: Option<u32>,
+
+    /// Wait for a pooled connection before answering UNAVAILABLE.
+    #[arg(long, env = "LMS_DB_ACQUIRE_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration, global = true)]
+    pub db_acquire_timeout: Duration,
+
+    /// SQLite `synchronous` mode: `full` survives power loss, `normal` only a process crash.
+    #[arg(
+        long,
+        env = "LMS_SQLITE_SYNCHRONOUS",
+        default_value = "full",
+        global = true
+    )]
+    pub sqlite_synchronous: SqliteSynchronous,
+}
+
+/// Settings of token verification.
+#[derive(Debug, Clone, Args)]
+pub struct AuthConfig {
+    /// Required `iss` claim.
+    #[arg(long, env = "LMS_JWT_ISSUER", default_value = DEFAULT_JWT_ISSUER, global = true)]
+    pub jwt_issuer: String,
+
+    /// Required `aud` claim.
+    #[arg(long, env = "LMS_JWT_AUDIENCE", default_value = DEFAULT_JWT_AUDIENCE, global = true)]
+    pub jwt_audience: String,
+
+    /// PEM public key of the production token issuer (disables the development HS256 key).
+    #[arg(long, env = "LMS_JWT_PUBLIC_KEY", global = true)]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// Algorithm of `--jwt-public-key`.
+    #[arg(
+        long,
+        env = "LMS_JWT_ALGORITHM",
+        default_value = "rs256",
+        global = true
+    )]
+    pub jwt_algorithm: PublicKeyAlgorithm,
+
+    /// JWKS file of the production token issuer (disables the development HS256 key).
+    #[arg(long, env = "LMS_JWKS_FILE", global = true)]
+    pub jwks_file: Option<PathBuf>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// SQLite `synchronous` pragma.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SqliteSynchronous {
+    /// Every commit is fsynced: an acknowledged write survives power loss.
+    Full,
+    /// WAL is fsynced at checkpoints: an acknowledged write survives a process crash.
+    Normal,
+}
+
+/// Asymmetric algorithm of a configured PEM public key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PublicKeyAlgorithm {
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
+    Rs256,
+    /// ECDSA P-256 with SHA-256.
+    Es256,
+    /// Ed25519.
+    #[value(name = "eddsa")]
+    EdDsa,
+}
+
+impl Config {
+    /// Returns a configuration with every default, rooted at `data_dir`; used by tests and embedders.
+    pub fn with_data_dir(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            database_url: None,
+            log_format: LogFormat::Pretty,
+            server: ServerConfig {
+                listen: DEFAULT_LISTEN
+                    .parse()
+                    .expect("default listen address parses"),
+                no_migrate: false,
+                cors_origins: Vec::new(),
+                request_timeout: DEFAULT_REQUEST_TIMEOUT,
+                concurrency_limit: DEFAULT_CONCURRENCY_LIMIT,
+                concurrency_per_connection: DEFAULT_CONCURRENCY_PER_CONNECTION,
+                max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+                max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+                shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            },
+            database: DatabaseConfig {
+                db_max_connections: None,
+                db_acquire_timeout: DEFAULT_DB_ACQUIRE_TIMEOUT,
+                sqlite_synchronous: SqliteSynchronous::Full,
+            },
+            auth: AuthConfig {
+                jwt_issuer: DEFAULT_JWT_ISSUER.to_owned(),
+                jwt_audience: DEFAULT_JWT_AUDIENCE.to_owned(),
+                jwt_public_key: None,
+                jwt_algorithm: PublicKeyAlgorithm::Rs256,
+                jwks_file: None,
+            },
+        }
+    }
+
+    /// Returns the database URL: the configured one, or `lms.db` in the data dir.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("lms.db").display()
+            ),
+        }
+    }
+}

@@ -1,0 +1,530 @@
+//! People as HR systems know them: validation of records, and what an upsert did.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result, Violations};
+
+/// Longest external id.
+pub const MAX_EXTERNAL_ID_CHARS: usize = 64;
+/// Longest full name.
+pub const MAX_FULL_NAME_CHARS: usize = 200;
+/// Longest email address.
+pub const MAX_EMAIL_CHARS: usize = 254;
+/// Most records in one `BatchUpsertPeople` call.
+pub const MAX_BATCH_RECORDS: usize = 1000;
+
+/// Public or private sector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sector {
+    /// Public sector.
+    Public,
+    /// Private sector.
+    Private,
+}
+
+impl Sector {
+    /// Returns the stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Public => "PUBLIC",
+            Self::Private => "PRIVATE",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "PUBLIC" => Some(Self::Public),
+            "PRIVATE" => Some(Self::Private),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a person is current.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PersonStatus {
+    /// Current.
+    Active,
+    /// Left or suspended.
+    Inactive,
+}
+
+impl PersonStatus {
+    /// Returns the stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "ACTIVE",
+            Self::Inactive => "INACTIVE",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "ACTIVE" => Some(Self::Active),
+            "INACTIVE" => Some(Self::Inactive),
+            _ => None,
+        }
+    }
+}
+
+/// A person as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Person {
+    /// UUIDv7.
+    pub id: String,
+    /// Employee id in the HR system.
+    pub external_id: String,
+    /// Mutable values.
+    pub values: PersonValues,
+    /// Incremented on every change; the etag.
+    pub revision: i64,
+    /// Creation time.
+    pub create_time: DateTime<Utc>,
+    /// Last change time.
+    pub update_time: DateTime<Utc>,
+}
+
+/// The values of a person that HR records and updates set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PersonValues {
+    /// Full name.
+    pub full_name: String,
+    /// Email address.
+    pub email: Option<String>,
+    /// Organisation id.
+    pub organization_id: String,
+    /// Sector.
+    #[serde(serialize_with = "serialize_sector")]
+    pub sector: Sector,
+    /// Status.
+    #[serde(serialize_with = "serialize_status")]
+    pub status: PersonStatus,
+}
+
+fn serialize_sector<S: serde::Serializer>(
+    sector: &Sector,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(sector.as_str())
+}
+
+fn serialize_status<S: serde::Serializer>(
+    status: &PersonStatus,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(status.as_str())
+}
+
+/// How a record names its organisation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum OrganizationRef {
+    /// By id.
+    Id(String),
+    /// By external code.
+    ExternalCode(String),
+}
+
+/// A record as received, before validation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawPersonRecord {
+    /// Employee id.
+    pub external_id: String,
+    /// Full name.
+    pub full_name: String,
+    /// Email, empty for none.
+    pub email: String,
+    /// Organisation id, empty when named by code.
+    pub organization_id: String,
+    /// Organisation external code, empty when named by id.
+    pub organization_external_code: String,
+    /// Sector, `None` when unspecified.
+    pub sector: Option<Sector>,
+    /// Status, `None` when unspecified (means active).
+    pub status: Option<PersonStatus>,
+}
+
+/// A validated record whose organisation is not yet resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersonRecord {
+    /// Employee id.
+    pub external_id: String,
+    /// Full name.
+    pub full_name: String,
+    /// Email.
+    pub email: Option<String>,
+    /// Organisation reference.
+    pub organization: OrganizationRef,
+    /// Sector.
+    pub sector: Sector,
+    /// Status.
+    pub status: PersonStatus,
+}
+
+impl PersonRecord {
+    /// Returns the values of this record once its organisation resolved to `organization_id`.
+    pub fn values(&self, organization_id: String) -> PersonValues {
+        PersonValues {
+            full_name: self.full_name.clone(),
+            email: self.email.clone(),
+            organization_id,
+            sector: self.sector,
+            status: self.status,
+        }
+    }
+}
+
+impl RawPersonRecord {
+    /// Validates the record; on failure returns the first offending field and why.
+    pub fn validate(self) -> std::result::Result<PersonRecord, (&'static str, String)> {
+        let external_id = self.external_id.trim();
+        if external_id.is_empty() {
+            return Err(("external_id", "is required".to_owned()));
+        }
+        if external_id.chars().count() > MAX_EXTERNAL_ID_CHARS {
+            return Err((
+                "external_id",
+                format!("must be at most {MAX_EXTERNAL_ID_CHARS} characters"),
+            ));
+        }
+        let full_name = validate_full_name(&self.full_name).map_err(|why| ("full_name", why))?;
+        let email = validate_email(&self.email).map_err(|why| ("email", why))?;
+        let organization = match (
+            self.organization_id.is_empty(),
+            self.organization_external_code.is_empty(),
+        ) {
+            (false, true) if crate::domain::is_uuid(&self.organization_id) => {
+                OrganizationRef::Id(self.organization_id)
+            }
+            (false, true) => return Err(("organization_id", "must be a UUID".to_owned())),
+            (true, false) => OrganizationRef::ExternalCode(self.organization_external_code),
+            (true, true) => {
+                return Err((
+                    "organization_id",
+                    "one of organization_id and organization_external_code is required".to_owned(),
+                ));
+            }
+            (false, false) => {
+                return Err((
+                    "organization_id",
+                    "set only one of organization_id and organization_external_code".to_owned(),
+                ));
+            }
+        };
+        let sector = self.sector.ok_or((
+            "sector",
+            "is required (SECTOR_PUBLIC or SECTOR_PRIVATE)".to_owned(),
+        ))?;
+        Ok(PersonRecord {
+            external_id: external_id.to_owned(),
+            full_name,
+            email,
+            organization,
+            sector,
+            status: self.status.unwrap_or(PersonStatus::Active),
+        })
+    }
+}
+
+/// Validates a full name; returns it trimmed.
+pub fn validate_full_name(full_name: &str) -> std::result::Result<String, String> {
+    let trimmed = full_name.trim();
+    if trimmed.is_empty() {
+        return Err("is required".to_owned());
+    }
+    if trimmed.chars().count() > MAX_FULL_NAME_CHARS {
+        return Err(format!("must be at most {MAX_FULL_NAME_CHARS} characters"));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// Validates an optional email address (empty means none); returns it trimmed and lowercased.
+pub fn validate_email(email: &str) -> std::result::Result<Option<String>, String> {
+    let trimmed = email.trim();
+    if trimmed.is_empty() {
+        return Ok(None);
+    }
+    let well_formed = trimmed.len() <= MAX_EMAIL_CHARS
+        && !trimmed.chars().any(char::is_whitespace)
+        && trimmed.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+        });
+    if !well_formed {
+        return Err("must be an email address like name@agency.gov.my".to_owned());
+    }
+    Ok(Some(trimmed.to_lowercase()))
+}
+
+/// A field of a person that `UpdatePerson` may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PersonField {
+    /// `full_name`.
+    FullName,
+    /// `email`.
+    Email,
+    /// `organization_id`.
+    OrganizationId,
+    /// `sector`.
+    Sector,
+    /// `status`.
+    Status,
+}
+
+impl PersonField {
+    /// Every updatable field.
+    pub const ALL: [Self; 5] = [
+        Self::FullName,
+        Self::Email,
+        Self::OrganizationId,
+        Self::Sector,
+        Self::Status,
+    ];
+    /// Fields a mask may name but an update ignores.
+    pub const OUTPUT_ONLY: [&'static str; 4] = ["id", "etag", "create_time", "update_time"];
+
+    /// Parses a mask path.
+    pub fn parse(path: &str) -> Option<Self> {
+        match path {
+            "full_name" => Some(Self::FullName),
+            "email" => Some(Self::Email),
+            "organization_id" => Some(Self::OrganizationId),
+            "sector" => Some(Self::Sector),
+            "status" => Some(Self::Status),
+            _ => None,
+        }
+    }
+}
+
+/// Validated new values of an update; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PersonPatch {
+    /// New full name.
+    pub full_name: Option<String>,
+    /// New email (`Some(None)` clears it).
+    pub email: Option<Option<String>>,
+    /// New organisation.
+    pub organization_id: Option<String>,
+    /// New sector.
+    pub sector: Option<Sector>,
+    /// New status.
+    pub status: Option<PersonStatus>,
+}
+
+impl PersonPatch {
+    /// Validates the values of the fields named in `fields`; `values` holds what the request sent.
+    pub fn parse(
+        prefix: &str,
+        fields: &[PersonField],
+        full_name: &str,
+        email: &str,
+        organization_id: &str,
+        sector: Option<Sector>,
+        status: Option<PersonStatus>,
+    ) -> Result<Self> {
+        let mut violations = Violations::new();
+        let mut patch = Self::default();
+        for field in fields {
+            match field {
+                PersonField::FullName => match validate_full_name(full_name) {
+                    Ok(value) => patch.full_name = Some(value),
+                    Err(why) => violations.add(format!("{prefix}.full_name"), why),
+                },
+                PersonField::Email => match validate_email(email) {
+                    Ok(value) => patch.email = Some(value),
+                    Err(why) => violations.add(format!("{prefix}.email"), why),
+                },
+                PersonField::OrganizationId => {
+                    match crate::domain::organization::required_id(
+                        "organization_id",
+                        organization_id,
+                    ) {
+                        Ok(id) => patch.organization_id = Some(id),
+                        Err(_) => violations.add(
+                            format!("{prefix}.organization_id"),
+                            "must be the UUID of an organization",
+                        ),
+                    }
+                }
+                PersonField::Sector => match sector {
+                    Some(value) => patch.sector = Some(value),
+                    None => violations.add(format!("{prefix}.sector"), "is required"),
+                },
+                PersonField::Status => match status {
+                    Some(value) => patch.status = Some(value),
+                    None => violations.add(format!("{prefix}.status"), "is required"),
+                },
+            }
+        }
+        violations.into_result(patch)
+    }
+
+    /// Applies the patch to `values`; returns false when nothing changes.
+    pub fn apply(&self, values: &mut PersonValues) -> bool {
+        let before = values.clone();
+        if let Some(full_name) = &self.full_name {
+            values.full_name.clone_from(full_name);
+        }
+        if let Some(email) = &self.email {
+            values.email.clone_from(email);
+        }
+        if let Some(organization_id) = &self.organization_id {
+            values.organization_id.clone_from(organization_id);
+        }
+        if let Some(sector) = self.sector {
+            values.sector = sector;
+        }
+        if let Some(status) = self.status {
+            values.status = status;
+        }
+        *values != before
+    }
+}
+
+/// What an upsert did, by record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpsertCounts {
+    /// New people.
+    pub created: i64,
+    /// Changed people.
+    pub updated: i64,
+    /// Identical people.
+    pub unchanged: i64,
+    /// Refused records.
+    pub failed: i64,
+}
+
+impl UpsertCounts {
+    /// Adds `other` to these counts.
+    pub fn add(&mut self, other: Self) {
+        self.created += other.created;
+        self.updated += other.updated;
+        self.unchanged += other.unchanged;
+        self.failed += other.failed;
+    }
+
+    /// Returns the number of records applied (created, updated or unchanged).
+    pub fn applied(&self) -> i64 {
+        self.created + self.updated + self.unchanged
+    }
+}
+
+/// Why one record was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordError {
+    /// Position in the batch or stream.
+    pub index: i64,
+    /// The record's natural key.
+    pub key: String,
+    /// Offending field, relative to the record; empty for the record as a whole.
+    pub field: String,
+    /// Stable reason.
+    pub reason: String,
+    /// Explanation.
+    pub message: String,
+}
+
+/// What an upsert did: counts and refused records.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpsertOutcome {
+    /// Counts.
+    pub counts: UpsertCounts,
+    /// Refused records.
+    pub errors: Vec<RecordError>,
+}
+
+/// Checks the size of a batch.
+pub fn check_batch_size(field: &str, len: usize) -> Result<()> {
+    if len == 0 {
+        return Err(Error::invalid(field, "must hold at least one record"));
+    }
+    if len > MAX_BATCH_RECORDS {
+        return Err(Error::invalid(
+            field,
+            format!("must hold at most {MAX_BATCH_RECORDS} records; use ImportPeople for more"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> RawPersonRecord {
+        RawPersonRecord {
+            external_id: "E-1".to_owned(),
+            full_name: "Aminah binti Ali".to_owned(),
+            email: "Aminah@Agency.gov.my".to_owned(),
+            organization_external_code: "MOF".to_owned(),
+            sector: Some(Sector::Public),
+            ..RawPersonRecord::default()
+        }
+    }
+
+    #[test]
+    fn a_valid_record_is_normalised() {
+        let valid = record().validate().unwrap();
+        assert_eq!(valid.email.as_deref(), Some("aminah@agency.gov.my"));
+        assert_eq!(valid.status, PersonStatus::Active);
+        assert_eq!(
+            valid.organization,
+            OrganizationRef::ExternalCode("MOF".to_owned())
+        );
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases = [
+            (
+                RawPersonRecord {
+                    external_id: String::new(),
+                    ..record()
+                },
+                "external_id",
+            ),
+            (
+                RawPersonRecord {
+                    full_name: " ".to_owned(),
+                    ..record()
+                },
+                "full_name",
+            ),
+            (
+                RawPersonRecord {
+                    email: "not-an-email".to_owned(),
+                    ..record()
+                },
+                "email",
+            ),
+            (
+                RawPersonRecord {
+                    sector: None,
+                    ..record()
+                },
+                "sector",
+            ),
+            (
+                RawPersonRecord {
+                    organization_external_code: String::new(),
+                    ..record()
+                },
+                "organization_id",
+            ),
+            (
+                RawPersonRecord {
+                    organization_id: "x".to_owned(),
+                    ..record()
+                },
+                "organization_id",
+            ),
+        ];
+        for (raw, field) in cases {
+            assert_eq!(raw.validate().unwrap_err().0, field);
+        }
+    }
+}

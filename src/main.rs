@@ -1,0 +1,117 @@
+//! `lms`: serve the API, apply migrations, or mint a development token.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use lms::auth::{Role, token};
+use lms::config::Config;
+
+/// Learning-management backend for national upskilling programmes, served over gRPC.
+#[derive(Debug, Parser)]
+#[command(name = "lms", version, about)]
+struct Cli {
+    #[command(flatten)]
+    config: Config,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve gRPC, gRPC-Web, reflection and health (the default).
+    Serve,
+    /// Apply pending migrations and exit.
+    Migrate,
+    /// Print a bearer token signed with the development key of the data dir.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct TokenArgs {
+    /// Subject: a person id or a service name.
+    #[arg(long)]
+    subject: String,
+    /// Role to grant (repeat for several): admin, org_admin, programme_manager, trainer, assessor, learner, hr_service.
+    #[arg(long = "role", required = true, value_parser = parse_role)]
+    roles: Vec<Role>,
+    /// Organisation whose subtree an org_admin manages.
+    #[arg(long)]
+    org: Option<String>,
+    /// Lifetime of the token.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+}
+
+fn parse_role(name: &str) -> Result<Role, String> {
+    Role::parse(name).ok_or_else(|| {
+        let names: Vec<&str> = Role::ALL.iter().map(|role| role.as_str()).collect();
+        format!("unknown role {name}; one of {}", names.join(", "))
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = cli.config;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            lms::telemetry::init(config.log_format);
+            let app = lms::App::build(config).await?;
+            app.run_until_stopped(shutdown_signal()).await
+        }
+        Command::Migrate => {
+            lms::telemetry::init(config.log_format);
+            let store = lms::store::Store::connect(&config).await?;
+            store.migrate().await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Token(args) => {
+            if config.auth.jwt_public_key.is_some() || config.auth.jwks_file.is_some() {
+                anyhow::bail!(
+                    "a production key is configured; tokens come from its issuer, not from lms token"
+                );
+            }
+            let request = token::TokenRequest {
+                subject: args.subject,
+                roles: args.roles,
+                organization_id: args.org,
+                ttl: args.ttl,
+            };
+            let jwt = token::sign_dev_token(&config.auth, &config.data_dir, &request)
+                .context("signing the token")?;
+            println!("{jwt}");
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(error = %error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,8 @@
+//! Generated protobuf and gRPC code for package `lms.v1`; the only place it is included.
+
+#![allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+
+tonic::include_proto!("lms.v1");
+
+/// Encoded file descriptor set of every `lms.v1` proto, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("lms_descriptor");

@@ -1,0 +1,253 @@
+//! The server: binds the listener, stacks the tower layers, registers every service and shuts down gracefully.
+
+pub mod gate;
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use http::{HeaderName, HeaderValue, Method};
+use tokio::net::TcpListener;
+use tonic::transport::{Server, server::TcpIncoming};
+use tonic_health::ServingStatus;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tower_http::trace::TraceLayer;
+use tracing::Span;
+
+use crate::api::{audit::AuditApi, organization::OrganizationApi, person::PersonApi};
+use crate::auth::{layer::AuthLayer, token::TokenVerifier};
+use crate::config::Config;
+use crate::pb;
+use crate::store::Store;
+
+/// How often the database is pinged to keep the health status honest.
+const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(5);
+/// Services whose health is reported by name, besides the overall `""`.
+const SERVICE_NAMES: [&str; 3] = [
+    "lms.v1.OrganizationService",
+    "lms.v1.PersonService",
+    "lms.v1.AuditService",
+];
+
+/// A bound, migrated server, ready to run.
+pub struct App {
+    config: Config,
+    listener: TcpListener,
+    store: Store,
+    verifier: Arc<TokenVerifier>,
+}
+
+impl App {
+    /// Connects to the database, migrates it (unless `--no-migrate`), loads the token keys and binds the listener.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let store = Store::connect(&config).await?;
+        if !config.server.no_migrate {
+            store.migrate().await?;
+        }
+        let verifier = Arc::new(TokenVerifier::from_config(&config.auth, &config.data_dir)?);
+        let listener = TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("binding {}", config.server.listen))?;
+        Ok(Self {
+            config,
+            listener,
+            store,
+            verifier,
+        })
+    }
+
+    /// Returns the bound address (the real port when configured with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Returns the store, for tests and tools that run beside the server.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight calls for at most the grace period.
+    ///
+    /// Order at shutdown: health goes NOT_SERVING, the listener closes and HTTP/2 GOAWAY tells
+    /// clients to send no new calls, in-flight calls finish; after the grace period the server
+    /// returns anyway (tonic cannot force-close connections, hyper can hang on shutdown).
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> anyhow::Result<()> {
+        let Self {
+            config,
+            listener,
+            store,
+            verifier,
+        } = self;
+        let server_config = &config.server;
+        let max_message = server_config.max_message_bytes;
+
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        for name in SERVICE_NAMES.into_iter().chain([""]) {
+            health_reporter
+                .set_service_status(name, ServingStatus::Serving)
+                .await;
+        }
+        let probe = tokio::spawn(probe_database(store.clone(), health_reporter.clone()));
+
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+
+        let organizations = pb::organization_service_server::OrganizationServiceServer::new(
+            OrganizationApi::new(store.clone()),
+        )
+        .max_decoding_message_size(max_message);
+        let people =
+            pb::person_service_server::PersonServiceServer::new(PersonApi::new(store.clone()))
+                .max_decoding_message_size(max_message);
+        let audit = pb::audit_service_server::AuditServiceServer::new(AuditApi::new(store.clone()))
+            .max_decoding_message_size(max_message);
+
+        let trace = TraceLayer::new_for_grpc()
+            .make_span_with(|request: &http::Request<_>| {
+                tracing::info_span!("rpc", method = %request.uri().path())
+            })
+            .on_request(())
+            .on_response(|response: &http::Response<_>, latency: Duration, _span: &Span| {
+                // Trailers-only responses (errors) carry the status in the headers.
+                if let Some(status) = response.headers().get("grpc-status") {
+                    log_call(status.to_str().unwrap_or("?"), latency);
+                }
+            })
+            .on_eos(|trailers: Option<&http::HeaderMap>, latency: Duration, _span: &Span| {
+                if let Some(status) = trailers.and_then(|trailers| trailers.get("grpc-status")) {
+                    log_call(status.to_str().unwrap_or("?"), latency);
+                }
+            })
+            .on_failure(());
+
+        let incoming = TcpIncoming::from(listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(Duration::from_secs(60)));
+        let local_addr = incoming.local_addr()?;
+
+        let router = Server::builder()
+            .concurrency_limit_per_connection(server_config.concurrency_per_connection)
+            .load_shed(true)
+            .max_concurrent_streams(server_config.max_concurrent_streams)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .http2_max_header_list_size(16 * 1024)
+            .accept_http1(true)
+            .layer(trace)
+            .layer(cors_layer(&server_config.cors_origins)?)
+            .layer(tonic_web::GrpcWebLayer::new())
+            .layer(gate::GateLayer::new(
+                server_config.concurrency_limit,
+                server_config.request_timeout,
+            ))
+            .layer(AuthLayer::new(verifier))
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(organizations)
+            .add_service(people)
+            .add_service(audit);
+
+        let (draining_sender, draining) = tokio::sync::oneshot::channel::<()>();
+        let signal_reporter = health_reporter.clone();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
+            for name in SERVICE_NAMES.into_iter().chain([""]) {
+                signal_reporter
+                    .set_service_status(name, ServingStatus::NotServing)
+                    .await;
+            }
+            let _ = draining_sender.send(());
+        };
+        tracing::info!(address = %local_addr, "serving gRPC, gRPC-Web, reflection and health");
+        let serve = router.serve_with_incoming_shutdown(incoming, signal);
+        tokio::pin!(serve);
+        let grace = server_config.shutdown_grace;
+        tokio::select! {
+            result = &mut serve => result.context("serving")?,
+            () = async {
+                if draining.await.is_ok() {
+                    tokio::time::sleep(grace).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            } => {
+                tracing::warn!(grace_seconds = grace.as_secs(), "calls still running after the grace period; stopping anyway");
+            }
+        }
+        probe.abort();
+        store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+fn log_call(status: &str, latency: Duration) {
+    let latency_ms = latency.as_secs_f64() * 1000.0;
+    tracing::info!(grpc_status = status, latency_ms, "rpc finished");
+}
+
+/// Keeps health in step with the database: NOT_SERVING while it does not answer.
+async fn probe_database(store: Store, reporter: tonic_health::server::HealthReporter) {
+    let mut serving = true;
+    loop {
+        tokio::time::sleep(HEALTH_PROBE_INTERVAL).await;
+        let healthy = store.ping().await.is_ok();
+        if healthy != serving {
+            serving = healthy;
+            let status = if healthy {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            tracing::warn!(healthy, "database health changed");
+            for name in SERVICE_NAMES.into_iter().chain([""]) {
+                reporter.set_service_status(name, status).await;
+            }
+        }
+    }
+}
+
+/// Returns the CORS policy for gRPC-Web callers from `origins` (`*` allows any).
+fn cors_layer(origins: &[String]) -> anyhow::Result<CorsLayer> {
+    let allow_origin = if origins.iter().any(|origin| origin == "*") {
+        AllowOrigin::from(Any)
+    } else {
+        let values = origins
+            .iter()
+            .filter(|origin| !origin.is_empty())
+            .map(|origin| {
+                HeaderValue::from_str(origin).with_context(|| format!("bad CORS origin {origin}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        AllowOrigin::list(values)
+    };
+    let header = HeaderName::from_static;
+    Ok(CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([Method::POST, Method::OPTIONS])
+        .allow_headers([
+            header("authorization"),
+            header("content-type"),
+            header("grpc-timeout"),
+            header("x-grpc-web"),
+            header("x-user-agent"),
+        ])
+        .expose_headers([
+            header("grpc-status"),
+            header("grpc-message"),
+            header("grpc-status-details-bin"),
+        ])
+        .max_age(Duration::from_secs(24 * 60 * 60)))
+}

@@ -1,0 +1,492 @@
+//! People: reads by subtree, audited updates, and idempotent batch upserts by `external_id`.
+
+use std::collections::{HashMap, HashSet};
+
+use sea_orm::{
+    ActiveValue::Set,
+    ColumnTrait as _, ConnectionTrait, DatabaseTransaction, EntityTrait as _, QueryFilter as _,
+    QueryOrder as _, QuerySelect as _,
+    sea_query::{Expr, Query},
+};
+
+use super::entity::{organizations, people};
+use super::idempotency::{self, RequestKey, StoredAnswer};
+use super::{Store, audit, db_error};
+use crate::auth::Scope;
+use crate::domain::audit::{AuditChange, AuditContext};
+use crate::domain::page::Page;
+use crate::domain::person::{
+    OrganizationRef, Person, PersonPatch, PersonRecord, PersonStatus, PersonValues, RecordError,
+    Sector, UpsertOutcome,
+};
+use crate::error::{Error, Result};
+
+const RESOURCE: &str = "person";
+/// Rows per multi-row insert: 10 columns each keeps a statement under every backend's bind limit.
+const INSERT_BATCH: usize = 500;
+/// Keys per `IN (...)` lookup.
+const LOOKUP_BATCH: usize = 1000;
+
+/// Filters of [`Store::list_people`].
+#[derive(Debug, Clone, Default)]
+pub struct PersonFilter {
+    /// Only people whose organisation's path starts with this.
+    pub organization_path_prefix: Option<String>,
+    /// Only this sector.
+    pub sector: Option<Sector>,
+    /// Only this status.
+    pub status: Option<PersonStatus>,
+}
+
+/// One record of a batch: its position and either a validated record or why it is invalid.
+pub type BatchRecord = (i64, std::result::Result<PersonRecord, RecordError>);
+
+fn from_model(model: people::Model) -> Result<Person> {
+    let sector = Sector::parse(&model.sector)
+        .ok_or_else(|| Error::internal(format!("stored sector {} is unknown", model.sector)))?;
+    let status = PersonStatus::parse(&model.status)
+        .ok_or_else(|| Error::internal(format!("stored status {} is unknown", model.status)))?;
+    Ok(Person {
+        id: model.id,
+        external_id: model.external_id,
+        values: PersonValues {
+            full_name: model.full_name,
+            email: model.email,
+            organization_id: model.organization_id,
+            sector,
+            status,
+        },
+        revision: model.revision,
+        create_time: model.create_time,
+        update_time: model.update_time,
+    })
+}
+
+fn change_of(person: &Person) -> AuditChange {
+    AuditChange::new(
+        RESOURCE,
+        &person.id,
+        &serde_json::json!({
+            "external_id": person.external_id,
+            "values": person.values,
+            "revision": person.revision,
+        }),
+    )
+}
+
+fn to_active(person: &Person) -> people::ActiveModel {
+    people::ActiveModel {
+        id: Set(person.id.clone()),
+        external_id: Set(person.external_id.clone()),
+        full_name: Set(person.values.full_name.clone()),
+        email: Set(person.values.email.clone()),
+        organization_id: Set(person.values.organization_id.clone()),
+        sector: Set(person.values.sector.as_str().to_owned()),
+        status: Set(person.values.status.as_str().to_owned()),
+        revision: Set(person.revision),
+        create_time: Set(person.create_time),
+        update_time: Set(person.update_time),
+    }
+}
+
+/// Writes a changed person guarded by its previous revision; false when someone else changed it first.
+async fn write_update(
+    transaction: &DatabaseTransaction,
+    person: &Person,
+    previous_revision: i64,
+) -> Result<bool> {
+    let values = &person.values;
+    let updated = people::Entity::update_many()
+        .col_expr(
+            people::Column::FullName,
+            Expr::value(values.full_name.clone()),
+        )
+        .col_expr(people::Column::Email, Expr::value(values.email.clone()))
+        .col_expr(
+            people::Column::OrganizationId,
+            Expr::value(values.organization_id.clone()),
+        )
+        .col_expr(people::Column::Sector, Expr::value(values.sector.as_str()))
+        .col_expr(people::Column::Status, Expr::value(values.status.as_str()))
+        .col_expr(people::Column::Revision, Expr::value(person.revision))
+        .col_expr(people::Column::UpdateTime, Expr::value(person.update_time))
+        .filter(people::Column::Id.eq(person.id.as_str()))
+        .filter(people::Column::Revision.eq(previous_revision))
+        .exec(transaction)
+        .await
+        .map_err(db_error)?;
+    Ok(updated.rows_affected == 1)
+}
+
+async fn organization_paths(
+    connection: &impl ConnectionTrait,
+    ids: Vec<String>,
+    codes: Vec<String>,
+) -> Result<(HashMap<String, String>, HashMap<String, (String, String)>)> {
+    let mut by_id = HashMap::new();
+    let mut by_code = HashMap::new();
+    for chunk in ids.chunks(LOOKUP_BATCH) {
+        let rows = organizations::Entity::find()
+            .filter(organizations::Column::Id.is_in(chunk.iter().cloned()))
+            .all(connection)
+            .await
+            .map_err(db_error)?;
+        for row in rows {
+            by_id.insert(row.id, row.path);
+        }
+    }
+    for chunk in codes.chunks(LOOKUP_BATCH) {
+        let rows = organizations::Entity::find()
+            .filter(organizations::Column::ExternalCode.is_in(chunk.iter().cloned()))
+            .all(connection)
+            .await
+            .map_err(db_error)?;
+        for row in rows {
+            if let Some(code) = row.external_code {
+                by_code.insert(code, (row.id, row.path));
+            }
+        }
+    }
+    Ok((by_id, by_code))
+}
+
+fn record_error(index: i64, key: &str, field: &str, reason: &str, message: String) -> RecordError {
+    RecordError {
+        index,
+        key: key.to_owned(),
+        field: field.to_owned(),
+        reason: reason.to_owned(),
+        message,
+    }
+}
+
+/// Applies one batch of records inside `transaction` and returns what it did.
+async fn upsert_in_transaction(
+    transaction: &DatabaseTransaction,
+    context: &AuditContext,
+    scope: &Scope,
+    records: Vec<BatchRecord>,
+) -> Result<UpsertOutcome> {
+    let mut outcome = UpsertOutcome::default();
+    let mut valid = Vec::with_capacity(records.len());
+    let mut seen = HashSet::new();
+    for (index, record) in records {
+        match record {
+            Err(error) => outcome.errors.push(error),
+            Ok(record) if !seen.insert(record.external_id.clone()) => {
+                outcome.errors.push(record_error(
+                    index,
+                    &record.external_id,
+                    "external_id",
+                    "DUPLICATE_IN_BATCH",
+                    "this external_id appears earlier in the same batch".to_owned(),
+                ))
+            }
+            Ok(record) => valid.push((index, record)),
+        }
+    }
+
+    let mut organization_ids = Vec::new();
+    let mut organization_codes = Vec::new();
+    for (_, record) in &valid {
+        match &record.organization {
+            OrganizationRef::Id(id) => organization_ids.push(id.clone()),
+            OrganizationRef::ExternalCode(code) => organization_codes.push(code.clone()),
+        }
+    }
+    organization_ids.sort();
+    organization_ids.dedup();
+    organization_codes.sort();
+    organization_codes.dedup();
+    let (paths_by_id, organizations_by_code) =
+        organization_paths(transaction, organization_ids, organization_codes).await?;
+
+    let external_ids: Vec<String> = valid
+        .iter()
+        .map(|(_, record)| record.external_id.clone())
+        .collect();
+    let mut existing: HashMap<String, Person> = HashMap::new();
+    for chunk in external_ids.chunks(LOOKUP_BATCH) {
+        let rows = people::Entity::find()
+            .filter(people::Column::ExternalId.is_in(chunk.iter().cloned()))
+            .all(transaction)
+            .await
+            .map_err(db_error)?;
+        for row in rows {
+            let person = from_model(row)?;
+            existing.insert(person.external_id.clone(), person);
+        }
+    }
+    // Paths of the organisations existing people are in now, for the scope check of a move.
+    let mut current_paths = paths_by_id.clone();
+    if *scope != Scope::All {
+        let missing: Vec<String> = existing
+            .values()
+            .map(|person| person.values.organization_id.clone())
+            .filter(|id| !current_paths.contains_key(id))
+            .collect();
+        let (more, _) = organization_paths(transaction, missing, Vec::new()).await?;
+        current_paths.extend(more);
+    }
+
+    let now = crate::domain::now();
+    let mut inserts = Vec::new();
+    let mut changes = Vec::new();
+    for (index, record) in valid {
+        let key = record.external_id.clone();
+        let resolved = match &record.organization {
+            OrganizationRef::Id(id) => paths_by_id.get(id).map(|path| (id.clone(), path.clone())),
+            OrganizationRef::ExternalCode(code) => organizations_by_code.get(code).cloned(),
+        };
+        let Some((organization_id, path)) = resolved else {
+            let (field, value) = match &record.organization {
+                OrganizationRef::Id(id) => ("organization_id", id),
+                OrganizationRef::ExternalCode(code) => ("organization_external_code", code),
+            };
+            outcome.errors.push(record_error(
+                index,
+                &key,
+                field,
+                "ORGANIZATION_NOT_FOUND",
+                format!("no organization {value}"),
+            ));
+            continue;
+        };
+        let current_path = existing
+            .get(&key)
+            .and_then(|person| current_paths.get(&person.values.organization_id));
+        let in_scope =
+            scope.allows_path(&path) && current_path.is_none_or(|path| scope.allows_path(path));
+        if !in_scope {
+            outcome.errors.push(record_error(
+                index,
+                &key,
+                "organization_id",
+                "OUTSIDE_ORGANIZATION_SCOPE",
+                "the person's organization is outside the organisations you manage".to_owned(),
+            ));
+            continue;
+        }
+        let values = record.values(organization_id);
+        match existing.get_mut(&key) {
+            Some(person) if person.values == values => outcome.counts.unchanged += 1,
+            Some(person) => {
+                let previous_revision = person.revision;
+                person.values = values;
+                person.revision += 1;
+                person.update_time = now;
+                if !write_update(transaction, person, previous_revision).await? {
+                    return Err(Error::Unavailable(
+                        "a person in this batch changed concurrently; retry the batch".to_owned(),
+                    ));
+                }
+                changes.push(change_of(person));
+                outcome.counts.updated += 1;
+            }
+            None => {
+                let person = Person {
+                    id: crate::domain::new_id(),
+                    external_id: key.clone(),
+                    values,
+                    revision: 1,
+                    create_time: now,
+                    update_time: now,
+                };
+                changes.push(change_of(&person));
+                inserts.push(to_active(&person));
+                // A later duplicate would have been refused above, so this key is final.
+                existing.insert(key, person);
+                outcome.counts.created += 1;
+            }
+        }
+    }
+    let mut pending = inserts.into_iter().peekable();
+    while pending.peek().is_some() {
+        let batch: Vec<_> = pending.by_ref().take(INSERT_BATCH).collect();
+        people::Entity::insert_many(batch)
+            .exec(transaction)
+            .await
+            .map_err(|error| {
+                if super::is_unique_violation(&error) {
+                    // Another call created one of these people since this batch looked them up.
+                    Error::Aborted {
+                        reason: "CONCURRENT_UPSERT",
+                        message: "a person in this batch was created concurrently; retry the batch"
+                            .to_owned(),
+                        metadata: Vec::new(),
+                    }
+                } else {
+                    db_error(error)
+                }
+            })?;
+    }
+    audit::append(transaction, context, changes).await?;
+    outcome.counts.failed = outcome.errors.len() as i64;
+    outcome.errors.sort_by_key(|error| error.index);
+    Ok(outcome)
+}
+
+impl Store {
+    /// Returns one person and the materialised path of their organisation.
+    pub async fn get_person(&self, id: &str) -> Result<(Person, String)> {
+        let model = people::Entity::find_by_id(id.to_owned())
+            .one(self.connection())
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| Error::not_found(RESOURCE, id))?;
+        let person = from_model(model)?;
+        let organization =
+            super::organization::load(self.connection(), &person.values.organization_id).await?;
+        Ok((person, organization.path))
+    }
+
+    /// Lists people by id after the page's key.
+    pub async fn list_people(
+        &self,
+        filter: &PersonFilter,
+        page: &Page,
+    ) -> Result<(Vec<Person>, String)> {
+        let mut query = people::Entity::find();
+        if let Some(prefix) = &filter.organization_path_prefix {
+            let subtree = Query::select()
+                .column(organizations::Column::Id)
+                .from(organizations::Entity)
+                .and_where(organizations::Column::Path.starts_with(prefix.as_str()))
+                .to_owned();
+            query = query.filter(people::Column::OrganizationId.in_subquery(subtree));
+        }
+        if let Some(sector) = filter.sector {
+            query = query.filter(people::Column::Sector.eq(sector.as_str()));
+        }
+        if let Some(status) = filter.status {
+            query = query.filter(people::Column::Status.eq(status.as_str()));
+        }
+        if let Some(after) = &page.after {
+            query = query.filter(people::Column::Id.gt(after.as_str()));
+        }
+        let rows = query
+            .order_by_asc(people::Column::Id)
+            .limit(page.size + 1)
+            .all(self.connection())
+            .await
+            .map_err(db_error)?;
+        let people = rows
+            .into_iter()
+            .map(from_model)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(page.finish(people, |person| person.id.clone()))
+    }
+
+    /// Returns the number of people.
+    pub async fn count_people(&self) -> Result<u64> {
+        use sea_orm::PaginatorTrait as _;
+        people::Entity::find()
+            .count(self.connection())
+            .await
+            .map_err(db_error)
+    }
+
+    /// Applies `patch` to a person; `expected_revision` (from the etag) must match when given.
+    pub async fn update_person(
+        &self,
+        context: AuditContext,
+        scope: Scope,
+        id: String,
+        patch: PersonPatch,
+        expected_revision: Option<i64>,
+    ) -> Result<Person> {
+        self.write(move |transaction| {
+            Box::pin(async move {
+                let model = people::Entity::find_by_id(id.clone())
+                    .one(transaction)
+                    .await
+                    .map_err(db_error)?
+                    .ok_or_else(|| Error::not_found(RESOURCE, &id))?;
+                let mut person = from_model(model)?;
+                let current =
+                    super::organization::load(transaction, &person.values.organization_id).await?;
+                scope.require_path(&current.path, "this person")?;
+                if expected_revision.is_some_and(|revision| revision != person.revision) {
+                    return Err(Error::EtagMismatch {
+                        resource: RESOURCE,
+                        id,
+                    });
+                }
+                if let Some(organization_id) = &patch.organization_id {
+                    let target = super::organization::load(transaction, organization_id).await?;
+                    scope.require_path(&target.path, "the new organization")?;
+                }
+                if !patch.apply(&mut person.values) {
+                    return Ok(person);
+                }
+                let previous_revision = person.revision;
+                person.revision += 1;
+                person.update_time = crate::domain::now();
+                if !write_update(transaction, &person, previous_revision).await? {
+                    return Err(Error::EtagMismatch {
+                        resource: RESOURCE,
+                        id,
+                    });
+                }
+                audit::append(transaction, &context, vec![change_of(&person)]).await?;
+                Ok(person)
+            })
+        })
+        .await
+    }
+
+    /// Upserts a batch of records in one transaction; with a request key, a replay returns the first answer.
+    pub async fn upsert_people(
+        &self,
+        context: AuditContext,
+        scope: Scope,
+        records: Vec<BatchRecord>,
+        key: Option<RequestKey>,
+    ) -> Result<UpsertOutcome> {
+        if let Some(key) = &key {
+            if let Some(answer) = self.stored_answer(key).await? {
+                return replayed_outcome(answer);
+            }
+        }
+        let claimed_key = key.clone();
+        let result = self
+            .write(move |transaction| {
+                Box::pin(async move {
+                    if let Some(key) = &claimed_key {
+                        if !idempotency::claim(transaction, key).await? {
+                            return Err(idempotency::already_claimed());
+                        }
+                    }
+                    let outcome =
+                        upsert_in_transaction(transaction, &context, &scope, records).await?;
+                    if let Some(key) = &claimed_key {
+                        let response = serde_json::to_string(&outcome).map_err(Error::internal)?;
+                        let answer = StoredAnswer {
+                            resource_id: None,
+                            response: Some(response),
+                        };
+                        idempotency::record_answer(transaction, &key.request_id, answer).await?;
+                    }
+                    Ok(outcome)
+                })
+            })
+            .await;
+        match (result, key) {
+            (Err(error), Some(key)) if idempotency::is_already_claimed(&error) => {
+                let answer = self
+                    .stored_answer(&key)
+                    .await?
+                    .ok_or_else(|| Error::internal("claimed request id has no record"))?;
+                replayed_outcome(answer)
+            }
+            (result, _) => result,
+        }
+    }
+}
+
+fn replayed_outcome(answer: StoredAnswer) -> Result<UpsertOutcome> {
+    let response = answer
+        .response
+        .ok_or_else(|| Error::internal("stored answer has no response"))?;
+    serde_json::from_str(&response).map_err(Error::internal)
+}
