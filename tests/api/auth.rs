@@ -1,0 +1,270 @@
+//! Authentication and authorisation at the edge: tokens, roles and organisation scope.
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use lms::auth::{Role, token::Claims};
+use lms::pb::{self, OrganizationKind};
+use tonic::Code;
+
+use crate::helpers::{TestApp, error_reason, spawn_app, with_token};
+
+fn claims(app: &TestApp, roles: &[&str]) -> Claims {
+    let now = jsonwebtoken::get_current_timestamp();
+    Claims {
+        sub: "someone".to_owned(),
+        roles: roles.iter().map(|role| (*role).to_owned()).collect(),
+        org: None,
+        iss: app.config.auth.jwt_issuer.clone(),
+        aud: app.config.auth.jwt_audience.clone(),
+        exp: now + 600,
+        nbf: now,
+        iat: now,
+    }
+}
+
+fn sign(app: &TestApp, claims: &Claims) -> String {
+    let key = lms::auth::token::load_or_create_dev_key(&app.config.data_dir).unwrap();
+    encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(&key)).unwrap()
+}
+
+async fn list_organizations_with(app: &TestApp, token: Option<&str>) -> Result<(), tonic::Status> {
+    let message = pb::ListOrganizationsRequest::default();
+    let request = match token {
+        Some(token) => with_token(message, token),
+        None => tonic::Request::new(message),
+    };
+    app.organizations.clone().list_organizations(request).await.map(|_| ())
+}
+
+#[tokio::test]
+async fn a_call_without_a_token_is_unauthenticated() {
+    let (app, _database) = spawn_app().await;
+    let status = list_organizations_with(&app, None).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(error_reason(&status), "UNAUTHENTICATED");
+    list_organizations_with(&app, Some(&app.admin_token())).await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_tokens_are_unauthenticated() {
+    let (app, _database) = spawn_app().await;
+    let now = jsonwebtoken::get_current_timestamp();
+
+    let expired = Claims { exp: now - 3600, nbf: now - 7200, ..claims(&app, &["admin"]) };
+    let wrong_audience = Claims { aud: "someone-else".to_owned(), ..claims(&app, &["admin"]) };
+    let wrong_issuer = Claims { iss: "evil".to_owned(), ..claims(&app, &["admin"]) };
+    let not_yet_valid = Claims { nbf: now + 3600, ..claims(&app, &["admin"]) };
+    let other_key = encode(
+        &Header::new(Algorithm::HS256),
+        &claims(&app, &["admin"]),
+        &EncodingKey::from_secret(b"not the server's key"),
+    )
+    .unwrap();
+    // `alg: none`: a token with no signature at all.
+    let unsigned = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#),
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims(&app, &["admin"])).unwrap()),
+    );
+    // HS512 with the right key: right secret, wrong (unpinned) algorithm.
+    let key = lms::auth::token::load_or_create_dev_key(&app.config.data_dir).unwrap();
+    let other_algorithm = encode(
+        &Header::new(Algorithm::HS512),
+        &claims(&app, &["admin"]),
+        &EncodingKey::from_secret(&key),
+    )
+    .unwrap();
+
+    let tokens = [
+        ("expired", sign(&app, &expired)),
+        ("wrong audience", sign(&app, &wrong_audience)),
+        ("wrong issuer", sign(&app, &wrong_issuer)),
+        ("not yet valid", sign(&app, &not_yet_valid)),
+        ("other key", other_key),
+        ("alg none", unsigned),
+        ("other algorithm", other_algorithm),
+        ("garbage", "not-a-jwt".to_owned()),
+    ];
+    for (case, token) in tokens {
+        let status = list_organizations_with(&app, Some(&token)).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{case}: {status:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_learner_cannot_create_an_organization_and_nothing_is_written() {
+    let (app, _database) = spawn_app().await;
+    let learner = app.token("learner-1", &[Role::Learner], None);
+    let request = pb::CreateOrganizationRequest {
+        organization: Some(pb::Organization {
+            name: "Ministry of Finance".to_owned(),
+            kind: OrganizationKind::Ministry.into(),
+            ..Default::default()
+        }),
+        request_id: String::new(),
+    };
+    let status = app
+        .organizations
+        .clone()
+        .create_organization(with_token(request, &learner))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert_eq!(error_reason(&status), "ROLE_NOT_ALLOWED");
+    assert_eq!(app.audit_length().await, 0);
+    // The audit log is for admins only.
+    let status = app
+        .audit
+        .clone()
+        .list_audit_entries(with_token(pb::ListAuditEntriesRequest::default(), &learner))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+}
+
+#[tokio::test]
+async fn an_org_admin_acts_only_inside_their_subtree() {
+    let (app, _database) = spawn_app().await;
+    let finance = app.create_organization("Ministry of Finance", OrganizationKind::Ministry, None, Some("MOF")).await;
+    let health = app.create_organization("Ministry of Health", OrganizationKind::Ministry, None, Some("MOH")).await;
+    let admin_of_finance = app.token("officer-mof", &[Role::OrgAdmin], Some(&finance.id));
+
+    let create_under = |parent: &str| pb::CreateOrganizationRequest {
+        organization: Some(pb::Organization {
+            name: "Budget Division".to_owned(),
+            kind: OrganizationKind::Department.into(),
+            parent_id: parent.to_owned(),
+            ..Default::default()
+        }),
+        request_id: String::new(),
+    };
+    let inside = app
+        .organizations
+        .clone()
+        .create_organization(with_token(create_under(&finance.id), &admin_of_finance))
+        .await
+        .expect("inside the subtree");
+    assert_eq!(inside.get_ref().parent_id, finance.id);
+
+    let status = app
+        .organizations
+        .clone()
+        .create_organization(with_token(create_under(&health.id), &admin_of_finance))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert_eq!(error_reason(&status), "OUTSIDE_ORGANIZATION_SCOPE");
+
+    // Moving their department under another ministry takes it out of their reach: refused.
+    let status = app
+        .organizations
+        .clone()
+        .move_organization(with_token(
+            pb::MoveOrganizationRequest {
+                id: inside.get_ref().id.clone(),
+                new_parent_id: health.id.clone(),
+                etag: String::new(),
+            },
+            &admin_of_finance,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+
+    // People of another ministry are neither listed nor imported.
+    let batch = pb::BatchUpsertPeopleRequest {
+        people: vec![
+            crate::helpers::person_record("MOF-1", "MOF"),
+            crate::helpers::person_record("MOH-1", "MOH"),
+        ],
+        request_id: String::new(),
+    };
+    let outcome = app
+        .people
+        .clone()
+        .batch_upsert_people(with_token(batch, &admin_of_finance))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(outcome.counts.unwrap().created, 1);
+    assert_eq!(outcome.errors.len(), 1);
+    assert_eq!(outcome.errors[0].key, "MOH-1");
+    assert_eq!(outcome.errors[0].reason, "OUTSIDE_ORGANIZATION_SCOPE");
+
+    let status = app
+        .people
+        .clone()
+        .list_people(with_token(
+            pb::ListPeopleRequest { organization_subtree: health.id.clone(), ..Default::default() },
+            &admin_of_finance,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let listed = app
+        .people
+        .clone()
+        .list_people(with_token(pb::ListPeopleRequest::default(), &admin_of_finance))
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<&str> = listed.people.iter().map(|person| person.external_id.as_str()).collect();
+    assert_eq!(ids, ["MOF-1"]);
+}
+
+#[tokio::test]
+async fn a_learner_reads_their_own_record_only() {
+    let (app, _database) = spawn_app().await;
+    app.create_organization("Ministry of Finance", OrganizationKind::Ministry, None, Some("MOF")).await;
+    let batch = pb::BatchUpsertPeopleRequest {
+        people: vec![crate::helpers::person_record("E-1", "MOF"), crate::helpers::person_record("E-2", "MOF")],
+        request_id: String::new(),
+    };
+    app.people.clone().batch_upsert_people(app.admin(batch)).await.unwrap();
+    let people = app
+        .people
+        .clone()
+        .list_people(app.admin(pb::ListPeopleRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .people;
+    let (me, other) = (&people[0], &people[1]);
+    let learner = app.token(&me.id, &[Role::Learner], None);
+    let own = app
+        .people
+        .clone()
+        .get_person(with_token(pb::GetPersonRequest { id: me.id.clone() }, &learner))
+        .await
+        .unwrap();
+    assert_eq!(own.get_ref().external_id, me.external_id);
+    let status = app
+        .people
+        .clone()
+        .get_person(with_token(pb::GetPersonRequest { id: other.id.clone() }, &learner))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+}
+
+#[tokio::test]
+async fn health_and_reflection_need_no_token() {
+    let (app, _database) = spawn_app().await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel.clone());
+    let response = health
+        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .await
+        .unwrap();
+    assert_eq!(
+        response.get_ref().status(),
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
+    let response = health
+        .check(tonic_health::pb::HealthCheckRequest { service: "lms.v1.PersonService".to_owned() })
+        .await
+        .unwrap();
+    assert_eq!(
+        response.get_ref().status(),
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
+}

@@ -1,0 +1,9 @@
+//! Black-box tests of the gRPC API over a real socket, on SQLite (default) or PostgreSQL
+//! (`LMS_TEST_DATABASE_URL`).
+
+mod audit;
+mod auth;
+mod helpers;
+mod lifecycle;
+mod organizations;
+mod people;
