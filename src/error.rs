@@ -282,7 +282,7 @@ impl From<Error> for Status {
                 (Code::Unavailable, message.clone(), vec![])
             }
             Error::Internal(cause) => {
-                tracing::error!(error = ?cause, "internal error");
+                tracing::error!(error = format!("{cause:#}"), "internal error");
                 (Code::Internal, "internal error".to_owned(), vec![])
             }
         };

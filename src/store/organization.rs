@@ -109,19 +109,19 @@ impl Store {
         new: NewOrganization,
         key: Option<RequestKey>,
     ) -> Result<Organization> {
-        if let Some(key) = &key {
-            if let Some(answer) = self.stored_answer(key).await? {
-                return self.replayed_organization(answer).await;
-            }
+        if let Some(key) = &key
+            && let Some(answer) = self.stored_answer(key).await?
+        {
+            return self.replayed_organization(answer).await;
         }
         let claimed_key = key.clone();
         let result = self
             .write(move |transaction| {
                 Box::pin(async move {
-                    if let Some(key) = &claimed_key {
-                        if !idempotency::claim(transaction, key).await? {
-                            return Err(idempotency::already_claimed());
-                        }
+                    if let Some(key) = &claimed_key
+                        && !idempotency::claim(transaction, key).await?
+                    {
+                        return Err(idempotency::already_claimed());
                     }
                     lock_organization_tree(transaction).await?;
                     let parent = match &new.parent_id {
@@ -370,7 +370,7 @@ impl Store {
                         sql,
                         [
                             new_path.clone().into(),
-                            (old_path.len() as i64 + 1).into(),
+                            (old_path.len() as i32 + 1).into(),
                             now.into(),
                             format!("{old_path}%").into(),
                         ],

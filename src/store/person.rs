@@ -443,19 +443,19 @@ impl Store {
         records: Vec<BatchRecord>,
         key: Option<RequestKey>,
     ) -> Result<UpsertOutcome> {
-        if let Some(key) = &key {
-            if let Some(answer) = self.stored_answer(key).await? {
-                return replayed_outcome(answer);
-            }
+        if let Some(key) = &key
+            && let Some(answer) = self.stored_answer(key).await?
+        {
+            return replayed_outcome(answer);
         }
         let claimed_key = key.clone();
         let result = self
             .write(move |transaction| {
                 Box::pin(async move {
-                    if let Some(key) = &claimed_key {
-                        if !idempotency::claim(transaction, key).await? {
-                            return Err(idempotency::already_claimed());
-                        }
+                    if let Some(key) = &claimed_key
+                        && !idempotency::claim(transaction, key).await?
+                    {
+                        return Err(idempotency::already_claimed());
                     }
                     let outcome =
                         upsert_in_transaction(transaction, &context, &scope, records).await?;

@@ -17,12 +17,23 @@ async fn verify(app: &TestApp) -> pb::VerifyAuditChainResponse {
 #[tokio::test]
 async fn mutations_write_audit_entries_with_their_actor() {
     let (app, _database) = spawn_app().await;
-    let ministry = app.create_organization("Ministry of Finance", OrganizationKind::Ministry, None, Some("MOF")).await;
+    let ministry = app
+        .create_organization(
+            "Ministry of Finance",
+            OrganizationKind::Ministry,
+            None,
+            Some("MOF"),
+        )
+        .await;
     let batch = pb::BatchUpsertPeopleRequest {
         people: vec![person_record("E-1", "MOF"), person_record("E-2", "MOF")],
         request_id: uuid::Uuid::new_v4().to_string(),
     };
-    app.people.clone().batch_upsert_people(app.admin(batch.clone())).await.unwrap();
+    app.people
+        .clone()
+        .batch_upsert_people(app.admin(batch.clone()))
+        .await
+        .unwrap();
 
     let entries = app
         .audit
@@ -35,7 +46,10 @@ async fn mutations_write_audit_entries_with_their_actor() {
     assert_eq!(entries.len(), 3);
     assert_eq!(entries[0].resource_type, "organization");
     assert_eq!(entries[0].resource_id, ministry.id);
-    assert_eq!(entries[0].action, "lms.v1.OrganizationService/CreateOrganization");
+    assert_eq!(
+        entries[0].action,
+        "lms.v1.OrganizationService/CreateOrganization"
+    );
     assert!(entries.iter().all(|entry| entry.actor == "admin-1"));
     assert_eq!(entries[1].action, "lms.v1.PersonService/BatchUpsertPeople");
     assert_eq!(entries[1].request_id, batch.request_id);
@@ -59,7 +73,10 @@ async fn mutations_write_audit_entries_with_their_actor() {
     let first_page = app
         .audit
         .clone()
-        .list_audit_entries(app.admin(pb::ListAuditEntriesRequest { page_size: 2, ..Default::default() }))
+        .list_audit_entries(app.admin(pb::ListAuditEntriesRequest {
+            page_size: 2,
+            ..Default::default()
+        }))
         .await
         .unwrap()
         .into_inner();
@@ -75,7 +92,14 @@ async fn mutations_write_audit_entries_with_their_actor() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(second_page.entries.iter().map(|entry| entry.sequence).collect::<Vec<_>>(), [3]);
+    assert_eq!(
+        second_page
+            .entries
+            .iter()
+            .map(|entry| entry.sequence)
+            .collect::<Vec<_>>(),
+        [3]
+    );
     assert!(second_page.next_page_token.is_empty());
 }
 
@@ -83,7 +107,13 @@ async fn mutations_write_audit_entries_with_their_actor() {
 async fn the_chain_verifies_and_reports_a_row_changed_behind_the_servers_back() {
     let (app, database) = spawn_app().await;
     for index in 0..5 {
-        app.create_organization(&format!("Ministry {index}"), OrganizationKind::Ministry, None, None).await;
+        app.create_organization(
+            &format!("Ministry {index}"),
+            OrganizationKind::Ministry,
+            None,
+            None,
+        )
+        .await;
     }
     let report = verify(&app).await;
     assert!(report.valid, "{report:?}");
@@ -102,9 +132,15 @@ async fn the_chain_verifies_and_reports_a_row_changed_behind_the_servers_back() 
         .execute_unprepared("UPDATE audit_entries SET actor = 'admin-1' WHERE sequence = 3")
         .await
         .unwrap();
-    assert!(verify(&app).await.valid, "restoring the row restores the chain");
+    assert!(
+        verify(&app).await.valid,
+        "restoring the row restores the chain"
+    );
 
-    direct.execute_unprepared("DELETE FROM audit_entries WHERE sequence = 4").await.unwrap();
+    direct
+        .execute_unprepared("DELETE FROM audit_entries WHERE sequence = 4")
+        .await
+        .unwrap();
     let report = verify(&app).await;
     assert!(!report.valid);
     assert_eq!(report.first_broken_sequence, 4);
@@ -124,7 +160,9 @@ async fn concurrent_writers_extend_one_chain() {
             }),
             request_id: String::new(),
         });
-        tasks.push(tokio::spawn(async move { organizations.create_organization(request).await }));
+        tasks.push(tokio::spawn(async move {
+            organizations.create_organization(request).await
+        }));
     }
     for task in tasks {
         task.await.unwrap().expect("create succeeds");

@@ -24,7 +24,12 @@ fn claims(app: &TestApp, roles: &[&str]) -> Claims {
 
 fn sign(app: &TestApp, claims: &Claims) -> String {
     let key = lms::auth::token::load_or_create_dev_key(&app.config.data_dir).unwrap();
-    encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(&key)).unwrap()
+    encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(&key),
+    )
+    .unwrap()
 }
 
 async fn list_organizations_with(app: &TestApp, token: Option<&str>) -> Result<(), tonic::Status> {
@@ -33,7 +38,11 @@ async fn list_organizations_with(app: &TestApp, token: Option<&str>) -> Result<(
         Some(token) => with_token(message, token),
         None => tonic::Request::new(message),
     };
-    app.organizations.clone().list_organizations(request).await.map(|_| ())
+    app.organizations
+        .clone()
+        .list_organizations(request)
+        .await
+        .map(|_| ())
 }
 
 #[tokio::test]
@@ -42,7 +51,9 @@ async fn a_call_without_a_token_is_unauthenticated() {
     let status = list_organizations_with(&app, None).await.unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
     assert_eq!(error_reason(&status), "UNAUTHENTICATED");
-    list_organizations_with(&app, Some(&app.admin_token())).await.unwrap();
+    list_organizations_with(&app, Some(&app.admin_token()))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -50,10 +61,23 @@ async fn bad_tokens_are_unauthenticated() {
     let (app, _database) = spawn_app().await;
     let now = jsonwebtoken::get_current_timestamp();
 
-    let expired = Claims { exp: now - 3600, nbf: now - 7200, ..claims(&app, &["admin"]) };
-    let wrong_audience = Claims { aud: "someone-else".to_owned(), ..claims(&app, &["admin"]) };
-    let wrong_issuer = Claims { iss: "evil".to_owned(), ..claims(&app, &["admin"]) };
-    let not_yet_valid = Claims { nbf: now + 3600, ..claims(&app, &["admin"]) };
+    let expired = Claims {
+        exp: now - 3600,
+        nbf: now - 7200,
+        ..claims(&app, &["admin"])
+    };
+    let wrong_audience = Claims {
+        aud: "someone-else".to_owned(),
+        ..claims(&app, &["admin"])
+    };
+    let wrong_issuer = Claims {
+        iss: "evil".to_owned(),
+        ..claims(&app, &["admin"])
+    };
+    let not_yet_valid = Claims {
+        nbf: now + 3600,
+        ..claims(&app, &["admin"])
+    };
     let other_key = encode(
         &Header::new(Algorithm::HS256),
         &claims(&app, &["admin"]),
@@ -86,7 +110,9 @@ async fn bad_tokens_are_unauthenticated() {
         ("garbage", "not-a-jwt".to_owned()),
     ];
     for (case, token) in tokens {
-        let status = list_organizations_with(&app, Some(&token)).await.unwrap_err();
+        let status = list_organizations_with(&app, Some(&token))
+            .await
+            .unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated, "{case}: {status:?}");
     }
 }
@@ -125,8 +151,22 @@ async fn a_learner_cannot_create_an_organization_and_nothing_is_written() {
 #[tokio::test]
 async fn an_org_admin_acts_only_inside_their_subtree() {
     let (app, _database) = spawn_app().await;
-    let finance = app.create_organization("Ministry of Finance", OrganizationKind::Ministry, None, Some("MOF")).await;
-    let health = app.create_organization("Ministry of Health", OrganizationKind::Ministry, None, Some("MOH")).await;
+    let finance = app
+        .create_organization(
+            "Ministry of Finance",
+            OrganizationKind::Ministry,
+            None,
+            Some("MOF"),
+        )
+        .await;
+    let health = app
+        .create_organization(
+            "Ministry of Health",
+            OrganizationKind::Ministry,
+            None,
+            Some("MOH"),
+        )
+        .await;
     let admin_of_finance = app.token("officer-mof", &[Role::OrgAdmin], Some(&finance.id));
 
     let create_under = |parent: &str| pb::CreateOrganizationRequest {
@@ -195,7 +235,10 @@ async fn an_org_admin_acts_only_inside_their_subtree() {
         .people
         .clone()
         .list_people(with_token(
-            pb::ListPeopleRequest { organization_subtree: health.id.clone(), ..Default::default() },
+            pb::ListPeopleRequest {
+                organization_subtree: health.id.clone(),
+                ..Default::default()
+            },
             &admin_of_finance,
         ))
         .await
@@ -204,23 +247,43 @@ async fn an_org_admin_acts_only_inside_their_subtree() {
     let listed = app
         .people
         .clone()
-        .list_people(with_token(pb::ListPeopleRequest::default(), &admin_of_finance))
+        .list_people(with_token(
+            pb::ListPeopleRequest::default(),
+            &admin_of_finance,
+        ))
         .await
         .unwrap()
         .into_inner();
-    let ids: Vec<&str> = listed.people.iter().map(|person| person.external_id.as_str()).collect();
+    let ids: Vec<&str> = listed
+        .people
+        .iter()
+        .map(|person| person.external_id.as_str())
+        .collect();
     assert_eq!(ids, ["MOF-1"]);
 }
 
 #[tokio::test]
 async fn a_learner_reads_their_own_record_only() {
     let (app, _database) = spawn_app().await;
-    app.create_organization("Ministry of Finance", OrganizationKind::Ministry, None, Some("MOF")).await;
+    app.create_organization(
+        "Ministry of Finance",
+        OrganizationKind::Ministry,
+        None,
+        Some("MOF"),
+    )
+    .await;
     let batch = pb::BatchUpsertPeopleRequest {
-        people: vec![crate::helpers::person_record("E-1", "MOF"), crate::helpers::person_record("E-2", "MOF")],
+        people: vec![
+            crate::helpers::person_record("E-1", "MOF"),
+            crate::helpers::person_record("E-2", "MOF"),
+        ],
         request_id: String::new(),
     };
-    app.people.clone().batch_upsert_people(app.admin(batch)).await.unwrap();
+    app.people
+        .clone()
+        .batch_upsert_people(app.admin(batch))
+        .await
+        .unwrap();
     let people = app
         .people
         .clone()
@@ -234,14 +297,22 @@ async fn a_learner_reads_their_own_record_only() {
     let own = app
         .people
         .clone()
-        .get_person(with_token(pb::GetPersonRequest { id: me.id.clone() }, &learner))
+        .get_person(with_token(
+            pb::GetPersonRequest { id: me.id.clone() },
+            &learner,
+        ))
         .await
         .unwrap();
     assert_eq!(own.get_ref().external_id, me.external_id);
     let status = app
         .people
         .clone()
-        .get_person(with_token(pb::GetPersonRequest { id: other.id.clone() }, &learner))
+        .get_person(with_token(
+            pb::GetPersonRequest {
+                id: other.id.clone(),
+            },
+            &learner,
+        ))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
@@ -252,7 +323,9 @@ async fn health_and_reflection_need_no_token() {
     let (app, _database) = spawn_app().await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel.clone());
     let response = health
-        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
         .await
         .unwrap();
     assert_eq!(
@@ -260,7 +333,9 @@ async fn health_and_reflection_need_no_token() {
         tonic_health::pb::health_check_response::ServingStatus::Serving
     );
     let response = health
-        .check(tonic_health::pb::HealthCheckRequest { service: "lms.v1.PersonService".to_owned() })
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "lms.v1.PersonService".to_owned(),
+        })
         .await
         .unwrap();
     assert_eq!(

@@ -6,7 +6,8 @@ use std::{path::PathBuf, sync::LazyLock, time::Duration};
 use lms::auth::{Role, token};
 use lms::config::Config;
 use lms::pb::{
-    audit_service_client::AuditServiceClient, organization_service_client::OrganizationServiceClient,
+    audit_service_client::AuditServiceClient,
+    organization_service_client::OrganizationServiceClient,
     person_service_client::PersonServiceClient,
 };
 use sea_orm::{ConnectionTrait as _, Database, DatabaseConnection};
@@ -25,6 +26,8 @@ pub(crate) struct TestDatabase {
     pub(crate) data_dir: PathBuf,
     /// `DATABASE_URL` of the server.
     pub(crate) url: String,
+    /// For PostgreSQL: the admin URL and the name of the database made for this test.
+    postgres: Option<(String, String)>,
     _temp_dir: tempfile::TempDir,
 }
 
@@ -33,40 +36,76 @@ impl TestDatabase {
     pub(crate) async fn fresh() -> Self {
         let temp_dir = tempfile::tempdir().expect("temp dir");
         let data_dir = temp_dir.path().to_path_buf();
-        let url = match std::env::var("LMS_TEST_DATABASE_URL") {
-            Ok(admin_url) if !admin_url.is_empty() => create_postgres_database(&admin_url).await,
-            _ => format!("sqlite://{}?mode=rwc", data_dir.join("lms.db").display()),
+        let (url, postgres) = match std::env::var("LMS_TEST_DATABASE_URL") {
+            Ok(admin_url) if !admin_url.is_empty() => {
+                let (url, name) = create_postgres_database(&admin_url).await;
+                (url, Some((admin_url, name)))
+            }
+            _ => (
+                format!("sqlite://{}?mode=rwc", data_dir.join("lms.db").display()),
+                None,
+            ),
         };
         Self {
             data_dir,
             url,
+            postgres,
             _temp_dir: temp_dir,
         }
     }
 
     /// Opens a direct connection, for checks behind the server's back.
     pub(crate) async fn connect(&self) -> DatabaseConnection {
-        Database::connect(self.url.as_str()).await.expect("direct connection")
+        Database::connect(self.url.as_str())
+            .await
+            .expect("direct connection")
     }
 }
 
-/// Creates `lms_test_<uuid>` next to the database named by `admin_url` and returns its URL.
-async fn create_postgres_database(admin_url: &str) -> String {
-    let name = format!("lms_test_{}", uuid::Uuid::new_v4().simple());
-    let admin = Database::connect(admin_url).await.expect(
-        "LMS_TEST_DATABASE_URL is set but PostgreSQL does not answer there",
-    );
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some((admin_url, name)) = self.postgres.take() else {
+            return;
+        };
+        // Drop runs inside the test's runtime: use a thread with a runtime of its own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let admin = Database::connect(admin_url.as_str()).await.ok()?;
+                admin
+                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
+                    .ok()?;
+                admin.close().await.ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(()))) {
+            eprintln!("could not drop a test database; .ci/run drops leftovers");
+        }
+    }
+}
+
+/// Creates `<admin database>_<uuid>` beside the database named by `admin_url`; returns its URL and name.
+async fn create_postgres_database(admin_url: &str) -> (String, String) {
+    let (base, query) = match admin_url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (admin_url, String::new()),
+    };
+    let (server, admin_database) = base.rsplit_once('/').expect("database URL has a path");
+    let name = format!("{admin_database}_{}", uuid::Uuid::new_v4().simple());
+    let admin = Database::connect(admin_url)
+        .await
+        .expect("LMS_TEST_DATABASE_URL is set but PostgreSQL does not answer there");
     admin
         .execute_unprepared(&format!("CREATE DATABASE {name}"))
         .await
         .expect("create test database");
     admin.close().await.ok();
-    let (base, query) = match admin_url.split_once('?') {
-        Some((base, query)) => (base, format!("?{query}")),
-        None => (admin_url, String::new()),
-    };
-    let (server, _) = base.rsplit_once('/').expect("database URL has a path");
-    format!("{server}/{name}{query}")
+    (format!("{server}/{name}{query}"), name)
 }
 
 /// A running server and clients to call it.
@@ -111,7 +150,9 @@ pub(crate) async fn spawn_app_on(database: &TestDatabase) -> TestApp {
 /// Starts a server with `config`.
 pub(crate) async fn spawn_app_with(config: Config) -> TestApp {
     LazyLock::force(&TRACING);
-    let app = lms::App::build(config.clone()).await.expect("server builds");
+    let app = lms::App::build(config.clone())
+        .await
+        .expect("server builds");
     let addr = app.local_addr();
     let (shutdown, shutdown_signal) = oneshot::channel::<()>();
     let handle = tokio::spawn(app.run_until_stopped(async {
@@ -137,14 +178,20 @@ pub(crate) async fn spawn_app_with(config: Config) -> TestApp {
 
 impl TestApp {
     /// Signs a token for `subject` with `roles` (and, for org admins, `organization`).
-    pub(crate) fn token(&self, subject: &str, roles: &[Role], organization: Option<&str>) -> String {
+    pub(crate) fn token(
+        &self,
+        subject: &str,
+        roles: &[Role],
+        organization: Option<&str>,
+    ) -> String {
         let request = token::TokenRequest {
             subject: subject.to_owned(),
             roles: roles.to_vec(),
             organization_id: organization.map(str::to_owned),
             ttl: Duration::from_secs(600),
         };
-        token::sign_dev_token(&self.config.auth, &self.config.data_dir, &request).expect("sign token")
+        token::sign_dev_token(&self.config.auth, &self.config.data_dir, &request)
+            .expect("sign token")
     }
 
     /// Returns an admin token.
@@ -163,7 +210,10 @@ impl TestApp {
             let _ = shutdown.send(());
         }
         if let Some(handle) = self.handle.take() {
-            handle.await.expect("server task").expect("server stops cleanly");
+            handle
+                .await
+                .expect("server task")
+                .expect("server stops cleanly");
         }
     }
 

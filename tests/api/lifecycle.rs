@@ -10,16 +10,32 @@ use crate::helpers::{TestDatabase, person_record, spawn_app_on};
 async fn data_survives_a_restart() {
     let database = TestDatabase::fresh().await;
     let app = spawn_app_on(&database).await;
-    let ministry = app.create_organization("Ministry of Digital", OrganizationKind::Ministry, None, Some("KD")).await;
-    let batch = pb::BatchUpsertPeopleRequest { people: vec![person_record("E-1", "KD")], request_id: String::new() };
-    app.people.clone().batch_upsert_people(app.admin(batch)).await.unwrap();
+    let ministry = app
+        .create_organization(
+            "Ministry of Digital",
+            OrganizationKind::Ministry,
+            None,
+            Some("KD"),
+        )
+        .await;
+    let batch = pb::BatchUpsertPeopleRequest {
+        people: vec![person_record("E-1", "KD")],
+        request_id: String::new(),
+    };
+    app.people
+        .clone()
+        .batch_upsert_people(app.admin(batch))
+        .await
+        .unwrap();
     app.stop().await;
 
     let restarted = spawn_app_on(&database).await;
     let read = restarted
         .organizations
         .clone()
-        .get_organization(restarted.admin(pb::GetOrganizationRequest { id: ministry.id.clone() }))
+        .get_organization(restarted.admin(pb::GetOrganizationRequest {
+            id: ministry.id.clone(),
+        }))
         .await
         .unwrap()
         .into_inner();
@@ -41,7 +57,13 @@ async fn data_survives_a_restart() {
 async fn shutdown_lets_an_in_flight_import_finish_and_refuses_new_calls() {
     let database = TestDatabase::fresh().await;
     let mut app = spawn_app_on(&database).await;
-    app.create_organization("Ministry of Digital", OrganizationKind::Ministry, None, Some("KD")).await;
+    app.create_organization(
+        "Ministry of Digital",
+        OrganizationKind::Ministry,
+        None,
+        Some("KD"),
+    )
+    .await;
 
     let (sender, receiver) = mpsc::channel(8);
     let mut people = app.people.clone();
@@ -49,7 +71,9 @@ async fn shutdown_lets_an_in_flight_import_finish_and_refuses_new_calls() {
     let call = tokio::spawn(async move { people.import_people(request).await });
     sender
         .send(pb::ImportPeopleRequest {
-            message: Some(pb::import_people_request::Message::Person(person_record("E-1", "KD"))),
+            message: Some(pb::import_people_request::Message::Person(person_record(
+                "E-1", "KD",
+            ))),
         })
         .await
         .unwrap();
@@ -60,22 +84,32 @@ async fn shutdown_lets_an_in_flight_import_finish_and_refuses_new_calls() {
     let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel.clone());
     loop {
         let status = health
-            .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
             .await
             .map(|response| response.into_inner().status());
         match status {
-            Ok(tonic_health::pb::health_check_response::ServingStatus::Serving) => tokio::task::yield_now().await,
+            Ok(tonic_health::pb::health_check_response::ServingStatus::Serving) => {
+                tokio::task::yield_now().await
+            }
             _ => break,
         }
     }
     sender
         .send(pb::ImportPeopleRequest {
-            message: Some(pb::import_people_request::Message::Commit(pb::ImportCommit { record_count: 1 })),
+            message: Some(pb::import_people_request::Message::Commit(
+                pb::ImportCommit { record_count: 1 },
+            )),
         })
         .await
         .unwrap();
     drop(sender);
-    let response = call.await.unwrap().expect("the in-flight import completes").into_inner();
+    let response = call
+        .await
+        .unwrap()
+        .expect("the in-flight import completes")
+        .into_inner();
     assert_eq!(response.counts.unwrap().created, 1);
     server.await.unwrap().expect("server stops cleanly");
 
@@ -84,7 +118,10 @@ async fn shutdown_lets_an_in_flight_import_finish_and_refuses_new_calls() {
         .unwrap()
         .connect()
         .await;
-    assert!(connect.is_err(), "a stopped server accepts no new connections");
+    assert!(
+        connect.is_err(),
+        "a stopped server accepts no new connections"
+    );
 
     let restarted = spawn_app_on(&database).await;
     let people = restarted

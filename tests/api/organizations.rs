@@ -6,7 +6,11 @@ use tonic_types::StatusExt as _;
 
 use crate::helpers::{error_reason, spawn_app, violated_fields};
 
-fn new_organization(name: &str, kind: OrganizationKind, parent_id: &str) -> pb::CreateOrganizationRequest {
+fn new_organization(
+    name: &str,
+    kind: OrganizationKind,
+    parent_id: &str,
+) -> pb::CreateOrganizationRequest {
     pb::CreateOrganizationRequest {
         organization: Some(pb::Organization {
             name: name.to_owned(),
@@ -21,9 +25,21 @@ fn new_organization(name: &str, kind: OrganizationKind, parent_id: &str) -> pb::
 #[tokio::test]
 async fn an_organization_is_created_read_and_listed() {
     let (app, _database) = spawn_app().await;
-    let ministry = app.create_organization("Ministry of Digital", OrganizationKind::Ministry, None, Some("KD")).await;
+    let ministry = app
+        .create_organization(
+            "Ministry of Digital",
+            OrganizationKind::Ministry,
+            None,
+            Some("KD"),
+        )
+        .await;
     let department = app
-        .create_organization("National Digital Department", OrganizationKind::Department, Some(&ministry.id), Some("JDN"))
+        .create_organization(
+            "National Digital Department",
+            OrganizationKind::Department,
+            Some(&ministry.id),
+            Some("JDN"),
+        )
         .await;
     assert_eq!(ministry.etag, "\"1\"");
     assert!(ministry.create_time.is_some());
@@ -32,7 +48,9 @@ async fn an_organization_is_created_read_and_listed() {
     let read = app
         .organizations
         .clone()
-        .get_organization(app.admin(pb::GetOrganizationRequest { id: department.id.clone() }))
+        .get_organization(app.admin(pb::GetOrganizationRequest {
+            id: department.id.clone(),
+        }))
         .await
         .unwrap()
         .into_inner();
@@ -62,18 +80,29 @@ async fn an_invalid_create_names_its_fields_and_writes_nothing() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert_eq!(violated_fields(&status), ["organization.name", "organization.kind"]);
+    assert_eq!(
+        violated_fields(&status),
+        ["organization.name", "organization.kind"]
+    );
     assert_eq!(error_reason(&status), "INVALID_ARGUMENT");
 
     let status = organizations
-        .create_organization(app.admin(new_organization("Unit", OrganizationKind::Unit, "not-a-uuid")))
+        .create_organization(app.admin(new_organization(
+            "Unit",
+            OrganizationKind::Unit,
+            "not-a-uuid",
+        )))
         .await
         .unwrap_err();
     assert_eq!(violated_fields(&status), ["organization.parent_id"]);
 
     let unknown_parent = uuid::Uuid::now_v7().to_string();
     let status = organizations
-        .create_organization(app.admin(new_organization("Unit", OrganizationKind::Unit, &unknown_parent)))
+        .create_organization(app.admin(new_organization(
+            "Unit",
+            OrganizationKind::Unit,
+            &unknown_parent,
+        )))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
@@ -93,10 +122,21 @@ async fn an_invalid_create_names_its_fields_and_writes_nothing() {
 #[tokio::test]
 async fn a_taken_external_code_is_already_exists() {
     let (app, _database) = spawn_app().await;
-    app.create_organization("Ministry of Health", OrganizationKind::Ministry, None, Some("MOH")).await;
+    app.create_organization(
+        "Ministry of Health",
+        OrganizationKind::Ministry,
+        None,
+        Some("MOH"),
+    )
+    .await;
     let mut request = new_organization("Another", OrganizationKind::Ministry, "");
     request.organization.as_mut().unwrap().external_code = "MOH".to_owned();
-    let status = app.organizations.clone().create_organization(app.admin(request)).await.unwrap_err();
+    let status = app
+        .organizations
+        .clone()
+        .create_organization(app.admin(request))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::AlreadyExists);
     assert_eq!(app.audit_length().await, 1);
 }
@@ -104,7 +144,9 @@ async fn a_taken_external_code_is_already_exists() {
 #[tokio::test]
 async fn an_update_with_a_stale_etag_is_aborted() {
     let (app, _database) = spawn_app().await;
-    let ministry = app.create_organization("Ministry of Works", OrganizationKind::Ministry, None, None).await;
+    let ministry = app
+        .create_organization("Ministry of Works", OrganizationKind::Ministry, None, None)
+        .await;
     let update = |name: &str, etag: &str| pb::UpdateOrganizationRequest {
         organization: Some(pb::Organization {
             id: ministry.id.clone(),
@@ -112,7 +154,9 @@ async fn an_update_with_a_stale_etag_is_aborted() {
             etag: etag.to_owned(),
             ..Default::default()
         }),
-        update_mask: Some(prost_types::FieldMask { paths: vec!["name".to_owned()] }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["name".to_owned()],
+        }),
     };
     let renamed = app
         .organizations
@@ -135,15 +179,24 @@ async fn an_update_with_a_stale_etag_is_aborted() {
     assert_eq!(error_reason(&status), "ETAG_MISMATCH");
 
     let mut unknown_path = update("X", "");
-    unknown_path.update_mask = Some(prost_types::FieldMask { paths: vec!["budget".to_owned()] });
-    let status = app.organizations.clone().update_organization(app.admin(unknown_path)).await.unwrap_err();
+    unknown_path.update_mask = Some(prost_types::FieldMask {
+        paths: vec!["budget".to_owned()],
+    });
+    let status = app
+        .organizations
+        .clone()
+        .update_organization(app.admin(unknown_path))
+        .await
+        .unwrap_err();
     assert_eq!(violated_fields(&status), ["update_mask"]);
 }
 
 #[tokio::test]
 async fn concurrent_updates_with_one_etag_let_exactly_one_win() {
     let (app, _database) = spawn_app().await;
-    let ministry = app.create_organization("Ministry", OrganizationKind::Ministry, None, None).await;
+    let ministry = app
+        .create_organization("Ministry", OrganizationKind::Ministry, None, None)
+        .await;
     let mut tasks = Vec::new();
     for writer in 0..8 {
         let mut organizations = app.organizations.clone();
@@ -154,9 +207,13 @@ async fn concurrent_updates_with_one_etag_let_exactly_one_win() {
                 etag: ministry.etag.clone(),
                 ..Default::default()
             }),
-            update_mask: Some(prost_types::FieldMask { paths: vec!["name".to_owned()] }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["name".to_owned()],
+            }),
         });
-        tasks.push(tokio::spawn(async move { organizations.update_organization(request).await }));
+        tasks.push(tokio::spawn(async move {
+            organizations.update_organization(request).await
+        }));
     }
     let mut won = 0;
     for task in tasks {
@@ -171,13 +228,35 @@ async fn concurrent_updates_with_one_etag_let_exactly_one_win() {
 #[tokio::test]
 async fn a_move_reparents_the_subtree_and_refuses_cycles() {
     let (app, _database) = spawn_app().await;
-    let digital = app.create_organization("Ministry of Digital", OrganizationKind::Ministry, None, None).await;
-    let health = app.create_organization("Ministry of Health", OrganizationKind::Ministry, None, None).await;
-    let department = app.create_organization("Department", OrganizationKind::Department, Some(&digital.id), None).await;
-    let unit = app.create_organization("Unit", OrganizationKind::Unit, Some(&department.id), None).await;
+    let digital = app
+        .create_organization(
+            "Ministry of Digital",
+            OrganizationKind::Ministry,
+            None,
+            None,
+        )
+        .await;
+    let health = app
+        .create_organization("Ministry of Health", OrganizationKind::Ministry, None, None)
+        .await;
+    let department = app
+        .create_organization(
+            "Department",
+            OrganizationKind::Department,
+            Some(&digital.id),
+            None,
+        )
+        .await;
+    let unit = app
+        .create_organization("Unit", OrganizationKind::Unit, Some(&department.id), None)
+        .await;
     let mut organizations = app.organizations.clone();
 
-    for (moved, new_parent) in [(&digital, &unit), (&digital, &digital), (&department, &unit)] {
+    for (moved, new_parent) in [
+        (&digital, &unit),
+        (&digital, &digital),
+        (&department, &unit),
+    ] {
         let status = organizations
             .move_organization(app.admin(pb::MoveOrganizationRequest {
                 id: moved.id.clone(),
@@ -201,11 +280,16 @@ async fn a_move_reparents_the_subtree_and_refuses_cycles() {
         .into_inner();
     assert_eq!(moved.parent_id, health.id);
     let unit_now = organizations
-        .get_organization(app.admin(pb::GetOrganizationRequest { id: unit.id.clone() }))
+        .get_organization(app.admin(pb::GetOrganizationRequest {
+            id: unit.id.clone(),
+        }))
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(unit_now.ancestor_ids, vec![health.id.clone(), department.id.clone()]);
+    assert_eq!(
+        unit_now.ancestor_ids,
+        vec![health.id.clone(), department.id.clone()]
+    );
     assert_ne!(unit_now.etag, unit.etag);
 
     let subtree = organizations
@@ -242,11 +326,19 @@ async fn a_retried_create_returns_the_first_organization() {
     for _ in 0..16 {
         let mut organizations = app.organizations.clone();
         let request = app.admin(request.clone());
-        tasks.push(tokio::spawn(async move { organizations.create_organization(request).await }));
+        tasks.push(tokio::spawn(async move {
+            organizations.create_organization(request).await
+        }));
     }
     let mut ids = Vec::new();
     for task in tasks {
-        ids.push(task.await.unwrap().expect("every retry succeeds").into_inner().id);
+        ids.push(
+            task.await
+                .unwrap()
+                .expect("every retry succeeds")
+                .into_inner()
+                .id,
+        );
     }
     ids.dedup();
     assert_eq!(ids.len(), 1, "all retries answer the same organization");
@@ -254,7 +346,12 @@ async fn a_retried_create_returns_the_first_organization() {
 
     let mut different = new_organization("Ministry of Health", OrganizationKind::Ministry, "");
     different.request_id = request_id;
-    let status = app.organizations.clone().create_organization(app.admin(different)).await.unwrap_err();
+    let status = app
+        .organizations
+        .clone()
+        .create_organization(app.admin(different))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert_eq!(violated_fields(&status), ["request_id"]);
 }
@@ -264,7 +361,16 @@ async fn listing_pages_through_every_organization_once() {
     let (app, _database) = spawn_app().await;
     let mut created = Vec::new();
     for index in 0..7 {
-        created.push(app.create_organization(&format!("Ministry {index}"), OrganizationKind::Ministry, None, None).await.id);
+        created.push(
+            app.create_organization(
+                &format!("Ministry {index}"),
+                OrganizationKind::Ministry,
+                None,
+                None,
+            )
+            .await
+            .id,
+        );
     }
     let mut seen = Vec::new();
     let mut page_token = String::new();
@@ -282,7 +388,11 @@ async fn listing_pages_through_every_organization_once() {
             .unwrap()
             .into_inner();
         assert!(page.organizations.len() <= 3);
-        seen.extend(page.organizations.into_iter().map(|organization| organization.id));
+        seen.extend(
+            page.organizations
+                .into_iter()
+                .map(|organization| organization.id),
+        );
         if page.next_page_token.is_empty() {
             break;
         }

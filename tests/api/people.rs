@@ -16,13 +16,22 @@ fn person_message(record: pb::PersonRecord) -> pb::ImportPeopleRequest {
 
 fn commit_message(record_count: i64) -> pb::ImportPeopleRequest {
     pb::ImportPeopleRequest {
-        message: Some(pb::import_people_request::Message::Commit(pb::ImportCommit { record_count })),
+        message: Some(pb::import_people_request::Message::Commit(
+            pb::ImportCommit { record_count },
+        )),
     }
 }
 
-async fn import(app: &TestApp, messages: Vec<pb::ImportPeopleRequest>) -> Result<pb::ImportPeopleResponse, tonic::Status> {
+async fn import(
+    app: &TestApp,
+    messages: Vec<pb::ImportPeopleRequest>,
+) -> Result<pb::ImportPeopleResponse, tonic::Status> {
     let stream = tokio_stream::iter(messages);
-    app.people.clone().import_people(app.admin(stream)).await.map(tonic::Response::into_inner)
+    app.people
+        .clone()
+        .import_people(app.admin(stream))
+        .await
+        .map(tonic::Response::into_inner)
 }
 
 async fn count_people(app: &TestApp) -> usize {
@@ -51,13 +60,28 @@ async fn count_people(app: &TestApp) -> usize {
 #[tokio::test]
 async fn importing_the_same_ten_thousand_people_twice_changes_nothing_the_second_time() {
     let (app, _database) = spawn_app().await;
-    let ministry = app.create_organization("Ministry of Digital", OrganizationKind::Ministry, None, Some("KD")).await;
+    let ministry = app
+        .create_organization(
+            "Ministry of Digital",
+            OrganizationKind::Ministry,
+            None,
+            Some("KD"),
+        )
+        .await;
     let department = app
-        .create_organization("JDN", OrganizationKind::Department, Some(&ministry.id), Some("JDN"))
+        .create_organization(
+            "JDN",
+            OrganizationKind::Department,
+            Some(&ministry.id),
+            Some("JDN"),
+        )
         .await;
     let records: Vec<pb::PersonRecord> = (0..10_000)
         .map(|index| {
-            let mut record = person_record(&format!("E{index:05}"), if index % 2 == 0 { "KD" } else { "" });
+            let mut record = person_record(
+                &format!("E{index:05}"),
+                if index % 2 == 0 { "KD" } else { "" },
+            );
             if index % 2 == 1 {
                 record.organization_id = department.id.clone();
             }
@@ -72,22 +96,48 @@ async fn importing_the_same_ten_thousand_people_twice_changes_nothing_the_second
 
     let first = import(&app, messages()).await.unwrap();
     let counts = first.counts.unwrap();
-    assert_eq!((counts.created, counts.updated, counts.unchanged, counts.failed), (10_000, 0, 0, 0));
+    assert_eq!(
+        (
+            counts.created,
+            counts.updated,
+            counts.unchanged,
+            counts.failed
+        ),
+        (10_000, 0, 0, 0)
+    );
     assert_eq!(first.record_count, 10_000);
 
     let audit_after_first = app.audit_length().await;
     let second = import(&app, messages()).await.unwrap();
     let counts = second.counts.unwrap();
-    assert_eq!((counts.created, counts.updated, counts.unchanged, counts.failed), (0, 0, 10_000, 0));
+    assert_eq!(
+        (
+            counts.created,
+            counts.updated,
+            counts.unchanged,
+            counts.failed
+        ),
+        (0, 0, 10_000, 0)
+    );
     assert_eq!(count_people(&app).await, 10_000);
-    assert_eq!(app.audit_length().await, audit_after_first, "an unchanged import writes no audit");
+    assert_eq!(
+        app.audit_length().await,
+        audit_after_first,
+        "an unchanged import writes no audit"
+    );
     assert_eq!(audit_after_first, 2 + 10_000);
 }
 
 #[tokio::test]
 async fn one_bad_record_is_reported_and_its_good_neighbours_land() {
     let (app, _database) = spawn_app().await;
-    app.create_organization("Ministry of Finance", OrganizationKind::Ministry, None, Some("MOF")).await;
+    app.create_organization(
+        "Ministry of Finance",
+        OrganizationKind::Ministry,
+        None,
+        Some("MOF"),
+    )
+    .await;
     let mut bad_email = person_record("E-2", "MOF");
     bad_email.email = "not an email".to_owned();
     let batch = pb::BatchUpsertPeopleRequest {
@@ -100,19 +150,37 @@ async fn one_bad_record_is_reported_and_its_good_neighbours_land() {
         ],
         request_id: String::new(),
     };
-    let outcome = app.people.clone().batch_upsert_people(app.admin(batch)).await.unwrap().into_inner();
+    let outcome = app
+        .people
+        .clone()
+        .batch_upsert_people(app.admin(batch))
+        .await
+        .unwrap()
+        .into_inner();
     let counts = outcome.counts.unwrap();
     assert_eq!((counts.created, counts.failed), (2, 3));
     let errors: Vec<(i64, &str, &str, &str)> = outcome
         .errors
         .iter()
-        .map(|error| (error.index, error.key.as_str(), error.field.as_str(), error.reason.as_str()))
+        .map(|error| {
+            (
+                error.index,
+                error.key.as_str(),
+                error.field.as_str(),
+                error.reason.as_str(),
+            )
+        })
         .collect();
     assert_eq!(
         errors,
         [
             (1, "E-2", "email", "INVALID_FIELD"),
-            (2, "E-3", "organization_external_code", "ORGANIZATION_NOT_FOUND"),
+            (
+                2,
+                "E-3",
+                "organization_external_code",
+                "ORGANIZATION_NOT_FOUND"
+            ),
             (3, "E-1", "external_id", "DUPLICATE_IN_BATCH"),
         ]
     );
@@ -123,11 +191,18 @@ async fn one_bad_record_is_reported_and_its_good_neighbours_land() {
 async fn a_batch_is_bounded_and_an_empty_one_is_invalid() {
     let (app, _database) = spawn_app().await;
     let too_many = pb::BatchUpsertPeopleRequest {
-        people: (0..1001).map(|index| person_record(&format!("E{index}"), "X")).collect(),
+        people: (0..1001)
+            .map(|index| person_record(&format!("E{index}"), "X"))
+            .collect(),
         request_id: String::new(),
     };
     for request in [too_many, pb::BatchUpsertPeopleRequest::default()] {
-        let status = app.people.clone().batch_upsert_people(app.admin(request)).await.unwrap_err();
+        let status = app
+            .people
+            .clone()
+            .batch_upsert_people(app.admin(request))
+            .await
+            .unwrap_err();
         assert_eq!(violated_fields(&status), ["people"]);
     }
     assert_eq!(app.audit_length().await, 0);
@@ -136,30 +211,65 @@ async fn a_batch_is_bounded_and_an_empty_one_is_invalid() {
 #[tokio::test]
 async fn a_replayed_batch_returns_the_first_answer() {
     let (app, _database) = spawn_app().await;
-    app.create_organization("Ministry of Finance", OrganizationKind::Ministry, None, Some("MOF")).await;
+    app.create_organization(
+        "Ministry of Finance",
+        OrganizationKind::Ministry,
+        None,
+        Some("MOF"),
+    )
+    .await;
     let batch = pb::BatchUpsertPeopleRequest {
         people: vec![person_record("E-1", "MOF"), person_record("E-2", "MOF")],
         request_id: uuid::Uuid::new_v4().to_string(),
     };
-    let first = app.people.clone().batch_upsert_people(app.admin(batch.clone())).await.unwrap().into_inner();
-    let replay = app.people.clone().batch_upsert_people(app.admin(batch.clone())).await.unwrap().into_inner();
+    let first = app
+        .people
+        .clone()
+        .batch_upsert_people(app.admin(batch.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    let replay = app
+        .people
+        .clone()
+        .batch_upsert_people(app.admin(batch.clone()))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(first, replay);
     assert_eq!(first.counts.unwrap().created, 2);
     assert_eq!(app.audit_length().await, 1 + 2);
 
     // Without the request id, the same records are simply unchanged.
-    let fresh = pb::BatchUpsertPeopleRequest { request_id: String::new(), ..batch };
-    let again = app.people.clone().batch_upsert_people(app.admin(fresh)).await.unwrap().into_inner();
+    let fresh = pb::BatchUpsertPeopleRequest {
+        request_id: String::new(),
+        ..batch
+    };
+    let again = app
+        .people
+        .clone()
+        .batch_upsert_people(app.admin(fresh))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(again.counts.unwrap().unchanged, 2);
 }
 
 #[tokio::test]
 async fn an_import_without_its_commit_keeps_only_whole_chunks() {
     let (app, _database) = spawn_app().await;
-    app.create_organization("Ministry of Finance", OrganizationKind::Ministry, None, Some("MOF")).await;
+    app.create_organization(
+        "Ministry of Finance",
+        OrganizationKind::Ministry,
+        None,
+        Some("MOF"),
+    )
+    .await;
     let chunk = lms::api::person::IMPORT_CHUNK;
     let sent = chunk + 7;
-    let records: Vec<_> = (0..sent).map(|index| person_message(person_record(&format!("E{index}"), "MOF"))).collect();
+    let records: Vec<_> = (0..sent)
+        .map(|index| person_message(person_record(&format!("E{index}"), "MOF")))
+        .collect();
 
     let status = import(&app, records.clone()).await.unwrap_err();
     assert_eq!(status.code(), Code::Aborted);
@@ -187,14 +297,23 @@ async fn an_import_without_its_commit_keeps_only_whole_chunks() {
 #[tokio::test]
 async fn a_cancelled_import_keeps_only_whole_chunks() {
     let (app, _database) = spawn_app().await;
-    app.create_organization("Ministry of Finance", OrganizationKind::Ministry, None, Some("MOF")).await;
+    app.create_organization(
+        "Ministry of Finance",
+        OrganizationKind::Ministry,
+        None,
+        Some("MOF"),
+    )
+    .await;
     let chunk = lms::api::person::IMPORT_CHUNK;
     let (sender, receiver) = mpsc::channel(16);
     let mut people = app.people.clone();
     let request = app.admin(ReceiverStream::new(receiver));
     let call = tokio::spawn(async move { people.import_people(request).await });
     for index in 0..chunk + 3 {
-        sender.send(person_message(person_record(&format!("E{index}"), "MOF"))).await.unwrap();
+        sender
+            .send(person_message(person_record(&format!("E{index}"), "MOF")))
+            .await
+            .unwrap();
     }
     // Wait until the first chunk is visible, then cut the stream off by aborting the client call.
     let mut waited = 0;
@@ -212,10 +331,30 @@ async fn a_cancelled_import_keeps_only_whole_chunks() {
 #[tokio::test]
 async fn updating_a_person_checks_the_etag_and_the_mask() {
     let (app, _database) = spawn_app().await;
-    app.create_organization("Ministry of Finance", OrganizationKind::Ministry, None, Some("MOF")).await;
-    let health = app.create_organization("Ministry of Health", OrganizationKind::Ministry, None, Some("MOH")).await;
-    let batch = pb::BatchUpsertPeopleRequest { people: vec![person_record("E-1", "MOF")], request_id: String::new() };
-    app.people.clone().batch_upsert_people(app.admin(batch)).await.unwrap();
+    app.create_organization(
+        "Ministry of Finance",
+        OrganizationKind::Ministry,
+        None,
+        Some("MOF"),
+    )
+    .await;
+    let health = app
+        .create_organization(
+            "Ministry of Health",
+            OrganizationKind::Ministry,
+            None,
+            Some("MOH"),
+        )
+        .await;
+    let batch = pb::BatchUpsertPeopleRequest {
+        people: vec![person_record("E-1", "MOF")],
+        request_id: String::new(),
+    };
+    app.people
+        .clone()
+        .batch_upsert_people(app.admin(batch))
+        .await
+        .unwrap();
     let person = app
         .people
         .clone()
@@ -234,7 +373,9 @@ async fn updating_a_person_checks_the_etag_and_the_mask() {
             etag: etag.to_owned(),
             ..Default::default()
         }),
-        update_mask: Some(prost_types::FieldMask { paths: paths.iter().map(|path| (*path).to_owned()).collect() }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: paths.iter().map(|path| (*path).to_owned()).collect(),
+        }),
     };
     let updated = app
         .people
@@ -265,13 +406,21 @@ async fn updating_a_person_checks_the_etag_and_the_mask() {
 
     let mut bad_name = update("", &["full_name"]);
     bad_name.person.as_mut().unwrap().full_name = " ".to_owned();
-    let status = app.people.clone().update_person(app.admin(bad_name)).await.unwrap_err();
+    let status = app
+        .people
+        .clone()
+        .update_person(app.admin(bad_name))
+        .await
+        .unwrap_err();
     assert_eq!(violated_fields(&status), ["person.full_name"]);
 
     let subtree = app
         .people
         .clone()
-        .list_people(app.admin(pb::ListPeopleRequest { organization_subtree: health.id.clone(), ..Default::default() }))
+        .list_people(app.admin(pb::ListPeopleRequest {
+            organization_subtree: health.id.clone(),
+            ..Default::default()
+        }))
         .await
         .unwrap()
         .into_inner();
