@@ -343,3 +343,61 @@ async fn health_and_reflection_need_no_token() {
         tonic_health::pb::health_check_response::ServingStatus::Serving
     );
 }
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn issuer_token(app: &TestApp, kid: Option<&str>) -> String {
+    let private = std::fs::read(fixture("issuer-ed25519-private.pem")).unwrap();
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = kid.map(str::to_owned);
+    encode(
+        &header,
+        &claims(app, &["admin"]),
+        &EncodingKey::from_ed_pem(&private).unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_production_public_key_replaces_the_development_key() {
+    let database = crate::helpers::TestDatabase::fresh().await;
+    let mut config = crate::helpers::test_config(&database);
+    config.auth.jwt_public_key = Some(fixture("issuer-ed25519-public.pem"));
+    config.auth.jwt_algorithm = lms::config::PublicKeyAlgorithm::EdDsa;
+    let app = crate::helpers::spawn_app_with(config).await;
+
+    list_organizations_with(&app, Some(&issuer_token(&app, None)))
+        .await
+        .expect("issuer token");
+    // The development key no longer opens the door, nor does any other algorithm.
+    let status = list_organizations_with(&app, Some(&app.admin_token()))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn a_jwks_file_verifies_tokens_by_key_id() {
+    let database = crate::helpers::TestDatabase::fresh().await;
+    let mut config = crate::helpers::test_config(&database);
+    config.auth.jwks_file = Some(fixture("issuer-jwks.json"));
+    let app = crate::helpers::spawn_app_with(config).await;
+
+    list_organizations_with(&app, Some(&issuer_token(&app, Some("issuer-2026"))))
+        .await
+        .expect("known kid");
+    for token in [
+        issuer_token(&app, Some("rotated-away")),
+        issuer_token(&app, None),
+        app.admin_token(),
+    ] {
+        let status = list_organizations_with(&app, Some(&token))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    }
+}

@@ -5,5 +5,6 @@ mod audit;
 mod auth;
 mod helpers;
 mod lifecycle;
+mod limits;
 mod organizations;
 mod people;
