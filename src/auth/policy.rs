@@ -22,57 +22,40 @@ const PUBLIC_PREFIXES: [&str; 3] = [
 
 const MANAGERS: &[Role] = &[Admin, OrgAdmin, HrService];
 const PEOPLE_READERS: &[Role] = &[Admin, OrgAdmin, HrService, ProgrammeManager];
+const CATALOGUE_MANAGERS: &[Role] = &[Admin, ProgrammeManager];
 
 /// Every `lms.v1` method and who may call it. Object-level checks (subtree, self) follow in the handlers.
+#[rustfmt::skip]
 pub const METHOD_POLICY: &[(&str, Access)] = &[
-    (
-        "/lms.v1.OrganizationService/CreateOrganization",
-        Access::Roles(MANAGERS),
-    ),
-    (
-        "/lms.v1.OrganizationService/GetOrganization",
-        Access::Authenticated,
-    ),
-    (
-        "/lms.v1.OrganizationService/ListOrganizations",
-        Access::Authenticated,
-    ),
-    (
-        "/lms.v1.OrganizationService/UpdateOrganization",
-        Access::Roles(MANAGERS),
-    ),
-    (
-        "/lms.v1.OrganizationService/MoveOrganization",
-        Access::Roles(MANAGERS),
-    ),
-    (
-        "/lms.v1.PersonService/GetPerson",
-        Access::Roles(&[Admin, OrgAdmin, HrService, ProgrammeManager, Learner]),
-    ),
-    (
-        "/lms.v1.PersonService/ListPeople",
-        Access::Roles(PEOPLE_READERS),
-    ),
-    (
-        "/lms.v1.PersonService/UpdatePerson",
-        Access::Roles(MANAGERS),
-    ),
-    (
-        "/lms.v1.PersonService/BatchUpsertPeople",
-        Access::Roles(MANAGERS),
-    ),
-    (
-        "/lms.v1.PersonService/ImportPeople",
-        Access::Roles(MANAGERS),
-    ),
-    (
-        "/lms.v1.AuditService/ListAuditEntries",
-        Access::Roles(&[Admin]),
-    ),
-    (
-        "/lms.v1.AuditService/VerifyAuditChain",
-        Access::Roles(&[Admin]),
-    ),
+    ("/lms.v1.OrganizationService/CreateOrganization", Access::Roles(MANAGERS)),
+    ("/lms.v1.OrganizationService/GetOrganization", Access::Authenticated),
+    ("/lms.v1.OrganizationService/ListOrganizations", Access::Authenticated),
+    ("/lms.v1.OrganizationService/UpdateOrganization", Access::Roles(MANAGERS)),
+    ("/lms.v1.OrganizationService/MoveOrganization", Access::Roles(MANAGERS)),
+    ("/lms.v1.PersonService/GetPerson", Access::Roles(&[Admin, OrgAdmin, HrService, ProgrammeManager, Learner])),
+    ("/lms.v1.PersonService/ListPeople", Access::Roles(PEOPLE_READERS)),
+    ("/lms.v1.PersonService/UpdatePerson", Access::Roles(MANAGERS)),
+    ("/lms.v1.PersonService/BatchUpsertPeople", Access::Roles(MANAGERS)),
+    ("/lms.v1.PersonService/ImportPeople", Access::Roles(MANAGERS)),
+    ("/lms.v1.CourseService/CreateCourse", Access::Roles(CATALOGUE_MANAGERS)),
+    ("/lms.v1.CourseService/GetCourse", Access::Authenticated),
+    ("/lms.v1.CourseService/ListCourses", Access::Authenticated),
+    ("/lms.v1.CourseService/UpdateCourse", Access::Roles(CATALOGUE_MANAGERS)),
+    ("/lms.v1.CourseService/ArchiveCourse", Access::Roles(CATALOGUE_MANAGERS)),
+    ("/lms.v1.CourseService/CreateCourseVersion", Access::Roles(CATALOGUE_MANAGERS)),
+    ("/lms.v1.CourseService/GetCourseVersion", Access::Authenticated),
+    ("/lms.v1.CourseService/ListCourseVersions", Access::Authenticated),
+    ("/lms.v1.CourseService/PublishCourseVersion", Access::Roles(CATALOGUE_MANAGERS)),
+    ("/lms.v1.CourseService/CreateModule", Access::Roles(CATALOGUE_MANAGERS)),
+    ("/lms.v1.CourseService/UpdateModule", Access::Roles(CATALOGUE_MANAGERS)),
+    ("/lms.v1.CourseService/DeleteModule", Access::Roles(CATALOGUE_MANAGERS)),
+    ("/lms.v1.CourseService/ReorderModules", Access::Roles(CATALOGUE_MANAGERS)),
+    ("/lms.v1.CourseService/CreateActivity", Access::Roles(CATALOGUE_MANAGERS)),
+    ("/lms.v1.CourseService/UpdateActivity", Access::Roles(CATALOGUE_MANAGERS)),
+    ("/lms.v1.CourseService/DeleteActivity", Access::Roles(CATALOGUE_MANAGERS)),
+    ("/lms.v1.CourseService/ReorderActivities", Access::Roles(CATALOGUE_MANAGERS)),
+    ("/lms.v1.AuditService/ListAuditEntries", Access::Roles(&[Admin])),
+    ("/lms.v1.AuditService/VerifyAuditChain", Access::Roles(&[Admin])),
 ];
 
 /// Returns who may call the method at `path`, or `None` for a method nobody may call.

@@ -3,6 +3,9 @@
 // Columns mirror the migration one to one; the derive macros also generate undocumented items.
 #![allow(missing_docs)]
 
+pub mod catalogue;
+pub mod programme;
+
 /// Table `organizations`.
 pub mod organizations {
     use sea_orm::entity::prelude::*;

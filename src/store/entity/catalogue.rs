@@ -1,0 +1,1 @@
+//! sea-orm entities of the catalogue: courses, versions, modules, activities.
