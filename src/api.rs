@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod organization;
 pub mod person;
+pub mod programme;
 
 use chrono::{DateTime, Utc};
 use prost::Message;

@@ -63,7 +63,15 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
 
     /// Do not apply migrations on start.
-    #[arg(long, env = "LMS_NO_MIGRATE", global = true)]
+    #[arg(
+        long,
+        env = "LMS_NO_MIGRATE",
+        global = true,
+        num_args = 0..=1,
+        default_value_t = false,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub no_migrate: bool,
 
     /// Browser origins allowed to call over gRPC-Web (comma-separated; `*` for any).

@@ -5,6 +5,7 @@ pub mod field_mask;
 pub mod organization;
 pub mod page;
 pub mod person;
+pub mod programme;
 
 use chrono::{DateTime, SubsecRound as _, Utc};
 

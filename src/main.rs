@@ -74,6 +74,11 @@ async fn main() -> anyhow::Result<()> {
                     "a production key is configured; tokens come from its issuer, not from lms token"
                 );
             }
+            if args.roles.contains(&Role::OrgAdmin) && args.org.is_none() {
+                anyhow::bail!(
+                    "--role org_admin needs --org <organization id>: the subtree the token may manage"
+                );
+            }
             let request = token::TokenRequest {
                 subject: args.subject,
                 roles: args.roles,

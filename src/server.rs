@@ -13,7 +13,9 @@ use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
-use crate::api::{audit::AuditApi, organization::OrganizationApi, person::PersonApi};
+use crate::api::{
+    audit::AuditApi, organization::OrganizationApi, person::PersonApi, programme::ProgrammeApi,
+};
 use crate::auth::{layer::AuthLayer, token::TokenVerifier};
 use crate::config::Config;
 use crate::pb;
@@ -22,10 +24,11 @@ use crate::store::Store;
 /// How often the database is pinged to keep the health status honest.
 const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 /// Services whose health is reported by name, besides the overall `""`.
-const SERVICE_NAMES: [&str; 3] = [
+const SERVICE_NAMES: &[&str] = &[
     "lms.v1.OrganizationService",
     "lms.v1.PersonService",
     "lms.v1.AuditService",
+    "lms.v1.ProgrammeService",
 ];
 
 /// A bound, migrated server, ready to run.
@@ -86,7 +89,7 @@ impl App {
         let max_message = server_config.max_message_bytes;
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        for name in SERVICE_NAMES.into_iter().chain([""]) {
+        for name in SERVICE_NAMES.iter().copied().chain([""]) {
             health_reporter
                 .set_service_status(name, ServingStatus::Serving)
                 .await;
@@ -105,6 +108,10 @@ impl App {
                 .max_decoding_message_size(max_message);
         let audit = pb::audit_service_server::AuditServiceServer::new(AuditApi::new(store.clone()))
             .max_decoding_message_size(max_message);
+        let programmes = pb::programme_service_server::ProgrammeServiceServer::new(
+            ProgrammeApi::new(store.clone()),
+        )
+        .max_decoding_message_size(max_message);
 
         let trace = TraceLayer::new_for_grpc()
             .make_span_with(|request: &http::Request<_>| {
@@ -150,14 +157,15 @@ impl App {
             .add_service(reflection_v1alpha)
             .add_service(organizations)
             .add_service(people)
-            .add_service(audit);
+            .add_service(audit)
+            .add_service(programmes);
 
         let (draining_sender, draining) = tokio::sync::oneshot::channel::<()>();
         let signal_reporter = health_reporter.clone();
         let signal = async move {
             shutdown.await;
             tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
-            for name in SERVICE_NAMES.into_iter().chain([""]) {
+            for name in SERVICE_NAMES.iter().copied().chain([""]) {
                 signal_reporter
                     .set_service_status(name, ServingStatus::NotServing)
                     .await;
@@ -217,7 +225,7 @@ async fn probe_database(store: Store, reporter: tonic_health::server::HealthRepo
                 ServingStatus::NotServing
             };
             tracing::warn!(healthy, "database health changed");
-            for name in SERVICE_NAMES.into_iter().chain([""]) {
+            for name in SERVICE_NAMES.iter().copied().chain([""]) {
                 reporter.set_service_status(name, status).await;
             }
         }

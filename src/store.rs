@@ -5,6 +5,7 @@ pub mod entity;
 pub mod idempotency;
 pub mod organization;
 pub mod person;
+pub mod programme;
 
 use std::{future::Future, pin::Pin};
 
@@ -74,10 +75,33 @@ impl Store {
     }
 
     /// Applies every pending migration.
+    ///
+    /// On PostgreSQL a session advisory lock makes replicas that start together migrate one
+    /// after the other; the later ones find nothing left to do.
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        migration::Migrator::up(&self.db, None)
+        if self.backend() != DbBackend::Postgres {
+            return migration::Migrator::up(&self.db, None)
+                .await
+                .context("applying migrations");
+        }
+        let lock = self
+            .db
+            .begin()
             .await
-            .context("applying migrations")
+            .context("opening the migration lock transaction")?;
+        lock.execute_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT pg_advisory_xact_lock(72010002)",
+        ))
+        .await
+        .context("taking the migration lock")?;
+        let applied = migration::Migrator::up(&self.db, None)
+            .await
+            .context("applying migrations");
+        lock.commit()
+            .await
+            .context("releasing the migration lock")?;
+        applied
     }
 
     /// Returns the database kind.

@@ -23,6 +23,8 @@ const PUBLIC_PREFIXES: [&str; 3] = [
 const MANAGERS: &[Role] = &[Admin, OrgAdmin, HrService];
 const PEOPLE_READERS: &[Role] = &[Admin, OrgAdmin, HrService, ProgrammeManager];
 const CATALOGUE_MANAGERS: &[Role] = &[Admin, ProgrammeManager];
+const ENROLLERS: &[Role] = &[Admin, ProgrammeManager, OrgAdmin];
+const ENROLLMENT_READERS: &[Role] = &[Admin, ProgrammeManager, OrgAdmin, HrService, Learner];
 
 /// Every `lms.v1` method and who may call it. Object-level checks (subtree, self) follow in the handlers.
 #[rustfmt::skip]
@@ -54,6 +56,21 @@ pub const METHOD_POLICY: &[(&str, Access)] = &[
     ("/lms.v1.CourseService/UpdateActivity", Access::Roles(CATALOGUE_MANAGERS)),
     ("/lms.v1.CourseService/DeleteActivity", Access::Roles(CATALOGUE_MANAGERS)),
     ("/lms.v1.CourseService/ReorderActivities", Access::Roles(CATALOGUE_MANAGERS)),
+    ("/lms.v1.ProgrammeService/CreateProgramme", Access::Roles(CATALOGUE_MANAGERS)),
+    ("/lms.v1.ProgrammeService/GetProgramme", Access::Authenticated),
+    ("/lms.v1.ProgrammeService/ListProgrammes", Access::Authenticated),
+    ("/lms.v1.ProgrammeService/UpdateProgramme", Access::Roles(CATALOGUE_MANAGERS)),
+    ("/lms.v1.ProgrammeService/ArchiveProgramme", Access::Roles(CATALOGUE_MANAGERS)),
+    ("/lms.v1.ProgrammeService/CreateCohort", Access::Roles(CATALOGUE_MANAGERS)),
+    ("/lms.v1.ProgrammeService/GetCohort", Access::Authenticated),
+    ("/lms.v1.ProgrammeService/ListCohorts", Access::Authenticated),
+    ("/lms.v1.ProgrammeService/UpdateCohort", Access::Roles(CATALOGUE_MANAGERS)),
+    ("/lms.v1.ProgrammeService/ChangeCohortState", Access::Roles(CATALOGUE_MANAGERS)),
+    ("/lms.v1.ProgrammeService/Enroll", Access::Roles(ENROLLERS)),
+    ("/lms.v1.ProgrammeService/BatchEnroll", Access::Roles(ENROLLERS)),
+    ("/lms.v1.ProgrammeService/Withdraw", Access::Roles(ENROLLERS)),
+    ("/lms.v1.ProgrammeService/GetEnrollment", Access::Roles(ENROLLMENT_READERS)),
+    ("/lms.v1.ProgrammeService/ListEnrollments", Access::Roles(ENROLLMENT_READERS)),
     ("/lms.v1.AuditService/ListAuditEntries", Access::Roles(&[Admin])),
     ("/lms.v1.AuditService/VerifyAuditChain", Access::Roles(&[Admin])),
 ];

@@ -15,7 +15,7 @@ pub const MAX_EMAIL_CHARS: usize = 254;
 pub const MAX_BATCH_RECORDS: usize = 1000;
 
 /// Public or private sector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Sector {
     /// Public sector.
     Public,

@@ -14,6 +14,8 @@ use futures::future::BoxFuture;
 use tokio::sync::Semaphore;
 use tower::{Layer, Service};
 
+use crate::error::Error;
+
 /// Methods that stream requests or responses: exempt from the server's ceiling.
 const STREAMING_METHODS: [&str; 3] = [
     "/lms.v1.PersonService/ImportPeople",
@@ -77,10 +79,11 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-            let status = tonic::Status::resource_exhausted(
-                "the server is at its concurrency limit; retry with backoff",
+            let error = Error::ResourceExhausted(
+                "the server is at its concurrency limit; retry with backoff".into(),
             );
-            return Box::pin(async move { Ok(status.into_http()) });
+            let response = tonic::Status::from(error).into_http();
+            return Box::pin(async move { Ok(response) });
         };
         let client_deadline = request
             .headers()
@@ -100,9 +103,7 @@ where
             let response = match deadline {
                 Some(deadline) => match tokio::time::timeout(deadline, call).await {
                     Ok(response) => response,
-                    Err(_) => Ok(
-                        tonic::Status::deadline_exceeded("the call's deadline passed").into_http(),
-                    ),
+                    Err(_) => Ok(deadline_exceeded().into_http()),
                 },
                 None => call.await,
             };
@@ -110,6 +111,22 @@ where
             response
         })
     }
+}
+
+/// Returns DEADLINE_EXCEEDED with an ErrorInfo, like every other error of the service.
+fn deadline_exceeded() -> tonic::Status {
+    use tonic_types::{ErrorDetails, StatusExt as _};
+    let mut details = ErrorDetails::new();
+    details.set_error_info(
+        "DEADLINE_EXCEEDED",
+        crate::error::ERROR_DOMAIN,
+        std::collections::HashMap::new(),
+    );
+    tonic::Status::with_error_details(
+        tonic::Code::DeadlineExceeded,
+        "the call's deadline passed",
+        details,
+    )
 }
 
 /// Parses a `grpc-timeout` header value (`100m`, `5S`, ...) as the gRPC spec defines it.

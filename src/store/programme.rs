@@ -1,0 +1,1483 @@
+//! Programmes, cohorts and enrolments: capacity-safe enrolment, waitlists and withdrawals in audited transactions.
+
+use std::collections::{HashMap, HashSet};
+
+use sea_orm::{
+    ActiveValue::Set,
+    ColumnTrait as _, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait as _,
+    FromQueryResult, QueryFilter as _, QueryOrder as _, QuerySelect as _, Select,
+    sea_query::{Alias, Expr, ExprTrait as _, JoinType, LockType, Query},
+};
+use serde::{Deserialize, Serialize};
+
+use super::entity::programme::{cohorts, enrollments, programme_phases, programmes};
+use super::entity::{organizations, people};
+use super::idempotency::{self, RequestKey, StoredAnswer};
+use super::{Store, audit, db_error, is_unique_violation};
+use crate::auth::Scope;
+use crate::domain::audit::{AuditChange, AuditContext};
+use crate::domain::page::Page;
+use crate::domain::person::{PersonStatus, Sector};
+use crate::domain::programme::{
+    Cohort, CohortField, CohortSettings, CohortState, Enrollment, EnrollmentState, NewProgramme,
+    Phase, PhaseDraft, Placement, Programme, ProgrammePatch, ProgrammeState, RawCohortSettings,
+    Refusal, SeatCounts, check_admissible, check_cohort_transition, check_withdrawable, place,
+};
+use crate::error::{Error, Result};
+
+/// Returns `select` locking its rows for the rest of the transaction on PostgreSQL
+/// (SQLite write transactions are serial already).
+fn for_update<E: sea_orm::EntityTrait>(
+    select: Select<E>,
+    transaction: &DatabaseTransaction,
+) -> Select<E> {
+    if transaction.get_database_backend() == DbBackend::Postgres {
+        select.lock(LockType::Update)
+    } else {
+        select
+    }
+}
+
+fn json_list(ids: &[String]) -> String {
+    serde_json::Value::from(ids.to_vec()).to_string()
+}
+
+fn parse_list(text: &str) -> Result<Vec<String>> {
+    serde_json::from_str(text)
+        .map_err(|error| Error::internal(format!("stored id list is not JSON: {error}")))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Programmes
+
+fn programme_from(
+    model: programmes::Model,
+    phases: Vec<programme_phases::Model>,
+) -> Result<Programme> {
+    let state = ProgrammeState::parse(&model.state).ok_or_else(|| {
+        Error::internal(format!("stored programme state {} is unknown", model.state))
+    })?;
+    let mut phases = phases
+        .into_iter()
+        .map(|phase| {
+            Ok(Phase {
+                course_version_ids: parse_list(&phase.course_version_ids)?,
+                id: phase.id,
+                title: phase.title,
+                position: phase.position,
+                location: phase.location,
+                planned_duration_days: phase.planned_duration_days,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    phases.sort_by_key(|phase| phase.position);
+    Ok(Programme {
+        partner_organization_ids: parse_list(&model.partner_organization_ids)?,
+        id: model.id,
+        code: model.code,
+        title: model.title,
+        description: model.description,
+        sponsor_organization_id: model.sponsor_organization_id,
+        phases,
+        state,
+        revision: model.revision,
+        create_time: model.create_time,
+        update_time: model.update_time,
+    })
+}
+
+fn programme_change(programme: &Programme) -> AuditChange {
+    let phases: Vec<serde_json::Value> = programme
+        .phases
+        .iter()
+        .map(|phase| {
+            serde_json::json!({
+                "id": phase.id, "title": phase.title, "position": phase.position,
+                "course_version_ids": phase.course_version_ids, "location": phase.location,
+                "planned_duration_days": phase.planned_duration_days,
+            })
+        })
+        .collect();
+    AuditChange::new(
+        "programme",
+        &programme.id,
+        &serde_json::json!({
+            "code": programme.code, "title": programme.title, "description": programme.description,
+            "sponsor_organization_id": programme.sponsor_organization_id,
+            "partner_organization_ids": programme.partner_organization_ids,
+            "phases": phases, "state": programme.state.as_str(), "revision": programme.revision,
+        }),
+    )
+}
+
+async fn load_programmes(
+    connection: &impl ConnectionTrait,
+    models: Vec<programmes::Model>,
+) -> Result<Vec<Programme>> {
+    let ids: Vec<String> = models.iter().map(|model| model.id.clone()).collect();
+    let mut phases_by_programme: HashMap<String, Vec<programme_phases::Model>> = HashMap::new();
+    if !ids.is_empty() {
+        let phases = programme_phases::Entity::find()
+            .filter(programme_phases::Column::ProgrammeId.is_in(ids))
+            .all(connection)
+            .await
+            .map_err(db_error)?;
+        for phase in phases {
+            phases_by_programme
+                .entry(phase.programme_id.clone())
+                .or_default()
+                .push(phase);
+        }
+    }
+    models
+        .into_iter()
+        .map(|model| {
+            let phases = phases_by_programme.remove(&model.id).unwrap_or_default();
+            programme_from(model, phases)
+        })
+        .collect()
+}
+
+async fn load_programme(connection: &impl ConnectionTrait, id: &str) -> Result<Programme> {
+    let model = programmes::Entity::find_by_id(id.to_owned())
+        .one(connection)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| Error::not_found("programme", id))?;
+    load_programmes(connection, vec![model])
+        .await?
+        .pop()
+        .ok_or_else(|| Error::internal("loaded programme vanished"))
+}
+
+/// Fails with NOT_FOUND unless every organisation in `ids` exists.
+async fn require_organizations(connection: &impl ConnectionTrait, ids: &[String]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let found: HashSet<String> = organizations::Entity::find()
+        .filter(organizations::Column::Id.is_in(ids.iter().cloned()))
+        .all(connection)
+        .await
+        .map_err(db_error)?
+        .into_iter()
+        .map(|organization| organization.id)
+        .collect();
+    match ids.iter().find(|id| !found.contains(*id)) {
+        Some(missing) => Err(Error::not_found("organization", missing)),
+        None => Ok(()),
+    }
+}
+
+#[derive(Debug, FromQueryResult)]
+struct VersionRow {
+    id: String,
+    state: String,
+    course_state: String,
+}
+
+async fn version_rows(
+    connection: &impl ConnectionTrait,
+    ids: &[String],
+) -> Result<Vec<VersionRow>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let query = Query::select()
+        .expr_as(
+            Expr::col((Alias::new("v"), Alias::new("id"))),
+            Alias::new("id"),
+        )
+        .expr_as(
+            Expr::col((Alias::new("v"), Alias::new("state"))),
+            Alias::new("state"),
+        )
+        .expr_as(
+            Expr::col((Alias::new("c"), Alias::new("state"))),
+            Alias::new("course_state"),
+        )
+        .from_as(Alias::new("course_versions"), Alias::new("v"))
+        .join_as(
+            JoinType::InnerJoin,
+            Alias::new("courses"),
+            Alias::new("c"),
+            Expr::col((Alias::new("c"), Alias::new("id")))
+                .equals((Alias::new("v"), Alias::new("course_id"))),
+        )
+        .and_where(Expr::col((Alias::new("v"), Alias::new("id"))).is_in(ids.iter().cloned()))
+        .to_owned();
+    let statement = connection.get_database_backend().build(&query);
+    VersionRow::find_by_statement(statement)
+        .all(connection)
+        .await
+        .map_err(db_error)
+}
+
+/// Fails unless every phase names existing, published versions.
+async fn require_published_versions(
+    connection: &impl ConnectionTrait,
+    phases: &[PhaseDraft],
+) -> Result<()> {
+    let ids: Vec<String> = phases
+        .iter()
+        .flat_map(|phase| phase.course_version_ids.clone())
+        .collect();
+    let rows = version_rows(connection, &ids).await?;
+    for id in &ids {
+        match rows.iter().find(|row| &row.id == id) {
+            None => return Err(Error::not_found("course_version", id)),
+            Some(row) if row.state != "PUBLISHED" => {
+                return Err(Error::FailedPrecondition {
+                    reason: "VERSION_NOT_PUBLISHED",
+                    subject: format!("course_version/{id}"),
+                    message: format!(
+                        "course version {id} is not published; phases take published versions only"
+                    ),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+async fn write_phases(
+    transaction: &DatabaseTransaction,
+    programme_id: &str,
+    phases: &[Phase],
+) -> Result<()> {
+    programme_phases::Entity::delete_many()
+        .filter(programme_phases::Column::ProgrammeId.eq(programme_id))
+        .exec(transaction)
+        .await
+        .map_err(db_error)?;
+    let rows: Vec<programme_phases::ActiveModel> = phases
+        .iter()
+        .map(|phase| programme_phases::ActiveModel {
+            id: Set(phase.id.clone()),
+            programme_id: Set(programme_id.to_owned()),
+            title: Set(phase.title.clone()),
+            position: Set(phase.position),
+            course_version_ids: Set(json_list(&phase.course_version_ids)),
+            location: Set(phase.location.clone()),
+            planned_duration_days: Set(phase.planned_duration_days),
+        })
+        .collect();
+    if !rows.is_empty() {
+        programme_phases::Entity::insert_many(rows)
+            .exec(transaction)
+            .await
+            .map_err(db_error)?;
+    }
+    Ok(())
+}
+
+fn code_taken(resource: &'static str, code: &str) -> Error {
+    Error::AlreadyExists {
+        resource,
+        field: "code",
+        value: code.to_owned(),
+    }
+}
+
+/// Filters of [`Store::list_programmes`].
+#[derive(Debug, Clone, Default)]
+pub struct ProgrammeFilter {
+    /// Only this sponsor.
+    pub sponsor_organization_id: Option<String>,
+    /// Only this state.
+    pub state: Option<ProgrammeState>,
+}
+
+/// Filters of [`Store::list_cohorts`].
+#[derive(Debug, Clone, Default)]
+pub struct CohortFilter {
+    /// Only this programme.
+    pub programme_id: Option<String>,
+    /// Only this state.
+    pub state: Option<CohortState>,
+}
+
+/// Filters of [`Store::list_enrollments`].
+#[derive(Debug, Clone, Default)]
+pub struct EnrollmentFilter {
+    /// Only this cohort.
+    pub cohort_id: Option<String>,
+    /// Only this person.
+    pub person_id: Option<String>,
+    /// Only people whose organisation's path starts with this.
+    pub organization_path_prefix: Option<String>,
+    /// Only this state.
+    pub state: Option<EnrollmentState>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cohorts
+
+fn cohort_from(model: cohorts::Model) -> Result<Cohort> {
+    let state = CohortState::parse(&model.state).ok_or_else(|| {
+        Error::internal(format!("stored cohort state {} is unknown", model.state))
+    })?;
+    let seats: Vec<(String, i32)> = serde_json::from_str(&model.sector_seats)
+        .map_err(|error| Error::internal(format!("stored sector seats are not JSON: {error}")))?;
+    let sector_seats = seats
+        .into_iter()
+        .map(|(sector, seats)| {
+            Sector::parse(&sector)
+                .map(|sector| (sector, seats))
+                .ok_or_else(|| Error::internal(format!("stored sector {sector} is unknown")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let date = |text: Option<String>| {
+        text.and_then(|text| chrono::NaiveDate::parse_from_str(&text, "%Y-%m-%d").ok())
+    };
+    Ok(Cohort {
+        settings: CohortSettings {
+            name: model.name,
+            start_date: date(model.start_date),
+            end_date: date(model.end_date),
+            capacity: model.capacity,
+            waitlist_enabled: model.waitlist_enabled,
+            sector_seats,
+            eligible_organization_ids: parse_list(&model.eligible_organization_ids)?,
+        },
+        id: model.id,
+        programme_id: model.programme_id,
+        state,
+        enrolled_count: model.enrolled_count,
+        waitlisted_count: model.waitlisted_count,
+        revision: model.revision,
+        create_time: model.create_time,
+        update_time: model.update_time,
+    })
+}
+
+fn cohort_active(cohort: &Cohort) -> cohorts::ActiveModel {
+    let settings = &cohort.settings;
+    let seats: Vec<(&str, i32)> = settings
+        .sector_seats
+        .iter()
+        .map(|(sector, seats)| (sector.as_str(), *seats))
+        .collect();
+    cohorts::ActiveModel {
+        id: Set(cohort.id.clone()),
+        programme_id: Set(cohort.programme_id.clone()),
+        name: Set(settings.name.clone()),
+        start_date: Set(settings
+            .start_date
+            .map(|date| date.format("%Y-%m-%d").to_string())),
+        end_date: Set(settings
+            .end_date
+            .map(|date| date.format("%Y-%m-%d").to_string())),
+        capacity: Set(settings.capacity),
+        state: Set(cohort.state.as_str().to_owned()),
+        enrolled_count: Set(cohort.enrolled_count),
+        waitlisted_count: Set(cohort.waitlisted_count),
+        waitlist_enabled: Set(settings.waitlist_enabled),
+        sector_seats: Set(serde_json::json!(seats).to_string()),
+        eligible_organization_ids: Set(json_list(&settings.eligible_organization_ids)),
+        revision: Set(cohort.revision),
+        create_time: Set(cohort.create_time),
+        update_time: Set(cohort.update_time),
+    }
+}
+
+fn cohort_change(cohort: &Cohort) -> AuditChange {
+    let settings = &cohort.settings;
+    let seats: Vec<(&str, i32)> = settings
+        .sector_seats
+        .iter()
+        .map(|(sector, seats)| (sector.as_str(), *seats))
+        .collect();
+    AuditChange::new(
+        "cohort",
+        &cohort.id,
+        &serde_json::json!({
+            "programme_id": cohort.programme_id, "name": settings.name,
+            "start_date": settings.start_date.map(|date| date.to_string()),
+            "end_date": settings.end_date.map(|date| date.to_string()),
+            "capacity": settings.capacity, "waitlist_enabled": settings.waitlist_enabled,
+            "sector_seats": seats, "eligible_organization_ids": settings.eligible_organization_ids,
+            "state": cohort.state.as_str(), "enrolled_count": cohort.enrolled_count,
+            "waitlisted_count": cohort.waitlisted_count, "revision": cohort.revision,
+        }),
+    )
+}
+
+async fn lock_cohort(transaction: &DatabaseTransaction, id: &str) -> Result<Cohort> {
+    let model = for_update(cohorts::Entity::find_by_id(id.to_owned()), transaction)
+        .one(transaction)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| Error::not_found("cohort", id))?;
+    cohort_from(model)
+}
+
+/// Writes a changed cohort (settings, state and counts) with a new revision.
+async fn save_cohort(transaction: &DatabaseTransaction, cohort: &mut Cohort) -> Result<()> {
+    cohort.revision += 1;
+    cohort.update_time = crate::domain::now();
+    cohorts::Entity::update(cohort_active(cohort))
+        .exec(transaction)
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
+#[derive(Debug, FromQueryResult)]
+struct SectorCount {
+    sector: String,
+    taken: i64,
+}
+
+/// Counts the places taken in a cohort, per sector.
+async fn seat_counts(connection: &impl ConnectionTrait, cohort_id: &str) -> Result<SeatCounts> {
+    let holding = [
+        EnrollmentState::Enrolled,
+        EnrollmentState::InProgress,
+        EnrollmentState::Completed,
+    ];
+    let rows = enrollments::Entity::find()
+        .select_only()
+        .column(enrollments::Column::Sector)
+        .column_as(enrollments::Column::Id.count(), "taken")
+        .filter(enrollments::Column::CohortId.eq(cohort_id))
+        .filter(enrollments::Column::State.is_in(holding.iter().map(|state| state.as_str())))
+        .group_by(enrollments::Column::Sector)
+        .into_model::<SectorCount>()
+        .all(connection)
+        .await
+        .map_err(db_error)?;
+    let mut counts = SeatCounts::default();
+    for row in rows {
+        if let Some(sector) = Sector::parse(&row.sector) {
+            counts.add(sector, row.taken as i32);
+        }
+    }
+    Ok(counts)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Enrolments
+
+fn enrollment_from(model: enrollments::Model) -> Result<Enrollment> {
+    let state = EnrollmentState::parse(&model.state).ok_or_else(|| {
+        Error::internal(format!(
+            "stored enrollment state {} is unknown",
+            model.state
+        ))
+    })?;
+    let sector = Sector::parse(&model.sector)
+        .ok_or_else(|| Error::internal(format!("stored sector {} is unknown", model.sector)))?;
+    Ok(Enrollment {
+        course_version_ids: parse_list(&model.course_version_ids)?,
+        id: model.id,
+        cohort_id: model.cohort_id,
+        programme_id: model.programme_id,
+        person_id: model.person_id,
+        sector,
+        state,
+        waitlist_position: 0,
+        enrolled_time: model.enrolled_time,
+        completed_time: model.completed_time,
+        withdrawn_time: model.withdrawn_time,
+        withdraw_reason: model.withdraw_reason,
+        revision: model.revision,
+        create_time: model.create_time,
+        update_time: model.update_time,
+    })
+}
+
+fn enrollment_active(enrollment: &Enrollment) -> enrollments::ActiveModel {
+    enrollments::ActiveModel {
+        id: Set(enrollment.id.clone()),
+        cohort_id: Set(enrollment.cohort_id.clone()),
+        programme_id: Set(enrollment.programme_id.clone()),
+        person_id: Set(enrollment.person_id.clone()),
+        sector: Set(enrollment.sector.as_str().to_owned()),
+        course_version_ids: Set(json_list(&enrollment.course_version_ids)),
+        state: Set(enrollment.state.as_str().to_owned()),
+        enrolled_time: Set(enrollment.enrolled_time),
+        completed_time: Set(enrollment.completed_time),
+        withdrawn_time: Set(enrollment.withdrawn_time),
+        withdraw_reason: Set(enrollment.withdraw_reason.clone()),
+        revision: Set(enrollment.revision),
+        create_time: Set(enrollment.create_time),
+        update_time: Set(enrollment.update_time),
+    }
+}
+
+fn enrollment_change(enrollment: &Enrollment) -> AuditChange {
+    AuditChange::new(
+        "enrollment",
+        &enrollment.id,
+        &serde_json::json!({
+            "cohort_id": enrollment.cohort_id, "person_id": enrollment.person_id,
+            "course_version_ids": enrollment.course_version_ids, "state": enrollment.state.as_str(),
+            "withdraw_reason": enrollment.withdraw_reason, "revision": enrollment.revision,
+        }),
+    )
+}
+
+/// Fills `waitlist_position` of the waitlisted enrolments in `list`.
+async fn fill_waitlist_positions(
+    connection: &impl ConnectionTrait,
+    list: &mut [Enrollment],
+) -> Result<()> {
+    use sea_orm::PaginatorTrait as _;
+    for enrollment in list
+        .iter_mut()
+        .filter(|enrollment| enrollment.state == EnrollmentState::Waitlisted)
+    {
+        let ahead = enrollments::Entity::find()
+            .filter(enrollments::Column::CohortId.eq(enrollment.cohort_id.as_str()))
+            .filter(enrollments::Column::State.eq(EnrollmentState::Waitlisted.as_str()))
+            .filter(
+                sea_orm::Condition::any()
+                    .add(enrollments::Column::EnrolledTime.lt(enrollment.enrolled_time))
+                    .add(
+                        sea_orm::Condition::all()
+                            .add(enrollments::Column::EnrolledTime.eq(enrollment.enrolled_time))
+                            .add(enrollments::Column::Id.lt(enrollment.id.as_str())),
+                    ),
+            )
+            .count(connection)
+            .await
+            .map_err(db_error)?;
+        enrollment.waitlist_position = ahead as i32 + 1;
+    }
+    Ok(())
+}
+
+/// Gives freed places to waitlisted people, first in line first, as long as one fits.
+async fn promote_waitlisted(
+    transaction: &DatabaseTransaction,
+    cohort: &mut Cohort,
+    counts: &mut SeatCounts,
+    changes: &mut Vec<AuditChange>,
+) -> Result<()> {
+    if cohort.waitlisted_count == 0 {
+        return Ok(());
+    }
+    let waiting = enrollments::Entity::find()
+        .filter(enrollments::Column::CohortId.eq(cohort.id.as_str()))
+        .filter(enrollments::Column::State.eq(EnrollmentState::Waitlisted.as_str()))
+        .order_by_asc(enrollments::Column::EnrolledTime)
+        .order_by_asc(enrollments::Column::Id)
+        .all(transaction)
+        .await
+        .map_err(db_error)?;
+    let now = crate::domain::now();
+    let seats_only = Cohort {
+        settings: CohortSettings {
+            waitlist_enabled: false,
+            ..cohort.settings.clone()
+        },
+        ..cohort.clone()
+    };
+    for model in waiting {
+        if counts.taken >= cohort.settings.capacity {
+            break;
+        }
+        let mut enrollment = enrollment_from(model)?;
+        if place(&seats_only, counts, enrollment.sector).is_err() {
+            continue;
+        }
+        enrollment.state = EnrollmentState::Enrolled;
+        enrollment.enrolled_time = now;
+        enrollment.revision += 1;
+        enrollment.update_time = now;
+        enrollments::Entity::update(enrollment_active(&enrollment))
+            .exec(transaction)
+            .await
+            .map_err(db_error)?;
+        counts.add(enrollment.sector, 1);
+        cohort.enrolled_count += 1;
+        cohort.waitlisted_count -= 1;
+        changes.push(enrollment_change(&enrollment));
+    }
+    Ok(())
+}
+
+/// What happened to one person of an enrolment call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollOutcome {
+    /// The person.
+    pub person_id: String,
+    /// The enrolment made (or reactivated), if any.
+    pub enrollment_id: Option<String>,
+    /// Why not: the rule's reason and message.
+    pub refusal: Option<(String, String)>,
+}
+
+/// An enrolment call's answer, with the enrolments it made.
+#[derive(Debug, Clone)]
+pub struct EnrollResult {
+    /// Per person, in request order.
+    pub outcomes: Vec<EnrollOutcome>,
+    /// The enrolments made, by id.
+    pub enrollments: HashMap<String, Enrollment>,
+}
+
+fn refusal(reason: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal {
+        reason,
+        message: message.into(),
+    }
+}
+
+/// Enrols `person_ids` in a locked cohort; one outcome per person.
+async fn enroll_in_transaction(
+    transaction: &DatabaseTransaction,
+    context: &AuditContext,
+    scope: &Scope,
+    cohort_id: &str,
+    person_ids: &[String],
+) -> Result<EnrollResult> {
+    let mut cohort = lock_cohort(transaction, cohort_id).await?;
+    let programme = load_programme(transaction, &cohort.programme_id).await?;
+    let pinned = programme.pinned_course_version_ids();
+    if let Some(archived) = version_rows(transaction, &pinned)
+        .await?
+        .into_iter()
+        .find(|row| row.course_state == "ARCHIVED")
+    {
+        return Err(Error::FailedPrecondition {
+            reason: "COURSE_ARCHIVED",
+            subject: format!("course_version/{}", archived.id),
+            message: "a course of this programme is archived; it takes no new enrolments"
+                .to_owned(),
+        });
+    }
+    let mut counts = seat_counts(transaction, cohort_id).await?;
+
+    let people: HashMap<String, people::Model> = people::Entity::find()
+        .filter(people::Column::Id.is_in(person_ids.iter().cloned()))
+        .all(transaction)
+        .await
+        .map_err(db_error)?
+        .into_iter()
+        .map(|person| (person.id.clone(), person))
+        .collect();
+    let organization_ids: HashSet<String> = people
+        .values()
+        .map(|person| person.organization_id.clone())
+        .collect();
+    let paths: HashMap<String, String> = organizations::Entity::find()
+        .filter(organizations::Column::Id.is_in(organization_ids))
+        .all(transaction)
+        .await
+        .map_err(db_error)?
+        .into_iter()
+        .map(|organization| (organization.id, organization.path))
+        .collect();
+    let mut existing: HashMap<String, Enrollment> = HashMap::new();
+    for model in enrollments::Entity::find()
+        .filter(enrollments::Column::CohortId.eq(cohort_id))
+        .filter(enrollments::Column::PersonId.is_in(person_ids.iter().cloned()))
+        .all(transaction)
+        .await
+        .map_err(db_error)?
+    {
+        let enrollment = enrollment_from(model)?;
+        existing.insert(enrollment.person_id.clone(), enrollment);
+    }
+
+    let now = crate::domain::now();
+    let mut seen = HashSet::new();
+    let mut outcomes = Vec::with_capacity(person_ids.len());
+    let mut made: HashMap<String, Enrollment> = HashMap::new();
+    let mut inserts = Vec::new();
+    let mut changes = Vec::new();
+    for person_id in person_ids {
+        let decision = (|| {
+            if !seen.insert(person_id.clone()) {
+                return Err(refusal(
+                    "DUPLICATE_IN_BATCH",
+                    "this person appears earlier in the same request",
+                ));
+            }
+            let person = people.get(person_id).ok_or_else(|| {
+                refusal("PERSON_NOT_FOUND", format!("person {person_id} not found"))
+            })?;
+            let path = paths
+                .get(&person.organization_id)
+                .map(String::as_str)
+                .unwrap_or_default();
+            if !scope.allows_path(path) {
+                return Err(refusal(
+                    "OUTSIDE_ORGANIZATION_SCOPE",
+                    "the person is outside the organisations you manage",
+                ));
+            }
+            if existing
+                .get(person_id)
+                .is_some_and(|enrollment| enrollment.state != EnrollmentState::Withdrawn)
+            {
+                return Err(refusal(
+                    "ALREADY_ENROLLED",
+                    "the person is already enrolled in this cohort",
+                ));
+            }
+            let status = PersonStatus::parse(&person.status).unwrap_or(PersonStatus::Inactive);
+            check_admissible(&cohort, programme.state, status, path)?;
+            let sector = Sector::parse(&person.sector).unwrap_or(Sector::Public);
+            let placement = place(&cohort, &counts, sector)?;
+            Ok((sector, placement))
+        })();
+        let (sector, placement) = match decision {
+            Ok(decision) => decision,
+            Err(refusal) => {
+                outcomes.push(EnrollOutcome {
+                    person_id: person_id.clone(),
+                    enrollment_id: None,
+                    refusal: Some((refusal.reason.to_owned(), refusal.message)),
+                });
+                continue;
+            }
+        };
+        let state = match placement {
+            Placement::Seat => {
+                counts.add(sector, 1);
+                cohort.enrolled_count += 1;
+                EnrollmentState::Enrolled
+            }
+            Placement::Waitlist => {
+                cohort.waitlisted_count += 1;
+                EnrollmentState::Waitlisted
+            }
+        };
+        let enrollment = match existing.remove(person_id) {
+            Some(mut withdrawn) => {
+                withdrawn.state = state;
+                withdrawn.sector = sector;
+                withdrawn.course_version_ids = pinned.clone();
+                withdrawn.enrolled_time = now;
+                withdrawn.withdrawn_time = None;
+                withdrawn.withdraw_reason = None;
+                withdrawn.revision += 1;
+                withdrawn.update_time = now;
+                enrollments::Entity::update(enrollment_active(&withdrawn))
+                    .exec(transaction)
+                    .await
+                    .map_err(db_error)?;
+                withdrawn
+            }
+            None => {
+                let enrollment = Enrollment {
+                    id: crate::domain::new_id(),
+                    cohort_id: cohort.id.clone(),
+                    programme_id: programme.id.clone(),
+                    person_id: person_id.clone(),
+                    sector,
+                    course_version_ids: pinned.clone(),
+                    state,
+                    waitlist_position: 0,
+                    enrolled_time: now,
+                    completed_time: None,
+                    withdrawn_time: None,
+                    withdraw_reason: None,
+                    revision: 1,
+                    create_time: now,
+                    update_time: now,
+                };
+                inserts.push(enrollment_active(&enrollment));
+                enrollment
+            }
+        };
+        changes.push(enrollment_change(&enrollment));
+        outcomes.push(EnrollOutcome {
+            person_id: person_id.clone(),
+            enrollment_id: Some(enrollment.id.clone()),
+            refusal: None,
+        });
+        made.insert(enrollment.id.clone(), enrollment);
+    }
+    let mut pending = inserts.into_iter().peekable();
+    while pending.peek().is_some() {
+        let batch: Vec<_> = pending.by_ref().take(500).collect();
+        enrollments::Entity::insert_many(batch)
+            .exec(transaction)
+            .await
+            .map_err(|error| {
+                if is_unique_violation(&error) {
+                    Error::Aborted {
+                        reason: "CONCURRENT_ENROLMENT",
+                        message: "a person of this request was enrolled concurrently; retry"
+                            .to_owned(),
+                        metadata: Vec::new(),
+                    }
+                } else {
+                    db_error(error)
+                }
+            })?;
+    }
+    if !changes.is_empty() {
+        save_cohort(transaction, &mut cohort).await?;
+        changes.push(cohort_change(&cohort));
+    }
+    audit::append(transaction, context, changes).await?;
+    Ok(EnrollResult {
+        outcomes,
+        enrollments: made,
+    })
+}
+
+impl Store {
+    /// Creates a programme with its phases.
+    pub async fn create_programme(
+        &self,
+        context: AuditContext,
+        new: NewProgramme,
+        key: Option<RequestKey>,
+    ) -> Result<Programme> {
+        if let Some(key) = &key
+            && let Some(answer) = self.stored_answer(key).await?
+        {
+            return self
+                .get_programme(answer.resource_id.as_deref().unwrap_or_default())
+                .await;
+        }
+        let claimed_key = key.clone();
+        let result = self
+            .write(move |transaction| {
+                Box::pin(async move {
+                    if let Some(key) = &claimed_key
+                        && !idempotency::claim(transaction, key).await?
+                    {
+                        return Err(idempotency::already_claimed());
+                    }
+                    let mut organizations = vec![new.sponsor_organization_id.clone()];
+                    organizations.extend(new.partner_organization_ids.iter().cloned());
+                    require_organizations(transaction, &organizations).await?;
+                    require_published_versions(transaction, &new.phases).await?;
+                    let now = crate::domain::now();
+                    let programme = Programme {
+                        id: crate::domain::new_id(),
+                        code: new.code,
+                        title: new.title,
+                        description: new.description,
+                        sponsor_organization_id: new.sponsor_organization_id,
+                        partner_organization_ids: new.partner_organization_ids,
+                        phases: new
+                            .phases
+                            .into_iter()
+                            .enumerate()
+                            .map(|(index, draft)| {
+                                PhaseDraft { id: None, ..draft }.into_phase(index as i32 + 1)
+                            })
+                            .collect(),
+                        state: ProgrammeState::Active,
+                        revision: 1,
+                        create_time: now,
+                        update_time: now,
+                    };
+                    programmes::Entity::insert(programmes::ActiveModel {
+                        id: Set(programme.id.clone()),
+                        code: Set(programme.code.clone()),
+                        title: Set(programme.title.clone()),
+                        description: Set(programme.description.clone()),
+                        sponsor_organization_id: Set(programme.sponsor_organization_id.clone()),
+                        partner_organization_ids: Set(json_list(
+                            &programme.partner_organization_ids,
+                        )),
+                        state: Set(programme.state.as_str().to_owned()),
+                        revision: Set(1),
+                        create_time: Set(now),
+                        update_time: Set(now),
+                    })
+                    .exec(transaction)
+                    .await
+                    .map_err(|error| {
+                        if is_unique_violation(&error) {
+                            code_taken("programme", &programme.code)
+                        } else {
+                            db_error(error)
+                        }
+                    })?;
+                    write_phases(transaction, &programme.id, &programme.phases).await?;
+                    if let Some(key) = &claimed_key {
+                        let answer = StoredAnswer {
+                            resource_id: Some(programme.id.clone()),
+                            response: None,
+                        };
+                        idempotency::record_answer(transaction, &key.request_id, answer).await?;
+                    }
+                    audit::append(transaction, &context, vec![programme_change(&programme)])
+                        .await?;
+                    Ok(programme)
+                })
+            })
+            .await;
+        match (result, key) {
+            (Err(error), Some(key)) if idempotency::is_already_claimed(&error) => {
+                let answer = self.stored_answer(&key).await?.unwrap_or(StoredAnswer {
+                    resource_id: None,
+                    response: None,
+                });
+                self.get_programme(answer.resource_id.as_deref().unwrap_or_default())
+                    .await
+            }
+            (result, _) => result,
+        }
+    }
+
+    /// Returns one programme.
+    pub async fn get_programme(&self, id: &str) -> Result<Programme> {
+        load_programme(self.connection(), id).await
+    }
+
+    /// Lists programmes by id after the page's key.
+    pub async fn list_programmes(
+        &self,
+        filter: &ProgrammeFilter,
+        page: &Page,
+    ) -> Result<(Vec<Programme>, String)> {
+        let mut query = programmes::Entity::find();
+        if let Some(sponsor) = &filter.sponsor_organization_id {
+            query = query.filter(programmes::Column::SponsorOrganizationId.eq(sponsor.as_str()));
+        }
+        if let Some(state) = filter.state {
+            query = query.filter(programmes::Column::State.eq(state.as_str()));
+        }
+        if let Some(after) = &page.after {
+            query = query.filter(programmes::Column::Id.gt(after.as_str()));
+        }
+        let rows = query
+            .order_by_asc(programmes::Column::Id)
+            .limit(page.size + 1)
+            .all(self.connection())
+            .await
+            .map_err(db_error)?;
+        let programmes = load_programmes(self.connection(), rows).await?;
+        Ok(page.finish(programmes, |programme| programme.id.clone()))
+    }
+
+    /// Applies `patch` to a programme (or archives it when `archive` is set).
+    pub async fn update_programme(
+        &self,
+        context: AuditContext,
+        id: String,
+        patch: ProgrammePatch,
+        archive: bool,
+        expected_revision: Option<i64>,
+    ) -> Result<Programme> {
+        self.write(move |transaction| {
+            Box::pin(async move {
+                let locked = for_update(programmes::Entity::find_by_id(id.clone()), transaction)
+                    .one(transaction)
+                    .await
+                    .map_err(db_error)?
+                    .ok_or_else(|| Error::not_found("programme", &id))?;
+                let mut programme = load_programmes(transaction, vec![locked])
+                    .await?
+                    .pop()
+                    .ok_or_else(|| Error::internal("loaded programme vanished"))?;
+                if expected_revision.is_some_and(|revision| revision != programme.revision) {
+                    return Err(Error::EtagMismatch {
+                        resource: "programme",
+                        id,
+                    });
+                }
+                let before = programme.clone();
+                if archive {
+                    programme.state = ProgrammeState::Archived;
+                } else if programme.state == ProgrammeState::Archived {
+                    return Err(Error::FailedPrecondition {
+                        reason: "PROGRAMME_ARCHIVED",
+                        subject: format!("programme/{id}"),
+                        message: "an archived programme cannot change".to_owned(),
+                    });
+                }
+                if let Some(title) = patch.title {
+                    programme.title = title;
+                }
+                if let Some(description) = patch.description {
+                    programme.description = description;
+                }
+                if let Some(partners) = patch.partner_organization_ids {
+                    require_organizations(transaction, &partners).await?;
+                    programme.partner_organization_ids = partners;
+                }
+                let phases_changed = patch.phases.is_some();
+                if let Some(drafts) = patch.phases {
+                    require_published_versions(transaction, &drafts).await?;
+                    let known: HashSet<&str> = before
+                        .phases
+                        .iter()
+                        .map(|phase| phase.id.as_str())
+                        .collect();
+                    if let Some(unknown) = drafts
+                        .iter()
+                        .filter_map(|draft| draft.id.as_deref())
+                        .find(|id| !known.contains(id))
+                    {
+                        return Err(Error::invalid(
+                            "programme.phases",
+                            format!("phase {unknown} is not a phase of this programme"),
+                        ));
+                    }
+                    programme.phases = drafts
+                        .into_iter()
+                        .enumerate()
+                        .map(|(index, draft)| draft.into_phase(index as i32 + 1))
+                        .collect();
+                }
+                if programme == before {
+                    return Ok(programme);
+                }
+                programme.revision += 1;
+                programme.update_time = crate::domain::now();
+                programmes::Entity::update(programmes::ActiveModel {
+                    id: Set(programme.id.clone()),
+                    title: Set(programme.title.clone()),
+                    description: Set(programme.description.clone()),
+                    partner_organization_ids: Set(json_list(&programme.partner_organization_ids)),
+                    state: Set(programme.state.as_str().to_owned()),
+                    revision: Set(programme.revision),
+                    update_time: Set(programme.update_time),
+                    ..Default::default()
+                })
+                .exec(transaction)
+                .await
+                .map_err(db_error)?;
+                if phases_changed {
+                    write_phases(transaction, &programme.id, &programme.phases).await?;
+                }
+                audit::append(transaction, &context, vec![programme_change(&programme)]).await?;
+                Ok(programme)
+            })
+        })
+        .await
+    }
+
+    /// Creates a cohort of a programme, PLANNED.
+    pub async fn create_cohort(
+        &self,
+        context: AuditContext,
+        programme_id: String,
+        settings: CohortSettings,
+        key: Option<RequestKey>,
+    ) -> Result<Cohort> {
+        if let Some(key) = &key
+            && let Some(answer) = self.stored_answer(key).await?
+        {
+            return self
+                .get_cohort(answer.resource_id.as_deref().unwrap_or_default())
+                .await;
+        }
+        let claimed_key = key.clone();
+        let result = self
+            .write(move |transaction| {
+                Box::pin(async move {
+                    if let Some(key) = &claimed_key
+                        && !idempotency::claim(transaction, key).await?
+                    {
+                        return Err(idempotency::already_claimed());
+                    }
+                    let programme = load_programme(transaction, &programme_id).await?;
+                    if programme.state == ProgrammeState::Archived {
+                        return Err(Error::FailedPrecondition {
+                            reason: "PROGRAMME_ARCHIVED",
+                            subject: format!("programme/{programme_id}"),
+                            message: "an archived programme takes no new cohorts".to_owned(),
+                        });
+                    }
+                    require_organizations(transaction, &settings.eligible_organization_ids).await?;
+                    let now = crate::domain::now();
+                    let cohort = Cohort {
+                        id: crate::domain::new_id(),
+                        programme_id,
+                        settings,
+                        state: CohortState::Planned,
+                        enrolled_count: 0,
+                        waitlisted_count: 0,
+                        revision: 1,
+                        create_time: now,
+                        update_time: now,
+                    };
+                    cohorts::Entity::insert(cohort_active(&cohort))
+                        .exec(transaction)
+                        .await
+                        .map_err(db_error)?;
+                    if let Some(key) = &claimed_key {
+                        let answer = StoredAnswer {
+                            resource_id: Some(cohort.id.clone()),
+                            response: None,
+                        };
+                        idempotency::record_answer(transaction, &key.request_id, answer).await?;
+                    }
+                    audit::append(transaction, &context, vec![cohort_change(&cohort)]).await?;
+                    Ok(cohort)
+                })
+            })
+            .await;
+        match (result, key) {
+            (Err(error), Some(key)) if idempotency::is_already_claimed(&error) => {
+                let answer = self.stored_answer(&key).await?;
+                let id = answer
+                    .and_then(|answer| answer.resource_id)
+                    .unwrap_or_default();
+                self.get_cohort(&id).await
+            }
+            (result, _) => result,
+        }
+    }
+
+    /// Returns one cohort.
+    pub async fn get_cohort(&self, id: &str) -> Result<Cohort> {
+        let model = cohorts::Entity::find_by_id(id.to_owned())
+            .one(self.connection())
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| Error::not_found("cohort", id))?;
+        cohort_from(model)
+    }
+
+    /// Lists cohorts by id after the page's key.
+    pub async fn list_cohorts(
+        &self,
+        filter: &CohortFilter,
+        page: &Page,
+    ) -> Result<(Vec<Cohort>, String)> {
+        let mut query = cohorts::Entity::find();
+        if let Some(programme_id) = &filter.programme_id {
+            query = query.filter(cohorts::Column::ProgrammeId.eq(programme_id.as_str()));
+        }
+        if let Some(state) = filter.state {
+            query = query.filter(cohorts::Column::State.eq(state.as_str()));
+        }
+        if let Some(after) = &page.after {
+            query = query.filter(cohorts::Column::Id.gt(after.as_str()));
+        }
+        let rows = query
+            .order_by_asc(cohorts::Column::Id)
+            .limit(page.size + 1)
+            .all(self.connection())
+            .await
+            .map_err(db_error)?;
+        let cohorts = rows
+            .into_iter()
+            .map(cohort_from)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(page.finish(cohorts, |cohort| cohort.id.clone()))
+    }
+
+    /// Applies the settings named in `fields` from `raw` to a cohort; freed places go to the waitlist.
+    pub async fn update_cohort(
+        &self,
+        context: AuditContext,
+        id: String,
+        fields: Vec<CohortField>,
+        raw: RawCohortSettings,
+        expected_revision: Option<i64>,
+    ) -> Result<Cohort> {
+        self.write(move |transaction| {
+            Box::pin(async move {
+                let mut cohort = lock_cohort(transaction, &id).await?;
+                if expected_revision.is_some_and(|revision| revision != cohort.revision) {
+                    return Err(Error::EtagMismatch {
+                        resource: "cohort",
+                        id,
+                    });
+                }
+                if !cohort.settings.apply("cohort", &fields, &raw)? {
+                    return Ok(cohort);
+                }
+                require_organizations(transaction, &cohort.settings.eligible_organization_ids)
+                    .await?;
+                let mut counts = seat_counts(transaction, &id).await?;
+                let below_capacity = cohort.settings.capacity < counts.taken;
+                let below_seats = cohort.settings.sector_seats.iter().any(|(sector, seats)| {
+                    counts.by_sector.get(sector).copied().unwrap_or(0) > *seats
+                });
+                if below_capacity || below_seats {
+                    return Err(Error::FailedPrecondition {
+                        reason: "PLACES_ALREADY_TAKEN",
+                        subject: format!("cohort/{id}"),
+                        message: format!(
+                            "capacity or sector seats would drop below the {} places already taken",
+                            counts.taken
+                        ),
+                    });
+                }
+                let mut changes = Vec::new();
+                promote_waitlisted(transaction, &mut cohort, &mut counts, &mut changes).await?;
+                save_cohort(transaction, &mut cohort).await?;
+                changes.push(cohort_change(&cohort));
+                audit::append(transaction, &context, changes).await?;
+                Ok(cohort)
+            })
+        })
+        .await
+    }
+
+    /// Moves a cohort to `state`.
+    pub async fn change_cohort_state(
+        &self,
+        context: AuditContext,
+        id: String,
+        state: CohortState,
+        expected_revision: Option<i64>,
+    ) -> Result<Cohort> {
+        self.write(move |transaction| {
+            Box::pin(async move {
+                let mut cohort = lock_cohort(transaction, &id).await?;
+                if expected_revision.is_some_and(|revision| revision != cohort.revision) {
+                    return Err(Error::EtagMismatch {
+                        resource: "cohort",
+                        id,
+                    });
+                }
+                check_cohort_transition(&id, cohort.state, state)?;
+                if cohort.state == state {
+                    return Ok(cohort);
+                }
+                cohort.state = state;
+                save_cohort(transaction, &mut cohort).await?;
+                audit::append(transaction, &context, vec![cohort_change(&cohort)]).await?;
+                Ok(cohort)
+            })
+        })
+        .await
+    }
+
+    /// Enrols people in a cohort in one transaction; with a request key, a replay returns the first answer.
+    pub async fn enroll(
+        &self,
+        context: AuditContext,
+        scope: Scope,
+        cohort_id: String,
+        person_ids: Vec<String>,
+        key: Option<RequestKey>,
+    ) -> Result<EnrollResult> {
+        if let Some(key) = &key
+            && let Some(answer) = self.stored_answer(key).await?
+        {
+            return self.replayed_enrollments(answer).await;
+        }
+        let claimed_key = key.clone();
+        let result = self
+            .write(move |transaction| {
+                Box::pin(async move {
+                    if let Some(key) = &claimed_key
+                        && !idempotency::claim(transaction, key).await?
+                    {
+                        return Err(idempotency::already_claimed());
+                    }
+                    let result = enroll_in_transaction(
+                        transaction,
+                        &context,
+                        &scope,
+                        &cohort_id,
+                        &person_ids,
+                    )
+                    .await?;
+                    if let Some(key) = &claimed_key {
+                        let response =
+                            serde_json::to_string(&result.outcomes).map_err(Error::internal)?;
+                        let answer = StoredAnswer {
+                            resource_id: None,
+                            response: Some(response),
+                        };
+                        idempotency::record_answer(transaction, &key.request_id, answer).await?;
+                    }
+                    Ok(result)
+                })
+            })
+            .await;
+        let mut result = match (result, key) {
+            (Err(error), Some(key)) if idempotency::is_already_claimed(&error) => {
+                let answer = self
+                    .stored_answer(&key)
+                    .await?
+                    .ok_or_else(|| Error::internal("claimed request id has no record"))?;
+                return self.replayed_enrollments(answer).await;
+            }
+            (result, _) => result?,
+        };
+        let mut list: Vec<Enrollment> = result
+            .enrollments
+            .drain()
+            .map(|(_, enrollment)| enrollment)
+            .collect();
+        fill_waitlist_positions(self.connection(), &mut list).await?;
+        result.enrollments = list
+            .into_iter()
+            .map(|enrollment| (enrollment.id.clone(), enrollment))
+            .collect();
+        Ok(result)
+    }
+
+    async fn replayed_enrollments(&self, answer: StoredAnswer) -> Result<EnrollResult> {
+        let response = answer
+            .response
+            .ok_or_else(|| Error::internal("stored answer has no response"))?;
+        let outcomes: Vec<EnrollOutcome> =
+            serde_json::from_str(&response).map_err(Error::internal)?;
+        let ids: Vec<String> = outcomes
+            .iter()
+            .filter_map(|outcome| outcome.enrollment_id.clone())
+            .collect();
+        let mut list = enrollments::Entity::find()
+            .filter(enrollments::Column::Id.is_in(ids))
+            .all(self.connection())
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .map(enrollment_from)
+            .collect::<Result<Vec<_>>>()?;
+        fill_waitlist_positions(self.connection(), &mut list).await?;
+        Ok(EnrollResult {
+            outcomes,
+            enrollments: list
+                .into_iter()
+                .map(|enrollment| (enrollment.id.clone(), enrollment))
+                .collect(),
+        })
+    }
+
+    /// Withdraws an enrolment; a freed place goes to the first fitting person on the waitlist.
+    pub async fn withdraw(
+        &self,
+        context: AuditContext,
+        scope: Scope,
+        id: String,
+        reason: String,
+        expected_revision: Option<i64>,
+    ) -> Result<Enrollment> {
+        let mut withdrawn = self
+            .write(move |transaction| {
+                Box::pin(async move {
+                    let model = enrollments::Entity::find_by_id(id.clone())
+                        .one(transaction)
+                        .await
+                        .map_err(db_error)?
+                        .ok_or_else(|| Error::not_found("enrollment", &id))?;
+                    let mut cohort = lock_cohort(transaction, &model.cohort_id).await?;
+                    // Re-read under the cohort lock: a concurrent withdrawal may have won.
+                    let model = enrollments::Entity::find_by_id(id.clone())
+                        .one(transaction)
+                        .await
+                        .map_err(db_error)?
+                        .ok_or_else(|| Error::not_found("enrollment", &id))?;
+                    let mut enrollment = enrollment_from(model)?;
+                    let path = person_organization_path(transaction, &enrollment.person_id).await?;
+                    scope.require_path(&path, "this person")?;
+                    if expected_revision.is_some_and(|revision| revision != enrollment.revision) {
+                        return Err(Error::EtagMismatch {
+                            resource: "enrollment",
+                            id,
+                        });
+                    }
+                    check_withdrawable(&enrollment)?;
+                    let held_place = enrollment.state.holds_place();
+                    let now = crate::domain::now();
+                    enrollment.state = EnrollmentState::Withdrawn;
+                    enrollment.withdrawn_time = Some(now);
+                    enrollment.withdraw_reason = Some(reason);
+                    enrollment.revision += 1;
+                    enrollment.update_time = now;
+                    enrollments::Entity::update(enrollment_active(&enrollment))
+                        .exec(transaction)
+                        .await
+                        .map_err(db_error)?;
+                    let mut changes = vec![enrollment_change(&enrollment)];
+                    if held_place {
+                        cohort.enrolled_count -= 1;
+                        let mut counts = seat_counts(transaction, &cohort.id).await?;
+                        promote_waitlisted(transaction, &mut cohort, &mut counts, &mut changes)
+                            .await?;
+                    } else {
+                        cohort.waitlisted_count -= 1;
+                    }
+                    save_cohort(transaction, &mut cohort).await?;
+                    changes.push(cohort_change(&cohort));
+                    audit::append(transaction, &context, changes).await?;
+                    Ok(enrollment)
+                })
+            })
+            .await?;
+        withdrawn.waitlist_position = 0;
+        Ok(withdrawn)
+    }
+
+    /// Returns one enrolment and the materialised path of the person's organisation.
+    pub async fn get_enrollment(&self, id: &str) -> Result<(Enrollment, String)> {
+        let model = enrollments::Entity::find_by_id(id.to_owned())
+            .one(self.connection())
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| Error::not_found("enrollment", id))?;
+        let mut list = vec![enrollment_from(model)?];
+        fill_waitlist_positions(self.connection(), &mut list).await?;
+        let enrollment = list.remove(0);
+        let path = person_organization_path(self.connection(), &enrollment.person_id).await?;
+        Ok((enrollment, path))
+    }
+
+    /// Lists enrolments by id after the page's key.
+    pub async fn list_enrollments(
+        &self,
+        filter: &EnrollmentFilter,
+        page: &Page,
+    ) -> Result<(Vec<Enrollment>, String)> {
+        let mut query = enrollments::Entity::find();
+        if let Some(cohort_id) = &filter.cohort_id {
+            query = query.filter(enrollments::Column::CohortId.eq(cohort_id.as_str()));
+        }
+        if let Some(person_id) = &filter.person_id {
+            query = query.filter(enrollments::Column::PersonId.eq(person_id.as_str()));
+        }
+        if let Some(state) = filter.state {
+            query = query.filter(enrollments::Column::State.eq(state.as_str()));
+        }
+        if let Some(prefix) = &filter.organization_path_prefix {
+            let subtree = Query::select()
+                .column((people::Entity, people::Column::Id))
+                .from(people::Entity)
+                .inner_join(
+                    organizations::Entity,
+                    Expr::col((organizations::Entity, organizations::Column::Id))
+                        .equals((people::Entity, people::Column::OrganizationId)),
+                )
+                .and_where(
+                    Expr::col((organizations::Entity, organizations::Column::Path))
+                        .like(format!("{prefix}%")),
+                )
+                .to_owned();
+            query = query.filter(enrollments::Column::PersonId.in_subquery(subtree));
+        }
+        if let Some(after) = &page.after {
+            query = query.filter(enrollments::Column::Id.gt(after.as_str()));
+        }
+        let rows = query
+            .order_by_asc(enrollments::Column::Id)
+            .limit(page.size + 1)
+            .all(self.connection())
+            .await
+            .map_err(db_error)?;
+        let mut list = rows
+            .into_iter()
+            .map(enrollment_from)
+            .collect::<Result<Vec<_>>>()?;
+        fill_waitlist_positions(self.connection(), &mut list).await?;
+        Ok(page.finish(list, |enrollment| enrollment.id.clone()))
+    }
+}
+
+async fn person_organization_path(
+    connection: &impl ConnectionTrait,
+    person_id: &str,
+) -> Result<String> {
+    let person = people::Entity::find_by_id(person_id.to_owned())
+        .one(connection)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| Error::not_found("person", person_id))?;
+    Ok(
+        super::organization::load(connection, &person.organization_id)
+            .await?
+            .path,
+    )
+}
