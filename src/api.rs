@@ -1,8 +1,10 @@
 //! gRPC handlers: translate proto to domain, call the store, translate back. No business rules here.
 
 pub mod audit;
+pub mod course;
 pub mod organization;
 pub mod person;
+pub mod progress;
 pub mod programme;
 
 use chrono::{DateTime, Utc};

@@ -1,11 +1,13 @@
 //! Business rules of every area: validation, state, derivations. No tonic, no sea-orm, no I/O.
 
 pub mod audit;
+pub mod course;
 pub mod field_mask;
 pub mod organization;
 pub mod page;
 pub mod person;
 pub mod programme;
+pub mod progress;
 
 use chrono::{DateTime, SubsecRound as _, Utc};
 
@@ -17,6 +19,11 @@ pub fn new_id() -> String {
 /// Returns the current time truncated to microseconds, the precision every supported database keeps.
 pub fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
+}
+
+/// Returns `time` truncated to microseconds.
+pub fn truncate_micros(time: DateTime<Utc>) -> DateTime<Utc> {
+    time.trunc_subsecs(6)
 }
 
 /// Returns the etag of a resource at `revision` (a quoted string, as RFC 7232 writes etags).

@@ -14,7 +14,8 @@ use tower_http::trace::TraceLayer;
 use tracing::Span;
 
 use crate::api::{
-    audit::AuditApi, organization::OrganizationApi, person::PersonApi, programme::ProgrammeApi,
+    audit::AuditApi, course::CourseApi, organization::OrganizationApi, person::PersonApi,
+    programme::ProgrammeApi,
 };
 use crate::auth::{layer::AuthLayer, token::TokenVerifier};
 use crate::config::Config;
@@ -29,6 +30,8 @@ const SERVICE_NAMES: &[&str] = &[
     "lms.v1.PersonService",
     "lms.v1.AuditService",
     "lms.v1.ProgrammeService",
+    "lms.v1.CourseService",
+    "lms.v1.ProgressService",
 ];
 
 /// A bound, migrated server, ready to run.
@@ -112,6 +115,13 @@ impl App {
             ProgrammeApi::new(store.clone()),
         )
         .max_decoding_message_size(max_message);
+        let progress = pb::progress_service_server::ProgressServiceServer::new(
+            crate::api::progress::ProgressApi::new(store.clone()),
+        )
+        .max_decoding_message_size(max_message);
+        let courses =
+            pb::course_service_server::CourseServiceServer::new(CourseApi::new(store.clone()))
+                .max_decoding_message_size(max_message);
 
         let trace = TraceLayer::new_for_grpc()
             .make_span_with(|request: &http::Request<_>| {
@@ -158,7 +168,9 @@ impl App {
             .add_service(organizations)
             .add_service(people)
             .add_service(audit)
-            .add_service(programmes);
+            .add_service(programmes)
+            .add_service(courses)
+            .add_service(progress);
 
         let (draining_sender, draining) = tokio::sync::oneshot::channel::<()>();
         let signal_reporter = health_reporter.clone();

@@ -1,11 +1,13 @@
 //! Persistence: the connection pool, write transactions, and one module per area. Transactions live here.
 
 pub mod audit;
+pub mod course;
 pub mod entity;
 pub mod idempotency;
 pub mod organization;
 pub mod person;
 pub mod programme;
+pub mod progress;
 
 use std::{future::Future, pin::Pin};
 
@@ -27,6 +29,7 @@ pub type TxFuture<'c, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'c>>;
 #[derive(Clone, Debug)]
 pub struct Store {
     db: DatabaseConnection,
+    rules: progress::RuleCache,
 }
 
 impl Store {
@@ -71,7 +74,10 @@ impl Store {
         let db = Database::connect(options)
             .await
             .with_context(|| format!("connecting to {}", redact(&url)))?;
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            rules: progress::RuleCache::default(),
+        })
     }
 
     /// Applies every pending migration.

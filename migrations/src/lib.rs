@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261127_000001_foundation;
 mod m20261127_000002_catalogue;
 mod m20261127_000003_programmes;
+mod m20261127_000004_progress;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000001_foundation::Migration),
             Box::new(m20261127_000002_catalogue::Migration),
             Box::new(m20261127_000003_programmes::Migration),
+            Box::new(m20261127_000004_progress::Migration),
         ]
     }
 }

@@ -1,6 +1,6 @@
 //! The per-method policy: which roles may call which RPC. Deny by default.
 
-use super::Role::{self, Admin, HrService, Learner, OrgAdmin, ProgrammeManager};
+use super::Role::{self, Admin, Assessor, HrService, Learner, OrgAdmin, ProgrammeManager, Trainer};
 
 /// Who may call a method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +25,8 @@ const PEOPLE_READERS: &[Role] = &[Admin, OrgAdmin, HrService, ProgrammeManager];
 const CATALOGUE_MANAGERS: &[Role] = &[Admin, ProgrammeManager];
 const ENROLLERS: &[Role] = &[Admin, ProgrammeManager, OrgAdmin];
 const ENROLLMENT_READERS: &[Role] = &[Admin, ProgrammeManager, OrgAdmin, HrService, Learner];
+const PROGRESS_RECORDERS: &[Role] = &[Admin, ProgrammeManager, Trainer, Assessor, Learner, HrService];
+const PROGRESS_READERS: &[Role] = &[Admin, ProgrammeManager, Trainer, Assessor, Learner, HrService, OrgAdmin];
 
 /// Every `lms.v1` method and who may call it. Object-level checks (subtree, self) follow in the handlers.
 #[rustfmt::skip]
@@ -71,6 +73,13 @@ pub const METHOD_POLICY: &[(&str, Access)] = &[
     ("/lms.v1.ProgrammeService/Withdraw", Access::Roles(ENROLLERS)),
     ("/lms.v1.ProgrammeService/GetEnrollment", Access::Roles(ENROLLMENT_READERS)),
     ("/lms.v1.ProgrammeService/ListEnrollments", Access::Roles(ENROLLMENT_READERS)),
+    ("/lms.v1.ProgressService/RecordProgress", Access::Roles(PROGRESS_RECORDERS)),
+    ("/lms.v1.ProgressService/BatchRecordProgress", Access::Roles(PROGRESS_RECORDERS)),
+    ("/lms.v1.ProgressService/StreamProgress", Access::Roles(PROGRESS_RECORDERS)),
+    ("/lms.v1.ProgressService/GetEnrollmentProgress", Access::Roles(PROGRESS_READERS)),
+    ("/lms.v1.ProgressService/ListProgress", Access::Roles(PROGRESS_READERS)),
+    ("/lms.v1.ProgressService/RecomputeProgress", Access::Roles(&[Admin])),
+    ("/lms.v1.ProgressService/ExportStatements", Access::Roles(&[Admin, ProgrammeManager, HrService])),
     ("/lms.v1.AuditService/ListAuditEntries", Access::Roles(&[Admin])),
     ("/lms.v1.AuditService/VerifyAuditChain", Access::Roles(&[Admin])),
 ];

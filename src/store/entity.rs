@@ -5,6 +5,7 @@
 
 pub mod catalogue;
 pub mod programme;
+pub mod progress;
 
 /// Table `organizations`.
 pub mod organizations {

@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 
 /// Returns `select` locking its rows for the rest of the transaction on PostgreSQL
 /// (SQLite write transactions are serial already).
-fn for_update<E: sea_orm::EntityTrait>(
+pub(crate) fn for_update<E: sea_orm::EntityTrait>(
     select: Select<E>,
     transaction: &DatabaseTransaction,
 ) -> Select<E> {
@@ -460,7 +460,7 @@ async fn seat_counts(connection: &impl ConnectionTrait, cohort_id: &str) -> Resu
 // ---------------------------------------------------------------------------------------------
 // Enrolments
 
-fn enrollment_from(model: enrollments::Model) -> Result<Enrollment> {
+pub(crate) fn enrollment_from(model: enrollments::Model) -> Result<Enrollment> {
     let state = EnrollmentState::parse(&model.state).ok_or_else(|| {
         Error::internal(format!(
             "stored enrollment state {} is unknown",
@@ -488,7 +488,7 @@ fn enrollment_from(model: enrollments::Model) -> Result<Enrollment> {
     })
 }
 
-fn enrollment_active(enrollment: &Enrollment) -> enrollments::ActiveModel {
+pub(crate) fn enrollment_active(enrollment: &Enrollment) -> enrollments::ActiveModel {
     enrollments::ActiveModel {
         id: Set(enrollment.id.clone()),
         cohort_id: Set(enrollment.cohort_id.clone()),
@@ -1466,7 +1466,7 @@ impl Store {
     }
 }
 
-async fn person_organization_path(
+pub(crate) async fn person_organization_path(
     connection: &impl ConnectionTrait,
     person_id: &str,
 ) -> Result<String> {

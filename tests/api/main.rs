@@ -3,8 +3,10 @@
 
 mod audit;
 mod auth;
+mod courses;
 mod helpers;
 mod lifecycle;
 mod limits;
 mod organizations;
 mod people;
+mod programmes;

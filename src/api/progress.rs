@@ -1,0 +1,477 @@
+//! `lms.v1.ProgressService`.
+
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt as _};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::auth::{self, CallContext, Role, Scope};
+use crate::domain::{
+    organization::{optional_id_or_error, required_id},
+    page::Page,
+    person::RecordError,
+    programme::EnrollmentState,
+    progress::{self, ActivityState, ProgressView, RawEvent, Source, StatementParts, Verb},
+};
+use crate::error::{Error, Result};
+use crate::pb;
+use crate::store::{
+    Store,
+    progress::{Ack, EventRecord, ExportFilter, ProgressFilter, ProgressOrder, Recorder},
+};
+
+/// Events taken from a stream into one transaction at most.
+const STREAM_CHUNK: usize = 500;
+/// Statements per export message.
+const EXPORT_CHUNK: u64 = 500;
+/// Default base IRI of exported statements.
+const DEFAULT_IRI_BASE: &str = "https://lms.example.gov.my";
+
+/// Handlers of `ProgressService`.
+#[derive(Clone)]
+pub struct ProgressApi {
+    store: Store,
+}
+
+impl ProgressApi {
+    /// Returns the handlers over `store`.
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+}
+
+fn verb_from_proto(verb: i32) -> Option<Verb> {
+    match pb::ProgressVerb::try_from(verb).ok()? {
+        pb::ProgressVerb::Unspecified => None,
+        pb::ProgressVerb::Started => Some(Verb::Started),
+        pb::ProgressVerb::Attended => Some(Verb::Attended),
+        pb::ProgressVerb::Progressed => Some(Verb::Progressed),
+        pb::ProgressVerb::Completed => Some(Verb::Completed),
+        pb::ProgressVerb::Passed => Some(Verb::Passed),
+        pb::ProgressVerb::Failed => Some(Verb::Failed),
+    }
+}
+
+fn source_from_proto(source: i32) -> Option<Source> {
+    match pb::ProgressSource::try_from(source).ok()? {
+        pb::ProgressSource::Unspecified => None,
+        pb::ProgressSource::App => Some(Source::App),
+        pb::ProgressSource::Trainer => Some(Source::Trainer),
+        pb::ProgressSource::Supervisor => Some(Source::Supervisor),
+        pb::ProgressSource::Import => Some(Source::Import),
+    }
+}
+
+fn activity_state_to_proto(state: ActivityState) -> pb::ActivityState {
+    match state {
+        ActivityState::NotStarted => pb::ActivityState::NotStarted,
+        ActivityState::InProgress => pb::ActivityState::InProgress,
+        ActivityState::Completed => pb::ActivityState::Completed,
+        ActivityState::Failed => pb::ActivityState::Failed,
+    }
+}
+
+fn enrollment_state_to_proto(state: EnrollmentState) -> pb::EnrollmentState {
+    match state {
+        EnrollmentState::Enrolled => pb::EnrollmentState::Enrolled,
+        EnrollmentState::InProgress => pb::EnrollmentState::InProgress,
+        EnrollmentState::Completed => pb::EnrollmentState::Completed,
+        EnrollmentState::Withdrawn => pb::EnrollmentState::Withdrawn,
+        EnrollmentState::Waitlisted => pb::EnrollmentState::Waitlisted,
+    }
+}
+
+/// Validates one event as far as the request goes; `index` is its position in the call.
+fn validate_event(index: usize, event: pb::ProgressEvent, now: chrono::DateTime<chrono::Utc>) -> EventRecord {
+    let event_id = event.event_id.clone();
+    let occurred_time = event
+        .occurred_time
+        .and_then(|time| chrono::DateTime::from_timestamp(time.seconds, time.nanos.max(0) as u32));
+    let evidence = event.evidence.unwrap_or_default();
+    let raw = RawEvent {
+        event_id: event.event_id,
+        enrollment_id: event.enrollment_id,
+        activity_id: event.activity_id,
+        verb: verb_from_proto(event.verb),
+        score: event.score,
+        duration_seconds: event.duration_seconds,
+        occurred_time,
+        source: source_from_proto(event.source),
+        evidence_uri: evidence.uri,
+        evidence_note: evidence.note,
+        provenance_note: event.provenance_note,
+    };
+    raw.validate(now).map_err(|(field, message)| RecordError {
+        index: index as i64,
+        key: event_id,
+        field: field.to_owned(),
+        reason: "INVALID_FIELD".to_owned(),
+        message: format!("{field} {message}"),
+    })
+}
+
+/// Returns who the caller records as: a learner (own enrolments, APP), staff, or an importer.
+fn recorder(context: &CallContext) -> Recorder {
+    let principal = &context.principal;
+    let staff = [Role::Admin, Role::ProgrammeManager, Role::Trainer, Role::Assessor];
+    if staff.iter().any(|role| principal.has(*role)) {
+        Recorder::Staff
+    } else if principal.has(Role::HrService) {
+        Recorder::Importer
+    } else {
+        Recorder::Learner(principal.subject.clone())
+    }
+}
+
+fn ack_to_proto(event_id: String, answer: std::result::Result<Ack, RecordError>) -> pb::ProgressAck {
+    match answer {
+        Ok(ack) => pb::ProgressAck {
+            event_id,
+            error: None,
+            activity_state: activity_state_to_proto(ack.activity_state).into(),
+            percent_complete: ack.percent_complete,
+            enrollment_state: enrollment_state_to_proto(ack.enrollment_state).into(),
+            recorded_time: Some(super::timestamp(ack.recorded_time)),
+        },
+        Err(error) => pb::ProgressAck {
+            event_id,
+            error: Some(pb::RecordError {
+                index: error.index,
+                key: error.key,
+                field: error.field,
+                reason: error.reason,
+                message: error.message,
+            }),
+            ..Default::default()
+        },
+    }
+}
+
+/// Maps the refusal of a single recorded event to its canonical error.
+fn refusal_error(error: RecordError) -> Error {
+    let field = format!("event.{}", error.field);
+    match error.reason.as_str() {
+        "ENROLLMENT_NOT_FOUND" => Error::not_found("enrollment", error.message.trim_start_matches("enrollment ").trim_end_matches(" not found")),
+        "PERMISSION_DENIED" => Error::permission_denied("RECORDING_NOT_ALLOWED", error.message),
+        "ENROLLMENT_NOT_ACTIVE" => Error::FailedPrecondition {
+            reason: "ENROLLMENT_NOT_ACTIVE",
+            subject: format!("enrollment/{}", error.key),
+            message: error.message,
+        },
+        _ => Error::invalid(field, error.message),
+    }
+}
+
+impl ProgressApi {
+    async fn record(&self, context: &CallContext, events: Vec<pb::ProgressEvent>) -> Result<Vec<pb::ProgressAck>> {
+        let now = crate::domain::now();
+        let ids: Vec<String> = events.iter().map(|event| event.event_id.clone()).collect();
+        let records: Vec<EventRecord> =
+            events.into_iter().enumerate().map(|(index, event)| validate_event(index, event, now)).collect();
+        let answers = self
+            .store
+            .record_progress(context.principal.subject.clone(), recorder(context), records)
+            .await?;
+        Ok(ids.into_iter().zip(answers).map(|(id, answer)| ack_to_proto(id, answer)).collect())
+    }
+
+    /// Fails unless the caller may read the progress of an enrolment of `person_id` in an organisation at `path`.
+    fn check_read(context: &CallContext, person_id: &str, path: &str) -> Result<()> {
+        let principal = &context.principal;
+        if principal.has(Role::Learner) && principal.subject == person_id {
+            return Ok(());
+        }
+        read_scope(context).require_path(path, "this learner's progress")
+    }
+}
+
+/// Returns the organisation-tree scope within which `context` may read progress.
+fn read_scope(context: &CallContext) -> Scope {
+    let principal = &context.principal;
+    let everywhere = [Role::Admin, Role::ProgrammeManager, Role::Trainer, Role::Assessor, Role::HrService];
+    if everywhere.iter().any(|role| principal.has(*role)) {
+        return Scope::All;
+    }
+    principal.management_scope()
+}
+
+fn view_to_proto(enrollment: &crate::domain::programme::Enrollment, view: ProgressView) -> pb::EnrollmentProgress {
+    pb::EnrollmentProgress {
+        enrollment_id: enrollment.id.clone(),
+        person_id: enrollment.person_id.clone(),
+        cohort_id: enrollment.cohort_id.clone(),
+        state: enrollment_state_to_proto(enrollment.state).into(),
+        percent_complete: view.percent_complete,
+        courses: view
+            .courses
+            .into_iter()
+            .map(|course| pb::CourseProgress {
+                course_version_id: course.course_version_id,
+                completed: course.completed,
+                percent_complete: course.percent_complete,
+                modules: course
+                    .modules
+                    .into_iter()
+                    .map(|module| pb::ModuleProgress {
+                        module_id: module.module_id,
+                        completed: module.completed,
+                        required: module.required,
+                        activities: module
+                            .activities
+                            .into_iter()
+                            .map(|activity| pb::ActivityProgress {
+                                activity_id: activity.activity_id,
+                                state: activity_state_to_proto(activity.state).into(),
+                                best_score: activity.tally.best_score,
+                                attempts: activity.tally.attempts,
+                                time_spent_seconds: activity.tally.time_spent_seconds,
+                                completed_time: activity.tally.completed_time.map(super::timestamp),
+                                last_event_time: activity.tally.last_event_time.map(super::timestamp),
+                                required: activity.required,
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        next_activity_id: view.next_activity_id.unwrap_or_default(),
+        completed_time: enrollment.completed_time.map(super::timestamp),
+        event_count: view.event_count,
+    }
+}
+
+type AckStream = Pin<Box<dyn Stream<Item = Result<pb::ProgressAck, Status>> + Send + 'static>>;
+type StatementStream = Pin<Box<dyn Stream<Item = Result<pb::ExportStatementsResponse, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl pb::progress_service_server::ProgressService for ProgressApi {
+    async fn record_progress(&self, request: Request<pb::RecordProgressRequest>) -> Result<Response<pb::ProgressAck>, Status> {
+        let context = auth::context(&request)?;
+        let event = request.into_inner().event.ok_or_else(|| Error::invalid("event", "is required"))?;
+        let mut acks = self.record(&context, vec![event]).await?;
+        let ack = acks.pop().ok_or_else(|| Error::internal("no ack for the event"))?;
+        if let Some(error) = ack.error {
+            let error = RecordError {
+                index: error.index,
+                key: error.key,
+                field: error.field,
+                reason: error.reason,
+                message: error.message,
+            };
+            return Err(refusal_error(error).into());
+        }
+        Ok(Response::new(ack))
+    }
+
+    async fn batch_record_progress(
+        &self,
+        request: Request<pb::BatchRecordProgressRequest>,
+    ) -> Result<Response<pb::BatchRecordProgressResponse>, Status> {
+        let context = auth::context(&request)?;
+        let events = request.into_inner().events;
+        if events.is_empty() || events.len() > progress::MAX_BATCH_EVENTS {
+            return Err(Error::invalid("events", "must hold 1 to 1,000 events").into());
+        }
+        let acks = self.record(&context, events).await?;
+        Ok(Response::new(pb::BatchRecordProgressResponse { acks }))
+    }
+
+    type StreamProgressStream = AckStream;
+
+    async fn stream_progress(
+        &self,
+        request: Request<Streaming<pb::ProgressEvent>>,
+    ) -> Result<Response<Self::StreamProgressStream>, Status> {
+        let context = auth::context(&request)?;
+        let inbound = request.into_inner();
+        let (sender, receiver) = mpsc::channel::<Result<pb::ProgressAck, Status>>(STREAM_CHUNK * 2);
+        let api = self.clone();
+        tokio::spawn(async move {
+            // Events already waiting are taken together into one transaction; acks go out in order.
+            let mut chunks = inbound.ready_chunks(STREAM_CHUNK);
+            while let Some(chunk) = chunks.next().await {
+                let mut events = Vec::with_capacity(chunk.len());
+                let mut broken = None;
+                for item in chunk {
+                    match item {
+                        Ok(event) => events.push(event),
+                        Err(status) => {
+                            broken = Some(status);
+                            break;
+                        }
+                    }
+                }
+                if !events.is_empty() {
+                    match api.record(&context, events).await {
+                        Ok(acks) => {
+                            for ack in acks {
+                                if sender.send(Ok(ack)).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        Err(error) => {
+                            let _ = sender.send(Err(error.into())).await;
+                            return;
+                        }
+                    }
+                }
+                if let Some(status) = broken {
+                    tracing::info!(code = ?status.code(), "progress stream broke off");
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    async fn get_enrollment_progress(
+        &self,
+        request: Request<pb::GetEnrollmentProgressRequest>,
+    ) -> Result<Response<pb::EnrollmentProgress>, Status> {
+        let context = auth::context(&request)?;
+        let id = required_id("enrollment_id", &request.get_ref().enrollment_id)?;
+        let (enrollment, view, path) = self.store.enrollment_progress(&id).await?;
+        Self::check_read(&context, &enrollment.person_id, &path)?;
+        Ok(Response::new(view_to_proto(&enrollment, view)))
+    }
+
+    async fn list_progress(&self, request: Request<pb::ListProgressRequest>) -> Result<Response<pb::ListProgressResponse>, Status> {
+        let context = auth::context(&request)?;
+        let message = request.into_inner();
+        let order = match message.order_by.trim() {
+            "" => ProgressOrder::Id,
+            "percent_complete desc" => ProgressOrder::PercentDescending,
+            "percent_complete asc" | "percent_complete" => ProgressOrder::PercentAscending,
+            _ => {
+                return Err(Error::invalid("order_by", "must be empty, \"percent_complete desc\" or \"percent_complete asc\"").into());
+            }
+        };
+        let filters = format!(
+            "person={};cohort={};subtree={};order={}",
+            message.person_id, message.cohort_id, message.organization_subtree, message.order_by
+        );
+        let page = Page::parse(message.page_size, &message.page_token, &filters)?;
+        let mut filter = ProgressFilter {
+            person_id: optional_id_or_error("person_id", &message.person_id)?,
+            cohort_id: optional_id_or_error("cohort_id", &message.cohort_id)?,
+            organization_path_prefix: None,
+        };
+        let requested = match optional_id_or_error("organization_subtree", &message.organization_subtree)? {
+            Some(root) => Some(self.store.get_organization(&root).await?.path),
+            None => None,
+        };
+        let principal = &context.principal;
+        let scope = read_scope(&context);
+        let own_only = scope == Scope::Nothing
+            && principal.has(Role::Learner)
+            && filter.person_id.as_deref() == Some(principal.subject.as_str());
+        filter.organization_path_prefix = match (&scope, requested) {
+            (Scope::All, requested) => requested,
+            (Scope::Subtree(root), None) => Some(self.store.get_organization(root).await?.path),
+            (Scope::Subtree(_), Some(path)) => {
+                scope.require_path(&path, "organization_subtree")?;
+                Some(path)
+            }
+            (Scope::Nothing, requested) if own_only => requested,
+            (Scope::Nothing, _) => {
+                return Err(Error::permission_denied(
+                    "OWN_RECORDS_ONLY",
+                    "learners list their own progress: set person_id to your own id",
+                )
+                .into());
+            }
+        };
+        let (rows, next_page_token) = self.store.list_progress(&filter, order, &page).await?;
+        let progress = rows
+            .into_iter()
+            .map(|row| pb::ProgressSummary {
+                state: EnrollmentState::parse(&row.state)
+                    .map(|state| enrollment_state_to_proto(state).into())
+                    .unwrap_or_default(),
+                enrollment_id: row.enrollment_id,
+                person_id: row.person_id,
+                cohort_id: row.cohort_id,
+                percent_complete: row.percent_complete,
+                completed_time: row.completed_time.map(super::timestamp),
+                last_event_time: row.last_event_time.map(super::timestamp),
+            })
+            .collect();
+        Ok(Response::new(pb::ListProgressResponse { progress, next_page_token }))
+    }
+
+    async fn recompute_progress(
+        &self,
+        request: Request<pb::RecomputeProgressRequest>,
+    ) -> Result<Response<pb::EnrollmentProgress>, Status> {
+        let context = auth::context(&request)?;
+        let id = required_id("enrollment_id", &request.get_ref().enrollment_id)?;
+        let (enrollment, view) = self.store.recompute_progress(context.audit(None), id).await?;
+        tracing::info!(enrollment = %enrollment.id, percent = view.percent_complete, "progress recomputed");
+        Ok(Response::new(view_to_proto(&enrollment, view)))
+    }
+
+    type ExportStatementsStream = StatementStream;
+
+    async fn export_statements(
+        &self,
+        request: Request<pb::ExportStatementsRequest>,
+    ) -> Result<Response<Self::ExportStatementsStream>, Status> {
+        let message = request.into_inner();
+        let filter = ExportFilter {
+            enrollment_id: optional_id_or_error("enrollment_id", &message.enrollment_id)?,
+            cohort_id: optional_id_or_error("cohort_id", &message.cohort_id)?,
+            since_time: super::optional_time("since_time", message.since_time)?,
+        };
+        let iri_base = match message.iri_base.trim_end_matches('/') {
+            "" => DEFAULT_IRI_BASE.to_owned(),
+            base if base.starts_with("https://") || base.starts_with("http://") => base.to_owned(),
+            _ => return Err(Error::invalid("iri_base", "must be an http(s) IRI").into()),
+        };
+        let (sender, receiver) = mpsc::channel::<Result<pb::ExportStatementsResponse, Status>>(4);
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let mut after = None;
+            loop {
+                let page = match store.export_events(&filter, after.clone(), EXPORT_CHUNK).await {
+                    Ok(page) => page,
+                    Err(error) => {
+                        let _ = sender.send(Err(error.into())).await;
+                        return;
+                    }
+                };
+                let Some(last) = page.last() else { return };
+                after = Some((last.event.recorded_time, last.event.event_id.clone()));
+                let full = page.len() as u64 == EXPORT_CHUNK;
+                let mut statements = Vec::with_capacity(page.len());
+                for logged in &page {
+                    let event = &logged.event;
+                    let facts = progress::EventFacts {
+                        verb: Verb::parse(&event.verb).unwrap_or(Verb::Progressed),
+                        score: event.score,
+                        duration_seconds: event.duration_seconds,
+                        occurred_time: event.occurred_time,
+                        source: Source::parse(&event.source).unwrap_or(Source::App),
+                    };
+                    let parts = StatementParts {
+                        event_id: &event.event_id,
+                        enrollment_id: &event.enrollment_id,
+                        person_id: &logged.person_id,
+                        activity_id: &event.activity_id,
+                        facts: &facts,
+                        recorded_time: event.recorded_time,
+                        evidence_uri: event.evidence_uri.as_deref(),
+                        provenance_note: event.provenance_note.as_deref(),
+                    };
+                    statements.push(progress::xapi_statement(&parts, &iri_base).to_string());
+                }
+                if sender.send(Ok(pb::ExportStatementsResponse { statements })).await.is_err() || !full {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+}
