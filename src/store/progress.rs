@@ -668,7 +668,7 @@ impl Store {
     pub async fn list_progress(&self, filter: &ProgressFilter, order: ProgressOrder, page: &Page) -> Result<(Vec<ProgressRow>, String)> {
         let e = Alias::new("e");
         let p = Alias::new("p");
-        let percent = Expr::cust("COALESCE(p.percent_complete, 0)");
+        let percent = Expr::cust("COALESCE(p.percent_complete, 0.0)");
         let mut query = Query::select();
         query
             .expr_as(Expr::col((e.clone(), Alias::new("id"))), Alias::new("enrollment_id"))

@@ -10,3 +10,4 @@ mod limits;
 mod organizations;
 mod people;
 mod programmes;
+mod progress;

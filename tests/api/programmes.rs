@@ -11,18 +11,18 @@ use tonic::Code;
 use crate::helpers::{TestApp, error_reason, person_record, spawn_app, with_token};
 
 /// One activity of a module: its kind, how it is delivered, and (for attachments and visits) its host.
-type ActivitySpec<'a> = (Kind, Mode, Option<&'a str>);
+pub(crate) type ActivitySpec<'a> = (Kind, Mode, Option<&'a str>);
 
-fn courses(app: &TestApp) -> CourseServiceClient<tonic::transport::Channel> {
+pub(crate) fn courses(app: &TestApp) -> CourseServiceClient<tonic::transport::Channel> {
     CourseServiceClient::new(app.channel.clone())
 }
 
-fn programmes(app: &TestApp) -> ProgrammeServiceClient<tonic::transport::Channel> {
+pub(crate) fn programmes(app: &TestApp) -> ProgrammeServiceClient<tonic::transport::Channel> {
     ProgrammeServiceClient::new(app.channel.clone())
 }
 
 /// Creates a course with one module per entry of `modules` and publishes it; returns the version id.
-async fn published_version(app: &TestApp, code: &str, provider_id: &str, modules: &[(&str, &[ActivitySpec<'_>])]) -> String {
+pub(crate) async fn published_version(app: &TestApp, code: &str, provider_id: &str, modules: &[(&str, &[ActivitySpec<'_>])]) -> String {
     let mut client = courses(app);
     let course = client
         .create_course(app.admin(pb::CreateCourseRequest {
@@ -84,7 +84,7 @@ async fn published_version(app: &TestApp, code: &str, provider_id: &str, modules
         .id
 }
 
-async fn create_programme(app: &TestApp, code: &str, sponsor: &str, partners: &[&str], phases: Vec<pb::Phase>) -> pb::Programme {
+pub(crate) async fn create_programme(app: &TestApp, code: &str, sponsor: &str, partners: &[&str], phases: Vec<pb::Phase>) -> pb::Programme {
     programmes(app)
         .create_programme(app.admin(pb::CreateProgrammeRequest {
             programme: Some(pb::Programme {
@@ -102,7 +102,7 @@ async fn create_programme(app: &TestApp, code: &str, sponsor: &str, partners: &[
         .into_inner()
 }
 
-fn phase(title: &str, versions: &[&str], location: &str, days: i32) -> pb::Phase {
+pub(crate) fn phase(title: &str, versions: &[&str], location: &str, days: i32) -> pb::Phase {
     pb::Phase {
         title: title.to_owned(),
         course_version_ids: versions.iter().map(|id| (*id).to_owned()).collect(),
@@ -113,7 +113,7 @@ fn phase(title: &str, versions: &[&str], location: &str, days: i32) -> pb::Phase
 }
 
 /// Creates a cohort and opens it.
-async fn open_cohort(app: &TestApp, programme_id: &str, settings: pb::Cohort) -> pb::Cohort {
+pub(crate) async fn open_cohort(app: &TestApp, programme_id: &str, settings: pb::Cohort) -> pb::Cohort {
     let mut client = programmes(app);
     let cohort = client
         .create_cohort(app.admin(pb::CreateCohortRequest {
@@ -136,7 +136,7 @@ async fn open_cohort(app: &TestApp, programme_id: &str, settings: pb::Cohort) ->
 }
 
 /// Imports people `prefix-0..count` into the organisation with `code`, of `sector`; returns their ids in order.
-async fn import_people(app: &TestApp, prefix: &str, code: &str, count: usize, sector: pb::Sector) -> Vec<String> {
+pub(crate) async fn import_people(app: &TestApp, prefix: &str, code: &str, count: usize, sector: pb::Sector) -> Vec<String> {
     let records: Vec<pb::PersonRecord> = (0..count)
         .map(|index| pb::PersonRecord { sector: sector.into(), ..person_record(&format!("{prefix}-{index:04}"), code) })
         .collect();
