@@ -6,6 +6,9 @@ mod m20261127_000001_foundation;
 mod m20261127_000002_catalogue;
 mod m20261127_000003_programmes;
 mod m20261127_000004_progress;
+mod m20261127_000005_certification;
+mod m20261127_000006_events;
+mod m20261127_000007_selection;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -18,6 +21,9 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000002_catalogue::Migration),
             Box::new(m20261127_000003_programmes::Migration),
             Box::new(m20261127_000004_progress::Migration),
+            Box::new(m20261127_000005_certification::Migration),
+            Box::new(m20261127_000006_events::Migration),
+            Box::new(m20261127_000007_selection::Migration),
         ]
     }
 }
