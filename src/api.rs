@@ -4,8 +4,8 @@ pub mod audit;
 pub mod course;
 pub mod organization;
 pub mod person;
-pub mod progress;
 pub mod programme;
+pub mod progress;
 
 use chrono::{DateTime, Utc};
 use prost::Message;

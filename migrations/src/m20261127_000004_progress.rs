@@ -68,23 +68,72 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(ProgressEvents::Table)
-                    .col(ColumnDef::new(ProgressEvents::EventId).string_len(36).not_null().primary_key())
-                    .col(ColumnDef::new(ProgressEvents::EnrollmentId).string_len(36).not_null())
-                    .col(ColumnDef::new(ProgressEvents::ActivityId).string_len(36).not_null())
-                    .col(ColumnDef::new(ProgressEvents::Verb).string_len(16).not_null())
+                    .col(
+                        ColumnDef::new(ProgressEvents::EventId)
+                            .string_len(36)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(ProgressEvents::EnrollmentId)
+                            .string_len(36)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ProgressEvents::ActivityId)
+                            .string_len(36)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ProgressEvents::Verb)
+                            .string_len(16)
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(ProgressEvents::Score).integer().null())
-                    .col(ColumnDef::new(ProgressEvents::DurationSeconds).big_integer().not_null())
-                    .col(ColumnDef::new(ProgressEvents::OccurredTime).timestamp_with_time_zone().not_null())
-                    .col(ColumnDef::new(ProgressEvents::Source).string_len(16).not_null())
+                    .col(
+                        ColumnDef::new(ProgressEvents::DurationSeconds)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ProgressEvents::OccurredTime)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ProgressEvents::Source)
+                            .string_len(16)
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(ProgressEvents::EvidenceUri).text().null())
                     .col(ColumnDef::new(ProgressEvents::EvidenceNote).text().null())
                     .col(ColumnDef::new(ProgressEvents::ProvenanceNote).text().null())
                     .col(ColumnDef::new(ProgressEvents::Actor).string().not_null())
-                    .col(ColumnDef::new(ProgressEvents::PayloadHash).string_len(64).not_null())
-                    .col(ColumnDef::new(ProgressEvents::RecordedTime).timestamp_with_time_zone().not_null())
-                    .col(ColumnDef::new(ProgressEvents::AckActivityState).string_len(16).not_null())
-                    .col(ColumnDef::new(ProgressEvents::AckPercentComplete).double().not_null())
-                    .col(ColumnDef::new(ProgressEvents::AckEnrollmentState).string_len(16).not_null())
+                    .col(
+                        ColumnDef::new(ProgressEvents::PayloadHash)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ProgressEvents::RecordedTime)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ProgressEvents::AckActivityState)
+                            .string_len(16)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ProgressEvents::AckPercentComplete)
+                            .double()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ProgressEvents::AckEnrollmentState)
+                            .string_len(16)
+                            .not_null(),
+                    )
                     .to_owned(),
             )
             .await?;
@@ -110,14 +159,42 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(ActivityProgress::Table)
-                    .col(ColumnDef::new(ActivityProgress::EnrollmentId).string_len(36).not_null())
-                    .col(ColumnDef::new(ActivityProgress::ActivityId).string_len(36).not_null())
-                    .col(ColumnDef::new(ActivityProgress::Events).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(ActivityProgress::EnrollmentId)
+                            .string_len(36)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ActivityProgress::ActivityId)
+                            .string_len(36)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ActivityProgress::Events)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(ActivityProgress::BestScore).integer().null())
-                    .col(ColumnDef::new(ActivityProgress::Attempts).integer().not_null())
-                    .col(ColumnDef::new(ActivityProgress::TimeSpentSeconds).big_integer().not_null())
-                    .col(ColumnDef::new(ActivityProgress::CompletedTime).timestamp_with_time_zone().null())
-                    .col(ColumnDef::new(ActivityProgress::LastEventTime).timestamp_with_time_zone().null())
+                    .col(
+                        ColumnDef::new(ActivityProgress::Attempts)
+                            .integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ActivityProgress::TimeSpentSeconds)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ActivityProgress::CompletedTime)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(ActivityProgress::LastEventTime)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
                     .primary_key(
                         Index::create()
                             .col(ActivityProgress::EnrollmentId)
@@ -131,11 +208,32 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(EnrollmentProgress::Table)
-                    .col(ColumnDef::new(EnrollmentProgress::EnrollmentId).string_len(36).not_null().primary_key())
-                    .col(ColumnDef::new(EnrollmentProgress::PercentComplete).double().not_null())
-                    .col(ColumnDef::new(EnrollmentProgress::EventCount).big_integer().not_null())
-                    .col(ColumnDef::new(EnrollmentProgress::LastEventTime).timestamp_with_time_zone().null())
-                    .col(ColumnDef::new(EnrollmentProgress::UpdateTime).timestamp_with_time_zone().not_null())
+                    .col(
+                        ColumnDef::new(EnrollmentProgress::EnrollmentId)
+                            .string_len(36)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(EnrollmentProgress::PercentComplete)
+                            .double()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(EnrollmentProgress::EventCount)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(EnrollmentProgress::LastEventTime)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(EnrollmentProgress::UpdateTime)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
                     .to_owned(),
             )
             .await?;
@@ -154,12 +252,29 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(OutboxEvents::Table)
-                    .col(ColumnDef::new(OutboxEvents::Id).string_len(36).not_null().primary_key())
-                    .col(ColumnDef::new(OutboxEvents::EventType).string_len(64).not_null())
-                    .col(ColumnDef::new(OutboxEvents::SubjectId).string_len(36).not_null())
+                    .col(
+                        ColumnDef::new(OutboxEvents::Id)
+                            .string_len(36)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(OutboxEvents::EventType)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(OutboxEvents::SubjectId)
+                            .string_len(36)
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(OutboxEvents::PersonId).string_len(36).null())
                     .col(ColumnDef::new(OutboxEvents::Payload).text().not_null())
-                    .col(ColumnDef::new(OutboxEvents::CreateTime).timestamp_with_time_zone().not_null())
+                    .col(
+                        ColumnDef::new(OutboxEvents::CreateTime)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
                     .to_owned(),
             )
             .await?;
@@ -173,7 +288,9 @@ impl MigrationTrait for Migration {
             ActivityProgress::Table.into_iden(),
             ProgressEvents::Table.into_iden(),
         ] {
-            manager.drop_table(Table::drop().table(table).to_owned()).await?;
+            manager
+                .drop_table(Table::drop().table(table).to_owned())
+                .await?;
         }
         Ok(())
     }

@@ -84,7 +84,11 @@ fn enrollment_state_to_proto(state: EnrollmentState) -> pb::EnrollmentState {
 }
 
 /// Validates one event as far as the request goes; `index` is its position in the call.
-fn validate_event(index: usize, event: pb::ProgressEvent, now: chrono::DateTime<chrono::Utc>) -> EventRecord {
+fn validate_event(
+    index: usize,
+    event: pb::ProgressEvent,
+    now: chrono::DateTime<chrono::Utc>,
+) -> EventRecord {
     let event_id = event.event_id.clone();
     let occurred_time = event
         .occurred_time
@@ -115,7 +119,12 @@ fn validate_event(index: usize, event: pb::ProgressEvent, now: chrono::DateTime<
 /// Returns who the caller records as: a learner (own enrolments, APP), staff, or an importer.
 fn recorder(context: &CallContext) -> Recorder {
     let principal = &context.principal;
-    let staff = [Role::Admin, Role::ProgrammeManager, Role::Trainer, Role::Assessor];
+    let staff = [
+        Role::Admin,
+        Role::ProgrammeManager,
+        Role::Trainer,
+        Role::Assessor,
+    ];
     if staff.iter().any(|role| principal.has(*role)) {
         Recorder::Staff
     } else if principal.has(Role::HrService) {
@@ -125,7 +134,10 @@ fn recorder(context: &CallContext) -> Recorder {
     }
 }
 
-fn ack_to_proto(event_id: String, answer: std::result::Result<Ack, RecordError>) -> pb::ProgressAck {
+fn ack_to_proto(
+    event_id: String,
+    answer: std::result::Result<Ack, RecordError>,
+) -> pb::ProgressAck {
     match answer {
         Ok(ack) => pb::ProgressAck {
             event_id,
@@ -153,7 +165,13 @@ fn ack_to_proto(event_id: String, answer: std::result::Result<Ack, RecordError>)
 fn refusal_error(error: RecordError) -> Error {
     let field = format!("event.{}", error.field);
     match error.reason.as_str() {
-        "ENROLLMENT_NOT_FOUND" => Error::not_found("enrollment", error.message.trim_start_matches("enrollment ").trim_end_matches(" not found")),
+        "ENROLLMENT_NOT_FOUND" => Error::not_found(
+            "enrollment",
+            error
+                .message
+                .trim_start_matches("enrollment ")
+                .trim_end_matches(" not found"),
+        ),
         "PERMISSION_DENIED" => Error::permission_denied("RECORDING_NOT_ALLOWED", error.message),
         "ENROLLMENT_NOT_ACTIVE" => Error::FailedPrecondition {
             reason: "ENROLLMENT_NOT_ACTIVE",
@@ -165,16 +183,31 @@ fn refusal_error(error: RecordError) -> Error {
 }
 
 impl ProgressApi {
-    async fn record(&self, context: &CallContext, events: Vec<pb::ProgressEvent>) -> Result<Vec<pb::ProgressAck>> {
+    async fn record(
+        &self,
+        context: &CallContext,
+        events: Vec<pb::ProgressEvent>,
+    ) -> Result<Vec<pb::ProgressAck>> {
         let now = crate::domain::now();
         let ids: Vec<String> = events.iter().map(|event| event.event_id.clone()).collect();
-        let records: Vec<EventRecord> =
-            events.into_iter().enumerate().map(|(index, event)| validate_event(index, event, now)).collect();
+        let records: Vec<EventRecord> = events
+            .into_iter()
+            .enumerate()
+            .map(|(index, event)| validate_event(index, event, now))
+            .collect();
         let answers = self
             .store
-            .record_progress(context.principal.subject.clone(), recorder(context), records)
+            .record_progress(
+                context.principal.subject.clone(),
+                recorder(context),
+                records,
+            )
             .await?;
-        Ok(ids.into_iter().zip(answers).map(|(id, answer)| ack_to_proto(id, answer)).collect())
+        Ok(ids
+            .into_iter()
+            .zip(answers)
+            .map(|(id, answer)| ack_to_proto(id, answer))
+            .collect())
     }
 
     /// Fails unless the caller may read the progress of an enrolment of `person_id` in an organisation at `path`.
@@ -190,14 +223,23 @@ impl ProgressApi {
 /// Returns the organisation-tree scope within which `context` may read progress.
 fn read_scope(context: &CallContext) -> Scope {
     let principal = &context.principal;
-    let everywhere = [Role::Admin, Role::ProgrammeManager, Role::Trainer, Role::Assessor, Role::HrService];
+    let everywhere = [
+        Role::Admin,
+        Role::ProgrammeManager,
+        Role::Trainer,
+        Role::Assessor,
+        Role::HrService,
+    ];
     if everywhere.iter().any(|role| principal.has(*role)) {
         return Scope::All;
     }
     principal.management_scope()
 }
 
-fn view_to_proto(enrollment: &crate::domain::programme::Enrollment, view: ProgressView) -> pb::EnrollmentProgress {
+fn view_to_proto(
+    enrollment: &crate::domain::programme::Enrollment,
+    view: ProgressView,
+) -> pb::EnrollmentProgress {
     pb::EnrollmentProgress {
         enrollment_id: enrollment.id.clone(),
         person_id: enrollment.person_id.clone(),
@@ -228,7 +270,10 @@ fn view_to_proto(enrollment: &crate::domain::programme::Enrollment, view: Progre
                                 attempts: activity.tally.attempts,
                                 time_spent_seconds: activity.tally.time_spent_seconds,
                                 completed_time: activity.tally.completed_time.map(super::timestamp),
-                                last_event_time: activity.tally.last_event_time.map(super::timestamp),
+                                last_event_time: activity
+                                    .tally
+                                    .last_event_time
+                                    .map(super::timestamp),
                                 required: activity.required,
                             })
                             .collect(),
@@ -243,15 +288,24 @@ fn view_to_proto(enrollment: &crate::domain::programme::Enrollment, view: Progre
 }
 
 type AckStream = Pin<Box<dyn Stream<Item = Result<pb::ProgressAck, Status>> + Send + 'static>>;
-type StatementStream = Pin<Box<dyn Stream<Item = Result<pb::ExportStatementsResponse, Status>> + Send + 'static>>;
+type StatementStream =
+    Pin<Box<dyn Stream<Item = Result<pb::ExportStatementsResponse, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl pb::progress_service_server::ProgressService for ProgressApi {
-    async fn record_progress(&self, request: Request<pb::RecordProgressRequest>) -> Result<Response<pb::ProgressAck>, Status> {
+    async fn record_progress(
+        &self,
+        request: Request<pb::RecordProgressRequest>,
+    ) -> Result<Response<pb::ProgressAck>, Status> {
         let context = auth::context(&request)?;
-        let event = request.into_inner().event.ok_or_else(|| Error::invalid("event", "is required"))?;
+        let event = request
+            .into_inner()
+            .event
+            .ok_or_else(|| Error::invalid("event", "is required"))?;
         let mut acks = self.record(&context, vec![event]).await?;
-        let ack = acks.pop().ok_or_else(|| Error::internal("no ack for the event"))?;
+        let ack = acks
+            .pop()
+            .ok_or_else(|| Error::internal("no ack for the event"))?;
         if let Some(error) = ack.error {
             let error = RecordError {
                 index: error.index,
@@ -338,7 +392,10 @@ impl pb::progress_service_server::ProgressService for ProgressApi {
         Ok(Response::new(view_to_proto(&enrollment, view)))
     }
 
-    async fn list_progress(&self, request: Request<pb::ListProgressRequest>) -> Result<Response<pb::ListProgressResponse>, Status> {
+    async fn list_progress(
+        &self,
+        request: Request<pb::ListProgressRequest>,
+    ) -> Result<Response<pb::ListProgressResponse>, Status> {
         let context = auth::context(&request)?;
         let message = request.into_inner();
         let order = match message.order_by.trim() {
@@ -346,7 +403,11 @@ impl pb::progress_service_server::ProgressService for ProgressApi {
             "percent_complete desc" => ProgressOrder::PercentDescending,
             "percent_complete asc" | "percent_complete" => ProgressOrder::PercentAscending,
             _ => {
-                return Err(Error::invalid("order_by", "must be empty, \"percent_complete desc\" or \"percent_complete asc\"").into());
+                return Err(Error::invalid(
+                    "order_by",
+                    "must be empty, \"percent_complete desc\" or \"percent_complete asc\"",
+                )
+                .into());
             }
         };
         let filters = format!(
@@ -359,10 +420,11 @@ impl pb::progress_service_server::ProgressService for ProgressApi {
             cohort_id: optional_id_or_error("cohort_id", &message.cohort_id)?,
             organization_path_prefix: None,
         };
-        let requested = match optional_id_or_error("organization_subtree", &message.organization_subtree)? {
-            Some(root) => Some(self.store.get_organization(&root).await?.path),
-            None => None,
-        };
+        let requested =
+            match optional_id_or_error("organization_subtree", &message.organization_subtree)? {
+                Some(root) => Some(self.store.get_organization(&root).await?.path),
+                None => None,
+            };
         let principal = &context.principal;
         let scope = read_scope(&context);
         let own_only = scope == Scope::Nothing
@@ -399,7 +461,10 @@ impl pb::progress_service_server::ProgressService for ProgressApi {
                 last_event_time: row.last_event_time.map(super::timestamp),
             })
             .collect();
-        Ok(Response::new(pb::ListProgressResponse { progress, next_page_token }))
+        Ok(Response::new(pb::ListProgressResponse {
+            progress,
+            next_page_token,
+        }))
     }
 
     async fn recompute_progress(
@@ -408,7 +473,10 @@ impl pb::progress_service_server::ProgressService for ProgressApi {
     ) -> Result<Response<pb::EnrollmentProgress>, Status> {
         let context = auth::context(&request)?;
         let id = required_id("enrollment_id", &request.get_ref().enrollment_id)?;
-        let (enrollment, view) = self.store.recompute_progress(context.audit(None), id).await?;
+        let (enrollment, view) = self
+            .store
+            .recompute_progress(context.audit(None), id)
+            .await?;
         tracing::info!(enrollment = %enrollment.id, percent = view.percent_complete, "progress recomputed");
         Ok(Response::new(view_to_proto(&enrollment, view)))
     }
@@ -435,7 +503,10 @@ impl pb::progress_service_server::ProgressService for ProgressApi {
         tokio::spawn(async move {
             let mut after = None;
             loop {
-                let page = match store.export_events(&filter, after.clone(), EXPORT_CHUNK).await {
+                let page = match store
+                    .export_events(&filter, after.clone(), EXPORT_CHUNK)
+                    .await
+                {
                     Ok(page) => page,
                     Err(error) => {
                         let _ = sender.send(Err(error.into())).await;
@@ -467,7 +538,12 @@ impl pb::progress_service_server::ProgressService for ProgressApi {
                     };
                     statements.push(progress::xapi_statement(&parts, &iri_base).to_string());
                 }
-                if sender.send(Ok(pb::ExportStatementsResponse { statements })).await.is_err() || !full {
+                if sender
+                    .send(Ok(pb::ExportStatementsResponse { statements }))
+                    .await
+                    .is_err()
+                    || !full
+                {
                     return;
                 }
             }

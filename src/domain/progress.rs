@@ -198,7 +198,9 @@ impl RawEvent {
         }
         let verb = self.verb.ok_or(("verb", "is required".to_owned()))?;
         let source = self.source.ok_or(("source", "is required".to_owned()))?;
-        let occurred_time = self.occurred_time.ok_or(("occurred_time", "is required".to_owned()))?;
+        let occurred_time = self
+            .occurred_time
+            .ok_or(("occurred_time", "is required".to_owned()))?;
         if occurred_time > now + MAX_FUTURE_SKEW {
             return Err(("occurred_time", "is in the future".to_owned()));
         }
@@ -208,14 +210,23 @@ impl RawEvent {
             return Err(("score", "must be 0 to 100".to_owned()));
         }
         if !(0..=MAX_DURATION_SECONDS).contains(&self.duration_seconds) {
-            return Err(("duration_seconds", format!("must be 0 to {MAX_DURATION_SECONDS}")));
+            return Err((
+                "duration_seconds",
+                format!("must be 0 to {MAX_DURATION_SECONDS}"),
+            ));
         }
         if self.evidence_uri.chars().count() > 2000 || self.evidence_note.chars().count() > 2000 {
-            return Err(("evidence", "uri and note must be at most 2,000 characters each".to_owned()));
+            return Err((
+                "evidence",
+                "uri and note must be at most 2,000 characters each".to_owned(),
+            ));
         }
         let provenance = self.provenance_note.trim();
         if source == Source::Import && provenance.is_empty() {
-            return Err(("provenance_note", "is required for IMPORT events".to_owned()));
+            return Err((
+                "provenance_note",
+                "is required for IMPORT events".to_owned(),
+            ));
         }
         let optional = |text: String| (!text.trim().is_empty()).then(|| text.trim().to_owned());
         Ok(EventInput {
@@ -244,19 +255,26 @@ pub fn check_against_rule(facts: &EventFacts, rule: &ActivityRule) -> Result<(),
             return Err(("score", "only assessments take a score".to_owned()));
         }
         if scored_verb {
-            return Err(("verb", "PASSED and FAILED apply to assessments only".to_owned()));
+            return Err((
+                "verb",
+                "PASSED and FAILED apply to assessments only".to_owned(),
+            ));
         }
         return Ok(());
     }
     let pass_score = rule.pass_score.unwrap_or(0);
     match (facts.verb, facts.score) {
-        (Verb::Passed | Verb::Failed, None) => Err(("score", "PASSED and FAILED need a score".to_owned())),
-        (Verb::Passed, Some(score)) if score < pass_score => {
-            Err(("score", format!("is below the pass mark {pass_score} of a PASSED event")))
+        (Verb::Passed | Verb::Failed, None) => {
+            Err(("score", "PASSED and FAILED need a score".to_owned()))
         }
-        (Verb::Failed, Some(score)) if score >= pass_score => {
-            Err(("score", format!("reaches the pass mark {pass_score} of a FAILED event")))
-        }
+        (Verb::Passed, Some(score)) if score < pass_score => Err((
+            "score",
+            format!("is below the pass mark {pass_score} of a PASSED event"),
+        )),
+        (Verb::Failed, Some(score)) if score >= pass_score => Err((
+            "score",
+            format!("reaches the pass mark {pass_score} of a FAILED event"),
+        )),
         _ => Ok(()),
     }
 }
@@ -267,7 +285,10 @@ fn completes(rule: &ActivityRule, facts: &EventFacts) -> bool {
         return facts.verb == Verb::Completed && facts.source == Source::Supervisor;
     }
     if rule.kind == ActivityKind::Assessment {
-        return facts.verb != Verb::Failed && facts.score.is_some_and(|score| score >= rule.pass_score.unwrap_or(0));
+        return facts.verb != Verb::Failed
+            && facts
+                .score
+                .is_some_and(|score| score >= rule.pass_score.unwrap_or(0));
     }
     matches!(facts.verb, Verb::Completed | Verb::Attended | Verb::Passed)
 }
@@ -299,9 +320,15 @@ impl ActivityTally {
         }
         self.time_spent_seconds += facts.duration_seconds;
         if completes(rule, facts) {
-            self.completed_time = Some(self.completed_time.map_or(facts.occurred_time, |time| time.min(facts.occurred_time)));
+            self.completed_time = Some(
+                self.completed_time
+                    .map_or(facts.occurred_time, |time| time.min(facts.occurred_time)),
+            );
         }
-        self.last_event_time = Some(self.last_event_time.map_or(facts.occurred_time, |time| time.max(facts.occurred_time)));
+        self.last_event_time = Some(
+            self.last_event_time
+                .map_or(facts.occurred_time, |time| time.max(facts.occurred_time)),
+        );
     }
 
     /// Returns the derived state.
@@ -377,11 +404,18 @@ pub struct ProgressView {
 }
 
 fn percent(done: usize, total: usize) -> f64 {
-    if total == 0 { 100.0 } else { (done as f64 * 10_000.0 / total as f64).round() / 100.0 }
+    if total == 0 {
+        100.0
+    } else {
+        (done as f64 * 10_000.0 / total as f64).round() / 100.0
+    }
 }
 
 /// Derives an enrolment's progress from the rules of its pinned versions and its activity tallies.
-pub fn derive(rules: &[(String, &CompletionRule)], tallies: &HashMap<String, ActivityTally>) -> ProgressView {
+pub fn derive(
+    rules: &[(String, &CompletionRule)],
+    tallies: &HashMap<String, ActivityTally>,
+) -> ProgressView {
     let mut courses = Vec::with_capacity(rules.len());
     let (mut all_done, mut all_total) = (0usize, 0usize);
     let mut completed_time: Option<DateTime<Utc>> = None;
@@ -396,7 +430,10 @@ pub fn derive(rules: &[(String, &CompletionRule)], tallies: &HashMap<String, Act
                 .activities
                 .iter()
                 .map(|activity| {
-                    let tally = tallies.get(&activity.activity_id).cloned().unwrap_or_default();
+                    let tally = tallies
+                        .get(&activity.activity_id)
+                        .cloned()
+                        .unwrap_or_default();
                     ActivityView {
                         activity_id: activity.activity_id.clone(),
                         required: activity.required,
@@ -405,7 +442,10 @@ pub fn derive(rules: &[(String, &CompletionRule)], tallies: &HashMap<String, Act
                     }
                 })
                 .collect();
-            let completed = activities.iter().filter(|a| a.required).all(|a| a.state == ActivityState::Completed);
+            let completed = activities
+                .iter()
+                .filter(|a| a.required)
+                .all(|a| a.state == ActivityState::Completed);
             for activity in &activities {
                 event_count += activity.tally.events;
                 last_event_time = last_event_time.max(activity.tally.last_event_time);
@@ -426,23 +466,34 @@ pub fn derive(rules: &[(String, &CompletionRule)], tallies: &HashMap<String, Act
         }
         // The next activity: first required one not complete, in a module whose prerequisites are complete.
         if next_activity_id.is_none() {
-            let complete: HashMap<&str, bool> =
-                modules.iter().map(|module| (module.module_id.as_str(), module.completed)).collect();
-            next_activity_id = rule.modules.iter().zip(&modules).find_map(|(rule_module, view)| {
-                let unlocked = rule_module
-                    .prerequisite_module_ids
-                    .iter()
-                    .all(|id| complete.get(id.as_str()).copied().unwrap_or(true));
-                if !unlocked || view.completed {
-                    return None;
-                }
-                view.activities
-                    .iter()
-                    .find(|activity| activity.required && activity.state != ActivityState::Completed)
-                    .map(|activity| activity.activity_id.clone())
-            });
+            let complete: HashMap<&str, bool> = modules
+                .iter()
+                .map(|module| (module.module_id.as_str(), module.completed))
+                .collect();
+            next_activity_id = rule
+                .modules
+                .iter()
+                .zip(&modules)
+                .find_map(|(rule_module, view)| {
+                    let unlocked = rule_module
+                        .prerequisite_module_ids
+                        .iter()
+                        .all(|id| complete.get(id.as_str()).copied().unwrap_or(true));
+                    if !unlocked || view.completed {
+                        return None;
+                    }
+                    view.activities
+                        .iter()
+                        .find(|activity| {
+                            activity.required && activity.state != ActivityState::Completed
+                        })
+                        .map(|activity| activity.activity_id.clone())
+                });
         }
-        let completed = modules.iter().filter(|module| module.required).all(|module| module.completed);
+        let completed = modules
+            .iter()
+            .filter(|module| module.required)
+            .all(|module| module.completed);
         all_done += done;
         all_total += total;
         courses.push(CourseView {
@@ -456,7 +507,11 @@ pub fn derive(rules: &[(String, &CompletionRule)], tallies: &HashMap<String, Act
     ProgressView {
         percent_complete: percent(all_done, all_total),
         completed,
-        completed_time: if completed { completed_time.or(last_event_time) } else { None },
+        completed_time: if completed {
+            completed_time.or(last_event_time)
+        } else {
+            None
+        },
         next_activity_id,
         event_count,
         last_event_time,
@@ -465,7 +520,10 @@ pub fn derive(rules: &[(String, &CompletionRule)], tallies: &HashMap<String, Act
 }
 
 /// Returns the rule of `activity_id` among the pinned `rules`, if the activity belongs to them.
-pub fn find_activity<'r>(rules: &[(String, &'r CompletionRule)], activity_id: &str) -> Option<&'r ActivityRule> {
+pub fn find_activity<'r>(
+    rules: &[(String, &'r CompletionRule)],
+    activity_id: &str,
+) -> Option<&'r ActivityRule> {
     rules
         .iter()
         .flat_map(|(_, rule)| rule.modules.iter())
@@ -517,14 +575,23 @@ pub fn xapi_statement(parts: &StatementParts<'_>, iri_base: &str) -> serde_json:
     if matches!(facts.verb, Verb::Completed | Verb::Passed | Verb::Attended) {
         result.insert("completion".to_owned(), true.into());
     }
-    result.insert("duration".to_owned(), format!("PT{}S", facts.duration_seconds).into());
+    result.insert(
+        "duration".to_owned(),
+        format!("PT{}S", facts.duration_seconds).into(),
+    );
     let mut extensions = serde_json::Map::new();
-    extensions.insert(format!("{iri_base}/xapi/extensions/source"), facts.source.as_str().into());
+    extensions.insert(
+        format!("{iri_base}/xapi/extensions/source"),
+        facts.source.as_str().into(),
+    );
     if let Some(uri) = parts.evidence_uri {
         extensions.insert(format!("{iri_base}/xapi/extensions/evidence"), uri.into());
     }
     if let Some(note) = parts.provenance_note {
-        extensions.insert(format!("{iri_base}/xapi/extensions/provenance"), note.into());
+        extensions.insert(
+            format!("{iri_base}/xapi/extensions/provenance"),
+            note.into(),
+        );
     }
     serde_json::json!({
         "id": parts.event_id,
@@ -585,7 +652,12 @@ mod tests {
                     module_id: "m2".to_owned(),
                     required: true,
                     prerequisite_module_ids: vec!["m1".to_owned()],
-                    activities: vec![activity("attachment", ActivityKind::IndustryAttachment, None, true)],
+                    activities: vec![activity(
+                        "attachment",
+                        ActivityKind::IndustryAttachment,
+                        None,
+                        true,
+                    )],
                 },
             ],
         }
@@ -596,7 +668,13 @@ mod tests {
     }
 
     fn facts(verb: Verb, score: Option<i32>, source: Source, minute: i64) -> EventFacts {
-        EventFacts { verb, score, duration_seconds: 60, occurred_time: at(minute), source }
+        EventFacts {
+            verb,
+            score,
+            duration_seconds: 60,
+            occurred_time: at(minute),
+            source,
+        }
     }
 
     fn fold_all(events: &[(String, EventFacts)]) -> HashMap<String, ActivityTally> {
@@ -605,7 +683,10 @@ mod tests {
         let mut tallies: HashMap<String, ActivityTally> = HashMap::new();
         for (activity_id, facts) in events {
             let activity = find_activity(&pinned, activity_id).unwrap();
-            tallies.entry(activity_id.clone()).or_default().fold(activity, facts);
+            tallies
+                .entry(activity_id.clone())
+                .or_default()
+                .fold(activity, facts);
         }
         tallies
     }
@@ -613,9 +694,18 @@ mod tests {
     #[test]
     fn a_failed_attempt_after_a_pass_does_not_undo_it() {
         let tallies = fold_all(&[
-            ("exam".to_owned(), facts(Verb::Failed, Some(40), Source::App, 1)),
-            ("exam".to_owned(), facts(Verb::Passed, Some(80), Source::App, 2)),
-            ("exam".to_owned(), facts(Verb::Failed, Some(30), Source::App, 3)),
+            (
+                "exam".to_owned(),
+                facts(Verb::Failed, Some(40), Source::App, 1),
+            ),
+            (
+                "exam".to_owned(),
+                facts(Verb::Passed, Some(80), Source::App, 2),
+            ),
+            (
+                "exam".to_owned(),
+                facts(Verb::Failed, Some(30), Source::App, 3),
+            ),
         ]);
         let exam = &tallies["exam"];
         assert_eq!(exam.state(), ActivityState::Completed);
@@ -625,9 +715,15 @@ mod tests {
 
     #[test]
     fn an_attachment_needs_a_supervisor_sign_off() {
-        let tallies = fold_all(&[("attachment".to_owned(), facts(Verb::Completed, None, Source::App, 1))]);
+        let tallies = fold_all(&[(
+            "attachment".to_owned(),
+            facts(Verb::Completed, None, Source::App, 1),
+        )]);
         assert_eq!(tallies["attachment"].state(), ActivityState::InProgress);
-        let tallies = fold_all(&[("attachment".to_owned(), facts(Verb::Completed, None, Source::Supervisor, 1))]);
+        let tallies = fold_all(&[(
+            "attachment".to_owned(),
+            facts(Verb::Completed, None, Source::Supervisor, 1),
+        )]);
         assert_eq!(tallies["attachment"].state(), ActivityState::Completed);
     }
 
@@ -635,12 +731,21 @@ mod tests {
     fn the_course_completes_when_every_required_module_does_and_next_follows_prerequisites() {
         let rule = rule();
         let pinned = [("v".to_owned(), &rule)];
-        let mut events = vec![("lecture".to_owned(), facts(Verb::Attended, None, Source::Trainer, 1))];
+        let mut events = vec![(
+            "lecture".to_owned(),
+            facts(Verb::Attended, None, Source::Trainer, 1),
+        )];
         let view = derive(&pinned, &fold_all(&events));
         assert_eq!(view.next_activity_id.as_deref(), Some("exam"));
         assert_eq!(view.percent_complete, 33.33);
-        events.push(("exam".to_owned(), facts(Verb::Passed, Some(90), Source::App, 5)));
-        events.push(("attachment".to_owned(), facts(Verb::Completed, None, Source::Supervisor, 9)));
+        events.push((
+            "exam".to_owned(),
+            facts(Verb::Passed, Some(90), Source::App, 5),
+        ));
+        events.push((
+            "attachment".to_owned(),
+            facts(Verb::Completed, None, Source::Supervisor, 9),
+        ));
         let view = derive(&pinned, &fold_all(&events));
         assert!(view.completed);
         assert_eq!(view.percent_complete, 100.0);
@@ -653,9 +758,24 @@ mod tests {
         let rule = rule();
         let lecture = &rule.modules[0].activities[0];
         let exam = &rule.modules[0].activities[1];
-        assert_eq!(check_against_rule(&facts(Verb::Completed, Some(50), Source::App, 0), lecture).unwrap_err().0, "score");
-        assert_eq!(check_against_rule(&facts(Verb::Passed, None, Source::App, 0), exam).unwrap_err().0, "score");
-        assert_eq!(check_against_rule(&facts(Verb::Passed, Some(60), Source::App, 0), exam).unwrap_err().0, "score");
+        assert_eq!(
+            check_against_rule(&facts(Verb::Completed, Some(50), Source::App, 0), lecture)
+                .unwrap_err()
+                .0,
+            "score"
+        );
+        assert_eq!(
+            check_against_rule(&facts(Verb::Passed, None, Source::App, 0), exam)
+                .unwrap_err()
+                .0,
+            "score"
+        );
+        assert_eq!(
+            check_against_rule(&facts(Verb::Passed, Some(60), Source::App, 0), exam)
+                .unwrap_err()
+                .0,
+            "score"
+        );
         assert!(check_against_rule(&facts(Verb::Failed, Some(60), Source::App, 0), exam).is_ok());
     }
 
@@ -669,16 +789,25 @@ mod tests {
             Just(Verb::Passed),
             Just(Verb::Failed)
         ];
-        let source = prop_oneof![Just(Source::App), Just(Source::Trainer), Just(Source::Supervisor)];
-        (activity, verb, 0i32..=100, source, 0i64..1000).prop_filter_map("valid for the kind", |(activity, verb, score, source, minute)| {
-            let rule = rule();
-            let pinned = [("v".to_owned(), &rule)];
-            let activity_rule = find_activity(&pinned, activity)?;
-            let score = (activity == "exam" && matches!(verb, Verb::Passed | Verb::Failed | Verb::Completed)).then_some(score);
-            let facts = facts(verb, score, source, minute);
-            check_against_rule(&facts, activity_rule).ok()?;
-            Some((activity.to_owned(), facts))
-        })
+        let source = prop_oneof![
+            Just(Source::App),
+            Just(Source::Trainer),
+            Just(Source::Supervisor)
+        ];
+        (activity, verb, 0i32..=100, source, 0i64..1000).prop_filter_map(
+            "valid for the kind",
+            |(activity, verb, score, source, minute)| {
+                let rule = rule();
+                let pinned = [("v".to_owned(), &rule)];
+                let activity_rule = find_activity(&pinned, activity)?;
+                let score = (activity == "exam"
+                    && matches!(verb, Verb::Passed | Verb::Failed | Verb::Completed))
+                .then_some(score);
+                let facts = facts(verb, score, source, minute);
+                check_against_rule(&facts, activity_rule).ok()?;
+                Some((activity.to_owned(), facts))
+            },
+        )
     }
 
     proptest! {

@@ -8,13 +8,16 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait as _, ConnectionTrait, DatabaseTransaction, EntityTrait as _,
-    FromQueryResult, QueryFilter as _, QueryOrder as _, QuerySelect as _,
+    ActiveValue::Set,
+    ColumnTrait as _, ConnectionTrait, DatabaseTransaction, EntityTrait as _, FromQueryResult,
+    QueryFilter as _, QueryOrder as _, QuerySelect as _,
     sea_query::{Alias, Expr, ExprTrait as _, JoinType, OnConflict, Order, Query},
 };
 
 use super::entity::programme::enrollments;
-use super::entity::progress::{activity_progress, enrollment_progress, outbox_events, progress_events};
+use super::entity::progress::{
+    activity_progress, enrollment_progress, outbox_events, progress_events,
+};
 use super::programme::{enrollment_active, enrollment_from, for_update};
 use super::{Store, audit, db_error, is_unique_violation};
 use crate::domain::audit::{AuditChange, AuditContext};
@@ -23,8 +26,8 @@ use crate::domain::page::Page;
 use crate::domain::person::RecordError;
 use crate::domain::programme::{Enrollment, EnrollmentState};
 use crate::domain::progress::{
-    ActivityState, ActivityTally, EventFacts, EventInput, ProgressView, Source, Verb, check_against_rule, derive,
-    find_activity,
+    ActivityState, ActivityTally, EventFacts, EventInput, ProgressView, Source, Verb,
+    check_against_rule, derive, find_activity,
 };
 use crate::error::{Error, Result};
 
@@ -43,11 +46,18 @@ struct RuleRow {
 
 impl RuleCache {
     /// Returns the rules of `version_ids`, loading the ones not cached yet.
-    async fn get(&self, connection: &impl ConnectionTrait, version_ids: &HashSet<String>) -> Result<HashMap<String, Arc<CompletionRule>>> {
+    async fn get(
+        &self,
+        connection: &impl ConnectionTrait,
+        version_ids: &HashSet<String>,
+    ) -> Result<HashMap<String, Arc<CompletionRule>>> {
         let mut found = HashMap::new();
         let mut missing = Vec::new();
         {
-            let cache = self.0.read().map_err(|_| Error::internal("rule cache poisoned"))?;
+            let cache = self
+                .0
+                .read()
+                .map_err(|_| Error::internal("rule cache poisoned"))?;
             for id in version_ids {
                 match cache.get(id) {
                     Some(rule) => {
@@ -70,11 +80,17 @@ impl RuleCache {
             .all(connection)
             .await
             .map_err(db_error)?;
-        let mut cache = self.0.write().map_err(|_| Error::internal("rule cache poisoned"))?;
+        let mut cache = self
+            .0
+            .write()
+            .map_err(|_| Error::internal("rule cache poisoned"))?;
         for row in rows {
-            let Some(text) = row.completion_rule else { continue };
-            let rule: CompletionRule = serde_json::from_str(&text)
-                .map_err(|error| Error::internal(format!("stored completion rule is not JSON: {error}")))?;
+            let Some(text) = row.completion_rule else {
+                continue;
+            };
+            let rule: CompletionRule = serde_json::from_str(&text).map_err(|error| {
+                Error::internal(format!("stored completion rule is not JSON: {error}"))
+            })?;
             let rule = Arc::new(rule);
             cache.insert(row.id.clone(), rule.clone());
             found.insert(row.id, rule);
@@ -95,19 +111,27 @@ pub enum Recorder {
 }
 
 impl Recorder {
-    fn check(&self, source: Source, enrollment: &Enrollment) -> std::result::Result<(), (&'static str, &'static str, String)> {
+    fn check(
+        &self,
+        source: Source,
+        enrollment: &Enrollment,
+    ) -> std::result::Result<(), (&'static str, &'static str, String)> {
         match self {
             Self::Learner(person_id) if *person_id != enrollment.person_id => Err((
                 "enrollment_id",
                 "PERMISSION_DENIED",
                 "learners record progress on their own enrolments only".to_owned(),
             )),
-            Self::Learner(_) if source != Source::App => {
-                Err(("source", "PERMISSION_DENIED", "learners record APP events only".to_owned()))
-            }
-            Self::Importer if source != Source::Import => {
-                Err(("source", "PERMISSION_DENIED", "HR services record IMPORT events only".to_owned()))
-            }
+            Self::Learner(_) if source != Source::App => Err((
+                "source",
+                "PERMISSION_DENIED",
+                "learners record APP events only".to_owned(),
+            )),
+            Self::Importer if source != Source::Import => Err((
+                "source",
+                "PERMISSION_DENIED",
+                "HR services record IMPORT events only".to_owned(),
+            )),
             _ => Ok(()),
         }
     }
@@ -129,7 +153,13 @@ pub struct Ack {
 /// One event of a call, validated or not: its position and content.
 pub type EventRecord = std::result::Result<EventInput, RecordError>;
 
-fn event_error(index: usize, event_id: &str, field: &str, reason: &str, message: String) -> RecordError {
+fn event_error(
+    index: usize,
+    event_id: &str,
+    field: &str,
+    reason: &str,
+    message: String,
+) -> RecordError {
     RecordError {
         index: index as i64,
         key: event_id.to_owned(),
@@ -150,7 +180,11 @@ fn tally_from(model: &activity_progress::Model) -> ActivityTally {
     }
 }
 
-fn tally_active(enrollment_id: &str, activity_id: &str, tally: &ActivityTally) -> activity_progress::ActiveModel {
+fn tally_active(
+    enrollment_id: &str,
+    activity_id: &str,
+    tally: &ActivityTally,
+) -> activity_progress::ActiveModel {
     activity_progress::ActiveModel {
         enrollment_id: Set(enrollment_id.to_owned()),
         activity_id: Set(activity_id.to_owned()),
@@ -169,7 +203,8 @@ fn facts_from(model: &progress_events::Model) -> Result<EventFacts> {
         score: model.score,
         duration_seconds: model.duration_seconds,
         occurred_time: model.occurred_time,
-        source: Source::parse(&model.source).ok_or_else(|| Error::internal("stored source is unknown"))?,
+        source: Source::parse(&model.source)
+            .ok_or_else(|| Error::internal("stored source is unknown"))?,
     })
 }
 
@@ -184,7 +219,11 @@ struct Ledger {
 
 impl Ledger {
     fn view(&self) -> ProgressView {
-        let rules: Vec<(String, &CompletionRule)> = self.rules.iter().map(|(id, rule)| (id.clone(), rule.as_ref())).collect();
+        let rules: Vec<(String, &CompletionRule)> = self
+            .rules
+            .iter()
+            .map(|(id, rule)| (id.clone(), rule.as_ref()))
+            .collect();
         derive(&rules, &self.tallies)
     }
 }
@@ -194,10 +233,19 @@ async fn load_ledgers(
     rule_cache: &RuleCache,
     models: Vec<enrollments::Model>,
 ) -> Result<HashMap<String, Ledger>> {
-    let enrollments = models.into_iter().map(enrollment_from).collect::<Result<Vec<_>>>()?;
-    let version_ids: HashSet<String> = enrollments.iter().flat_map(|e| e.course_version_ids.iter().cloned()).collect();
+    let enrollments = models
+        .into_iter()
+        .map(enrollment_from)
+        .collect::<Result<Vec<_>>>()?;
+    let version_ids: HashSet<String> = enrollments
+        .iter()
+        .flat_map(|e| e.course_version_ids.iter().cloned())
+        .collect();
     let rules = rule_cache.get(transaction, &version_ids).await?;
-    let ids: Vec<String> = enrollments.iter().map(|enrollment| enrollment.id.clone()).collect();
+    let ids: Vec<String> = enrollments
+        .iter()
+        .map(|enrollment| enrollment.id.clone())
+        .collect();
     let mut tallies: HashMap<String, HashMap<String, ActivityTally>> = HashMap::new();
     if !ids.is_empty() {
         for row in activity_progress::Entity::find()
@@ -206,7 +254,10 @@ async fn load_ledgers(
             .await
             .map_err(db_error)?
         {
-            tallies.entry(row.enrollment_id.clone()).or_default().insert(row.activity_id.clone(), tally_from(&row));
+            tallies
+                .entry(row.enrollment_id.clone())
+                .or_default()
+                .insert(row.activity_id.clone(), tally_from(&row));
         }
     }
     let mut ledgers = HashMap::new();
@@ -230,11 +281,18 @@ async fn load_ledgers(
 }
 
 /// Writes what changed in `ledgers`: activity tallies, enrolment summaries, enrolment states and outbox events.
-async fn save_ledgers(transaction: &DatabaseTransaction, ledgers: &mut HashMap<String, Ledger>, now: DateTime<Utc>) -> Result<()> {
+async fn save_ledgers(
+    transaction: &DatabaseTransaction,
+    ledgers: &mut HashMap<String, Ledger>,
+    now: DateTime<Utc>,
+) -> Result<()> {
     let mut tally_rows = Vec::new();
     let mut summary_rows = Vec::new();
     let mut outbox = Vec::new();
-    for ledger in ledgers.values_mut().filter(|ledger| !ledger.touched.is_empty()) {
+    for ledger in ledgers
+        .values_mut()
+        .filter(|ledger| !ledger.touched.is_empty())
+    {
         for activity_id in &ledger.touched {
             if let Some(tally) = ledger.tallies.get(activity_id) {
                 tally_rows.push(tally_active(&ledger.enrollment.id, activity_id, tally));
@@ -257,9 +315,15 @@ async fn save_ledgers(transaction: &DatabaseTransaction, ledgers: &mut HashMap<S
         } else {
             enrollment.state
         };
-        if state != enrollment.state || (after.completed && enrollment.completed_time != after.completed_time) {
+        if state != enrollment.state
+            || (after.completed && enrollment.completed_time != after.completed_time)
+        {
             enrollment.state = state;
-            enrollment.completed_time = if after.completed { after.completed_time } else { None };
+            enrollment.completed_time = if after.completed {
+                after.completed_time
+            } else {
+                None
+            };
             enrollment.revision += 1;
             enrollment.update_time = now;
             enrollments::Entity::update(enrollment_active(enrollment))
@@ -273,16 +337,19 @@ async fn save_ledgers(transaction: &DatabaseTransaction, ledgers: &mut HashMap<S
     for chunk in tally_rows.chunks(500) {
         activity_progress::Entity::insert_many(chunk.to_vec())
             .on_conflict(
-                OnConflict::columns([activity_progress::Column::EnrollmentId, activity_progress::Column::ActivityId])
-                    .update_columns([
-                        activity_progress::Column::Events,
-                        activity_progress::Column::BestScore,
-                        activity_progress::Column::Attempts,
-                        activity_progress::Column::TimeSpentSeconds,
-                        activity_progress::Column::CompletedTime,
-                        activity_progress::Column::LastEventTime,
-                    ])
-                    .to_owned(),
+                OnConflict::columns([
+                    activity_progress::Column::EnrollmentId,
+                    activity_progress::Column::ActivityId,
+                ])
+                .update_columns([
+                    activity_progress::Column::Events,
+                    activity_progress::Column::BestScore,
+                    activity_progress::Column::Attempts,
+                    activity_progress::Column::TimeSpentSeconds,
+                    activity_progress::Column::CompletedTime,
+                    activity_progress::Column::LastEventTime,
+                ])
+                .to_owned(),
             )
             .exec(transaction)
             .await
@@ -305,7 +372,10 @@ async fn save_ledgers(transaction: &DatabaseTransaction, ledgers: &mut HashMap<S
             .map_err(db_error)?;
     }
     if !outbox.is_empty() {
-        outbox_events::Entity::insert_many(outbox).exec(transaction).await.map_err(db_error)?;
+        outbox_events::Entity::insert_many(outbox)
+            .exec(transaction)
+            .await
+            .map_err(db_error)?;
     }
     Ok(())
 }
@@ -327,7 +397,8 @@ fn completions(
     };
     let mut events = Vec::new();
     for (course_after, course_before) in after.courses.iter().zip(&before.courses) {
-        for (module_after, module_before) in course_after.modules.iter().zip(&course_before.modules) {
+        for (module_after, module_before) in course_after.modules.iter().zip(&course_before.modules)
+        {
             if module_after.completed && !module_before.completed {
                 events.push(event(
                     "module.completed",
@@ -385,7 +456,10 @@ async fn record_in_transaction(
     };
     let mut ledgers = load_ledgers(transaction, rule_cache, models).await?;
 
-    let event_ids: Vec<String> = events.iter().filter_map(|event| event.as_ref().ok().map(|e| e.event_id.clone())).collect();
+    let event_ids: Vec<String> = events
+        .iter()
+        .filter_map(|event| event.as_ref().ok().map(|e| e.event_id.clone()))
+        .collect();
     let mut stored: HashMap<String, progress_events::Model> = HashMap::new();
     for chunk in event_ids.chunks(1000) {
         for row in progress_events::Entity::find()
@@ -412,41 +486,85 @@ async fn record_in_transaction(
         if let Some(previous) = stored.get(&event.event_id) {
             answers.push(if previous.payload_hash == hash {
                 Ok(Ack {
-                    activity_state: ActivityState::parse(&previous.ack_activity_state).unwrap_or(ActivityState::InProgress),
+                    activity_state: ActivityState::parse(&previous.ack_activity_state)
+                        .unwrap_or(ActivityState::InProgress),
                     percent_complete: previous.ack_percent_complete,
-                    enrollment_state: EnrollmentState::parse(&previous.ack_enrollment_state).unwrap_or(EnrollmentState::Enrolled),
+                    enrollment_state: EnrollmentState::parse(&previous.ack_enrollment_state)
+                        .unwrap_or(EnrollmentState::Enrolled),
                     recorded_time: previous.recorded_time,
                 })
             } else {
-                Err(event_error(index, &event.event_id, "event_id", "EVENT_ID_REUSED", "this event_id was recorded before with other content".to_owned()))
+                Err(event_error(
+                    index,
+                    &event.event_id,
+                    "event_id",
+                    "EVENT_ID_REUSED",
+                    "this event_id was recorded before with other content".to_owned(),
+                ))
             });
             continue;
         }
         let Some(ledger) = ledgers.get_mut(&event.enrollment_id) else {
-            answers.push(Err(event_error(index, &event.event_id, "enrollment_id", "ENROLLMENT_NOT_FOUND", format!("enrollment {} not found", event.enrollment_id))));
+            answers.push(Err(event_error(
+                index,
+                &event.event_id,
+                "enrollment_id",
+                "ENROLLMENT_NOT_FOUND",
+                format!("enrollment {} not found", event.enrollment_id),
+            )));
             continue;
         };
-        if let Err((field, reason, message)) = recorder.check(event.facts.source, &ledger.enrollment) {
-            answers.push(Err(event_error(index, &event.event_id, field, reason, message)));
+        if let Err((field, reason, message)) =
+            recorder.check(event.facts.source, &ledger.enrollment)
+        {
+            answers.push(Err(event_error(
+                index,
+                &event.event_id,
+                field,
+                reason,
+                message,
+            )));
             continue;
         }
-        if matches!(ledger.enrollment.state, EnrollmentState::Withdrawn | EnrollmentState::Waitlisted) {
+        if matches!(
+            ledger.enrollment.state,
+            EnrollmentState::Withdrawn | EnrollmentState::Waitlisted
+        ) {
             answers.push(Err(event_error(
                 index,
                 &event.event_id,
                 "enrollment_id",
                 "ENROLLMENT_NOT_ACTIVE",
-                format!("the enrolment is {}; it takes no progress", ledger.enrollment.state.as_str()),
+                format!(
+                    "the enrolment is {}; it takes no progress",
+                    ledger.enrollment.state.as_str()
+                ),
             )));
             continue;
         }
-        let rules: Vec<(String, &CompletionRule)> = ledger.rules.iter().map(|(id, rule)| (id.clone(), rule.as_ref())).collect();
+        let rules: Vec<(String, &CompletionRule)> = ledger
+            .rules
+            .iter()
+            .map(|(id, rule)| (id.clone(), rule.as_ref()))
+            .collect();
         let Some(activity_rule) = find_activity(&rules, &event.activity_id).cloned() else {
-            answers.push(Err(event_error(index, &event.event_id, "activity_id", "ACTIVITY_NOT_IN_ENROLLMENT", "the activity is not part of the course versions this enrolment pinned".to_owned())));
+            answers.push(Err(event_error(
+                index,
+                &event.event_id,
+                "activity_id",
+                "ACTIVITY_NOT_IN_ENROLLMENT",
+                "the activity is not part of the course versions this enrolment pinned".to_owned(),
+            )));
             continue;
         };
         if let Err((field, message)) = check_against_rule(&event.facts, &activity_rule) {
-            answers.push(Err(event_error(index, &event.event_id, field, "INVALID_FIELD", format!("{field} {message}"))));
+            answers.push(Err(event_error(
+                index,
+                &event.event_id,
+                field,
+                "INVALID_FIELD",
+                format!("{field} {message}"),
+            )));
             continue;
         }
         let tally = ledger.tallies.entry(event.activity_id.clone()).or_default();
@@ -461,7 +579,12 @@ async fn record_in_transaction(
         } else {
             ledger.enrollment.state
         };
-        let ack = Ack { activity_state, percent_complete: view.percent_complete, enrollment_state, recorded_time: now };
+        let ack = Ack {
+            activity_state,
+            percent_complete: view.percent_complete,
+            enrollment_state,
+            recorded_time: now,
+        };
         inserts.push(progress_events::ActiveModel {
             event_id: Set(event.event_id.clone()),
             enrollment_id: Set(event.enrollment_id.clone()),
@@ -586,29 +709,49 @@ pub struct LoggedEvent {
 
 impl Store {
     /// Records events; each gets an ack or its own error. Accepted events are committed before this returns.
-    pub async fn record_progress(&self, actor: String, recorder: Recorder, events: Vec<EventRecord>) -> Result<Vec<std::result::Result<Ack, RecordError>>> {
+    pub async fn record_progress(
+        &self,
+        actor: String,
+        recorder: Recorder,
+        events: Vec<EventRecord>,
+    ) -> Result<Vec<std::result::Result<Ack, RecordError>>> {
         let cache = self.rules.clone();
         self.write(move |transaction| {
-            Box::pin(async move { record_in_transaction(transaction, &cache, &actor, &recorder, events).await })
+            Box::pin(async move {
+                record_in_transaction(transaction, &cache, &actor, &recorder, events).await
+            })
         })
         .await
     }
 
     /// Returns an enrolment with its derived progress and the materialised path of the learner's organisation.
-    pub async fn enrollment_progress(&self, enrollment_id: &str) -> Result<(Enrollment, ProgressView, String)> {
+    pub async fn enrollment_progress(
+        &self,
+        enrollment_id: &str,
+    ) -> Result<(Enrollment, ProgressView, String)> {
         let model = enrollments::Entity::find_by_id(enrollment_id.to_owned())
             .one(self.connection())
             .await
             .map_err(db_error)?
             .ok_or_else(|| Error::not_found("enrollment", enrollment_id))?;
         let mut ledgers = load_ledgers(self.connection(), &self.rules, vec![model]).await?;
-        let ledger = ledgers.remove(enrollment_id).ok_or_else(|| Error::internal("loaded enrolment vanished"))?;
-        let path = super::programme::person_organization_path(self.connection(), &ledger.enrollment.person_id).await?;
+        let ledger = ledgers
+            .remove(enrollment_id)
+            .ok_or_else(|| Error::internal("loaded enrolment vanished"))?;
+        let path = super::programme::person_organization_path(
+            self.connection(),
+            &ledger.enrollment.person_id,
+        )
+        .await?;
         Ok((ledger.enrollment, ledger.before, path))
     }
 
     /// Rebuilds an enrolment's derived progress from its event log; returns it.
-    pub async fn recompute_progress(&self, context: AuditContext, enrollment_id: String) -> Result<(Enrollment, ProgressView)> {
+    pub async fn recompute_progress(
+        &self,
+        context: AuditContext,
+        enrollment_id: String,
+    ) -> Result<(Enrollment, ProgressView)> {
         let cache = self.rules.clone();
         self.write(move |transaction| {
             Box::pin(async move {
@@ -665,25 +808,49 @@ impl Store {
     }
 
     /// Lists progress summaries, ordered as asked, after the page's key.
-    pub async fn list_progress(&self, filter: &ProgressFilter, order: ProgressOrder, page: &Page) -> Result<(Vec<ProgressRow>, String)> {
+    pub async fn list_progress(
+        &self,
+        filter: &ProgressFilter,
+        order: ProgressOrder,
+        page: &Page,
+    ) -> Result<(Vec<ProgressRow>, String)> {
         let e = Alias::new("e");
         let p = Alias::new("p");
         let percent = Expr::cust("COALESCE(p.percent_complete, 0.0)");
         let mut query = Query::select();
         query
-            .expr_as(Expr::col((e.clone(), Alias::new("id"))), Alias::new("enrollment_id"))
-            .expr_as(Expr::col((e.clone(), Alias::new("person_id"))), Alias::new("person_id"))
-            .expr_as(Expr::col((e.clone(), Alias::new("cohort_id"))), Alias::new("cohort_id"))
-            .expr_as(Expr::col((e.clone(), Alias::new("state"))), Alias::new("state"))
+            .expr_as(
+                Expr::col((e.clone(), Alias::new("id"))),
+                Alias::new("enrollment_id"),
+            )
+            .expr_as(
+                Expr::col((e.clone(), Alias::new("person_id"))),
+                Alias::new("person_id"),
+            )
+            .expr_as(
+                Expr::col((e.clone(), Alias::new("cohort_id"))),
+                Alias::new("cohort_id"),
+            )
+            .expr_as(
+                Expr::col((e.clone(), Alias::new("state"))),
+                Alias::new("state"),
+            )
             .expr_as(percent.clone(), Alias::new("percent_complete"))
-            .expr_as(Expr::col((e.clone(), Alias::new("completed_time"))), Alias::new("completed_time"))
-            .expr_as(Expr::col((p.clone(), Alias::new("last_event_time"))), Alias::new("last_event_time"))
+            .expr_as(
+                Expr::col((e.clone(), Alias::new("completed_time"))),
+                Alias::new("completed_time"),
+            )
+            .expr_as(
+                Expr::col((p.clone(), Alias::new("last_event_time"))),
+                Alias::new("last_event_time"),
+            )
             .from_as(Alias::new("enrollments"), e.clone())
             .join_as(
                 JoinType::LeftJoin,
                 Alias::new("enrollment_progress"),
                 p.clone(),
-                Expr::col((p.clone(), Alias::new("enrollment_id"))).equals((e.clone(), Alias::new("id"))),
+                Expr::col((p.clone(), Alias::new("enrollment_id")))
+                    .equals((e.clone(), Alias::new("id"))),
             );
         if let Some(person_id) = &filter.person_id {
             query.and_where(Expr::col((e.clone(), Alias::new("person_id"))).eq(person_id.as_str()));
@@ -699,9 +866,12 @@ impl Store {
                     JoinType::InnerJoin,
                     Alias::new("organizations"),
                     Alias::new("o"),
-                    Expr::col((Alias::new("o"), Alias::new("id"))).equals((Alias::new("pe"), Alias::new("organization_id"))),
+                    Expr::col((Alias::new("o"), Alias::new("id")))
+                        .equals((Alias::new("pe"), Alias::new("organization_id"))),
                 )
-                .and_where(Expr::col((Alias::new("o"), Alias::new("path"))).like(format!("{prefix}%")))
+                .and_where(
+                    Expr::col((Alias::new("o"), Alias::new("path"))).like(format!("{prefix}%")),
+                )
                 .to_owned();
             query.and_where(Expr::col((e.clone(), Alias::new("person_id"))).in_subquery(subtree));
         }
@@ -713,17 +883,26 @@ impl Store {
             (_, Some(after)) => {
                 let (key_percent, key_id) = after
                     .split_once('|')
-                    .and_then(|(percent, id)| percent.parse::<f64>().ok().map(|percent| (percent, id.to_owned())))
-                    .ok_or_else(|| Error::invalid("page_token", "is not a token this service issued"))?;
+                    .and_then(|(percent, id)| {
+                        percent
+                            .parse::<f64>()
+                            .ok()
+                            .map(|percent| (percent, id.to_owned()))
+                    })
+                    .ok_or_else(|| {
+                        Error::invalid("page_token", "is not a token this service issued")
+                    })?;
                 let beyond = if order == ProgressOrder::PercentDescending {
                     percent.clone().lt(key_percent)
                 } else {
                     percent.clone().gt(key_percent)
                 };
                 query.cond_where(
-                    sea_orm::Condition::any()
-                        .add(beyond)
-                        .add(sea_orm::Condition::all().add(percent.clone().eq(key_percent)).add(id.clone().gt(key_id))),
+                    sea_orm::Condition::any().add(beyond).add(
+                        sea_orm::Condition::all()
+                            .add(percent.clone().eq(key_percent))
+                            .add(id.clone().gt(key_id)),
+                    ),
                 );
             }
             (_, None) => {}
@@ -738,10 +917,11 @@ impl Store {
             }
         }
         query.order_by_expr(id, Order::Asc).limit(page.size + 1);
-        let rows = ProgressRow::find_by_statement(self.connection().get_database_backend().build(&query))
-            .all(self.connection())
-            .await
-            .map_err(db_error)?;
+        let rows =
+            ProgressRow::find_by_statement(self.connection().get_database_backend().build(&query))
+                .all(self.connection())
+                .await
+                .map_err(db_error)?;
         Ok(page.finish(rows, |row| match order {
             ProgressOrder::Id => row.enrollment_id.clone(),
             _ => format!("{}|{}", row.percent_complete, row.enrollment_id),
@@ -788,7 +968,10 @@ impl Store {
             .all(self.connection())
             .await
             .map_err(db_error)?;
-        let enrollment_ids: HashSet<String> = events.iter().map(|event| event.enrollment_id.clone()).collect();
+        let enrollment_ids: HashSet<String> = events
+            .iter()
+            .map(|event| event.enrollment_id.clone())
+            .collect();
         let people: HashMap<String, String> = if enrollment_ids.is_empty() {
             HashMap::new()
         } else {
@@ -804,7 +987,10 @@ impl Store {
         Ok(events
             .into_iter()
             .map(|event| LoggedEvent {
-                person_id: people.get(&event.enrollment_id).cloned().unwrap_or_default(),
+                person_id: people
+                    .get(&event.enrollment_id)
+                    .cloned()
+                    .unwrap_or_default(),
                 event,
             })
             .collect())

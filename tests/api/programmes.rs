@@ -22,7 +22,12 @@ pub(crate) fn programmes(app: &TestApp) -> ProgrammeServiceClient<tonic::transpo
 }
 
 /// Creates a course with one module per entry of `modules` and publishes it; returns the version id.
-pub(crate) async fn published_version(app: &TestApp, code: &str, provider_id: &str, modules: &[(&str, &[ActivitySpec<'_>])]) -> String {
+pub(crate) async fn published_version(
+    app: &TestApp,
+    code: &str,
+    provider_id: &str,
+    modules: &[(&str, &[ActivitySpec<'_>])],
+) -> String {
     let mut client = courses(app);
     let course = client
         .create_course(app.admin(pb::CreateCourseRequest {
@@ -50,7 +55,11 @@ pub(crate) async fn published_version(app: &TestApp, code: &str, provider_id: &s
         let module = client
             .create_module(app.admin(pb::CreateModuleRequest {
                 course_version_id: version.id.clone(),
-                module: Some(pb::Module { title: (*title).to_owned(), required: true, ..Default::default() }),
+                module: Some(pb::Module {
+                    title: (*title).to_owned(),
+                    required: true,
+                    ..Default::default()
+                }),
                 request_id: String::new(),
             }))
             .await
@@ -77,14 +86,23 @@ pub(crate) async fn published_version(app: &TestApp, code: &str, provider_id: &s
         }
     }
     client
-        .publish_course_version(app.admin(pb::PublishCourseVersionRequest { id: version.id.clone(), etag: String::new() }))
+        .publish_course_version(app.admin(pb::PublishCourseVersionRequest {
+            id: version.id.clone(),
+            etag: String::new(),
+        }))
         .await
         .expect("publish")
         .into_inner()
         .id
 }
 
-pub(crate) async fn create_programme(app: &TestApp, code: &str, sponsor: &str, partners: &[&str], phases: Vec<pb::Phase>) -> pb::Programme {
+pub(crate) async fn create_programme(
+    app: &TestApp,
+    code: &str,
+    sponsor: &str,
+    partners: &[&str],
+    phases: Vec<pb::Phase>,
+) -> pb::Programme {
     programmes(app)
         .create_programme(app.admin(pb::CreateProgrammeRequest {
             programme: Some(pb::Programme {
@@ -113,11 +131,18 @@ pub(crate) fn phase(title: &str, versions: &[&str], location: &str, days: i32) -
 }
 
 /// Creates a cohort and opens it.
-pub(crate) async fn open_cohort(app: &TestApp, programme_id: &str, settings: pb::Cohort) -> pb::Cohort {
+pub(crate) async fn open_cohort(
+    app: &TestApp,
+    programme_id: &str,
+    settings: pb::Cohort,
+) -> pb::Cohort {
     let mut client = programmes(app);
     let cohort = client
         .create_cohort(app.admin(pb::CreateCohortRequest {
-            cohort: Some(pb::Cohort { programme_id: programme_id.to_owned(), ..settings }),
+            cohort: Some(pb::Cohort {
+                programme_id: programme_id.to_owned(),
+                ..settings
+            }),
             request_id: String::new(),
         }))
         .await
@@ -136,15 +161,27 @@ pub(crate) async fn open_cohort(app: &TestApp, programme_id: &str, settings: pb:
 }
 
 /// Imports people `prefix-0..count` into the organisation with `code`, of `sector`; returns their ids in order.
-pub(crate) async fn import_people(app: &TestApp, prefix: &str, code: &str, count: usize, sector: pb::Sector) -> Vec<String> {
+pub(crate) async fn import_people(
+    app: &TestApp,
+    prefix: &str,
+    code: &str,
+    count: usize,
+    sector: pb::Sector,
+) -> Vec<String> {
     let records: Vec<pb::PersonRecord> = (0..count)
-        .map(|index| pb::PersonRecord { sector: sector.into(), ..person_record(&format!("{prefix}-{index:04}"), code) })
+        .map(|index| pb::PersonRecord {
+            sector: sector.into(),
+            ..person_record(&format!("{prefix}-{index:04}"), code)
+        })
         .collect();
     for chunk in records.chunks(1000) {
         let outcome = app
             .people
             .clone()
-            .batch_upsert_people(app.admin(pb::BatchUpsertPeopleRequest { people: chunk.to_vec(), request_id: String::new() }))
+            .batch_upsert_people(app.admin(pb::BatchUpsertPeopleRequest {
+                people: chunk.to_vec(),
+                request_id: String::new(),
+            }))
             .await
             .expect("import people")
             .into_inner();
@@ -156,7 +193,11 @@ pub(crate) async fn import_people(app: &TestApp, prefix: &str, code: &str, count
         let page = app
             .people
             .clone()
-            .list_people(app.admin(pb::ListPeopleRequest { page_size: 1000, page_token, ..Default::default() }))
+            .list_people(app.admin(pb::ListPeopleRequest {
+                page_size: 1000,
+                page_token,
+                ..Default::default()
+            }))
             .await
             .unwrap()
             .into_inner();
@@ -176,7 +217,11 @@ pub(crate) async fn import_people(app: &TestApp, prefix: &str, code: &str, count
     ids.into_iter().map(|(_, id)| id).collect()
 }
 
-async fn batch_enroll(app: &TestApp, cohort_id: &str, person_ids: &[String]) -> pb::BatchEnrollResponse {
+async fn batch_enroll(
+    app: &TestApp,
+    cohort_id: &str,
+    person_ids: &[String],
+) -> pb::BatchEnrollResponse {
     programmes(app)
         .batch_enroll(app.admin(pb::BatchEnrollRequest {
             cohort_id: cohort_id.to_owned(),
@@ -188,7 +233,11 @@ async fn batch_enroll(app: &TestApp, cohort_id: &str, person_ids: &[String]) -> 
         .into_inner()
 }
 
-async fn enroll(app: &TestApp, cohort_id: &str, person_id: &str) -> Result<pb::Enrollment, tonic::Status> {
+async fn enroll(
+    app: &TestApp,
+    cohort_id: &str,
+    person_id: &str,
+) -> Result<pb::Enrollment, tonic::Status> {
     programmes(app)
         .enroll(app.admin(pb::EnrollRequest {
             cohort_id: cohort_id.to_owned(),
@@ -200,19 +249,56 @@ async fn enroll(app: &TestApp, cohort_id: &str, person_id: &str) -> Result<pb::E
 }
 
 const FUTURE_FIT_MINISTRIES: [&str; 15] = [
-    "MOF", "MOH", "MOE", "KD", "MITI", "MOT", "KPKT", "MOSTI", "KPWKM", "MOHA", "KLN", "MOD", "KPDN", "MECD", "MOA",
+    "MOF", "MOH", "MOE", "KD", "MITI", "MOT", "KPKT", "MOSTI", "KPWKM", "MOHA", "KLN", "MOD",
+    "KPDN", "MECD", "MOA",
 ];
 
 #[tokio::test]
 async fn future_fit_two_phases_twenty_officers_from_fourteen_ministries() {
     let (app, _database) = spawn_app().await;
-    let jpa = app.create_organization("Public Service Department", OrganizationKind::Agency, None, Some("JPA")).await;
-    let telecom = app.create_organization("Telecom vendor", OrganizationKind::Company, None, Some("VENDOR")).await;
-    let university = app.create_organization("University", OrganizationKind::University, None, Some("UNI")).await;
-    let host = app.create_organization("Smart City Authority (abroad)", OrganizationKind::Partner, None, None).await;
+    let jpa = app
+        .create_organization(
+            "Public Service Department",
+            OrganizationKind::Agency,
+            None,
+            Some("JPA"),
+        )
+        .await;
+    let telecom = app
+        .create_organization(
+            "Telecom vendor",
+            OrganizationKind::Company,
+            None,
+            Some("VENDOR"),
+        )
+        .await;
+    let university = app
+        .create_organization(
+            "University",
+            OrganizationKind::University,
+            None,
+            Some("UNI"),
+        )
+        .await;
+    let host = app
+        .create_organization(
+            "Smart City Authority (abroad)",
+            OrganizationKind::Partner,
+            None,
+            None,
+        )
+        .await;
     let mut ministries = Vec::new();
     for code in FUTURE_FIT_MINISTRIES {
-        ministries.push(app.create_organization(&format!("Ministry {code}"), OrganizationKind::Ministry, None, Some(code)).await);
+        ministries.push(
+            app.create_organization(
+                &format!("Ministry {code}"),
+                OrganizationKind::Ministry,
+                None,
+                Some(code),
+            )
+            .await,
+        );
     }
 
     let intensive = published_version(
@@ -220,8 +306,20 @@ async fn future_fit_two_phases_twenty_officers_from_fourteen_ministries() {
         "FFPS-UNI",
         &university.id,
         &[
-            ("Generative AI", &[(Kind::Lecture, Mode::InPerson, None), (Kind::Lab, Mode::InPerson, None)]),
-            ("AI governance", &[(Kind::Lecture, Mode::InPerson, None), (Kind::Simulation, Mode::InPerson, None)]),
+            (
+                "Generative AI",
+                &[
+                    (Kind::Lecture, Mode::InPerson, None),
+                    (Kind::Lab, Mode::InPerson, None),
+                ],
+            ),
+            (
+                "AI governance",
+                &[
+                    (Kind::Lecture, Mode::InPerson, None),
+                    (Kind::Simulation, Mode::InPerson, None),
+                ],
+            ),
             ("Assessment", &[(Kind::Assessment, Mode::Online, None)]),
         ],
     )
@@ -231,8 +329,24 @@ async fn future_fit_two_phases_twenty_officers_from_fourteen_ministries() {
         "FFPS-ATTACH",
         &telecom.id,
         &[
-            ("Smart cities", &[(Kind::FieldVisit, Mode::InPerson, Some(host.id.as_str())), (Kind::CaseStudy, Mode::Blended, None)]),
-            ("Cybersecurity", &[(Kind::Workshop, Mode::InPerson, None), (Kind::IndustryAttachment, Mode::InPerson, Some(host.id.as_str()))]),
+            (
+                "Smart cities",
+                &[
+                    (Kind::FieldVisit, Mode::InPerson, Some(host.id.as_str())),
+                    (Kind::CaseStudy, Mode::Blended, None),
+                ],
+            ),
+            (
+                "Cybersecurity",
+                &[
+                    (Kind::Workshop, Mode::InPerson, None),
+                    (
+                        Kind::IndustryAttachment,
+                        Mode::InPerson,
+                        Some(host.id.as_str()),
+                    ),
+                ],
+            ),
         ],
     )
     .await;
@@ -242,7 +356,12 @@ async fn future_fit_two_phases_twenty_officers_from_fourteen_ministries() {
         &jpa.id,
         &[&telecom.id, &university.id],
         vec![
-            phase("1 month at the university", &[&intensive], "University campus", 30),
+            phase(
+                "1 month at the university",
+                &[&intensive],
+                "University campus",
+                30,
+            ),
             phase("5-month industry attachment", &[&attachment], "Abroad", 150),
         ],
     )
@@ -250,7 +369,10 @@ async fn future_fit_two_phases_twenty_officers_from_fourteen_ministries() {
     assert_eq!(programme.phases.len(), 2);
     assert_eq!(programme.phases[1].position, 2);
 
-    let eligible: Vec<String> = ministries[..14].iter().map(|ministry| ministry.id.clone()).collect();
+    let eligible: Vec<String> = ministries[..14]
+        .iter()
+        .map(|ministry| ministry.id.clone())
+        .collect();
     let cohort = open_cohort(
         &app,
         &programme.id,
@@ -269,15 +391,24 @@ async fn future_fit_two_phases_twenty_officers_from_fourteen_ministries() {
     let mut officers = Vec::new();
     for (index, code) in FUTURE_FIT_MINISTRIES[..14].iter().enumerate() {
         let count = if index < 6 { 2 } else { 1 };
-        officers.extend(import_people(&app, &format!("FF-{code}"), code, count, pb::Sector::Public).await);
+        officers.extend(
+            import_people(&app, &format!("FF-{code}"), code, count, pb::Sector::Public).await,
+        );
     }
     assert_eq!(officers.len(), 20);
     let outside = import_people(&app, "FF-MOA", "MOA", 1, pb::Sector::Public).await;
     let extra = import_people(&app, "FF-EXTRA", "MOF", 1, pb::Sector::Public).await;
 
     let response = batch_enroll(&app, &cohort.id, &officers).await;
-    assert_eq!((response.enrolled, response.waitlisted, response.failed), (20, 0, 0));
-    let pinned = &response.results[0].enrollment.as_ref().unwrap().course_version_ids;
+    assert_eq!(
+        (response.enrolled, response.waitlisted, response.failed),
+        (20, 0, 0)
+    );
+    let pinned = &response.results[0]
+        .enrollment
+        .as_ref()
+        .unwrap()
+        .course_version_ids;
     assert_eq!(pinned, &vec![intensive.clone(), attachment.clone()]);
 
     let status = enroll(&app, &cohort.id, &extra[0]).await.unwrap_err();
@@ -289,7 +420,9 @@ async fn future_fit_two_phases_twenty_officers_from_fourteen_ministries() {
     assert_eq!(status.code(), Code::AlreadyExists);
 
     let cohort = programmes(&app)
-        .get_cohort(app.admin(pb::GetCohortRequest { id: cohort.id.clone() }))
+        .get_cohort(app.admin(pb::GetCohortRequest {
+            id: cohort.id.clone(),
+        }))
         .await
         .unwrap()
         .into_inner();
@@ -299,16 +432,37 @@ async fn future_fit_two_phases_twenty_officers_from_fourteen_ministries() {
 #[tokio::test]
 async fn edl_fifty_five_participants_thirty_five_public_twenty_private() {
     let (app, _database) = spawn_app().await;
-    let mampu = app.create_organization("MAMPU", OrganizationKind::Agency, None, Some("MAMPU")).await;
-    app.create_organization("Private sector partners", OrganizationKind::Company, None, Some("PRIV")).await;
+    let mampu = app
+        .create_organization("MAMPU", OrganizationKind::Agency, None, Some("MAMPU"))
+        .await;
+    app.create_organization(
+        "Private sector partners",
+        OrganizationKind::Company,
+        None,
+        Some("PRIV"),
+    )
+    .await;
     let version = published_version(
         &app,
         "EDL-1",
         &mampu.id,
-        &[("Digital leadership", &[(Kind::Workshop, Mode::InPerson, None), (Kind::CaseStudy, Mode::Blended, None)])],
+        &[(
+            "Digital leadership",
+            &[
+                (Kind::Workshop, Mode::InPerson, None),
+                (Kind::CaseStudy, Mode::Blended, None),
+            ],
+        )],
     )
     .await;
-    let programme = create_programme(&app, "EDL", &mampu.id, &[], vec![phase("Three months", &[&version], "INTAN", 90)]).await;
+    let programme = create_programme(
+        &app,
+        "EDL",
+        &mampu.id,
+        &[],
+        vec![phase("Three months", &[&version], "INTAN", 90)],
+    )
+    .await;
     let cohort = open_cohort(
         &app,
         &programme.id,
@@ -316,8 +470,14 @@ async fn edl_fifty_five_participants_thirty_five_public_twenty_private() {
             name: "Cohort 1".to_owned(),
             capacity: 55,
             sector_seats: vec![
-                pb::SectorSeats { sector: pb::Sector::Public.into(), seats: 35 },
-                pb::SectorSeats { sector: pb::Sector::Private.into(), seats: 20 },
+                pb::SectorSeats {
+                    sector: pb::Sector::Public.into(),
+                    seats: 35,
+                },
+                pb::SectorSeats {
+                    sector: pb::Sector::Private.into(),
+                    seats: 20,
+                },
             ],
             ..Default::default()
         },
@@ -328,7 +488,11 @@ async fn edl_fifty_five_participants_thirty_five_public_twenty_private() {
 
     let response = batch_enroll(&app, &cohort.id, &public).await;
     assert_eq!((response.enrolled, response.failed), (35, 1));
-    let refused = response.results.iter().find_map(|result| result.error.as_ref()).unwrap();
+    let refused = response
+        .results
+        .iter()
+        .find_map(|result| result.error.as_ref())
+        .unwrap();
     assert_eq!(refused.reason, "SECTOR_SEATS_FULL");
     let response = batch_enroll(&app, &cohort.id, &private[..20]).await;
     assert_eq!(response.enrolled, 20);
@@ -340,14 +504,49 @@ async fn edl_fifty_five_participants_thirty_five_public_twenty_private() {
 #[tokio::test]
 async fn ai_at_work_tvet_and_dle_programmes_are_set_up_through_the_api() {
     let (app, _database) = spawn_app().await;
-    let digital = app.create_organization("Ministry of Digital", OrganizationKind::Ministry, None, Some("KD")).await;
-    let jdn = app.create_organization("JDN", OrganizationKind::Department, Some(&digital.id), Some("JDN")).await;
-    let vendor = app.create_organization("Cloud vendor", OrganizationKind::Company, None, Some("CLOUD")).await;
-    let kesuma = app.create_organization("KESUMA", OrganizationKind::Ministry, None, Some("KESUMA")).await;
-    let institute = app
-        .create_organization("Industrial Training Institute", OrganizationKind::TrainingCentre, Some(&kesuma.id), Some("ILP"))
+    let digital = app
+        .create_organization(
+            "Ministry of Digital",
+            OrganizationKind::Ministry,
+            None,
+            Some("KD"),
+        )
         .await;
-    let intan = app.create_organization("INTAN", OrganizationKind::TrainingCentre, None, Some("INTAN")).await;
+    let jdn = app
+        .create_organization(
+            "JDN",
+            OrganizationKind::Department,
+            Some(&digital.id),
+            Some("JDN"),
+        )
+        .await;
+    let vendor = app
+        .create_organization(
+            "Cloud vendor",
+            OrganizationKind::Company,
+            None,
+            Some("CLOUD"),
+        )
+        .await;
+    let kesuma = app
+        .create_organization("KESUMA", OrganizationKind::Ministry, None, Some("KESUMA"))
+        .await;
+    let institute = app
+        .create_organization(
+            "Industrial Training Institute",
+            OrganizationKind::TrainingCentre,
+            Some(&kesuma.id),
+            Some("ILP"),
+        )
+        .await;
+    let intan = app
+        .create_organization(
+            "INTAN",
+            OrganizationKind::TrainingCentre,
+            None,
+            Some("INTAN"),
+        )
+        .await;
 
     // AI At Work 2.0: a 5-day train-the-trainer course for ~200 change ambassadors, then a pilot of 270 officers.
     let ambassador_course = published_version(
@@ -355,8 +554,20 @@ async fn ai_at_work_tvet_and_dle_programmes_are_set_up_through_the_api() {
         "AIW-TTT",
         &vendor.id,
         &[
-            ("Generative AI for content", &[(Kind::Workshop, Mode::InPerson, None), (Kind::Lab, Mode::InPerson, None)]),
-            ("Teaching it back", &[(Kind::Workshop, Mode::InPerson, None), (Kind::Assessment, Mode::InPerson, None)]),
+            (
+                "Generative AI for content",
+                &[
+                    (Kind::Workshop, Mode::InPerson, None),
+                    (Kind::Lab, Mode::InPerson, None),
+                ],
+            ),
+            (
+                "Teaching it back",
+                &[
+                    (Kind::Workshop, Mode::InPerson, None),
+                    (Kind::Assessment, Mode::InPerson, None),
+                ],
+            ),
         ],
     )
     .await;
@@ -364,7 +575,13 @@ async fn ai_at_work_tvet_and_dle_programmes_are_set_up_through_the_api() {
         &app,
         "AIW-OFFICER",
         &vendor.id,
-        &[("AI at work", &[(Kind::SelfStudy, Mode::Online, None), (Kind::Survey, Mode::Online, None)])],
+        &[(
+            "AI at work",
+            &[
+                (Kind::SelfStudy, Mode::Online, None),
+                (Kind::Survey, Mode::Online, None),
+            ],
+        )],
     )
     .await;
     let aiw = create_programme(
@@ -372,20 +589,45 @@ async fn ai_at_work_tvet_and_dle_programmes_are_set_up_through_the_api() {
         "AIW-2",
         &digital.id,
         &[&vendor.id],
-        vec![phase("Train the trainers", &[&ambassador_course], "JDN", 5), phase("Cascade", &[&officer_course], "Departments", 60)],
+        vec![
+            phase("Train the trainers", &[&ambassador_course], "JDN", 5),
+            phase("Cascade", &[&officer_course], "Departments", 60),
+        ],
     )
     .await;
-    let ambassadors = open_cohort(&app, &aiw.id, pb::Cohort { name: "Ambassadors".to_owned(), capacity: 200, ..Default::default() }).await;
+    let ambassadors = open_cohort(
+        &app,
+        &aiw.id,
+        pb::Cohort {
+            name: "Ambassadors".to_owned(),
+            capacity: 200,
+            ..Default::default()
+        },
+    )
+    .await;
     let pilot = open_cohort(
         &app,
         &aiw.id,
-        pb::Cohort { name: "Pilot".to_owned(), capacity: 270, eligible_organization_ids: vec![digital.id.clone()], ..Default::default() },
+        pb::Cohort {
+            name: "Pilot".to_owned(),
+            capacity: 270,
+            eligible_organization_ids: vec![digital.id.clone()],
+            ..Default::default()
+        },
     )
     .await;
     let ambassador_ids = import_people(&app, "AMB", "JDN", 200, pb::Sector::Public).await;
     let officer_ids = import_people(&app, "OFF", "JDN", 270, pb::Sector::Public).await;
-    assert_eq!(batch_enroll(&app, &ambassadors.id, &ambassador_ids).await.enrolled, 200);
-    assert_eq!(batch_enroll(&app, &pilot.id, &officer_ids).await.enrolled, 270);
+    assert_eq!(
+        batch_enroll(&app, &ambassadors.id, &ambassador_ids)
+            .await
+            .enrolled,
+        200
+    );
+    assert_eq!(
+        batch_enroll(&app, &pilot.id, &officer_ids).await.enrolled,
+        270
+    );
     let _ = jdn;
 
     // TVET Learning Centre: certified telecom courses, a first batch of 2,000 trainees.
@@ -394,13 +636,38 @@ async fn ai_at_work_tvet_and_dle_programmes_are_set_up_through_the_api() {
         "TVET-5G",
         &vendor.id,
         &[
-            ("Fibre and 5G", &[(Kind::Lecture, Mode::InPerson, None), (Kind::Lab, Mode::InPerson, None)]),
-            ("Certification exam", &[(Kind::Assessment, Mode::InPerson, None)]),
+            (
+                "Fibre and 5G",
+                &[
+                    (Kind::Lecture, Mode::InPerson, None),
+                    (Kind::Lab, Mode::InPerson, None),
+                ],
+            ),
+            (
+                "Certification exam",
+                &[(Kind::Assessment, Mode::InPerson, None)],
+            ),
         ],
     )
     .await;
-    let tvet = create_programme(&app, "TVET-TLC", &kesuma.id, &[&vendor.id], vec![phase("Telecom modules", &[&telecom], "ILP", 120)]).await;
-    let batch = open_cohort(&app, &tvet.id, pb::Cohort { name: "Batch 1".to_owned(), capacity: 2000, ..Default::default() }).await;
+    let tvet = create_programme(
+        &app,
+        "TVET-TLC",
+        &kesuma.id,
+        &[&vendor.id],
+        vec![phase("Telecom modules", &[&telecom], "ILP", 120)],
+    )
+    .await;
+    let batch = open_cohort(
+        &app,
+        &tvet.id,
+        pb::Cohort {
+            name: "Batch 1".to_owned(),
+            capacity: 2000,
+            ..Default::default()
+        },
+    )
+    .await;
     let trainees = import_people(&app, "TVET", "ILP", 2000, pb::Sector::Private).await;
     let first = batch_enroll(&app, &batch.id, &trainees[..1000]).await;
     let second = batch_enroll(&app, &batch.id, &trainees[1000..]).await;
@@ -412,13 +679,40 @@ async fn ai_at_work_tvet_and_dle_programmes_are_set_up_through_the_api() {
         &app,
         "DLE",
         &intan.id,
-        &[("Leading digital change", &[(Kind::Workshop, Mode::InPerson, None), (Kind::CaseStudy, Mode::InPerson, None)])],
+        &[(
+            "Leading digital change",
+            &[
+                (Kind::Workshop, Mode::InPerson, None),
+                (Kind::CaseStudy, Mode::InPerson, None),
+            ],
+        )],
     )
     .await;
-    let dle = create_programme(&app, "DLE", &intan.id, &[], vec![phase("Leadership", &[&leadership], "INTAN", 60)]).await;
-    let second_cohort = open_cohort(&app, &dle.id, pb::Cohort { name: "Cohort 2".to_owned(), capacity: 30, ..Default::default() }).await;
+    let dle = create_programme(
+        &app,
+        "DLE",
+        &intan.id,
+        &[],
+        vec![phase("Leadership", &[&leadership], "INTAN", 60)],
+    )
+    .await;
+    let second_cohort = open_cohort(
+        &app,
+        &dle.id,
+        pb::Cohort {
+            name: "Cohort 2".to_owned(),
+            capacity: 30,
+            ..Default::default()
+        },
+    )
+    .await;
     let leaders = import_people(&app, "DLE", "INTAN", 30, pb::Sector::Public).await;
-    assert_eq!(batch_enroll(&app, &second_cohort.id, &leaders).await.enrolled, 30);
+    assert_eq!(
+        batch_enroll(&app, &second_cohort.id, &leaders)
+            .await
+            .enrolled,
+        30
+    );
     let running = programmes(&app)
         .change_cohort_state(app.admin(pb::ChangeCohortStateRequest {
             id: second_cohort.id.clone(),
@@ -433,14 +727,43 @@ async fn ai_at_work_tvet_and_dle_programmes_are_set_up_through_the_api() {
 }
 
 /// Sets up a one-phase programme with an open cohort of `capacity`; returns (programme, cohort, provider).
-async fn simple_cohort(app: &TestApp, capacity: i32, waitlist: bool) -> (pb::Programme, pb::Cohort, pb::Organization) {
-    let provider = app.create_organization("Provider", OrganizationKind::TrainingCentre, None, Some("PROV")).await;
-    let version = published_version(app, "C-1", &provider.id, &[("Module", &[(Kind::Lecture, Mode::Online, None)])]).await;
-    let programme = create_programme(app, "P-1", &provider.id, &[], vec![phase("Only phase", &[&version], "Online", 10)]).await;
+async fn simple_cohort(
+    app: &TestApp,
+    capacity: i32,
+    waitlist: bool,
+) -> (pb::Programme, pb::Cohort, pb::Organization) {
+    let provider = app
+        .create_organization(
+            "Provider",
+            OrganizationKind::TrainingCentre,
+            None,
+            Some("PROV"),
+        )
+        .await;
+    let version = published_version(
+        app,
+        "C-1",
+        &provider.id,
+        &[("Module", &[(Kind::Lecture, Mode::Online, None)])],
+    )
+    .await;
+    let programme = create_programme(
+        app,
+        "P-1",
+        &provider.id,
+        &[],
+        vec![phase("Only phase", &[&version], "Online", 10)],
+    )
+    .await;
     let cohort = open_cohort(
         app,
         &programme.id,
-        pb::Cohort { name: "Cohort".to_owned(), capacity, waitlist_enabled: waitlist, ..Default::default() },
+        pb::Cohort {
+            name: "Cohort".to_owned(),
+            capacity,
+            waitlist_enabled: waitlist,
+            ..Default::default()
+        },
     )
     .await;
     (programme, cohort, provider)
@@ -470,12 +793,19 @@ async fn fifty_racing_enrolments_into_ten_seats_make_exactly_ten() {
     }
     assert_eq!(enrolled, 10);
     let listed = programmes(&app)
-        .list_enrollments(app.admin(pb::ListEnrollmentsRequest { cohort_id: cohort.id.clone(), ..Default::default() }))
+        .list_enrollments(app.admin(pb::ListEnrollmentsRequest {
+            cohort_id: cohort.id.clone(),
+            ..Default::default()
+        }))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(listed.enrollments.len(), 10);
-    let cohort = programmes(&app).get_cohort(app.admin(pb::GetCohortRequest { id: cohort.id })).await.unwrap().into_inner();
+    let cohort = programmes(&app)
+        .get_cohort(app.admin(pb::GetCohortRequest { id: cohort.id }))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(cohort.enrolled_count, 10);
 }
 
@@ -488,8 +818,10 @@ async fn a_withdrawal_promotes_the_first_in_line() {
     for person in &people {
         enrollments.push(enroll(&app, &cohort.id, person).await.unwrap());
     }
-    let states: Vec<(pb::EnrollmentState, i32)> =
-        enrollments.iter().map(|enrollment| (enrollment.state(), enrollment.waitlist_position)).collect();
+    let states: Vec<(pb::EnrollmentState, i32)> = enrollments
+        .iter()
+        .map(|enrollment| (enrollment.state(), enrollment.waitlist_position))
+        .collect();
     assert_eq!(
         states,
         [
@@ -520,7 +852,10 @@ async fn a_withdrawal_promotes_the_first_in_line() {
     let promoted = get(enrollments[2].id.clone()).await;
     assert_eq!(promoted.state(), pb::EnrollmentState::Enrolled);
     let still_waiting = get(enrollments[3].id.clone()).await;
-    assert_eq!((still_waiting.state(), still_waiting.waitlist_position), (pb::EnrollmentState::Waitlisted, 1));
+    assert_eq!(
+        (still_waiting.state(), still_waiting.waitlist_position),
+        (pb::EnrollmentState::Waitlisted, 1)
+    );
 
     let status = programmes(&app)
         .withdraw(app.admin(pb::WithdrawRequest {
@@ -531,7 +866,11 @@ async fn a_withdrawal_promotes_the_first_in_line() {
         .await
         .unwrap_err();
     assert_eq!(error_reason(&status), "ALREADY_WITHDRAWN");
-    let cohort = programmes(&app).get_cohort(app.admin(pb::GetCohortRequest { id: cohort.id })).await.unwrap().into_inner();
+    let cohort = programmes(&app)
+        .get_cohort(app.admin(pb::GetCohortRequest { id: cohort.id }))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!((cohort.enrolled_count, cohort.waitlisted_count), (2, 1));
 }
 
@@ -547,8 +886,16 @@ async fn closed_cohorts_archived_courses_and_drafts_refuse_with_the_rule() {
         person_id: people[0].clone(),
         request_id: uuid::Uuid::new_v4().to_string(),
     };
-    let first = programmes(&app).enroll(app.admin(request.clone())).await.unwrap().into_inner();
-    let replay = programmes(&app).enroll(app.admin(request)).await.unwrap().into_inner();
+    let first = programmes(&app)
+        .enroll(app.admin(request.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    let replay = programmes(&app)
+        .enroll(app.admin(request))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(first.id, replay.id);
 
     // A phase may only take published versions.
@@ -593,14 +940,19 @@ async fn closed_cohorts_archived_courses_and_drafts_refuse_with_the_rule() {
     let course_id = {
         let version_id = &programme.phases[0].course_version_ids[0];
         client
-            .get_course_version(app.admin(pb::GetCourseVersionRequest { id: version_id.clone() }))
+            .get_course_version(app.admin(pb::GetCourseVersionRequest {
+                id: version_id.clone(),
+            }))
             .await
             .unwrap()
             .into_inner()
             .course_id
     };
     client
-        .archive_course(app.admin(pb::ArchiveCourseRequest { id: course_id, etag: String::new() }))
+        .archive_course(app.admin(pb::ArchiveCourseRequest {
+            id: course_id,
+            etag: String::new(),
+        }))
         .await
         .unwrap();
     let status = enroll(&app, &cohort.id, &people[1]).await.unwrap_err();
@@ -638,7 +990,9 @@ async fn enrolments_keep_the_version_they_pinned_when_the_programme_moves_on() {
 
     let mut client = courses(&app);
     let old = client
-        .get_course_version(app.admin(pb::GetCourseVersionRequest { id: old_version.clone() }))
+        .get_course_version(app.admin(pb::GetCourseVersionRequest {
+            id: old_version.clone(),
+        }))
         .await
         .unwrap()
         .into_inner();
@@ -652,7 +1006,10 @@ async fn enrolments_keep_the_version_they_pinned_when_the_programme_moves_on() {
         .unwrap()
         .into_inner();
     let new_version = client
-        .publish_course_version(app.admin(pb::PublishCourseVersionRequest { id: draft.id, etag: String::new() }))
+        .publish_course_version(app.admin(pb::PublishCourseVersionRequest {
+            id: draft.id,
+            etag: String::new(),
+        }))
         .await
         .unwrap()
         .into_inner()
@@ -661,13 +1018,23 @@ async fn enrolments_keep_the_version_they_pinned_when_the_programme_moves_on() {
     phases[0].course_version_ids = vec![new_version.clone()];
     let updated = programmes(&app)
         .update_programme(app.admin(pb::UpdateProgrammeRequest {
-            programme: Some(pb::Programme { id: programme.id.clone(), phases, etag: programme.etag.clone(), ..Default::default() }),
-            update_mask: Some(prost_types::FieldMask { paths: vec!["phases".to_owned()] }),
+            programme: Some(pb::Programme {
+                id: programme.id.clone(),
+                phases,
+                etag: programme.etag.clone(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["phases".to_owned()],
+            }),
         }))
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(updated.phases[0].id, programme.phases[0].id, "a phase sent with its id keeps it");
+    assert_eq!(
+        updated.phases[0].id, programme.phases[0].id,
+        "a phase sent with its id keeps it"
+    );
 
     let after = enroll(&app, &cohort.id, &people[1]).await.unwrap();
     assert_eq!(after.course_version_ids, vec![new_version]);
@@ -683,27 +1050,56 @@ async fn enrolments_keep_the_version_they_pinned_when_the_programme_moves_on() {
 async fn who_may_enrol_and_read_enrolments() {
     let (app, _database) = spawn_app().await;
     let (_, cohort, _) = simple_cohort(&app, 10, false).await;
-    let finance = app.create_organization("Ministry of Finance", OrganizationKind::Ministry, None, Some("MOF")).await;
+    let finance = app
+        .create_organization(
+            "Ministry of Finance",
+            OrganizationKind::Ministry,
+            None,
+            Some("MOF"),
+        )
+        .await;
     let mine = import_people(&app, "MOF", "MOF", 1, pb::Sector::Public).await;
     let others = import_people(&app, "OTHER", "PROV", 1, pb::Sector::Public).await;
     let org_admin = app.token("mof-admin", &[Role::OrgAdmin], Some(&finance.id));
     let learner = app.token(&mine[0], &[Role::Learner], None);
     let hr = app.token("hr-system", &[Role::HrService], None);
 
-    let request = |person: &str| pb::EnrollRequest { cohort_id: cohort.id.clone(), person_id: person.to_owned(), request_id: String::new() };
-    let status = programmes(&app).enroll(with_token(request(&mine[0]), &learner)).await.unwrap_err();
+    let request = |person: &str| pb::EnrollRequest {
+        cohort_id: cohort.id.clone(),
+        person_id: person.to_owned(),
+        request_id: String::new(),
+    };
+    let status = programmes(&app)
+        .enroll(with_token(request(&mine[0]), &learner))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
-    let status = programmes(&app).enroll(with_token(request(&others[0]), &org_admin)).await.unwrap_err();
+    let status = programmes(&app)
+        .enroll(with_token(request(&others[0]), &org_admin))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
-    let own = programmes(&app).enroll(with_token(request(&mine[0]), &org_admin)).await.unwrap().into_inner();
+    let own = programmes(&app)
+        .enroll(with_token(request(&mine[0]), &org_admin))
+        .await
+        .unwrap()
+        .into_inner();
     let other = enroll(&app, &cohort.id, &others[0]).await.unwrap();
 
     programmes(&app)
-        .get_enrollment(with_token(pb::GetEnrollmentRequest { id: own.id.clone() }, &learner))
+        .get_enrollment(with_token(
+            pb::GetEnrollmentRequest { id: own.id.clone() },
+            &learner,
+        ))
         .await
         .expect("a learner reads their own enrolment");
     let status = programmes(&app)
-        .get_enrollment(with_token(pb::GetEnrollmentRequest { id: other.id.clone() }, &learner))
+        .get_enrollment(with_token(
+            pb::GetEnrollmentRequest {
+                id: other.id.clone(),
+            },
+            &learner,
+        ))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
@@ -713,27 +1109,53 @@ async fn who_may_enrol_and_read_enrolments() {
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
     let listed = programmes(&app)
-        .list_enrollments(with_token(pb::ListEnrollmentsRequest { person_id: mine[0].clone(), ..Default::default() }, &learner))
+        .list_enrollments(with_token(
+            pb::ListEnrollmentsRequest {
+                person_id: mine[0].clone(),
+                ..Default::default()
+            },
+            &learner,
+        ))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(listed.enrollments.len(), 1);
 
     let by_admin = programmes(&app)
-        .list_enrollments(with_token(pb::ListEnrollmentsRequest::default(), &org_admin))
+        .list_enrollments(with_token(
+            pb::ListEnrollmentsRequest::default(),
+            &org_admin,
+        ))
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(by_admin.enrollments.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), vec![own.id.clone()]);
+    assert_eq!(
+        by_admin
+            .enrollments
+            .iter()
+            .map(|e| e.id.clone())
+            .collect::<Vec<_>>(),
+        vec![own.id.clone()]
+    );
     let by_hr = programmes(&app)
-        .list_enrollments(with_token(pb::ListEnrollmentsRequest { cohort_id: cohort.id.clone(), ..Default::default() }, &hr))
+        .list_enrollments(with_token(
+            pb::ListEnrollmentsRequest {
+                cohort_id: cohort.id.clone(),
+                ..Default::default()
+            },
+            &hr,
+        ))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(by_hr.enrollments.len(), 2);
     let status = programmes(&app)
         .withdraw(with_token(
-            pb::WithdrawRequest { enrollment_id: other.id, reason: "no".to_owned(), etag: String::new() },
+            pb::WithdrawRequest {
+                enrollment_id: other.id,
+                reason: "no".to_owned(),
+                etag: String::new(),
+            },
             &hr,
         ))
         .await
