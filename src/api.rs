@@ -1,11 +1,17 @@
 //! gRPC handlers: translate proto to domain, call the store, translate back. No business rules here.
 
 pub mod audit;
+pub mod certification;
 pub mod course;
+pub mod delivery;
+pub mod event;
 pub mod organization;
 pub mod person;
 pub mod programme;
 pub mod progress;
+pub mod report;
+pub mod selection;
+pub mod survey;
 
 use chrono::{DateTime, Utc};
 use prost::Message;

@@ -22,6 +22,12 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 pub const DEFAULT_DB_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Default SQLite busy timeout; writers wait this long for the write lock.
 pub const DEFAULT_SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default public base URL of the service (credential and status-list ids).
+pub const DEFAULT_PUBLIC_URL: &str = "http://127.0.0.1:50051";
+/// Default `VerifyCertificate` calls per second per client address.
+pub const DEFAULT_VERIFY_RATE: u32 = 5;
+/// Default `VerifyCertificate` burst per client address.
+pub const DEFAULT_VERIFY_BURST: u32 = 30;
 /// Default issuer (`iss`) of tokens.
 pub const DEFAULT_JWT_ISSUER: &str = "lms";
 /// Default audience (`aud`) of tokens.
@@ -53,6 +59,47 @@ pub struct Config {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub auth: AuthConfig,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub certification: CertificationConfig,
+}
+
+/// Settings of certificates: where verifiers find them, the issuer key, verification limits, the clock.
+#[derive(Debug, Clone, Args)]
+pub struct CertificationConfig {
+    /// Public base URL of this service, used in credential and status-list ids.
+    #[arg(long, env = "LMS_PUBLIC_URL", default_value = DEFAULT_PUBLIC_URL, global = true)]
+    pub public_url: String,
+
+    /// File holding the 32-byte hex seed every issuer organisation's Ed25519 key derives from
+    /// (default: `issuer-ed25519.seed` in the data dir, made on first use). Replicas must share it.
+    #[arg(long, env = "LMS_ISSUER_SEED_FILE", global = true)]
+    pub issuer_seed_file: Option<PathBuf>,
+
+    /// `VerifyCertificate` calls per second allowed per client address (refilled continuously).
+    #[arg(long, env = "LMS_VERIFY_RATE", default_value_t = DEFAULT_VERIFY_RATE, global = true)]
+    pub verify_rate_per_second: u32,
+
+    /// Burst of `VerifyCertificate` calls allowed per client address.
+    #[arg(long, env = "LMS_VERIFY_BURST", default_value_t = DEFAULT_VERIFY_BURST, global = true)]
+    pub verify_burst: u32,
+
+    /// The clock certification and delivery rules read; tests move it forward.
+    #[arg(skip)]
+    pub clock: crate::domain::certification::Clock,
+}
+
+impl Default for CertificationConfig {
+    fn default() -> Self {
+        Self {
+            public_url: DEFAULT_PUBLIC_URL.to_owned(),
+            issuer_seed_file: None,
+            verify_rate_per_second: DEFAULT_VERIFY_RATE,
+            verify_burst: DEFAULT_VERIFY_BURST,
+            clock: crate::domain::certification::Clock::default(),
+        }
+    }
 }
 
 /// Settings of the gRPC server.
@@ -215,6 +262,7 @@ impl Config {
                 jwt_algorithm: PublicKeyAlgorithm::Rs256,
                 jwks_file: None,
             },
+            certification: CertificationConfig::default(),
         }
     }
 

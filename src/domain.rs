@@ -1,13 +1,19 @@
 //! Business rules of every area: validation, state, derivations. No tonic, no sea-orm, no I/O.
 
 pub mod audit;
+pub mod certification;
 pub mod course;
+pub mod delivery;
+pub mod event;
 pub mod field_mask;
 pub mod organization;
 pub mod page;
 pub mod person;
 pub mod programme;
 pub mod progress;
+pub mod report;
+pub mod selection;
+pub mod survey;
 
 use chrono::{DateTime, SubsecRound as _, Utc};
 

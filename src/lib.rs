@@ -12,5 +12,6 @@ pub mod pb;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod tools;
 
 pub use server::App;

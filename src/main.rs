@@ -1,4 +1,4 @@
-//! `lms`: serve the API, apply migrations, or mint a development token.
+//! `lms`: serve the API, apply migrations, mint a development token, seed a data set or load-test a server.
 
 use std::time::Duration;
 
@@ -26,6 +26,19 @@ enum Command {
     Migrate,
     /// Print a bearer token signed with the development key of the data dir.
     Token(TokenArgs),
+    /// Delete feed events older than a retention period (cursors are never reused).
+    PruneEvents(PruneEventsArgs),
+    /// Fill the database through the API with a deterministic data set (demo or national).
+    Seed(lms::tools::seed::SeedArgs),
+    /// Load-test a running server (or, `bench report`, write BENCHMARKS.md from results).
+    Bench(lms::tools::bench::BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct PruneEventsArgs {
+    /// Retention period, e.g. `90d`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    older_than: Duration,
 }
 
 #[derive(Debug, clap::Args)]
@@ -61,6 +74,14 @@ async fn main() -> anyhow::Result<()> {
             let app = lms::App::build(config).await?;
             app.run_until_stopped(shutdown_signal()).await
         }
+        Command::PruneEvents(args) => {
+            lms::telemetry::init(config.log_format);
+            let store = lms::store::Store::connect(&config).await?;
+            let retention = chrono::Duration::from_std(args.older_than).context("--older-than is too long")?;
+            let deleted = store.prune_events(chrono::Utc::now() - retention).await?;
+            println!("deleted {deleted} events");
+            Ok(())
+        }
         Command::Migrate => {
             lms::telemetry::init(config.log_format);
             let store = lms::store::Store::connect(&config).await?;
@@ -90,6 +111,8 @@ async fn main() -> anyhow::Result<()> {
             println!("{jwt}");
             Ok(())
         }
+        Command::Seed(args) => lms::tools::seed::run(config, args).await,
+        Command::Bench(args) => lms::tools::bench::run(config, args).await,
     }
 }
 

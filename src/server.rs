@@ -32,6 +32,12 @@ const SERVICE_NAMES: &[&str] = &[
     "lms.v1.ProgrammeService",
     "lms.v1.CourseService",
     "lms.v1.ProgressService",
+    "lms.v1.DeliveryService",
+    "lms.v1.CertificationService",
+    "lms.v1.SelectionService",
+    "lms.v1.EventService",
+    "lms.v1.SurveyService",
+    "lms.v1.ReportService",
 ];
 
 /// A bound, migrated server, ready to run.
@@ -98,6 +104,7 @@ impl App {
                 .await;
         }
         let probe = tokio::spawn(probe_database(store.clone(), health_reporter.clone()));
+        let relay = tokio::spawn(relay_feed_notifications(store.clone()));
 
         let reflection_v1 = reflection_builder().build_v1()?;
         let reflection_v1alpha = reflection_builder().build_v1alpha()?;
@@ -115,13 +122,40 @@ impl App {
             ProgrammeApi::new(store.clone()),
         )
         .max_decoding_message_size(max_message);
+        let reports = pb::report_service_server::ReportServiceServer::new(
+            crate::api::report::ReportApi::new(store.clone()),
+        )
+        .max_decoding_message_size(max_message);
+        let events = pb::event_service_server::EventServiceServer::new(
+            crate::api::event::EventApi::new(store.clone()),
+        )
+        .max_decoding_message_size(max_message);
         let progress = pb::progress_service_server::ProgressServiceServer::new(
             crate::api::progress::ProgressApi::new(store.clone()),
+        )
+        .max_decoding_message_size(max_message);
+        let selection = pb::selection_service_server::SelectionServiceServer::new(
+            crate::api::selection::SelectionApi::new(store.clone()),
+        )
+        .max_decoding_message_size(max_message);
+        let delivery = pb::delivery_service_server::DeliveryServiceServer::new(
+            crate::api::delivery::DeliveryApi::new(
+                store.clone(),
+                config.certification.clock.clone(),
+            ),
+        )
+        .max_decoding_message_size(max_message);
+        let certification = pb::certification_service_server::CertificationServiceServer::new(
+            crate::api::certification::CertificationApi::new(store.clone(), &config)?,
         )
         .max_decoding_message_size(max_message);
         let courses =
             pb::course_service_server::CourseServiceServer::new(CourseApi::new(store.clone()))
                 .max_decoding_message_size(max_message);
+        let surveys = pb::survey_service_server::SurveyServiceServer::new(
+            crate::api::survey::SurveyApi::new(store.clone()),
+        )
+        .max_decoding_message_size(max_message);
 
         let trace = TraceLayer::new_for_grpc()
             .make_span_with(|request: &http::Request<_>| {
@@ -169,8 +203,14 @@ impl App {
             .add_service(people)
             .add_service(audit)
             .add_service(programmes)
+            .add_service(surveys)
             .add_service(courses)
-            .add_service(progress);
+            .add_service(progress)
+            .add_service(delivery)
+            .add_service(certification)
+            .add_service(selection)
+            .add_service(events)
+            .add_service(reports);
 
         let (draining_sender, draining) = tokio::sync::oneshot::channel::<()>();
         let signal_reporter = health_reporter.clone();
@@ -201,6 +241,7 @@ impl App {
             }
         }
         probe.abort();
+        relay.abort();
         store.close().await;
         tracing::info!("stopped");
         Ok(())
@@ -221,6 +262,20 @@ fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
 fn log_call(status: &str, latency: Duration) {
     let latency_ms = latency.as_secs_f64() * 1000.0;
     tracing::info!(grpc_status = status, latency_ms, "rpc finished");
+}
+
+/// Relays other replicas' feed notifications (PostgreSQL LISTEN) to this process's watchers,
+/// reconnecting after a pause when the connection drops; watchers also poll every second.
+async fn relay_feed_notifications(store: Store) {
+    if store.backend() != sea_orm::DbBackend::Postgres {
+        return;
+    }
+    loop {
+        if let Err(error) = store.listen_for_other_replicas().await {
+            tracing::warn!(error = %error, "feed listener stopped; retrying");
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
 }
 
 /// Keeps health in step with the database: NOT_SERVING while it does not answer.

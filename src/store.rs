@@ -1,13 +1,19 @@
 //! Persistence: the connection pool, write transactions, and one module per area. Transactions live here.
 
 pub mod audit;
+pub mod certification;
 pub mod course;
+pub mod delivery;
 pub mod entity;
+pub mod event;
 pub mod idempotency;
 pub mod organization;
 pub mod person;
 pub mod programme;
 pub mod progress;
+pub mod report;
+pub mod selection;
+pub mod survey;
 
 use std::{future::Future, pin::Pin};
 
@@ -30,6 +36,7 @@ pub type TxFuture<'c, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'c>>;
 pub struct Store {
     db: DatabaseConnection,
     rules: progress::RuleCache,
+    feed: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Store {
@@ -77,6 +84,7 @@ impl Store {
         Ok(Self {
             db,
             rules: progress::RuleCache::default(),
+            feed: std::sync::Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -144,7 +152,9 @@ impl Store {
         F: for<'c> FnOnce(&'c DatabaseTransaction) -> TxFuture<'c, T> + Send + 'static,
     {
         let db = self.db.clone();
-        let task = tokio::spawn(async move {
+        let feed = self.feed.clone();
+        let published = std::cell::Cell::new(false);
+        let task = tokio::spawn(event::PUBLISHED.scope(published, async move {
             let options = TransactionOptions {
                 sqlite_transaction_mode: (db.get_database_backend() == DbBackend::Sqlite)
                     .then_some(SqliteTransactionMode::Immediate),
@@ -153,8 +163,11 @@ impl Store {
             let transaction = db.begin_with_options(options).await.map_err(db_error)?;
             let value = work(&transaction).await?;
             transaction.commit().await.map_err(db_error)?;
+            if event::PUBLISHED.with(std::cell::Cell::get) {
+                feed.notify_waiters();
+            }
             Ok(value)
-        });
+        }));
         task.await
             .map_err(|join_error| Error::internal(format!("write task failed: {join_error}")))?
     }

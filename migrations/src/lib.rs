@@ -9,6 +9,7 @@ mod m20261127_000004_progress;
 mod m20261127_000005_certification;
 mod m20261127_000006_events;
 mod m20261127_000007_selection;
+mod m20261127_000008_surveys;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000005_certification::Migration),
             Box::new(m20261127_000006_events::Migration),
             Box::new(m20261127_000007_selection::Migration),
+            Box::new(m20261127_000008_surveys::Migration),
         ]
     }
 }

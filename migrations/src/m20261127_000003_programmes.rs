@@ -71,6 +71,7 @@ enum Enrollments {
     CohortId,
     ProgrammeId,
     PersonId,
+    OrganizationId,
     Sector,
     CourseVersionIds,
     State,
@@ -282,6 +283,11 @@ impl MigrationTrait for Migration {
                     )
                     .col(
                         ColumnDef::new(Enrollments::PersonId)
+                            .string_len(36)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Enrollments::OrganizationId)
                             .string_len(36)
                             .not_null(),
                     )

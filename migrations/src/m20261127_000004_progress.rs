@@ -53,12 +53,21 @@ enum EnrollmentProgress {
 #[derive(DeriveIden)]
 enum OutboxEvents {
     Table,
+    Sequence,
     Id,
     EventType,
     SubjectId,
     PersonId,
+    OrganizationPath,
     Payload,
     CreateTime,
+}
+
+#[derive(DeriveIden)]
+enum OutboxHead {
+    Table,
+    Id,
+    Sequence,
 }
 
 #[async_trait::async_trait]
@@ -252,29 +261,51 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(OutboxEvents::Table)
-                    .col(
-                        ColumnDef::new(OutboxEvents::Id)
-                            .string_len(36)
-                            .not_null()
-                            .primary_key(),
-                    )
-                    .col(
-                        ColumnDef::new(OutboxEvents::EventType)
-                            .string_len(64)
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(OutboxEvents::SubjectId)
-                            .string_len(36)
-                            .not_null(),
-                    )
+                    .col(ColumnDef::new(OutboxEvents::Sequence).big_integer().not_null().primary_key())
+                    .col(ColumnDef::new(OutboxEvents::Id).string_len(36).not_null().unique_key())
+                    .col(ColumnDef::new(OutboxEvents::EventType).string_len(64).not_null())
+                    .col(ColumnDef::new(OutboxEvents::SubjectId).string_len(36).not_null())
                     .col(ColumnDef::new(OutboxEvents::PersonId).string_len(36).null())
+                    .col(ColumnDef::new(OutboxEvents::OrganizationPath).text().null())
                     .col(ColumnDef::new(OutboxEvents::Payload).text().not_null())
-                    .col(
-                        ColumnDef::new(OutboxEvents::CreateTime)
-                            .timestamp_with_time_zone()
-                            .not_null(),
-                    )
+                    .col(ColumnDef::new(OutboxEvents::CreateTime).timestamp_with_time_zone().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_outbox_events_type")
+                    .table(OutboxEvents::Table)
+                    .col(OutboxEvents::EventType)
+                    .col(OutboxEvents::Sequence)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_outbox_events_create_time")
+                    .table(OutboxEvents::Table)
+                    .col(OutboxEvents::CreateTime)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(OutboxHead::Table)
+                    .col(ColumnDef::new(OutboxHead::Id).integer().not_null().primary_key())
+                    .col(ColumnDef::new(OutboxHead::Sequence).big_integer().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .exec_stmt(
+                Query::insert()
+                    .into_table(OutboxHead::Table)
+                    .columns([OutboxHead::Id, OutboxHead::Sequence])
+                    .values_panic([1.into(), 0i64.into()])
                     .to_owned(),
             )
             .await?;
@@ -283,6 +314,7 @@ impl MigrationTrait for Migration {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         for table in [
+            OutboxHead::Table.into_iden(),
             OutboxEvents::Table.into_iden(),
             EnrollmentProgress::Table.into_iden(),
             ActivityProgress::Table.into_iden(),

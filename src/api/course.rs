@@ -13,6 +13,7 @@ use crate::domain::{
     field_mask,
     organization::{optional_id_or_error, required_id},
     page::Page,
+    survey::RawQuestion,
 };
 use crate::error::{Error, Result};
 use crate::pb;
@@ -127,8 +128,9 @@ fn optional_filter<T>(
         .ok_or_else(|| Error::invalid(field, "is not a known value"))
 }
 
-/// Returns the activity fields of a request, before validation.
-fn raw_activity(activity: &pb::Activity) -> RawActivity<'_> {
+/// Returns the activity fields of a request, before validation (`questions` are its
+/// `survey_questions`, converted by [`super::survey::raw_questions`]).
+fn raw_activity<'a>(activity: &'a pb::Activity, questions: &'a [RawQuestion]) -> RawActivity<'a> {
     RawActivity {
         title: &activity.title,
         kind: activity_kind_from_proto(activity.kind),
@@ -137,6 +139,7 @@ fn raw_activity(activity: &pb::Activity) -> RawActivity<'_> {
         expected_minutes: activity.expected_minutes,
         pass_score: activity.pass_score,
         host_organization_id: &activity.host_organization_id,
+        survey_questions: questions,
     }
 }
 
@@ -208,6 +211,7 @@ impl From<Activity> for pb::Activity {
             expected_minutes: values.expected_minutes,
             pass_score: values.pass_score,
             host_organization_id: values.host_organization_id.unwrap_or_default(),
+            survey_questions: super::survey::questions_to_proto(values.survey_questions),
             requires_sign_off,
             etag: crate::domain::etag(activity.revision),
             create_time: Some(super::timestamp(activity.create_time)),
@@ -551,7 +555,8 @@ impl pb::course_service_server::CourseService for CourseApi {
         let activity = message
             .activity
             .ok_or_else(|| Error::invalid("activity", "is required"))?;
-        let values = ActivityValues::parse("activity", &raw_activity(&activity))?;
+        let questions = super::survey::raw_questions(&activity.survey_questions);
+        let values = ActivityValues::parse("activity", &raw_activity(&activity, &questions))?;
         let created = self
             .store
             .create_activity(
@@ -588,9 +593,12 @@ impl pb::course_service_server::CourseService for CourseApi {
                 ActivityField::ExpectedMinutes => activity.expected_minutes != 0,
                 ActivityField::PassScore => activity.pass_score.is_some(),
                 ActivityField::HostOrganizationId => !activity.host_organization_id.is_empty(),
+                ActivityField::SurveyQuestions => !activity.survey_questions.is_empty(),
             },
         )?;
-        let patch = ActivityPatch::parse("activity", &fields, &raw_activity(&activity))?;
+        let questions = super::survey::raw_questions(&activity.survey_questions);
+        let patch =
+            ActivityPatch::parse("activity", &fields, &raw_activity(&activity, &questions))?;
         let expected_revision = super::expected_revision("activity.etag", &activity.etag)?;
         let updated = self
             .store

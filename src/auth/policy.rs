@@ -25,8 +25,35 @@ const PEOPLE_READERS: &[Role] = &[Admin, OrgAdmin, HrService, ProgrammeManager];
 const CATALOGUE_MANAGERS: &[Role] = &[Admin, ProgrammeManager];
 const ENROLLERS: &[Role] = &[Admin, ProgrammeManager, OrgAdmin];
 const ENROLLMENT_READERS: &[Role] = &[Admin, ProgrammeManager, OrgAdmin, HrService, Learner];
-const PROGRESS_RECORDERS: &[Role] = &[Admin, ProgrammeManager, Trainer, Assessor, Learner, HrService];
-const PROGRESS_READERS: &[Role] = &[Admin, ProgrammeManager, Trainer, Assessor, Learner, HrService, OrgAdmin];
+const PROGRESS_RECORDERS: &[Role] = &[
+    Admin,
+    ProgrammeManager,
+    Trainer,
+    Assessor,
+    Learner,
+    HrService,
+];
+const PROGRESS_READERS: &[Role] = &[
+    Admin,
+    ProgrammeManager,
+    Trainer,
+    Assessor,
+    Learner,
+    HrService,
+    OrgAdmin,
+];
+
+const SELECTION_MANAGERS: &[Role] = &[Admin, ProgrammeManager];
+const APPLICANTS: &[Role] = &[Admin, ProgrammeManager, OrgAdmin, Learner];
+// Judges are people named on a panel, whatever their other roles; object checks follow.
+const SELECTION_JUDGES: &[Role] = &[Admin, ProgrammeManager, Assessor, Trainer, OrgAdmin, Learner];
+
+const SESSION_SCHEDULERS: &[Role] = &[Admin, ProgrammeManager];
+const SESSION_TRAINERS: &[Role] = &[Admin, ProgrammeManager, Trainer];
+const CERTIFICATION_MANAGERS: &[Role] = &[Admin, ProgrammeManager];
+const ASSESSORS: &[Role] = &[Admin, Assessor];
+const CANDIDACY_MOVERS: &[Role] = &[Admin, ProgrammeManager, Assessor];
+const CERTIFICATION_READERS: &[Role] = &[Admin, ProgrammeManager, Assessor, Trainer, HrService, OrgAdmin];
 
 /// Every `lms.v1` method and who may call it. Object-level checks (subtree, self) follow in the handlers.
 #[rustfmt::skip]
@@ -80,8 +107,67 @@ pub const METHOD_POLICY: &[(&str, Access)] = &[
     ("/lms.v1.ProgressService/ListProgress", Access::Roles(PROGRESS_READERS)),
     ("/lms.v1.ProgressService/RecomputeProgress", Access::Roles(&[Admin])),
     ("/lms.v1.ProgressService/ExportStatements", Access::Roles(&[Admin, ProgrammeManager, HrService])),
+    ("/lms.v1.EventService/WatchEvents", Access::Roles(&[Admin, HrService])),
+    ("/lms.v1.SurveyService/SubmitSurveyResponse", Access::Roles(&[Admin, ProgrammeManager, Trainer, Assessor, Learner])),
+    ("/lms.v1.SurveyService/GetSurveyResults", Access::Roles(&[Admin, ProgrammeManager, HrService, OrgAdmin])),
+    ("/lms.v1.DeliveryService/CreateSession", Access::Roles(SESSION_SCHEDULERS)),
+    ("/lms.v1.DeliveryService/GetSession", Access::Authenticated),
+    ("/lms.v1.DeliveryService/ListSessions", Access::Authenticated),
+    ("/lms.v1.DeliveryService/RescheduleSession", Access::Roles(SESSION_SCHEDULERS)),
+    ("/lms.v1.DeliveryService/ChangeSessionTrainers", Access::Roles(SESSION_SCHEDULERS)),
+    ("/lms.v1.DeliveryService/CancelSession", Access::Roles(SESSION_SCHEDULERS)),
+    ("/lms.v1.DeliveryService/RecordAttendance", Access::Roles(SESSION_TRAINERS)),
+    ("/lms.v1.DeliveryService/ListAttendance", Access::Roles(SESSION_TRAINERS)),
+    ("/lms.v1.DeliveryService/MarkDelivered", Access::Roles(&[Admin, Trainer])),
+    ("/lms.v1.CertificationService/CreateCertificationTrack", Access::Roles(CERTIFICATION_MANAGERS)),
+    ("/lms.v1.CertificationService/GetCertificationTrack", Access::Authenticated),
+    ("/lms.v1.CertificationService/ListCertificationTracks", Access::Authenticated),
+    ("/lms.v1.CertificationService/CreateCandidacy", Access::Roles(CANDIDACY_MOVERS)),
+    ("/lms.v1.CertificationService/GetCandidacy", Access::Roles(CERTIFICATION_READERS)),
+    ("/lms.v1.CertificationService/ListCandidacies", Access::Roles(CERTIFICATION_READERS)),
+    ("/lms.v1.CertificationService/StartTraining", Access::Roles(CANDIDACY_MOVERS)),
+    ("/lms.v1.CertificationService/BeginSupervisedPractice", Access::Roles(CANDIDACY_MOVERS)),
+    ("/lms.v1.CertificationService/SubmitForAssessment", Access::Roles(CANDIDACY_MOVERS)),
+    ("/lms.v1.CertificationService/RecordAssessment", Access::Roles(ASSESSORS)),
+    ("/lms.v1.CertificationService/ExtendCandidacyDeadline", Access::Roles(ASSESSORS)),
+    ("/lms.v1.CertificationService/WithdrawCandidacy", Access::Roles(CANDIDACY_MOVERS)),
+    ("/lms.v1.CertificationService/RevokeCandidacy", Access::Roles(ASSESSORS)),
+    ("/lms.v1.CertificationService/RecordSupervisedDelivery", Access::Roles(&[Admin, Trainer])),
+    ("/lms.v1.CertificationService/IssueCertificate", Access::Roles(ASSESSORS)),
+    ("/lms.v1.CertificationService/GetCertificate", Access::Roles(CERTIFICATION_READERS)),
+    ("/lms.v1.CertificationService/ListCertificates", Access::Roles(CERTIFICATION_READERS)),
+    ("/lms.v1.CertificationService/RenewCertificate", Access::Roles(ASSESSORS)),
+    ("/lms.v1.CertificationService/SuspendCertificate", Access::Roles(ASSESSORS)),
+    ("/lms.v1.CertificationService/ReinstateCertificate", Access::Roles(ASSESSORS)),
+    ("/lms.v1.CertificationService/RevokeCertificate", Access::Roles(ASSESSORS)),
+    ("/lms.v1.CertificationService/VerifyCertificate", Access::Public),
+    ("/lms.v1.CertificationService/GetIssuerKeys", Access::Public),
+    ("/lms.v1.CertificationService/GetStatusListCredential", Access::Public),
+    ("/lms.v1.CertificationService/ListCertifiedTrainers", Access::Authenticated),
+    ("/lms.v1.CertificationService/GetCascade", Access::Roles(CERTIFICATION_READERS)),
+    ("/lms.v1.CertificationService/GetCascadeReach", Access::Roles(CERTIFICATION_READERS)),
+    ("/lms.v1.ReportService/GetCompletionReport", Access::Roles(&[Admin, ProgrammeManager, HrService, OrgAdmin])),
+    ("/lms.v1.ReportService/GetProgrammeDashboard", Access::Roles(&[Admin, ProgrammeManager, HrService])),
+    ("/lms.v1.ReportService/ExportReport", Access::Roles(&[Admin, ProgrammeManager, HrService, OrgAdmin])),
+    ("/lms.v1.ReportService/RebuildReportCounters", Access::Roles(&[Admin])),
     ("/lms.v1.AuditService/ListAuditEntries", Access::Roles(&[Admin])),
     ("/lms.v1.AuditService/VerifyAuditChain", Access::Roles(&[Admin])),
+    ("/lms.v1.SelectionService/CreateCall", Access::Roles(SELECTION_MANAGERS)),
+    ("/lms.v1.SelectionService/GetCall", Access::Authenticated),
+    ("/lms.v1.SelectionService/ListCalls", Access::Authenticated),
+    ("/lms.v1.SelectionService/CloseCall", Access::Roles(SELECTION_MANAGERS)),
+    ("/lms.v1.SelectionService/SubmitApplication", Access::Roles(APPLICANTS)),
+    ("/lms.v1.SelectionService/WithdrawApplication", Access::Roles(APPLICANTS)),
+    ("/lms.v1.SelectionService/GetApplication", Access::Roles(SELECTION_JUDGES)),
+    ("/lms.v1.SelectionService/ListApplications", Access::Roles(APPLICANTS)),
+    ("/lms.v1.SelectionService/CreatePanel", Access::Roles(SELECTION_MANAGERS)),
+    ("/lms.v1.SelectionService/GetPanel", Access::Roles(&[Admin, ProgrammeManager, Assessor])),
+    ("/lms.v1.SelectionService/AssignApplications", Access::Roles(SELECTION_MANAGERS)),
+    ("/lms.v1.SelectionService/ListMyAssignments", Access::Roles(SELECTION_JUDGES)),
+    ("/lms.v1.SelectionService/SubmitScore", Access::Roles(SELECTION_JUDGES)),
+    ("/lms.v1.SelectionService/ListScores", Access::Roles(SELECTION_JUDGES)),
+    ("/lms.v1.SelectionService/RankApplications", Access::Roles(SELECTION_MANAGERS)),
+    ("/lms.v1.SelectionService/DecideApplications", Access::Roles(SELECTION_MANAGERS)),
 ];
 
 /// Returns who may call the method at `path`, or `None` for a method nobody may call.

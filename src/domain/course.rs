@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Role;
+use crate::domain::survey::{RawQuestion, SurveyQuestion, parse_questions};
 use crate::error::{Error, Result, Violations};
 
 /// Longest course code.
@@ -1155,10 +1156,12 @@ pub struct ActivityValues {
     pub pass_score: Option<i32>,
     /// Host organisation (field visits and industry attachments only).
     pub host_organization_id: Option<String>,
+    /// Questions (SURVEY activities only).
+    pub survey_questions: Vec<SurveyQuestion>,
 }
 
 /// The fields of an activity as a request carries them, before validation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RawActivity<'a> {
     /// Title.
     pub title: &'a str,
@@ -1174,6 +1177,8 @@ pub struct RawActivity<'a> {
     pub pass_score: Option<i32>,
     /// Host organisation id; empty for none.
     pub host_organization_id: &'a str,
+    /// Survey questions, before validation.
+    pub survey_questions: &'a [RawQuestion],
 }
 
 impl ActivityValues {
@@ -1208,6 +1213,11 @@ impl ActivityValues {
             &format!("{prefix}.host_organization_id"),
             raw.host_organization_id,
         );
+        let survey_questions = parse_survey_questions(
+            &mut violations,
+            &format!("{prefix}.survey_questions"),
+            raw.survey_questions,
+        );
         let (Some(kind), Some(delivery_mode)) = (raw.kind, raw.delivery_mode) else {
             return Err(Error::InvalidArgument(violations));
         };
@@ -1219,6 +1229,7 @@ impl ActivityValues {
             expected_minutes: raw.expected_minutes,
             pass_score: raw.pass_score,
             host_organization_id,
+            survey_questions,
         };
         if let Err(Error::InvalidArgument(kind_violations)) = check_kind_rules(prefix, &values) {
             for violation in kind_violations.as_slice() {
@@ -1262,7 +1273,34 @@ pub fn check_kind_rules(prefix: &str, values: &ActivityValues) -> Result<()> {
         ),
         _ => {}
     }
+    if kind != ActivityKind::Survey && !values.survey_questions.is_empty() {
+        violations.add(
+            format!("{prefix}.survey_questions"),
+            format!(
+                "are only allowed for SURVEY activities, not {}",
+                kind.as_str()
+            ),
+        );
+    }
     violations.into_result(())
+}
+
+/// Validates survey questions into `violations`; returns the valid ones (empty on any problem).
+fn parse_survey_questions(
+    violations: &mut Violations,
+    field: &str,
+    raw: &[RawQuestion],
+) -> Vec<SurveyQuestion> {
+    match parse_questions(field, raw) {
+        Ok(questions) => questions,
+        Err(Error::InvalidArgument(problems)) => {
+            for problem in problems.as_slice() {
+                violations.add(problem.field.clone(), problem.description.clone());
+            }
+            Vec::new()
+        }
+        Err(_) => Vec::new(),
+    }
 }
 
 /// An activity as stored.
@@ -1310,11 +1348,13 @@ pub enum ActivityField {
     PassScore,
     /// `host_organization_id`.
     HostOrganizationId,
+    /// `survey_questions` (the whole list).
+    SurveyQuestions,
 }
 
 impl ActivityField {
     /// Every updatable field.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Title,
         Self::Kind,
         Self::Required,
@@ -1322,6 +1362,7 @@ impl ActivityField {
         Self::ExpectedMinutes,
         Self::PassScore,
         Self::HostOrganizationId,
+        Self::SurveyQuestions,
     ];
     /// Fields a mask may name but an update ignores.
     pub const OUTPUT_ONLY: [&'static str; 7] = [
@@ -1344,6 +1385,7 @@ impl ActivityField {
             "expected_minutes" => Some(Self::ExpectedMinutes),
             "pass_score" => Some(Self::PassScore),
             "host_organization_id" => Some(Self::HostOrganizationId),
+            "survey_questions" => Some(Self::SurveyQuestions),
             _ => None,
         }
     }
@@ -1366,6 +1408,8 @@ pub struct ActivityPatch {
     pub pass_score: Option<Option<i32>>,
     /// New host organisation (`Some(None)` clears it).
     pub host_organization_id: Option<Option<String>>,
+    /// New survey questions (`Some(vec![])` clears them).
+    pub survey_questions: Option<Vec<SurveyQuestion>>,
 }
 
 impl ActivityPatch {
@@ -1425,6 +1469,13 @@ impl ActivityPatch {
                         raw.host_organization_id,
                     ));
                 }
+                ActivityField::SurveyQuestions => {
+                    patch.survey_questions = Some(parse_survey_questions(
+                        &mut violations,
+                        &format!("{prefix}.survey_questions"),
+                        raw.survey_questions,
+                    ));
+                }
             }
         }
         violations.into_result(patch)
@@ -1457,6 +1508,9 @@ impl ActivityPatch {
         }
         if let Some(host) = &self.host_organization_id {
             values.host_organization_id.clone_from(host);
+        }
+        if let Some(questions) = &self.survey_questions {
+            values.survey_questions.clone_from(questions);
         }
         check_kind_rules(prefix, values)?;
         Ok(*values != before)
@@ -1579,6 +1633,7 @@ mod tests {
                 expected_minutes: 60,
                 pass_score: kind.needs_pass_score().then_some(50),
                 host_organization_id: kind.needs_host_organization().then(|| "host".to_owned()),
+                survey_questions: Vec::new(),
             },
             revision: 1,
             create_time: now,
@@ -1601,7 +1656,50 @@ mod tests {
             expected_minutes: 30,
             pass_score,
             host_organization_id: host,
+            survey_questions: &[],
         }
+    }
+
+    #[test]
+    fn survey_questions_belong_to_surveys_only() {
+        let questions = [crate::domain::survey::RawQuestion {
+            id: "hours".to_owned(),
+            text: "Hours saved per week".to_owned(),
+            kind: Some(crate::domain::survey::QuestionKind::Number),
+            ..Default::default()
+        }];
+        let mut request = raw(Some(ActivityKind::Survey), None, "");
+        request.survey_questions = &questions;
+        let values = ActivityValues::parse("activity", &request).unwrap();
+        assert_eq!(values.survey_questions.len(), 1);
+        request.kind = Some(ActivityKind::Lecture);
+        let error = ActivityValues::parse("activity", &request).unwrap_err();
+        assert_eq!(fields_of(error), ["activity.survey_questions"]);
+        let mut survey = values;
+        let to_lecture = ActivityPatch {
+            kind: Some(ActivityKind::Lecture),
+            ..Default::default()
+        };
+        let error = to_lecture.apply("activity", &mut survey.clone()).unwrap_err();
+        assert_eq!(fields_of(error), ["activity.survey_questions"]);
+        let cleared = ActivityPatch {
+            kind: Some(ActivityKind::Lecture),
+            survey_questions: Some(Vec::new()),
+            ..Default::default()
+        };
+        assert!(cleared.apply("activity", &mut survey).unwrap());
+        let bad = [crate::domain::survey::RawQuestion::default()];
+        request.kind = Some(ActivityKind::Survey);
+        request.survey_questions = &bad;
+        let error = ActivityValues::parse("activity", &request).unwrap_err();
+        assert_eq!(
+            fields_of(error),
+            [
+                "activity.survey_questions[0].id",
+                "activity.survey_questions[0].text",
+                "activity.survey_questions[0].kind"
+            ]
+        );
     }
 
     fn fields_of(error: Error) -> Vec<String> {

@@ -841,6 +841,8 @@ pub struct Enrollment {
     pub programme_id: String,
     /// Person.
     pub person_id: String,
+    /// The person's organisation at enrolment (reports count the enrolment there).
+    pub organization_id: String,
     /// The person's sector at enrolment (counts against sector seats).
     pub sector: Sector,
     /// Pinned course versions.

@@ -17,7 +17,8 @@ use tower::{Layer, Service};
 use crate::error::Error;
 
 /// Methods that stream requests or responses: exempt from the server's ceiling.
-const STREAMING_METHODS: [&str; 5] = [
+const STREAMING_METHODS: [&str; 6] = [
+    "/lms.v1.EventService/WatchEvents",
     "/lms.v1.PersonService/ImportPeople",
     "/lms.v1.ProgressService/StreamProgress",
     "/lms.v1.ProgressService/ExportStatements",

@@ -175,6 +175,13 @@ fn activity_from_model(model: course_activities::Model) -> Result<Activity> {
             model.delivery_mode
         ))
     })?;
+    let survey_questions = model
+        .survey_questions
+        .as_deref()
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(|error| Error::internal(format!("stored survey questions are invalid: {error}")))?
+        .unwrap_or_default();
     Ok(Activity {
         id: model.id,
         module_id: model.module_id,
@@ -188,6 +195,7 @@ fn activity_from_model(model: course_activities::Model) -> Result<Activity> {
             expected_minutes: model.expected_minutes,
             pass_score: model.pass_score,
             host_organization_id: model.host_organization_id,
+            survey_questions,
         },
         revision: model.revision,
         create_time: model.create_time,
@@ -197,6 +205,10 @@ fn activity_from_model(model: course_activities::Model) -> Result<Activity> {
 
 fn activity_row(activity: &Activity) -> course_activities::ActiveModel {
     let values = &activity.values;
+    // Serialising plain data cannot fail; an empty list is stored as NULL.
+    let survey_questions = (!values.survey_questions.is_empty())
+        .then(|| serde_json::to_string(&values.survey_questions).ok())
+        .flatten();
     course_activities::ActiveModel {
         id: Set(activity.id.clone()),
         course_version_id: Set(activity.course_version_id.clone()),
@@ -209,6 +221,7 @@ fn activity_row(activity: &Activity) -> course_activities::ActiveModel {
         expected_minutes: Set(values.expected_minutes),
         pass_score: Set(values.pass_score),
         host_organization_id: Set(values.host_organization_id.clone()),
+        survey_questions: Set(survey_questions),
         revision: Set(activity.revision),
         create_time: Set(activity.create_time),
         update_time: Set(activity.update_time),
@@ -280,6 +293,7 @@ fn activity_change(activity: &Activity, deleted: bool) -> AuditChange {
             "expected_minutes": values.expected_minutes,
             "pass_score": values.pass_score,
             "host_organization_id": values.host_organization_id,
+            "survey_questions": values.survey_questions,
             "revision": activity.revision,
             "deleted": deleted,
         }),
@@ -437,7 +451,7 @@ async fn load_module_activities(
 }
 
 /// Loads an activity, or NOT_FOUND.
-async fn load_activity(connection: &impl ConnectionTrait, id: &str) -> Result<Activity> {
+pub(crate) async fn load_activity(connection: &impl ConnectionTrait, id: &str) -> Result<Activity> {
     let model = course_activities::Entity::find_by_id(id.to_owned())
         .one(connection)
         .await

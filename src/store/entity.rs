@@ -4,8 +4,13 @@
 #![allow(missing_docs)]
 
 pub mod catalogue;
+pub mod certification;
+pub mod delivery;
 pub mod programme;
 pub mod progress;
+pub mod report;
+pub mod selection;
+pub mod survey;
 
 /// Table `organizations`.
 pub mod organizations {

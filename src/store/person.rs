@@ -14,6 +14,7 @@ use super::idempotency::{self, RequestKey, StoredAnswer};
 use super::{Store, audit, db_error};
 use crate::auth::Scope;
 use crate::domain::audit::{AuditChange, AuditContext};
+use crate::domain::event::NewEvent;
 use crate::domain::page::Page;
 use crate::domain::person::{
     OrganizationRef, Person, PersonPatch, PersonRecord, PersonStatus, PersonValues, RecordError,
@@ -72,6 +73,21 @@ fn change_of(person: &Person) -> AuditChange {
             "revision": person.revision,
         }),
     )
+}
+
+fn person_event(event_type: &'static str, person: &Person, organization_path: &str) -> NewEvent {
+    NewEvent {
+        event_type,
+        subject_id: person.id.clone(),
+        person_id: Some(person.id.clone()),
+        organization_path: Some(organization_path.to_owned()),
+        payload: serde_json::json!({
+            "person_id": person.id,
+            "external_id": person.external_id,
+            "organization_id": person.values.organization_id,
+            "status": person.values.status.as_str(),
+        }),
+    }
 }
 
 fn to_active(person: &Person) -> people::ActiveModel {
@@ -232,6 +248,7 @@ async fn upsert_in_transaction(
     let now = crate::domain::now();
     let mut inserts = Vec::new();
     let mut changes = Vec::new();
+    let mut published = Vec::new();
     for (index, record) in valid {
         let key = record.external_id.clone();
         let resolved = match &record.organization {
@@ -281,6 +298,7 @@ async fn upsert_in_transaction(
                     ));
                 }
                 changes.push(change_of(person));
+                published.push(person_event("person.updated", person, &path));
                 outcome.counts.updated += 1;
             }
             None => {
@@ -293,6 +311,7 @@ async fn upsert_in_transaction(
                     update_time: now,
                 };
                 changes.push(change_of(&person));
+                published.push(person_event("person.created", &person, &path));
                 inserts.push(to_active(&person));
                 // A later duplicate would have been refused above, so this key is final.
                 existing.insert(key, person);
@@ -321,9 +340,35 @@ async fn upsert_in_transaction(
             })?;
     }
     audit::append(transaction, context, changes).await?;
+    super::event::append(transaction, published).await?;
     outcome.counts.failed = outcome.errors.len() as i64;
     outcome.errors.sort_by_key(|error| error.index);
     Ok(outcome)
+}
+
+/// Returns the materialised organisation path of each of `person_ids` that exists.
+pub(crate) async fn organization_paths_of_people(
+    connection: &impl ConnectionTrait,
+    mut person_ids: Vec<String>,
+) -> Result<HashMap<String, String>> {
+    person_ids.sort();
+    person_ids.dedup();
+    let mut paths = HashMap::new();
+    for chunk in person_ids.chunks(LOOKUP_BATCH) {
+        let people = people::Entity::find()
+            .filter(people::Column::Id.is_in(chunk.iter().cloned()))
+            .all(connection)
+            .await
+            .map_err(db_error)?;
+        let organization_ids: Vec<String> = people.iter().map(|person| person.organization_id.clone()).collect();
+        let (by_id, _) = organization_paths(connection, organization_ids, Vec::new()).await?;
+        for person in people {
+            if let Some(path) = by_id.get(&person.organization_id) {
+                paths.insert(person.id, path.clone());
+            }
+        }
+    }
+    Ok(paths)
 }
 
 impl Store {
@@ -429,6 +474,11 @@ impl Store {
                     });
                 }
                 audit::append(transaction, &context, vec![change_of(&person)]).await?;
+                let path = match &patch.organization_id {
+                    Some(organization_id) => super::organization::load(transaction, organization_id).await?.path,
+                    None => current.path.clone(),
+                };
+                super::event::append(transaction, vec![person_event("person.updated", &person, &path)]).await?;
                 Ok(person)
             })
         })

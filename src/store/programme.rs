@@ -16,6 +16,7 @@ use super::idempotency::{self, RequestKey, StoredAnswer};
 use super::{Store, audit, db_error, is_unique_violation};
 use crate::auth::Scope;
 use crate::domain::audit::{AuditChange, AuditContext};
+use crate::domain::event::NewEvent;
 use crate::domain::page::Page;
 use crate::domain::person::{PersonStatus, Sector};
 use crate::domain::programme::{
@@ -475,6 +476,7 @@ pub(crate) fn enrollment_from(model: enrollments::Model) -> Result<Enrollment> {
         cohort_id: model.cohort_id,
         programme_id: model.programme_id,
         person_id: model.person_id,
+        organization_id: model.organization_id,
         sector,
         state,
         waitlist_position: 0,
@@ -494,6 +496,7 @@ pub(crate) fn enrollment_active(enrollment: &Enrollment) -> enrollments::ActiveM
         cohort_id: Set(enrollment.cohort_id.clone()),
         programme_id: Set(enrollment.programme_id.clone()),
         person_id: Set(enrollment.person_id.clone()),
+        organization_id: Set(enrollment.organization_id.clone()),
         sector: Set(enrollment.sector.as_str().to_owned()),
         course_version_ids: Set(json_list(&enrollment.course_version_ids)),
         state: Set(enrollment.state.as_str().to_owned()),
@@ -555,9 +558,10 @@ async fn promote_waitlisted(
     cohort: &mut Cohort,
     counts: &mut SeatCounts,
     changes: &mut Vec<AuditChange>,
-) -> Result<()> {
+) -> Result<Vec<Enrollment>> {
+    let mut promoted = Vec::new();
     if cohort.waitlisted_count == 0 {
-        return Ok(());
+        return Ok(promoted);
     }
     let waiting = enrollments::Entity::find()
         .filter(enrollments::Column::CohortId.eq(cohort.id.as_str()))
@@ -583,6 +587,7 @@ async fn promote_waitlisted(
         if place(&seats_only, counts, enrollment.sector).is_err() {
             continue;
         }
+        let before = enrollment.clone();
         enrollment.state = EnrollmentState::Enrolled;
         enrollment.enrolled_time = now;
         enrollment.revision += 1;
@@ -595,8 +600,41 @@ async fn promote_waitlisted(
         cohort.enrolled_count += 1;
         cohort.waitlisted_count -= 1;
         changes.push(enrollment_change(&enrollment));
+        super::report::record_moves(transaction, &[(Some(before), enrollment.clone())]).await?;
+        promoted.push(enrollment);
     }
-    Ok(())
+    Ok(promoted)
+}
+
+/// Publishes `event_type` for each of `enrollments`, with the learner's organisation for subtree filters.
+async fn publish_enrollments(
+    transaction: &DatabaseTransaction,
+    event_type: &'static str,
+    enrollments: &[&Enrollment],
+) -> Result<()> {
+    if enrollments.is_empty() {
+        return Ok(());
+    }
+    let person_ids = enrollments.iter().map(|enrollment| enrollment.person_id.clone()).collect();
+    let paths = super::person::organization_paths_of_people(transaction, person_ids).await?;
+    let events = enrollments
+        .iter()
+        .map(|enrollment| NewEvent {
+            event_type,
+            subject_id: enrollment.id.clone(),
+            person_id: Some(enrollment.person_id.clone()),
+            organization_path: paths.get(&enrollment.person_id).cloned(),
+            payload: serde_json::json!({
+                "enrollment_id": enrollment.id,
+                "cohort_id": enrollment.cohort_id,
+                "programme_id": enrollment.programme_id,
+                "person_id": enrollment.person_id,
+                "state": enrollment.state.as_str(),
+                "withdraw_reason": enrollment.withdraw_reason,
+            }),
+        })
+        .collect();
+    super::event::append(transaction, events).await
 }
 
 /// What happened to one person of an enrolment call.
@@ -627,7 +665,7 @@ fn refusal(reason: &'static str, message: impl Into<String>) -> Refusal {
 }
 
 /// Enrols `person_ids` in a locked cohort; one outcome per person.
-async fn enroll_in_transaction(
+pub(crate) async fn enroll_in_transaction(
     transaction: &DatabaseTransaction,
     context: &AuditContext,
     scope: &Scope,
@@ -689,6 +727,7 @@ async fn enroll_in_transaction(
     let mut made: HashMap<String, Enrollment> = HashMap::new();
     let mut inserts = Vec::new();
     let mut changes = Vec::new();
+    let mut moves: Vec<(Option<Enrollment>, Enrollment)> = Vec::new();
     for person_id in person_ids {
         let decision = (|| {
             if !seen.insert(person_id.clone()) {
@@ -747,10 +786,16 @@ async fn enroll_in_transaction(
                 EnrollmentState::Waitlisted
             }
         };
+        let organization_id = people
+            .get(person_id)
+            .map(|person| person.organization_id.clone())
+            .unwrap_or_default();
         let enrollment = match existing.remove(person_id) {
             Some(mut withdrawn) => {
+                let before = withdrawn.clone();
                 withdrawn.state = state;
                 withdrawn.sector = sector;
+                withdrawn.organization_id = organization_id;
                 withdrawn.course_version_ids = pinned.clone();
                 withdrawn.enrolled_time = now;
                 withdrawn.withdrawn_time = None;
@@ -761,6 +806,7 @@ async fn enroll_in_transaction(
                     .exec(transaction)
                     .await
                     .map_err(db_error)?;
+                moves.push((Some(before), withdrawn.clone()));
                 withdrawn
             }
             None => {
@@ -769,6 +815,7 @@ async fn enroll_in_transaction(
                     cohort_id: cohort.id.clone(),
                     programme_id: programme.id.clone(),
                     person_id: person_id.clone(),
+                    organization_id,
                     sector,
                     course_version_ids: pinned.clone(),
                     state,
@@ -782,6 +829,7 @@ async fn enroll_in_transaction(
                     update_time: now,
                 };
                 inserts.push(enrollment_active(&enrollment));
+                moves.push((None, enrollment.clone()));
                 enrollment
             }
         };
@@ -817,6 +865,10 @@ async fn enroll_in_transaction(
         changes.push(cohort_change(&cohort));
     }
     audit::append(transaction, context, changes).await?;
+    super::report::record_moves(transaction, &moves).await?;
+    let mut made_list: Vec<&Enrollment> = made.values().collect();
+    made_list.sort_by(|a, b| a.id.cmp(&b.id));
+    publish_enrollments(transaction, "enrollment.created", &made_list).await?;
     Ok(EnrollResult {
         outcomes,
         enrollments: made,
@@ -1202,10 +1254,13 @@ impl Store {
                     });
                 }
                 let mut changes = Vec::new();
-                promote_waitlisted(transaction, &mut cohort, &mut counts, &mut changes).await?;
+                let promoted =
+                    promote_waitlisted(transaction, &mut cohort, &mut counts, &mut changes).await?;
                 save_cohort(transaction, &mut cohort).await?;
                 changes.push(cohort_change(&cohort));
                 audit::append(transaction, &context, changes).await?;
+                let promoted: Vec<&Enrollment> = promoted.iter().collect();
+                publish_enrollments(transaction, "enrollment.promoted", &promoted).await?;
                 Ok(cohort)
             })
         })
@@ -1372,6 +1427,7 @@ impl Store {
                     }
                     check_withdrawable(&enrollment)?;
                     let held_place = enrollment.state.holds_place();
+                    let before = enrollment.clone();
                     let now = crate::domain::now();
                     enrollment.state = EnrollmentState::Withdrawn;
                     enrollment.withdrawn_time = Some(now);
@@ -1383,17 +1439,24 @@ impl Store {
                         .await
                         .map_err(db_error)?;
                     let mut changes = vec![enrollment_change(&enrollment)];
+                    super::report::record_moves(transaction, &[(Some(before), enrollment.clone())])
+                        .await?;
+                    let mut promoted = Vec::new();
                     if held_place {
                         cohort.enrolled_count -= 1;
                         let mut counts = seat_counts(transaction, &cohort.id).await?;
-                        promote_waitlisted(transaction, &mut cohort, &mut counts, &mut changes)
-                            .await?;
+                        promoted =
+                            promote_waitlisted(transaction, &mut cohort, &mut counts, &mut changes)
+                                .await?;
                     } else {
                         cohort.waitlisted_count -= 1;
                     }
                     save_cohort(transaction, &mut cohort).await?;
                     changes.push(cohort_change(&cohort));
                     audit::append(transaction, &context, changes).await?;
+                    publish_enrollments(transaction, "enrollment.withdrawn", &[&enrollment]).await?;
+                    let promoted: Vec<&Enrollment> = promoted.iter().collect();
+                    publish_enrollments(transaction, "enrollment.promoted", &promoted).await?;
                     Ok(enrollment)
                 })
             })

@@ -16,12 +16,13 @@ use sea_orm::{
 
 use super::entity::programme::enrollments;
 use super::entity::progress::{
-    activity_progress, enrollment_progress, outbox_events, progress_events,
+    activity_progress, enrollment_progress, progress_events,
 };
 use super::programme::{enrollment_active, enrollment_from, for_update};
 use super::{Store, audit, db_error, is_unique_violation};
 use crate::domain::audit::{AuditChange, AuditContext};
 use crate::domain::course::CompletionRule;
+use crate::domain::event::NewEvent;
 use crate::domain::page::Page;
 use crate::domain::person::RecordError;
 use crate::domain::programme::{Enrollment, EnrollmentState};
@@ -289,6 +290,8 @@ async fn save_ledgers(
     let mut tally_rows = Vec::new();
     let mut summary_rows = Vec::new();
     let mut outbox = Vec::new();
+    let mut moves = Vec::new();
+    let mut course_completions: Vec<(Enrollment, String)> = Vec::new();
     for ledger in ledgers
         .values_mut()
         .filter(|ledger| !ledger.touched.is_empty())
@@ -306,8 +309,14 @@ async fn save_ledgers(
             last_event_time: Set(after.last_event_time),
             update_time: Set(now),
         });
-        outbox.extend(completions(&ledger.enrollment, &ledger.before, &after, now));
+        outbox.extend(completions(&ledger.enrollment, &ledger.before, &after));
+        for (course_after, course_before) in after.courses.iter().zip(&ledger.before.courses) {
+            if course_after.completed && !course_before.completed {
+                course_completions.push((ledger.enrollment.clone(), course_after.course_version_id.clone()));
+            }
+        }
         let enrollment = &mut ledger.enrollment;
+        let before = enrollment.clone();
         let state = if after.completed {
             EnrollmentState::Completed
         } else if enrollment.state == EnrollmentState::Enrolled && after.event_count > 0 {
@@ -330,6 +339,7 @@ async fn save_ledgers(
                 .exec(transaction)
                 .await
                 .map_err(db_error)?;
+            moves.push((Some(before), enrollment.clone()));
         }
         ledger.before = after;
         ledger.touched.clear();
@@ -371,11 +381,17 @@ async fn save_ledgers(
             .await
             .map_err(db_error)?;
     }
+    super::report::record_moves(transaction, &moves).await?;
+    let completed: Vec<(&Enrollment, String)> =
+        course_completions.iter().map(|(enrollment, version)| (enrollment, version.clone())).collect();
+    super::report::record_course_completions(transaction, &completed).await?;
     if !outbox.is_empty() {
-        outbox_events::Entity::insert_many(outbox)
-            .exec(transaction)
-            .await
-            .map_err(db_error)?;
+        let person_ids: Vec<String> = outbox.iter().filter_map(|event| event.person_id.clone()).collect();
+        let paths = super::person::organization_paths_of_people(transaction, person_ids).await?;
+        for event in &mut outbox {
+            event.organization_path = event.person_id.as_ref().and_then(|id| paths.get(id).cloned());
+        }
+        super::event::append(transaction, outbox).await?;
     }
     Ok(())
 }
@@ -385,15 +401,13 @@ fn completions(
     enrollment: &Enrollment,
     before: &ProgressView,
     after: &ProgressView,
-    now: DateTime<Utc>,
-) -> Vec<outbox_events::ActiveModel> {
-    let event = |event_type: &str, payload: serde_json::Value| outbox_events::ActiveModel {
-        id: Set(crate::domain::new_id()),
-        event_type: Set(event_type.to_owned()),
-        subject_id: Set(enrollment.id.clone()),
-        person_id: Set(Some(enrollment.person_id.clone())),
-        payload: Set(payload.to_string()),
-        create_time: Set(now),
+) -> Vec<NewEvent> {
+    let event = |event_type: &'static str, payload: serde_json::Value| NewEvent {
+        event_type,
+        subject_id: enrollment.id.clone(),
+        person_id: Some(enrollment.person_id.clone()),
+        organization_path: None,
+        payload,
     };
     let mut events = Vec::new();
     for (course_after, course_before) in after.courses.iter().zip(&before.courses) {
@@ -424,6 +438,18 @@ fn completions(
         ));
     }
     events
+}
+
+/// Records `events` inside the caller's transaction (attendance records ATTENDED events this way,
+/// in the same transaction as the marks); each gets an ack or its own error.
+pub(crate) async fn record_in_caller_transaction(
+    transaction: &DatabaseTransaction,
+    store: &Store,
+    actor: &str,
+    recorder: &Recorder,
+    events: Vec<EventRecord>,
+) -> Result<Vec<std::result::Result<Ack, RecordError>>> {
+    record_in_transaction(transaction, &store.rules, actor, recorder, events).await
 }
 
 async fn record_in_transaction(

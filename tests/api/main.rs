@@ -3,7 +3,9 @@
 
 mod audit;
 mod auth;
+mod certification;
 mod courses;
+mod events;
 mod helpers;
 mod lifecycle;
 mod limits;
@@ -11,3 +13,6 @@ mod organizations;
 mod people;
 mod programmes;
 mod progress;
+mod reports;
+mod selection;
+mod surveys;

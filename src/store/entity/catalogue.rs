@@ -109,6 +109,9 @@ pub mod course_activities {
         pub expected_minutes: i32,
         pub pass_score: Option<i32>,
         pub host_organization_id: Option<String>,
+        /// JSON array of survey questions (SURVEY activities only; added by the surveys migration).
+        #[sea_orm(column_type = "Text", nullable)]
+        pub survey_questions: Option<String>,
         pub revision: i64,
         pub create_time: DateTimeUtc,
         pub update_time: DateTimeUtc,

@@ -99,6 +99,7 @@ pub mod enrollments {
         pub cohort_id: String,
         pub programme_id: String,
         pub person_id: String,
+        pub organization_id: String,
         pub sector: String,
         pub course_version_ids: String,
         pub state: String,

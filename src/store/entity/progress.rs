@@ -94,12 +94,34 @@ pub mod outbox_events {
     #[sea_orm(table_name = "outbox_events")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
+        pub sequence: i64,
         pub id: String,
         pub event_type: String,
         pub subject_id: String,
         pub person_id: Option<String>,
+        pub organization_path: Option<String>,
         pub payload: String,
         pub create_time: DateTimeUtc,
+    }
+
+    /// No relations are navigated through sea-orm.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Table `outbox_head`: the single row holding the last assigned outbox sequence.
+pub mod outbox_head {
+    use sea_orm::entity::prelude::*;
+
+    /// The row of `outbox_head`.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "outbox_head")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i32,
+        pub sequence: i64,
     }
 
     /// No relations are navigated through sea-orm.

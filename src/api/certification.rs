@@ -1,0 +1,949 @@
+//! `lms.v1.CertificationService`: tracks, candidacies, certificates, public verification with
+//! signed credentials and status lists, and the cascade.
+
+use std::{
+    collections::HashMap,
+    io::Write as _,
+    net::{IpAddr, Ipv4Addr},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Instant,
+};
+
+use anyhow::Context as _;
+use tonic::{Request, Response, Status};
+
+use crate::auth::{self, CallContext};
+use crate::config::Config;
+use crate::domain::certification::{
+    CandidacyEvent, CandidacyState, CandidacyView, Certificate, CertificateAction,
+    CertificateStatus, Clock, RawTrack, Requirements, SupervisedOutcome, Track, TrackLevel,
+    TrackScope, certificate_status_at,
+    credential::{self, CertificateClaims, IssuerSeed},
+    validate_reason,
+};
+use crate::domain::organization::{optional_id_or_error, required_id};
+use crate::domain::page::Page;
+use crate::error::{Error, Result};
+use crate::pb;
+use crate::store::{Store, certification::MAX_CASCADE_DEPTH};
+
+/// File in the data dir holding the issuer seed when none is configured.
+pub const ISSUER_SEED_FILE: &str = "issuer-ed25519.seed";
+/// Most client addresses tracked by the verification rate limiter before idle ones are dropped.
+const MAX_TRACKED_CLIENTS: usize = 100_000;
+
+/// A token bucket per client address (or one shared bucket when the address is unknown).
+#[derive(Debug)]
+struct RateLimiter {
+    rate_per_second: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+}
+
+impl RateLimiter {
+    fn new(rate_per_second: u32, burst: u32) -> Self {
+        Self {
+            rate_per_second: f64::from(rate_per_second.max(1)),
+            burst: f64::from(burst.max(1)),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes a token for `client`; false when its bucket is empty.
+    fn allow(&self, client: Option<IpAddr>) -> bool {
+        let key = client.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let now = Instant::now();
+        let Ok(mut buckets) = self.buckets.lock() else {
+            return false;
+        };
+        if buckets.len() >= MAX_TRACKED_CLIENTS {
+            let (rate, burst) = (self.rate_per_second, self.burst);
+            buckets.retain(|_, (tokens, last)| {
+                *tokens + now.duration_since(*last).as_secs_f64() * rate < burst
+            });
+        }
+        let (tokens, last) = buckets.entry(key).or_insert((self.burst, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rate_per_second)
+            .min(self.burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Returns the issuer seed from `path`, creating it (mode 0600) on first use.
+pub fn load_or_create_issuer_seed(path: &Path) -> anyhow::Result<IssuerSeed> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(mut file) => {
+            let seed: [u8; 32] = rand::random();
+            file.write_all(hex::encode(seed).as_bytes())?;
+            file.sync_all()?;
+            tracing::info!(path = %path.display(), "created the issuer key seed");
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(error) => return Err(error).with_context(|| format!("creating {}", path.display())),
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes: [u8; 32] = hex::decode(text.trim())
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .with_context(|| format!("{} is not a 32-byte hex seed", path.display()))?;
+    Ok(IssuerSeed::new(bytes))
+}
+
+/// Handlers of `CertificationService`.
+#[derive(Clone)]
+pub struct CertificationApi {
+    store: Store,
+    clock: Clock,
+    seed: IssuerSeed,
+    public_url: String,
+    limiter: Arc<RateLimiter>,
+}
+
+impl CertificationApi {
+    /// Returns the handlers over `store`, with the issuer seed, clock and limits of `config`.
+    pub fn new(store: Store, config: &Config) -> anyhow::Result<Self> {
+        let settings = &config.certification;
+        let path: PathBuf = settings
+            .issuer_seed_file
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join(ISSUER_SEED_FILE));
+        Ok(Self {
+            store,
+            clock: settings.clock.clone(),
+            seed: load_or_create_issuer_seed(&path)?,
+            public_url: settings.public_url.clone(),
+            limiter: Arc::new(RateLimiter::new(
+                settings.verify_rate_per_second,
+                settings.verify_burst,
+            )),
+        })
+    }
+}
+
+fn level_to_proto(level: TrackLevel) -> pb::TrackLevel {
+    match level {
+        TrackLevel::MasterTrainer => pb::TrackLevel::MasterTrainer,
+        TrackLevel::Trainer => pb::TrackLevel::Trainer,
+        TrackLevel::Ambassador => pb::TrackLevel::Ambassador,
+    }
+}
+
+fn candidacy_state_to_proto(state: CandidacyState) -> pb::CandidacyState {
+    match state {
+        CandidacyState::Candidate => pb::CandidacyState::Candidate,
+        CandidacyState::Training => pb::CandidacyState::Training,
+        CandidacyState::SupervisedPractice => pb::CandidacyState::SupervisedPractice,
+        CandidacyState::AwaitingAssessment => pb::CandidacyState::AwaitingAssessment,
+        CandidacyState::Certified => pb::CandidacyState::Certified,
+        CandidacyState::Suspended => pb::CandidacyState::Suspended,
+        CandidacyState::Expired => pb::CandidacyState::Expired,
+        CandidacyState::Revoked => pb::CandidacyState::Revoked,
+        CandidacyState::Withdrawn => pb::CandidacyState::Withdrawn,
+        CandidacyState::Lapsed => pb::CandidacyState::Lapsed,
+    }
+}
+
+fn certificate_status_to_proto(status: CertificateStatus) -> pb::CertificateStatus {
+    match status {
+        CertificateStatus::Active => pb::CertificateStatus::Active,
+        CertificateStatus::Suspended => pb::CertificateStatus::Suspended,
+        CertificateStatus::Revoked => pb::CertificateStatus::Revoked,
+        CertificateStatus::Expired => pb::CertificateStatus::Expired,
+        CertificateStatus::Superseded => pb::CertificateStatus::Superseded,
+    }
+}
+
+impl From<Track> for pb::CertificationTrack {
+    fn from(track: Track) -> Self {
+        let scope = match track.scope {
+            TrackScope::Any => pb::TrackScope::Any,
+            TrackScope::OwnOrganization => pb::TrackScope::OwnOrganization,
+        };
+        Self {
+            id: track.id,
+            code: track.code,
+            title: track.title,
+            level: level_to_proto(track.level).into(),
+            qualifies_course_ids: track.qualifies_course_ids,
+            qualifies_module_ids: track.qualifies_module_ids,
+            requirements: Some(pb::TrackRequirements {
+                trainer_course_version_ids: track.requirements.trainer_course_version_ids,
+                min_assessment_score: track.requirements.min_assessment_score,
+                supervised_deliveries_required: track.requirements.supervised_deliveries_required,
+                assessor_approval_required: track.requirements.assessor_approval_required,
+            }),
+            validity_months: track.validity_months,
+            scope: scope.into(),
+            issuer_organization_id: track.issuer_organization_id,
+            candidacy_days: track.candidacy_days,
+            etag: crate::domain::etag(track.revision),
+            create_time: Some(super::timestamp(track.create_time)),
+            update_time: Some(super::timestamp(track.update_time)),
+        }
+    }
+}
+
+impl From<CandidacyView> for pb::Candidacy {
+    fn from(view: CandidacyView) -> Self {
+        let candidacy = view.candidacy;
+        Self {
+            id: candidacy.id,
+            track_id: candidacy.track_id,
+            person_id: candidacy.person_id,
+            state: candidacy_state_to_proto(view.effective_state).into(),
+            cycle: candidacy.cycle,
+            deadline_time: Some(super::timestamp(candidacy.deadline_time)),
+            assessment_score: candidacy.assessment_score,
+            assessor_approved: candidacy.assessor_approved,
+            passed_supervised_deliveries: view.passed_supervised_deliveries,
+            certificate_id: candidacy.certificate_id.unwrap_or_default(),
+            history: view
+                .history
+                .into_iter()
+                .map(|step| pb::CandidacyTransition {
+                    from_state: candidacy_state_to_proto(step.from_state).into(),
+                    to_state: candidacy_state_to_proto(step.to_state).into(),
+                    reason: step.reason,
+                    actor: step.actor,
+                    time: Some(super::timestamp(step.time)),
+                })
+                .collect(),
+            etag: crate::domain::etag(candidacy.revision),
+            create_time: Some(super::timestamp(candidacy.create_time)),
+            update_time: Some(super::timestamp(candidacy.update_time)),
+        }
+    }
+}
+
+fn certificate_to_proto(
+    certificate: Certificate,
+    now: chrono::DateTime<chrono::Utc>,
+) -> pb::Certificate {
+    let status = certificate_status_at(certificate.status, certificate.expires_time, now);
+    pb::Certificate {
+        id: certificate.id,
+        verification_code: certificate.verification_code,
+        person_id: certificate.person_id,
+        track_id: certificate.track_id,
+        candidacy_id: certificate.candidacy_id,
+        cycle: certificate.cycle,
+        issued_time: Some(super::timestamp(certificate.issued_time)),
+        expires_time: Some(super::timestamp(certificate.expires_time)),
+        status: certificate_status_to_proto(status).into(),
+        issuer_organization_id: certificate.issuer_organization_id,
+        status_reason: certificate.status_reason,
+        status_list_index: certificate.status_list_index,
+        etag: crate::domain::etag(certificate.revision),
+    }
+}
+
+fn raw_track(track: pb::CertificationTrack) -> RawTrack {
+    let requirements = track.requirements.unwrap_or_default();
+    RawTrack {
+        code: track.code,
+        title: track.title,
+        level: match pb::TrackLevel::try_from(track.level) {
+            Ok(pb::TrackLevel::MasterTrainer) => Some(TrackLevel::MasterTrainer),
+            Ok(pb::TrackLevel::Trainer) => Some(TrackLevel::Trainer),
+            Ok(pb::TrackLevel::Ambassador) => Some(TrackLevel::Ambassador),
+            _ => None,
+        },
+        qualifies_course_ids: track.qualifies_course_ids,
+        qualifies_module_ids: track.qualifies_module_ids,
+        requirements: Requirements {
+            trainer_course_version_ids: requirements.trainer_course_version_ids,
+            min_assessment_score: requirements.min_assessment_score,
+            supervised_deliveries_required: requirements.supervised_deliveries_required,
+            assessor_approval_required: requirements.assessor_approval_required,
+        },
+        validity_months: track.validity_months,
+        scope: match pb::TrackScope::try_from(track.scope) {
+            Ok(pb::TrackScope::OwnOrganization) => Some(TrackScope::OwnOrganization),
+            _ => Some(TrackScope::Any),
+        },
+        issuer_organization_id: track.issuer_organization_id,
+        candidacy_days: track.candidacy_days,
+    }
+}
+
+impl CertificationApi {
+    async fn transition(
+        &self,
+        context: CallContext,
+        message: pb::TransitionCandidacyRequest,
+        event: CandidacyEvent,
+    ) -> Result<pb::Candidacy> {
+        let id = required_id("id", &message.id)?;
+        let reason = validate_reason("reason", &message.reason)?;
+        let revision = super::expected_revision("etag", &message.etag)?;
+        let view = self
+            .store
+            .transition_candidacy(
+                context.audit(None),
+                id,
+                event,
+                reason,
+                revision,
+                None,
+                None,
+                self.clock.now(),
+            )
+            .await?;
+        Ok(view.into())
+    }
+
+    async fn change(
+        &self,
+        context: CallContext,
+        message: pb::ChangeCertificateRequest,
+        action: CertificateAction,
+    ) -> Result<pb::Certificate> {
+        let id = required_id("id", &message.id)?;
+        let reason = validate_reason("reason", &message.reason)?;
+        let revision = super::expected_revision("etag", &message.etag)?;
+        let now = self.clock.now();
+        let certificate = self
+            .store
+            .change_certificate(context.audit(None), id, action, reason, revision, now)
+            .await?;
+        Ok(certificate_to_proto(certificate, now))
+    }
+
+    /// Returns the signed status list credential of an issuer for `purpose`.
+    fn status_list_json(&self, organization_id: &str, purpose: &str, positions: &[i32]) -> String {
+        let issuer = self.seed.issuer(organization_id);
+        let encoded = credential::encoded_status_list(
+            crate::domain::certification::STATUS_LIST_SIZE,
+            positions,
+        );
+        let now = self.clock.now();
+        let unsigned =
+            credential::status_list_credential(&issuer, &self.public_url, purpose, &encoded, now);
+        credential::sign(
+            unsigned,
+            &self.seed.signing_key(organization_id),
+            &issuer,
+            now,
+        )
+        .to_string()
+    }
+}
+
+#[tonic::async_trait]
+impl pb::certification_service_server::CertificationService for CertificationApi {
+    async fn create_certification_track(
+        &self,
+        request: Request<pb::CreateCertificationTrackRequest>,
+    ) -> Result<Response<pb::CertificationTrack>, Status> {
+        let context = auth::context(&request)?;
+        let message = request.into_inner();
+        let key = super::request_key(
+            "lms.v1.CertificationService/CreateCertificationTrack",
+            &message.request_id,
+            &message,
+        )?;
+        let track = message
+            .track
+            .ok_or_else(|| Error::invalid("track", "is required"))?;
+        let track = raw_track(track).validate("track", self.clock.now())?;
+        let created = self
+            .store
+            .create_track(
+                context.audit(key.as_ref().map(|key| key.request_id.clone())),
+                track,
+                key,
+            )
+            .await?;
+        Ok(Response::new(created.into()))
+    }
+
+    async fn get_certification_track(
+        &self,
+        request: Request<pb::GetCertificationTrackRequest>,
+    ) -> Result<Response<pb::CertificationTrack>, Status> {
+        let id = required_id("id", &request.get_ref().id)?;
+        Ok(Response::new(self.store.get_track(&id).await?.into()))
+    }
+
+    async fn list_certification_tracks(
+        &self,
+        request: Request<pb::ListCertificationTracksRequest>,
+    ) -> Result<Response<pb::ListCertificationTracksResponse>, Status> {
+        let message = request.into_inner();
+        let page = Page::parse(message.page_size, &message.page_token, "tracks")?;
+        let (tracks, next_page_token) = self.store.list_tracks(&page).await?;
+        Ok(Response::new(pb::ListCertificationTracksResponse {
+            tracks: tracks.into_iter().map(Into::into).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn create_candidacy(
+        &self,
+        request: Request<pb::CreateCandidacyRequest>,
+    ) -> Result<Response<pb::Candidacy>, Status> {
+        let context = auth::context(&request)?;
+        let message = request.into_inner();
+        let key = super::request_key(
+            "lms.v1.CertificationService/CreateCandidacy",
+            &message.request_id,
+            &message,
+        )?;
+        let track_id = required_id("track_id", &message.track_id)?;
+        let person_id = required_id("person_id", &message.person_id)?;
+        let view = self
+            .store
+            .create_candidacy(
+                context.audit(key.as_ref().map(|key| key.request_id.clone())),
+                track_id,
+                person_id,
+                key,
+                self.clock.now(),
+            )
+            .await?;
+        Ok(Response::new(view.into()))
+    }
+
+    async fn get_candidacy(
+        &self,
+        request: Request<pb::GetCandidacyRequest>,
+    ) -> Result<Response<pb::Candidacy>, Status> {
+        let id = required_id("id", &request.get_ref().id)?;
+        let view = self.store.get_candidacy(&id, self.clock.now()).await?;
+        Ok(Response::new(view.into()))
+    }
+
+    async fn list_candidacies(
+        &self,
+        request: Request<pb::ListCandidaciesRequest>,
+    ) -> Result<Response<pb::ListCandidaciesResponse>, Status> {
+        let message = request.into_inner();
+        let track_id = optional_id_or_error("track_id", &message.track_id)?;
+        let person_id = optional_id_or_error("person_id", &message.person_id)?;
+        let page = Page::parse(
+            message.page_size,
+            &message.page_token,
+            &format!("{track_id:?}|{person_id:?}"),
+        )?;
+        let (views, next_page_token) = self
+            .store
+            .list_candidacies(
+                track_id.as_deref(),
+                person_id.as_deref(),
+                &page,
+                self.clock.now(),
+            )
+            .await?;
+        Ok(Response::new(pb::ListCandidaciesResponse {
+            candidacies: views.into_iter().map(Into::into).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn start_training(
+        &self,
+        request: Request<pb::TransitionCandidacyRequest>,
+    ) -> Result<Response<pb::Candidacy>, Status> {
+        let context = auth::context(&request)?;
+        let reply = self
+            .transition(context, request.into_inner(), CandidacyEvent::StartTraining)
+            .await?;
+        Ok(Response::new(reply))
+    }
+
+    async fn begin_supervised_practice(
+        &self,
+        request: Request<pb::TransitionCandidacyRequest>,
+    ) -> Result<Response<pb::Candidacy>, Status> {
+        let context = auth::context(&request)?;
+        let reply = self
+            .transition(
+                context,
+                request.into_inner(),
+                CandidacyEvent::BeginSupervisedPractice,
+            )
+            .await?;
+        Ok(Response::new(reply))
+    }
+
+    async fn submit_for_assessment(
+        &self,
+        request: Request<pb::TransitionCandidacyRequest>,
+    ) -> Result<Response<pb::Candidacy>, Status> {
+        let context = auth::context(&request)?;
+        let reply = self
+            .transition(
+                context,
+                request.into_inner(),
+                CandidacyEvent::SubmitForAssessment,
+            )
+            .await?;
+        Ok(Response::new(reply))
+    }
+
+    async fn record_assessment(
+        &self,
+        request: Request<pb::RecordAssessmentRequest>,
+    ) -> Result<Response<pb::Candidacy>, Status> {
+        let context = auth::context(&request)?;
+        let message = request.into_inner();
+        let id = required_id("id", &message.id)?;
+        if !(0..=100).contains(&message.score) {
+            return Err(Error::invalid("score", "must be 0 to 100").into());
+        }
+        let reason = validate_reason("reason", &message.reason)?;
+        let revision = super::expected_revision("etag", &message.etag)?;
+        let view = self
+            .store
+            .transition_candidacy(
+                context.audit(None),
+                id,
+                CandidacyEvent::RecordAssessment,
+                reason,
+                revision,
+                Some((message.score, message.approved)),
+                None,
+                self.clock.now(),
+            )
+            .await?;
+        Ok(Response::new(view.into()))
+    }
+
+    async fn extend_candidacy_deadline(
+        &self,
+        request: Request<pb::ExtendCandidacyDeadlineRequest>,
+    ) -> Result<Response<pb::Candidacy>, Status> {
+        let context = auth::context(&request)?;
+        let message = request.into_inner();
+        let id = required_id("id", &message.id)?;
+        let deadline = super::optional_time("deadline_time", message.deadline_time)?
+            .ok_or_else(|| Error::invalid("deadline_time", "is required"))?;
+        let reason = validate_reason("reason", &message.reason)?;
+        let revision = super::expected_revision("etag", &message.etag)?;
+        let view = self
+            .store
+            .transition_candidacy(
+                context.audit(None),
+                id,
+                CandidacyEvent::ExtendDeadline,
+                reason,
+                revision,
+                None,
+                Some(crate::domain::truncate_micros(deadline)),
+                self.clock.now(),
+            )
+            .await?;
+        Ok(Response::new(view.into()))
+    }
+
+    async fn withdraw_candidacy(
+        &self,
+        request: Request<pb::TransitionCandidacyRequest>,
+    ) -> Result<Response<pb::Candidacy>, Status> {
+        let context = auth::context(&request)?;
+        let reply = self
+            .transition(context, request.into_inner(), CandidacyEvent::Withdraw)
+            .await?;
+        Ok(Response::new(reply))
+    }
+
+    async fn revoke_candidacy(
+        &self,
+        request: Request<pb::TransitionCandidacyRequest>,
+    ) -> Result<Response<pb::Candidacy>, Status> {
+        let context = auth::context(&request)?;
+        let reply = self
+            .transition(context, request.into_inner(), CandidacyEvent::Revoke)
+            .await?;
+        Ok(Response::new(reply))
+    }
+
+    async fn record_supervised_delivery(
+        &self,
+        request: Request<pb::RecordSupervisedDeliveryRequest>,
+    ) -> Result<Response<pb::SupervisedDelivery>, Status> {
+        let context = auth::context(&request)?;
+        let message = request.into_inner();
+        let session_id = required_id("session_id", &message.session_id)?;
+        let candidate_id = required_id("candidate_id", &message.candidate_id)?;
+        let outcome = match pb::SupervisedDeliveryOutcome::try_from(message.outcome) {
+            Ok(pb::SupervisedDeliveryOutcome::Passed) => SupervisedOutcome::Passed,
+            Ok(pb::SupervisedDeliveryOutcome::NeedsImprovement) => {
+                SupervisedOutcome::NeedsImprovement
+            }
+            _ => {
+                return Err(
+                    Error::invalid("outcome", "is required (PASSED or NEEDS_IMPROVEMENT)").into(),
+                );
+            }
+        };
+        if message.notes.chars().count() > 2000 {
+            return Err(Error::invalid("notes", "must be at most 2,000 characters").into());
+        }
+        let acting_lead = if context.principal.has(crate::auth::Role::Admin) {
+            None
+        } else {
+            Some(context.principal.subject.clone())
+        };
+        let delivery = self
+            .store
+            .record_supervised_delivery(
+                context.audit(None),
+                session_id,
+                candidate_id,
+                outcome,
+                message.notes.trim().to_owned(),
+                acting_lead,
+                self.clock.now(),
+            )
+            .await?;
+        let outcome = match delivery.outcome {
+            SupervisedOutcome::Passed => pb::SupervisedDeliveryOutcome::Passed,
+            SupervisedOutcome::NeedsImprovement => pb::SupervisedDeliveryOutcome::NeedsImprovement,
+        };
+        Ok(Response::new(pb::SupervisedDelivery {
+            session_id: delivery.session_id,
+            candidate_id: delivery.candidate_id,
+            candidacy_id: delivery.candidacy_id,
+            supervisor_id: delivery.supervisor_id,
+            outcome: outcome.into(),
+            notes: delivery.notes,
+            record_time: Some(super::timestamp(delivery.record_time)),
+        }))
+    }
+
+    async fn issue_certificate(
+        &self,
+        request: Request<pb::IssueCertificateRequest>,
+    ) -> Result<Response<pb::Certificate>, Status> {
+        let context = auth::context(&request)?;
+        let message = request.into_inner();
+        let candidacy_id = required_id("candidacy_id", &message.candidacy_id)?;
+        let reason = validate_reason("reason", &message.reason)?;
+        let now = self.clock.now();
+        let certificate = self
+            .store
+            .issue_certificate(context.audit(None), candidacy_id, reason, now)
+            .await?;
+        Ok(Response::new(certificate_to_proto(certificate, now)))
+    }
+
+    async fn get_certificate(
+        &self,
+        request: Request<pb::GetCertificateRequest>,
+    ) -> Result<Response<pb::Certificate>, Status> {
+        let id = required_id("id", &request.get_ref().id)?;
+        let certificate = self.store.get_certificate(&id).await?;
+        Ok(Response::new(certificate_to_proto(
+            certificate,
+            self.clock.now(),
+        )))
+    }
+
+    async fn list_certificates(
+        &self,
+        request: Request<pb::ListCertificatesRequest>,
+    ) -> Result<Response<pb::ListCertificatesResponse>, Status> {
+        let message = request.into_inner();
+        let person_id = optional_id_or_error("person_id", &message.person_id)?;
+        let track_id = optional_id_or_error("track_id", &message.track_id)?;
+        let page = Page::parse(
+            message.page_size,
+            &message.page_token,
+            &format!("{person_id:?}|{track_id:?}"),
+        )?;
+        let (certificates, next_page_token) = self
+            .store
+            .list_certificates(person_id.as_deref(), track_id.as_deref(), &page)
+            .await?;
+        let now = self.clock.now();
+        Ok(Response::new(pb::ListCertificatesResponse {
+            certificates: certificates
+                .into_iter()
+                .map(|certificate| certificate_to_proto(certificate, now))
+                .collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn renew_certificate(
+        &self,
+        request: Request<pb::ChangeCertificateRequest>,
+    ) -> Result<Response<pb::Certificate>, Status> {
+        let context = auth::context(&request)?;
+        let reply = self
+            .change(context, request.into_inner(), CertificateAction::Renew)
+            .await?;
+        Ok(Response::new(reply))
+    }
+
+    async fn suspend_certificate(
+        &self,
+        request: Request<pb::ChangeCertificateRequest>,
+    ) -> Result<Response<pb::Certificate>, Status> {
+        let context = auth::context(&request)?;
+        let reply = self
+            .change(context, request.into_inner(), CertificateAction::Suspend)
+            .await?;
+        Ok(Response::new(reply))
+    }
+
+    async fn reinstate_certificate(
+        &self,
+        request: Request<pb::ChangeCertificateRequest>,
+    ) -> Result<Response<pb::Certificate>, Status> {
+        let context = auth::context(&request)?;
+        let reply = self
+            .change(context, request.into_inner(), CertificateAction::Reinstate)
+            .await?;
+        Ok(Response::new(reply))
+    }
+
+    async fn revoke_certificate(
+        &self,
+        request: Request<pb::ChangeCertificateRequest>,
+    ) -> Result<Response<pb::Certificate>, Status> {
+        let context = auth::context(&request)?;
+        let reply = self
+            .change(context, request.into_inner(), CertificateAction::Revoke)
+            .await?;
+        Ok(Response::new(reply))
+    }
+
+    async fn verify_certificate(
+        &self,
+        request: Request<pb::VerifyCertificateRequest>,
+    ) -> Result<Response<pb::VerifyCertificateResponse>, Status> {
+        let client = request.remote_addr().map(|address| address.ip());
+        if !self.limiter.allow(client) {
+            return Err(Error::ResourceExhausted(
+                "too many verification requests from this address; slow down".to_owned(),
+            )
+            .into());
+        }
+        let now = self.clock.now();
+        let verification = self
+            .store
+            .verify_certificate(&request.get_ref().verification_code, now)
+            .await?;
+        let certificate = &verification.certificate;
+        let organization_id = &certificate.issuer_organization_id;
+        let issuer = self.seed.issuer(organization_id);
+        let claims = CertificateClaims {
+            certificate_id: &certificate.id,
+            holder_name: &verification.holder_name,
+            track_id: &verification.track.id,
+            track_code: &verification.track.code,
+            track_title: &verification.track.title,
+            level: verification.track.level.as_str(),
+            issuer_name: &verification.issuer_name,
+            issued_time: certificate.issued_time,
+            expires_time: certificate.expires_time,
+            status_list_index: certificate.status_list_index,
+            base_url: &self.public_url,
+        };
+        let signed = credential::sign(
+            credential::certificate_credential(&claims, &issuer),
+            &self.seed.signing_key(organization_id),
+            &issuer,
+            certificate.issued_time,
+        );
+        Ok(Response::new(pb::VerifyCertificateResponse {
+            valid: verification.status == CertificateStatus::Active,
+            status: certificate_status_to_proto(verification.status).into(),
+            holder_name: verification.holder_name.clone(),
+            track_code: verification.track.code.clone(),
+            track_title: verification.track.title.clone(),
+            level: level_to_proto(verification.track.level).into(),
+            issuer_name: verification.issuer_name.clone(),
+            issued_time: Some(super::timestamp(certificate.issued_time)),
+            expires_time: Some(super::timestamp(certificate.expires_time)),
+            credential_json: signed.to_string(),
+        }))
+    }
+
+    async fn get_issuer_keys(
+        &self,
+        request: Request<pb::GetIssuerKeysRequest>,
+    ) -> Result<Response<pb::GetIssuerKeysResponse>, Status> {
+        let only = optional_id_or_error(
+            "issuer_organization_id",
+            &request.get_ref().issuer_organization_id,
+        )?;
+        let issuers = self.store.issuer_organizations(only.as_deref()).await?;
+        Ok(Response::new(pb::GetIssuerKeysResponse {
+            keys: issuers
+                .into_iter()
+                .map(|(organization_id, _)| {
+                    let issuer = self.seed.issuer(&organization_id);
+                    pb::IssuerKey {
+                        issuer_organization_id: organization_id,
+                        issuer_did: issuer.did,
+                        verification_method: issuer.verification_method,
+                        public_key_multibase: issuer.public_key_multibase,
+                        public_key_base64url: issuer.public_key_base64url,
+                    }
+                })
+                .collect(),
+        }))
+    }
+
+    async fn get_status_list_credential(
+        &self,
+        request: Request<pb::GetStatusListCredentialRequest>,
+    ) -> Result<Response<pb::GetStatusListCredentialResponse>, Status> {
+        let message = request.into_inner();
+        let organization_id =
+            required_id("issuer_organization_id", &message.issuer_organization_id)?;
+        let status = match message.purpose.as_str() {
+            "revocation" => CertificateStatus::Revoked,
+            "suspension" => CertificateStatus::Suspended,
+            _ => {
+                return Err(
+                    Error::invalid("purpose", "must be `revocation` or `suspension`").into(),
+                );
+            }
+        };
+        if self
+            .store
+            .issuer_organizations(Some(&organization_id))
+            .await?
+            .is_empty()
+        {
+            return Err(Error::not_found("issuer", organization_id).into());
+        }
+        let positions = self
+            .store
+            .status_list_positions(&organization_id, status)
+            .await?;
+        Ok(Response::new(pb::GetStatusListCredentialResponse {
+            credential_json: self.status_list_json(&organization_id, &message.purpose, &positions),
+        }))
+    }
+
+    async fn list_certified_trainers(
+        &self,
+        request: Request<pb::ListCertifiedTrainersRequest>,
+    ) -> Result<Response<pb::ListCertifiedTrainersResponse>, Status> {
+        let message = request.into_inner();
+        let track_id = optional_id_or_error("track_id", &message.track_id)?;
+        let module_id = optional_id_or_error("module_id", &message.module_id)?;
+        let page = Page::parse(
+            message.page_size,
+            &message.page_token,
+            &format!("{track_id:?}|{module_id:?}"),
+        )?;
+        let now = self.clock.now();
+        let (trainers, next_page_token) = self
+            .store
+            .list_certified_trainers(track_id.as_deref(), module_id.as_deref(), &page, now)
+            .await?;
+        Ok(Response::new(pb::ListCertifiedTrainersResponse {
+            trainers: trainers
+                .into_iter()
+                .map(|(certificate, person)| pb::CertifiedTrainer {
+                    person_id: person.id,
+                    full_name: person.full_name,
+                    organization_id: person.organization_id,
+                    certificate: Some(certificate_to_proto(certificate, now)),
+                })
+                .collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn get_cascade(
+        &self,
+        request: Request<pb::GetCascadeRequest>,
+    ) -> Result<Response<pb::GetCascadeResponse>, Status> {
+        let message = request.into_inner();
+        let person_id = required_id("person_id", &message.person_id)?;
+        let depth = match message.depth {
+            0 => 2,
+            depth if (1..=MAX_CASCADE_DEPTH).contains(&depth) => depth,
+            _ => {
+                return Err(Error::invalid(
+                    "depth",
+                    format!("must be 0 (2) to {MAX_CASCADE_DEPTH}"),
+                )
+                .into());
+            }
+        };
+        let page = Page::parse(
+            message.page_size,
+            &message.page_token,
+            &format!("{person_id}|{depth}"),
+        )?;
+        let (nodes, next_page_token) = self.store.cascade(&person_id, depth, &page).await?;
+        Ok(Response::new(pb::GetCascadeResponse {
+            nodes: nodes
+                .into_iter()
+                .map(|node| pb::CascadeNode {
+                    person_id: node.person_id,
+                    full_name: node.full_name,
+                    organization_id: node.organization_id,
+                    depth: node.depth,
+                    trained_by: node.trained_by,
+                    certified: node.certified,
+                })
+                .collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn get_cascade_reach(
+        &self,
+        request: Request<pb::GetCascadeReachRequest>,
+    ) -> Result<Response<pb::GetCascadeReachResponse>, Status> {
+        let message = request.into_inner();
+        let person_id = required_id("person_id", &message.person_id)?;
+        if !(0..=20).contains(&message.organization_level) {
+            return Err(Error::invalid("organization_level", "must be 0 to 20").into());
+        }
+        let reach = self
+            .store
+            .cascade_reach(&person_id, message.organization_level)
+            .await?;
+        Ok(Response::new(pb::GetCascadeReachResponse {
+            total_people: reach.total_people,
+            total_certified_trainers: reach.total_certified_trainers,
+            levels: reach
+                .levels
+                .into_iter()
+                .map(|(depth, people, certified_trainers)| pb::CascadeLevel {
+                    depth,
+                    people,
+                    certified_trainers,
+                })
+                .collect(),
+            organizations: reach
+                .organizations
+                .into_iter()
+                .map(|(organization_id, name, people, certified_trainers)| {
+                    pb::CascadeOrganization {
+                        organization_id,
+                        name,
+                        people,
+                        certified_trainers,
+                    }
+                })
+                .collect(),
+        }))
+    }
+}

@@ -1,0 +1,270 @@
+//! `lms.v1.SurveyService`: submitting survey responses and reading aggregated results; also the
+//! proto conversions of survey questions used by `CourseService`.
+
+use tonic::{Request, Response, Status};
+
+use crate::auth::{self, CallContext, Role, Scope};
+use crate::domain::{
+    organization::{optional_id_or_error, required_id},
+    survey::{
+        self, AnswerValue, FREE_TEXT_MIN_RESPONSES, QuestionKind, RawAnswer, RawQuestion,
+        Respondent, SurveyQuestion, SurveyResponse, SurveyResults, Thresholds,
+    },
+};
+use crate::error::{Error, Result};
+use crate::pb;
+use crate::store::{Store, survey::ResponseFilter};
+
+/// Handlers of `SurveyService`.
+#[derive(Clone)]
+pub struct SurveyApi {
+    store: Store,
+}
+
+impl SurveyApi {
+    /// Returns the handlers over `store`.
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+}
+
+fn kind_from_proto(kind: i32) -> Option<QuestionKind> {
+    match pb::SurveyQuestionKind::try_from(kind).ok()? {
+        pb::SurveyQuestionKind::Unspecified => None,
+        pb::SurveyQuestionKind::Scale => Some(QuestionKind::Scale),
+        pb::SurveyQuestionKind::Number => Some(QuestionKind::Number),
+        pb::SurveyQuestionKind::SingleChoice => Some(QuestionKind::SingleChoice),
+        pb::SurveyQuestionKind::FreeText => Some(QuestionKind::FreeText),
+    }
+}
+
+fn kind_to_proto(kind: QuestionKind) -> pb::SurveyQuestionKind {
+    match kind {
+        QuestionKind::Scale => pb::SurveyQuestionKind::Scale,
+        QuestionKind::Number => pb::SurveyQuestionKind::Number,
+        QuestionKind::SingleChoice => pb::SurveyQuestionKind::SingleChoice,
+        QuestionKind::FreeText => pb::SurveyQuestionKind::FreeText,
+    }
+}
+
+/// Returns the survey questions of a request, before validation.
+pub(crate) fn raw_questions(questions: &[pb::SurveyQuestion]) -> Vec<RawQuestion> {
+    questions
+        .iter()
+        .map(|question| RawQuestion {
+            id: question.id.clone(),
+            text: question.text.clone(),
+            kind: kind_from_proto(question.kind),
+            required: question.required,
+            unit: question.unit.clone(),
+            min: question.min,
+            max: question.max,
+            options: question.options.clone(),
+        })
+        .collect()
+}
+
+/// Returns the proto form of stored survey questions.
+pub(crate) fn questions_to_proto(questions: Vec<SurveyQuestion>) -> Vec<pb::SurveyQuestion> {
+    questions
+        .into_iter()
+        .map(|question| pb::SurveyQuestion {
+            id: question.id,
+            text: question.text,
+            kind: kind_to_proto(question.kind).into(),
+            required: question.required,
+            position: question.position,
+            unit: question.unit.unwrap_or_default(),
+            min: question.min,
+            max: question.max,
+            options: question.options,
+        })
+        .collect()
+}
+
+fn raw_answer(answer: pb::SurveyAnswer) -> RawAnswer {
+    use pb::survey_answer::Value;
+    RawAnswer {
+        question_id: answer.question_id,
+        value: answer.value.map(|value| match value {
+            Value::Scale(scale) => AnswerValue::Scale(scale),
+            Value::Number(number) => AnswerValue::Number(number),
+            Value::Choice(choice) => AnswerValue::Choice(choice),
+            Value::Text(text) => AnswerValue::Text(text),
+        }),
+    }
+}
+
+fn answer_to_proto(answer: survey::Answer) -> pb::SurveyAnswer {
+    use pb::survey_answer::Value;
+    pb::SurveyAnswer {
+        question_id: answer.question_id,
+        value: Some(match answer.value {
+            AnswerValue::Scale(scale) => Value::Scale(scale),
+            AnswerValue::Number(number) => Value::Number(number),
+            AnswerValue::Choice(choice) => Value::Choice(choice),
+            AnswerValue::Text(text) => Value::Text(text),
+        }),
+    }
+}
+
+impl From<SurveyResponse> for pb::SurveyResponse {
+    fn from(response: SurveyResponse) -> Self {
+        Self {
+            id: response.id,
+            activity_id: response.activity_id,
+            enrollment_id: response.enrollment_id,
+            person_id: response.person_id,
+            cohort_id: response.cohort_id,
+            programme_id: response.programme_id,
+            course_version_id: response.course_version_id,
+            answers: response.answers.into_iter().map(answer_to_proto).collect(),
+            submit_time: Some(super::timestamp(response.submit_time)),
+        }
+    }
+}
+
+fn buckets_to_proto(buckets: Vec<survey::Bucket>) -> Vec<pb::DistributionBucket> {
+    buckets
+        .into_iter()
+        .map(|bucket| pb::DistributionBucket {
+            lower: bucket.lower,
+            upper: bucket.upper,
+            count: bucket.count,
+        })
+        .collect()
+}
+
+fn results_to_proto(activity_id: String, results: SurveyResults) -> pb::SurveyResults {
+    let questions = results
+        .questions
+        .into_iter()
+        .map(|result| {
+            let answer_count = result.answer_count;
+            let option_counts = result
+                .option_counts
+                .into_iter()
+                .map(|(option, count)| pb::OptionCount {
+                    option,
+                    count,
+                    share: if answer_count > 0 {
+                        count as f64 / answer_count as f64
+                    } else {
+                        0.0
+                    },
+                })
+                .collect();
+            let mut question = pb::QuestionResult {
+                question_id: result.question.id,
+                text: result.question.text,
+                kind: kind_to_proto(result.question.kind).into(),
+                unit: result.question.unit.unwrap_or_default(),
+                answer_count,
+                threshold: result.threshold,
+                option_counts,
+                free_text_answers: result.free_text,
+                free_text_withheld: result.free_text_withheld,
+                distribution: buckets_to_proto(result.empty_distribution),
+                ..Default::default()
+            };
+            if let Some(numeric) = result.numeric {
+                question.mean = Some(numeric.mean);
+                question.median = Some(numeric.median);
+                question.min = Some(numeric.min);
+                question.max = Some(numeric.max);
+                question.distribution = buckets_to_proto(numeric.distribution);
+                question.share_above_threshold = numeric.share_above_threshold;
+            }
+            question
+        })
+        .collect();
+    pb::SurveyResults {
+        activity_id,
+        response_count: results.response_count,
+        free_text_min_responses: FREE_TEXT_MIN_RESPONSES,
+        questions,
+    }
+}
+
+/// Returns who submits: staff may answer on a learner's behalf, anyone else only for themselves.
+fn respondent(context: &CallContext) -> Respondent {
+    let staff = [
+        Role::Admin,
+        Role::ProgrammeManager,
+        Role::Trainer,
+        Role::Assessor,
+    ];
+    if staff.iter().any(|role| context.principal.has(*role)) {
+        Respondent::Staff
+    } else {
+        Respondent::Learner(context.principal.subject.clone())
+    }
+}
+
+#[tonic::async_trait]
+impl pb::survey_service_server::SurveyService for SurveyApi {
+    async fn submit_survey_response(
+        &self,
+        request: Request<pb::SubmitSurveyResponseRequest>,
+    ) -> Result<Response<pb::SurveyResponse>, Status> {
+        let context = auth::context(&request)?;
+        let message = request.into_inner();
+        let enrollment_id = required_id("enrollment_id", &message.enrollment_id)?;
+        let activity_id = required_id("activity_id", &message.activity_id)?;
+        let answers = message.answers.into_iter().map(raw_answer).collect();
+        let response = self
+            .store
+            .submit_survey_response(
+                context.audit(None),
+                respondent(&context),
+                enrollment_id,
+                activity_id,
+                answers,
+            )
+            .await?;
+        Ok(Response::new(response.into()))
+    }
+
+    async fn get_survey_results(
+        &self,
+        request: Request<pb::GetSurveyResultsRequest>,
+    ) -> Result<Response<pb::SurveyResults>, Status> {
+        let context = auth::context(&request)?;
+        let message = request.into_inner();
+        let activity_id = required_id("activity_id", &message.activity_id)?;
+        let mut filter = ResponseFilter {
+            programme_id: optional_id_or_error("programme_id", &message.programme_id)?,
+            cohort_id: optional_id_or_error("cohort_id", &message.cohort_id)?,
+            organization_path_prefix: None,
+        };
+        let thresholds = Thresholds {
+            default: message.threshold,
+            per_question: message.question_thresholds.into_iter().collect(),
+        };
+        let requested =
+            match optional_id_or_error("organization_subtree", &message.organization_subtree)? {
+                Some(root) => Some(self.store.get_organization(&root).await?.path),
+                None => None,
+            };
+        let scope = context.principal.read_scope();
+        filter.organization_path_prefix = match (&scope, requested) {
+            (Scope::All, requested) => requested,
+            (Scope::Subtree(root), None) => Some(self.store.get_organization(root).await?.path),
+            (Scope::Subtree(_), Some(path)) => {
+                scope.require_path(&path, "organization_subtree")?;
+                Some(path)
+            }
+            (Scope::Nothing, _) => {
+                return Err(Error::permission_denied(
+                    "SURVEY_RESULTS_NOT_ALLOWED",
+                    "survey results are for managers of the organisations concerned",
+                )
+                .into());
+            }
+        };
+        let (questions, responses) = self.store.survey_selection(&activity_id, &filter).await?;
+        thresholds.check(&questions)?;
+        let results = survey::aggregate(&questions, &responses, &thresholds);
+        Ok(Response::new(results_to_proto(activity_id, results)))
+    }
+}

@@ -1,0 +1,2023 @@
+//! `lms seed`: a deterministic data-set generator that goes through the gRPC API.
+//!
+//! The seeder starts the server in-process on `127.0.0.1:0` over the configured database, mints
+//! an admin token with the development key and calls the same RPCs a client would
+//! (organisations, `ImportPeople`, courses, programmes, cohorts, `BatchEnroll`,
+//! `BatchRecordProgress`), so every rule, audit entry and derived counter is exercised.
+//!
+//! Determinism: every request id and event id is derived from `--seed` and a label
+//! ([`super::stable_id`]), and every random choice comes from a generator seeded from them.
+//! Running the same command twice replays the first run: nothing changes the second time.
+//!
+//! A profile is a list of [`Step`]s; an area that lands later (certification, surveys) adds a
+//! variant and a line in the profile's list.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use chrono::{DateTime, TimeZone as _, Utc};
+use futures::{StreamExt as _, TryStreamExt as _, stream};
+use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
+use tonic::Code;
+
+use super::{Authed, Bearer, stable_id, stable_u64};
+use crate::auth::{Role, token};
+use crate::config::Config;
+use crate::pb::{
+    self, ActivityKind as Kind, DeliveryMode as Mode, OrganizationKind,
+    course_service_client::CourseServiceClient,
+    organization_service_client::OrganizationServiceClient,
+    person_service_client::PersonServiceClient, programme_service_client::ProgrammeServiceClient,
+    progress_service_client::ProgressServiceClient,
+};
+
+/// Officers of the national profile.
+pub const NATIONAL_OFFICERS: usize = 445_000;
+/// Certified ambassadors of the national profile.
+pub const NATIONAL_AMBASSADORS: usize = 200;
+/// Departments under each ministry in the national profile.
+pub const DEPARTMENTS_PER_MINISTRY: usize = 5;
+/// Units under each department in the national profile.
+pub const UNITS_PER_DEPARTMENT: usize = 5;
+/// Learners per cohort in the national profile.
+pub const COHORT_SIZE: usize = 50;
+/// Code of the national cascade programme (what `lms bench` drives by default).
+pub const NATIONAL_PROGRAMME: &str = "AIW-NAT";
+/// Code of the national train-the-trainer programme for ambassadors.
+pub const NATIONAL_TTT_PROGRAMME: &str = "AIW-NAT-TTT";
+/// Records per `ImportPeople` stream.
+const IMPORT_STREAM_RECORDS: usize = 25_000;
+/// Events per `BatchRecordProgress` call.
+const PROGRESS_BATCH: usize = 1000;
+
+/// The fourteen ministries: code, name, and their share of the national workforce (per mille).
+pub const MINISTRIES: [(&str, &str, u32); 14] = [
+    ("MOE", "Ministry of Education", 300),
+    ("MOH", "Ministry of Health", 200),
+    ("MOHA", "Ministry of Home Affairs", 120),
+    ("MOD", "Ministry of Defence", 70),
+    ("MOF", "Ministry of Finance", 50),
+    ("KPKT", "Ministry of Local Government Development", 40),
+    ("MOT", "Ministry of Transport", 40),
+    ("MOA", "Ministry of Agriculture and Food Security", 40),
+    ("MITI", "Ministry of Investment, Trade and Industry", 30),
+    ("KD", "Ministry of Digital", 25),
+    (
+        "MOSTI",
+        "Ministry of Science, Technology and Innovation",
+        25,
+    ),
+    (
+        "KPWKM",
+        "Ministry of Women, Family and Community Development",
+        25,
+    ),
+    ("KLN", "Ministry of Foreign Affairs", 20),
+    ("KPDN", "Ministry of Domestic Trade and Cost of Living", 15),
+];
+
+const GIVEN_NAMES: [&str; 16] = [
+    "Aisyah", "Ahmad", "Nurul", "Muhammad", "Siti", "Hafiz", "Mei Ling", "Wei Jie", "Priya",
+    "Arjun", "Farah", "Daniel", "Kavitha", "Faizal", "Li Na", "Azlan",
+];
+const FAMILY_NAMES: [&str; 16] = [
+    "Abdullah",
+    "Rahman",
+    "Ismail",
+    "Tan",
+    "Lim",
+    "Wong",
+    "Subramaniam",
+    "Krishnan",
+    "Hassan",
+    "Ibrahim",
+    "Lee",
+    "Ong",
+    "Yusof",
+    "Raj",
+    "Chong",
+    "Osman",
+];
+
+/// Which data set to make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Profile {
+    /// The five programmes of DOMAIN.md at their real sizes.
+    Demo,
+    /// 14 ministries, 445,000 officers, 200 ambassadors, cohorts of ~50, progress spread.
+    National,
+}
+
+/// Arguments of `lms seed`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SeedArgs {
+    /// Data set to make.
+    #[arg(long, value_enum)]
+    pub profile: Profile,
+    /// Seed of every random choice, request id and event id; the same seed replays.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// National profile: number of officers (smaller for tests and smoke runs).
+    #[arg(long, default_value_t = NATIONAL_OFFICERS)]
+    pub officers: usize,
+    /// National profile: number of ambassadors.
+    #[arg(long, default_value_t = NATIONAL_AMBASSADORS)]
+    pub ambassadors: usize,
+    /// Calls in flight at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Also write the summary as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// One step of a profile. Later areas add a variant here and a line in the profile's list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Demo: organisations of the five programmes.
+    DemoOrganizations,
+    /// Demo: courses, programmes, people, cohorts, enrolments and progress of the five programmes.
+    DemoProgrammes,
+    /// National: ministries, departments, units.
+    NationalOrganizations,
+    /// National: the train-the-trainer and the officer course, and their programmes.
+    NationalCatalogue,
+    /// National: ambassadors and officers through `ImportPeople`.
+    NationalPeople,
+    /// National: the ambassadors' cohort and their completed training.
+    NationalAmbassadors,
+    /// National: cohorts of ~50 per department, enrolments and progress.
+    NationalCohorts,
+}
+
+impl Step {
+    fn title(self) -> &'static str {
+        match self {
+            Self::DemoOrganizations => "organisations",
+            Self::DemoProgrammes => "the five programmes",
+            Self::NationalOrganizations => "ministries, departments and units",
+            Self::NationalCatalogue => "courses and programmes",
+            Self::NationalPeople => "ambassadors and officers",
+            Self::NationalAmbassadors => "ambassadors' training",
+            Self::NationalCohorts => "cohorts, enrolments and progress",
+        }
+    }
+}
+
+/// The steps of `profile`, in order.
+pub fn steps(profile: Profile) -> &'static [Step] {
+    match profile {
+        Profile::Demo => &[Step::DemoOrganizations, Step::DemoProgrammes],
+        Profile::National => &[
+            Step::NationalOrganizations,
+            Step::NationalCatalogue,
+            Step::NationalPeople,
+            Step::NationalAmbassadors,
+            Step::NationalCohorts,
+        ],
+    }
+}
+
+/// Counts of what the seeder wrote (or replayed), by kind.
+#[derive(Debug, Default)]
+struct Counters {
+    organizations: AtomicU64,
+    people: AtomicU64,
+    courses: AtomicU64,
+    cohorts: AtomicU64,
+    enrollments: AtomicU64,
+    events: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl Counters {
+    fn add(counter: &AtomicU64, amount: usize) {
+        counter.fetch_add(amount as u64, Ordering::Relaxed);
+    }
+
+    fn rows(&self) -> u64 {
+        [
+            &self.organizations,
+            &self.people,
+            &self.courses,
+            &self.cohorts,
+            &self.enrollments,
+            &self.events,
+        ]
+        .iter()
+        .map(|counter| counter.load(Ordering::Relaxed))
+        .sum()
+    }
+}
+
+/// Clients of every service the seeder calls, all carrying the admin token.
+#[derive(Clone)]
+struct Clients {
+    organizations: OrganizationServiceClient<Authed>,
+    people: PersonServiceClient<Authed>,
+    courses: CourseServiceClient<Authed>,
+    programmes: ProgrammeServiceClient<Authed>,
+    progress: ProgressServiceClient<Authed>,
+}
+
+impl Clients {
+    fn new(channel: tonic::transport::Channel, bearer: Bearer) -> Self {
+        const LARGE: usize = 64 * 1024 * 1024;
+        Self {
+            organizations: OrganizationServiceClient::with_interceptor(
+                channel.clone(),
+                bearer.clone(),
+            )
+            .max_decoding_message_size(LARGE),
+            people: PersonServiceClient::with_interceptor(channel.clone(), bearer.clone())
+                .max_decoding_message_size(LARGE),
+            courses: CourseServiceClient::with_interceptor(channel.clone(), bearer.clone())
+                .max_decoding_message_size(LARGE),
+            programmes: ProgrammeServiceClient::with_interceptor(channel.clone(), bearer.clone())
+                .max_decoding_message_size(LARGE),
+            progress: ProgressServiceClient::with_interceptor(channel, bearer)
+                .max_decoding_message_size(LARGE),
+        }
+    }
+}
+
+/// An activity of a published version, in course order.
+#[derive(Debug, Clone)]
+pub struct ActivityInfo {
+    /// Activity id.
+    pub id: String,
+    /// Its kind.
+    pub kind: Kind,
+    /// Pass mark of an assessment.
+    pub pass_score: Option<i32>,
+}
+
+/// A published course version and its activities in order.
+#[derive(Debug, Clone)]
+pub struct CourseInfo {
+    /// Version id.
+    pub version_id: String,
+    /// Activities, module by module.
+    pub activities: Vec<ActivityInfo>,
+}
+
+/// Plan of a module: title and activities (kind, delivery mode).
+type ModulePlan<'a> = (&'a str, &'a [(Kind, Mode)]);
+
+/// A cohort made by the seeder and who is in it.
+#[derive(Debug, Clone)]
+pub struct SeededCohort {
+    /// Label the request ids derive from.
+    pub label: String,
+    /// Cohort id.
+    pub id: String,
+    /// Programme code.
+    pub programme: String,
+    /// (external id, enrolment id) of its learners.
+    pub enrollments: Vec<(String, String)>,
+}
+
+/// What the seeder knows while it runs; steps read what earlier steps made.
+struct Seeder {
+    clients: Clients,
+    seed: u64,
+    args: SeedArgs,
+    counters: Arc<Counters>,
+    started: Instant,
+    organizations: HashMap<String, String>,
+    courses: HashMap<String, CourseInfo>,
+    programmes: HashMap<String, String>,
+    cohorts: Vec<SeededCohort>,
+    /// National: people by department code, (external id, person id), sorted by external id.
+    department_people: BTreeMap<String, Vec<(String, String)>>,
+    /// National: expected number of officers per ministry code.
+    officers_by_ministry: BTreeMap<String, u64>,
+    import_seconds: f64,
+    import_rows: u64,
+}
+
+/// Runs `lms seed`: starts the server in-process over `config`'s database and seeds it through the API.
+pub async fn run(mut config: Config, args: SeedArgs) -> anyhow::Result<()> {
+    if config.auth.jwt_public_key.is_some() || config.auth.jwks_file.is_some() {
+        bail!(
+            "lms seed signs its admin token with the development key; unset the production key settings"
+        );
+    }
+    config.server.listen = "127.0.0.1:0".parse().context("loopback address")?;
+    // The seeder is the only caller: let it use the whole server.
+    config.server.concurrency_limit = config.server.concurrency_limit.max(4096);
+    let app = crate::App::build(config.clone()).await?;
+    let address = app.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    let jwt = token::sign_dev_token(
+        &config.auth,
+        &config.data_dir,
+        &token::TokenRequest {
+            subject: "lms-seed".to_owned(),
+            roles: vec![Role::Admin],
+            organization_id: None,
+            ttl: Duration::from_secs(24 * 3600),
+        },
+    )?;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))?
+        .connect()
+        .await
+        .context("connecting to the in-process server")?;
+    let mut seeder = Seeder {
+        clients: Clients::new(channel, Bearer::new(&jwt)?),
+        seed: args.seed,
+        counters: Arc::new(Counters::default()),
+        started: Instant::now(),
+        organizations: HashMap::new(),
+        courses: HashMap::new(),
+        programmes: HashMap::new(),
+        cohorts: Vec::new(),
+        department_people: BTreeMap::new(),
+        officers_by_ministry: BTreeMap::new(),
+        import_seconds: 0.0,
+        import_rows: 0,
+        args,
+    };
+    let outcome = seeder.run_steps().await;
+    let _ = stop.send(());
+    let stopped = server.await;
+    outcome?;
+    stopped.context("server task")??;
+    Ok(())
+}
+
+impl Seeder {
+    async fn run_steps(&mut self) -> anyhow::Result<()> {
+        let profile = self.args.profile;
+        eprintln!(
+            "seeding profile {profile:?} with seed {} ({} steps)",
+            self.seed,
+            steps(profile).len()
+        );
+        for (index, step) in steps(profile).iter().enumerate() {
+            let step_started = Instant::now();
+            eprintln!("[{}/{}] {}", index + 1, steps(profile).len(), step.title());
+            match step {
+                Step::DemoOrganizations => self.demo_organizations().await?,
+                Step::DemoProgrammes => self.demo_programmes().await?,
+                Step::NationalOrganizations => self.national_organizations().await?,
+                Step::NationalCatalogue => self.national_catalogue().await?,
+                Step::NationalPeople => self.national_people().await?,
+                Step::NationalAmbassadors => self.national_ambassadors().await?,
+                Step::NationalCohorts => self.national_cohorts().await?,
+            }
+            eprintln!(
+                "      done in {:.1} s",
+                step_started.elapsed().as_secs_f64()
+            );
+        }
+        self.summary()
+    }
+
+    fn summary(&self) -> anyhow::Result<()> {
+        let seconds = self.started.elapsed().as_secs_f64();
+        let counters = &self.counters;
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let rows = counters.rows();
+        let refused = load(&counters.refused);
+        let summary = serde_json::json!({
+            "profile": format!("{:?}", self.args.profile).to_lowercase(),
+            "seed": self.seed,
+            "organizations": load(&counters.organizations),
+            "people": load(&counters.people),
+            "courses": load(&counters.courses),
+            "cohorts": load(&counters.cohorts),
+            "enrollments": load(&counters.enrollments),
+            "events": load(&counters.events),
+            "refused": refused,
+            "rows": rows,
+            "seconds": seconds,
+            "rows_per_second": rows as f64 / seconds.max(1e-9),
+            "import_rows": self.import_rows,
+            "import_seconds": self.import_seconds,
+            "import_rows_per_second": self.import_rows as f64 / self.import_seconds.max(1e-9),
+            "officers_by_ministry": self.officers_by_ministry,
+        });
+        println!(
+            "seeded: {} organisations, {} people, {} courses, {} cohorts, {} enrolments, {} progress events",
+            load(&counters.organizations),
+            load(&counters.people),
+            load(&counters.courses),
+            load(&counters.cohorts),
+            load(&counters.enrollments),
+            load(&counters.events),
+        );
+        println!(
+            "{rows} rows in {seconds:.1} s: {:.0} rows/s (people import: {:.0} rows/s)",
+            rows as f64 / seconds.max(1e-9),
+            self.import_rows as f64 / self.import_seconds.max(1e-9)
+        );
+        if !self.officers_by_ministry.is_empty() {
+            let line: Vec<String> = self
+                .officers_by_ministry
+                .iter()
+                .map(|(code, count)| format!("{code}={count}"))
+                .collect();
+            println!("officers by ministry: {}", line.join(" "));
+        }
+        if let Some(path) = &self.args.json {
+            std::fs::write(path, serde_json::to_string_pretty(&summary)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        if refused > 0 {
+            bail!("{refused} records or events were refused; see the messages above");
+        }
+        Ok(())
+    }
+
+    fn progress_line(&self, what: &str, done: usize, total: usize) {
+        let seconds = self.started.elapsed().as_secs_f64();
+        eprintln!(
+            "      {what}: {done}/{total}, {} rows so far, {:.0} rows/s",
+            self.counters.rows(),
+            self.counters.rows() as f64 / seconds.max(1e-9)
+        );
+    }
+
+    // ---- building blocks -------------------------------------------------------------------
+
+    /// Creates (or replays the creation of) an organisation; returns its id.
+    async fn organization(
+        &mut self,
+        code: &str,
+        name: &str,
+        kind: OrganizationKind,
+        parent: Option<&str>,
+    ) -> anyhow::Result<String> {
+        let parent_id = match parent {
+            Some(parent) => self
+                .organizations
+                .get(parent)
+                .cloned()
+                .with_context(|| format!("parent organisation {parent} not seeded"))?,
+            None => String::new(),
+        };
+        // Organisation request ids do not depend on the seed: both profiles share ministries.
+        let request = pb::CreateOrganizationRequest {
+            organization: Some(pb::Organization {
+                name: name.to_owned(),
+                kind: kind.into(),
+                parent_id,
+                external_code: code.to_owned(),
+                ..Default::default()
+            }),
+            request_id: stable_id(0, &format!("organization/{code}")),
+        };
+        let id = match self
+            .clients
+            .organizations
+            .clone()
+            .create_organization(request)
+            .await
+        {
+            Ok(response) => response.into_inner().id,
+            Err(status) if status.code() == Code::AlreadyExists => self
+                .find_organization(code)
+                .await?
+                .with_context(|| format!("organisation {code} exists but cannot be listed"))?,
+            Err(status) => bail!("creating organisation {code}: {status}"),
+        };
+        Counters::add(&self.counters.organizations, 1);
+        self.organizations.insert(code.to_owned(), id.clone());
+        Ok(id)
+    }
+
+    async fn find_organization(&self, code: &str) -> anyhow::Result<Option<String>> {
+        let mut page_token = String::new();
+        loop {
+            let page = self
+                .clients
+                .organizations
+                .clone()
+                .list_organizations(pb::ListOrganizationsRequest {
+                    page_size: 1000,
+                    page_token,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            if let Some(found) = page
+                .organizations
+                .iter()
+                .find(|organization| organization.external_code == code)
+            {
+                return Ok(Some(found.id.clone()));
+            }
+            if page.next_page_token.is_empty() {
+                return Ok(None);
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
+    fn organization_id(&self, code: &str) -> anyhow::Result<String> {
+        self.organizations
+            .get(code)
+            .cloned()
+            .with_context(|| format!("organisation {code} not seeded"))
+    }
+
+    /// Creates and publishes a course with `modules`; a re-run finds it published and reads it back.
+    async fn course(
+        &mut self,
+        code: &str,
+        title: &str,
+        provider: &str,
+        modules: &[ModulePlan<'_>],
+    ) -> anyhow::Result<CourseInfo> {
+        let mut client = self.clients.courses.clone();
+        let label = format!("course/{code}");
+        let course = client
+            .create_course(pb::CreateCourseRequest {
+                course: Some(pb::Course {
+                    code: code.to_owned(),
+                    title: title.to_owned(),
+                    description: format!("{title} (seeded)"),
+                    provider_organization_id: self.organization_id(provider)?,
+                    ..Default::default()
+                }),
+                request_id: stable_id(self.seed, &label),
+            })
+            .await
+            .with_context(|| format!("creating course {code}"))?
+            .into_inner();
+        let version = client
+            .create_course_version(pb::CreateCourseVersionRequest {
+                course_id: course.id.clone(),
+                copy_from_version_id: String::new(),
+                request_id: stable_id(self.seed, &format!("{label}/version")),
+            })
+            .await
+            .with_context(|| format!("creating a version of {code}"))?
+            .into_inner();
+        let mut version = client
+            .get_course_version(pb::GetCourseVersionRequest {
+                id: version.id.clone(),
+            })
+            .await?
+            .into_inner();
+        if version.state() != pb::CourseVersionState::Published {
+            for (module_index, (module_title, activities)) in modules.iter().enumerate() {
+                let module = client
+                    .create_module(pb::CreateModuleRequest {
+                        course_version_id: version.id.clone(),
+                        module: Some(pb::Module {
+                            title: (*module_title).to_owned(),
+                            required: true,
+                            ..Default::default()
+                        }),
+                        request_id: stable_id(self.seed, &format!("{label}/m{module_index}")),
+                    })
+                    .await
+                    .with_context(|| format!("creating module {module_title} of {code}"))?
+                    .into_inner();
+                for (activity_index, (kind, mode)) in activities.iter().enumerate() {
+                    client
+                        .create_activity(pb::CreateActivityRequest {
+                            module_id: module.id.clone(),
+                            activity: Some(pb::Activity {
+                                title: format!(
+                                    "{module_title}: {}",
+                                    activity_title(*kind, activity_index)
+                                ),
+                                kind: (*kind).into(),
+                                delivery_mode: (*mode).into(),
+                                required: true,
+                                expected_minutes: if *kind == Kind::Assessment { 60 } else { 90 },
+                                pass_score: (*kind == Kind::Assessment).then_some(70),
+                                host_organization_id: if matches!(
+                                    kind,
+                                    Kind::FieldVisit | Kind::IndustryAttachment
+                                ) {
+                                    self.organizations.get("HOST").cloned().unwrap_or_default()
+                                } else {
+                                    String::new()
+                                },
+                                ..Default::default()
+                            }),
+                            request_id: stable_id(
+                                self.seed,
+                                &format!("{label}/m{module_index}/a{activity_index}"),
+                            ),
+                        })
+                        .await
+                        .with_context(|| format!("creating an activity of {code}"))?;
+                }
+            }
+            client
+                .publish_course_version(pb::PublishCourseVersionRequest {
+                    id: version.id.clone(),
+                    etag: String::new(),
+                })
+                .await
+                .with_context(|| format!("publishing {code}"))?;
+            version = client
+                .get_course_version(pb::GetCourseVersionRequest {
+                    id: version.id.clone(),
+                })
+                .await?
+                .into_inner();
+        }
+        let mut modules = version.modules.clone();
+        modules.sort_by_key(|module| module.position);
+        let mut activities = Vec::new();
+        for module in &mut modules {
+            module.activities.sort_by_key(|activity| activity.position);
+            for activity in &module.activities {
+                activities.push(ActivityInfo {
+                    id: activity.id.clone(),
+                    kind: activity.kind(),
+                    pass_score: activity.pass_score,
+                });
+            }
+        }
+        let info = CourseInfo {
+            version_id: version.id,
+            activities,
+        };
+        Counters::add(&self.counters.courses, 1);
+        self.courses.insert(code.to_owned(), info.clone());
+        Ok(info)
+    }
+
+    /// Creates a programme with `phases` (title, course codes, location, days); returns its id.
+    async fn programme(
+        &mut self,
+        code: &str,
+        title: &str,
+        sponsor: &str,
+        partners: &[&str],
+        phases: &[(&str, &[&str], &str, i32)],
+    ) -> anyhow::Result<String> {
+        let mut proto_phases = Vec::new();
+        for (phase_title, course_codes, location, days) in phases {
+            let mut version_ids = Vec::new();
+            for course in *course_codes {
+                version_ids.push(
+                    self.courses
+                        .get(*course)
+                        .with_context(|| format!("course {course} not seeded"))?
+                        .version_id
+                        .clone(),
+                );
+            }
+            proto_phases.push(pb::Phase {
+                title: (*phase_title).to_owned(),
+                course_version_ids: version_ids,
+                location: (*location).to_owned(),
+                planned_duration_days: *days,
+                ..Default::default()
+            });
+        }
+        let partner_ids = partners
+            .iter()
+            .map(|partner| self.organization_id(partner))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let programme = self
+            .clients
+            .programmes
+            .clone()
+            .create_programme(pb::CreateProgrammeRequest {
+                programme: Some(pb::Programme {
+                    code: code.to_owned(),
+                    title: title.to_owned(),
+                    description: format!("{title} (seeded)"),
+                    sponsor_organization_id: self.organization_id(sponsor)?,
+                    partner_organization_ids: partner_ids,
+                    phases: proto_phases,
+                    ..Default::default()
+                }),
+                request_id: stable_id(self.seed, &format!("programme/{code}")),
+            })
+            .await
+            .with_context(|| format!("creating programme {code}"))?
+            .into_inner();
+        self.programmes
+            .insert(code.to_owned(), programme.id.clone());
+        Ok(programme.id)
+    }
+
+    /// Imports `records` through `ImportPeople` streams, several at once.
+    async fn import(&mut self, records: Vec<pb::PersonRecord>) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let total = records.len();
+        let chunks: Vec<Vec<pb::PersonRecord>> = records
+            .chunks(IMPORT_STREAM_RECORDS)
+            .map(<[pb::PersonRecord]>::to_vec)
+            .collect();
+        let client = self.clients.people.clone();
+        let counters = self.counters.clone();
+        let done = Arc::new(AtomicU64::new(0));
+        let streams = chunks.len();
+        let outcomes: Vec<pb::ImportPeopleResponse> = stream::iter(chunks)
+            .map(|chunk| {
+                let mut client = client.clone();
+                let done = done.clone();
+                async move {
+                    let count = chunk.len();
+                    let mut messages: Vec<pb::ImportPeopleRequest> = chunk
+                        .into_iter()
+                        .map(|person| pb::ImportPeopleRequest {
+                            message: Some(pb::import_people_request::Message::Person(person)),
+                        })
+                        .collect();
+                    messages.push(pb::ImportPeopleRequest {
+                        message: Some(pb::import_people_request::Message::Commit(
+                            pb::ImportCommit {
+                                record_count: count as i64,
+                            },
+                        )),
+                    });
+                    let response = client
+                        .import_people(stream::iter(messages))
+                        .await
+                        .context("importing people")?
+                        .into_inner();
+                    let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
+                    if finished % 4 == 0 || finished as usize == streams {
+                        eprintln!("      imported {} of {streams} streams", finished);
+                    }
+                    anyhow::Ok(response)
+                }
+            })
+            .buffer_unordered(self.args.concurrency.clamp(1, 4))
+            .try_collect()
+            .await?;
+        let mut failed = 0;
+        for outcome in &outcomes {
+            let counts = outcome.counts.clone().unwrap_or_default();
+            failed += counts.failed;
+            for error in outcome.errors.iter().take(5) {
+                eprintln!(
+                    "      refused {}: {} {}",
+                    error.key, error.reason, error.message
+                );
+            }
+        }
+        Counters::add(&counters.people, total - failed as usize);
+        Counters::add(&counters.refused, failed as usize);
+        self.import_seconds += started.elapsed().as_secs_f64();
+        self.import_rows += total as u64;
+        Ok(())
+    }
+
+    /// Returns (external id, id) of the people in `organization`'s subtree whose external id starts with `prefix`.
+    async fn people_in(
+        client: &PersonServiceClient<Authed>,
+        organization_id: &str,
+        prefix: &str,
+    ) -> anyhow::Result<Vec<(String, String)>> {
+        let mut found = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = client
+                .clone()
+                .list_people(pb::ListPeopleRequest {
+                    page_size: 1000,
+                    page_token,
+                    organization_subtree: organization_id.to_owned(),
+                    ..Default::default()
+                })
+                .await
+                .context("listing people")?
+                .into_inner();
+            found.extend(
+                page.people
+                    .into_iter()
+                    .filter(|person| person.external_id.starts_with(prefix))
+                    .map(|person| (person.external_id, person.id)),
+            );
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+        found.sort();
+        Ok(found)
+    }
+
+    // ---- demo ------------------------------------------------------------------------------
+
+    async fn demo_organizations(&mut self) -> anyhow::Result<()> {
+        use OrganizationKind as K;
+        for (code, name, _) in MINISTRIES {
+            self.organization(code, name, K::Ministry, None).await?;
+        }
+        let plan: [(&str, &str, K, Option<&str>); 14] = [
+            (
+                "JDN",
+                "National Digital Department (JDN)",
+                K::Department,
+                Some("KD"),
+            ),
+            ("MYGOVUC", "MyGovUC unit", K::Unit, Some("JDN")),
+            ("NAIO", "National AI Office", K::Agency, Some("KD")),
+            ("JPA", "Public Service Department (JPA)", K::Agency, None),
+            (
+                "INTAN",
+                "National Institute of Public Administration (INTAN)",
+                K::TrainingCentre,
+                Some("JPA"),
+            ),
+            (
+                "MAMPU",
+                "Malaysian Administrative Modernisation and Management Planning Unit (MAMPU)",
+                K::Agency,
+                None,
+            ),
+            (
+                "KESUMA",
+                "Ministry of Human Resources (KESUMA)",
+                K::Ministry,
+                None,
+            ),
+            (
+                "JTM",
+                "Manpower Department (JTM)",
+                K::Department,
+                Some("KESUMA"),
+            ),
+            (
+                "ILP",
+                "Industrial Training Institute",
+                K::TrainingCentre,
+                Some("JTM"),
+            ),
+            ("CLOUD", "Cloud vendor", K::Company, None),
+            ("TELCO", "Telecom vendor", K::Company, None),
+            ("UNI", "Partner university", K::University, None),
+            ("HOST", "Smart City Authority (abroad)", K::Partner, None),
+            ("PRIV", "Private-sector participants", K::Company, None),
+        ];
+        for (code, name, kind, parent) in plan {
+            self.organization(code, name, kind, parent).await?;
+        }
+        Ok(())
+    }
+
+    async fn demo_programmes(&mut self) -> anyhow::Result<()> {
+        self.demo_edl().await?;
+        self.demo_future_fit().await?;
+        self.demo_tvet().await?;
+        self.demo_ai_at_work().await?;
+        self.demo_dle().await?;
+        Ok(())
+    }
+
+    /// Executive Digital Leadership: one cohort of 55, 35 public and 20 private seats.
+    async fn demo_edl(&mut self) -> anyhow::Result<()> {
+        self.course(
+            "EDL-1",
+            "Executive Digital Leadership",
+            "MAMPU",
+            &[
+                (
+                    "Digital government strategy",
+                    &[
+                        (Kind::Lecture, Mode::InPerson),
+                        (Kind::CaseStudy, Mode::Blended),
+                    ],
+                ),
+                (
+                    "Leading transformation",
+                    &[
+                        (Kind::Workshop, Mode::InPerson),
+                        (Kind::Simulation, Mode::InPerson),
+                    ],
+                ),
+                ("Capstone", &[(Kind::Assessment, Mode::InPerson)]),
+            ],
+        )
+        .await?;
+        self.programme(
+            "EDL",
+            "Executive Digital Leadership",
+            "MAMPU",
+            &[],
+            &[("Three months", &["EDL-1"], "MAMPU", 90)],
+        )
+        .await?;
+        let mut records: Vec<pb::PersonRecord> = (0..35)
+            .map(|index| {
+                let ministry = MINISTRIES[index % MINISTRIES.len()].0;
+                self.person(&format!("EDL-PUB-{index:02}"), ministry, pb::Sector::Public)
+            })
+            .collect();
+        records.extend((0..20).map(|index| {
+            self.person(&format!("EDL-PRIV-{index:02}"), "PRIV", pb::Sector::Private)
+        }));
+        self.import(records).await?;
+        let mut members = Vec::new();
+        for (code, _, _) in MINISTRIES {
+            members.extend(
+                Self::people_in(
+                    &self.clients.people,
+                    &self.organization_id(code)?,
+                    "EDL-PUB-",
+                )
+                .await?,
+            );
+        }
+        members.extend(
+            Self::people_in(
+                &self.clients.people,
+                &self.organization_id("PRIV")?,
+                "EDL-PRIV-",
+            )
+            .await?,
+        );
+        let cohort = pb::Cohort {
+            name: "EDL cohort 1".to_owned(),
+            start_date: "2025-07-01".to_owned(),
+            end_date: "2025-09-30".to_owned(),
+            capacity: 55,
+            sector_seats: vec![
+                pb::SectorSeats {
+                    sector: pb::Sector::Public.into(),
+                    seats: 35,
+                },
+                pb::SectorSeats {
+                    sector: pb::Sector::Private.into(),
+                    seats: 20,
+                },
+            ],
+            ..Default::default()
+        };
+        let seeded = self.cohort("EDL", "edl/1", cohort, &members).await?;
+        self.spread_progress(&seeded, &["EDL-1"], Spread::Running)
+            .await?;
+        Ok(())
+    }
+
+    /// Future-Fit Public Services: 20 officers of 14 ministries, a month at the university then five months abroad.
+    async fn demo_future_fit(&mut self) -> anyhow::Result<()> {
+        self.course(
+            "FFPS-UNI",
+            "AI and cybersecurity intensive",
+            "UNI",
+            &[
+                (
+                    "Generative AI",
+                    &[(Kind::Lecture, Mode::InPerson), (Kind::Lab, Mode::InPerson)],
+                ),
+                (
+                    "AI governance",
+                    &[
+                        (Kind::Lecture, Mode::InPerson),
+                        (Kind::Simulation, Mode::InPerson),
+                    ],
+                ),
+                ("Assessment", &[(Kind::Assessment, Mode::Online)]),
+            ],
+        )
+        .await?;
+        self.course(
+            "FFPS-ATTACH",
+            "Industry attachment abroad",
+            "TELCO",
+            &[
+                (
+                    "Smart cities",
+                    &[
+                        (Kind::FieldVisit, Mode::InPerson),
+                        (Kind::CaseStudy, Mode::Blended),
+                    ],
+                ),
+                (
+                    "Digital governance and cybersecurity",
+                    &[
+                        (Kind::Workshop, Mode::InPerson),
+                        (Kind::IndustryAttachment, Mode::InPerson),
+                    ],
+                ),
+            ],
+        )
+        .await?;
+        self.programme(
+            "FFPS-2025",
+            "Future-Fit Public Services (AI and cybersecurity)",
+            "JPA",
+            &["TELCO", "UNI"],
+            &[
+                (
+                    "1 month at the university",
+                    &["FFPS-UNI"],
+                    "University campus",
+                    30,
+                ),
+                (
+                    "5-month industry attachment",
+                    &["FFPS-ATTACH"],
+                    "Abroad",
+                    150,
+                ),
+            ],
+        )
+        .await?;
+        let mut records = Vec::new();
+        for (index, (code, _, _)) in MINISTRIES.iter().enumerate() {
+            let count = if index < 6 { 2 } else { 1 };
+            for number in 0..count {
+                records.push(self.person(&format!("FF-{code}-{number}"), code, pb::Sector::Public));
+            }
+        }
+        self.import(records).await?;
+        let mut members = Vec::new();
+        let mut eligible = Vec::new();
+        for (code, _, _) in MINISTRIES {
+            let id = self.organization_id(code)?;
+            members.extend(Self::people_in(&self.clients.people, &id, "FF-").await?);
+            eligible.push(id);
+        }
+        let cohort = pb::Cohort {
+            name: "Cohort 1 (May to November)".to_owned(),
+            start_date: "2025-05-01".to_owned(),
+            end_date: "2025-11-30".to_owned(),
+            capacity: 20,
+            eligible_organization_ids: eligible,
+            ..Default::default()
+        };
+        let seeded = self.cohort("FFPS-2025", "ffps/1", cohort, &members).await?;
+        // Everyone finished the university month; the attachment is under way.
+        self.spread_progress(&seeded, &["FFPS-UNI"], Spread::Done)
+            .await?;
+        self.spread_progress(&seeded, &["FFPS-ATTACH"], Spread::Running)
+            .await?;
+        Ok(())
+    }
+
+    /// TVET Learning Centre: a master trainer, three candidate trainers, 2,000 trainees.
+    async fn demo_tvet(&mut self) -> anyhow::Result<()> {
+        self.course(
+            "TVET-5G",
+            "Certified telecom: fibre and 5G",
+            "TELCO",
+            &[
+                (
+                    "Fibre optics",
+                    &[(Kind::Lecture, Mode::InPerson), (Kind::Lab, Mode::InPerson)],
+                ),
+                (
+                    "5G radio",
+                    &[(Kind::Lecture, Mode::InPerson), (Kind::Lab, Mode::InPerson)],
+                ),
+                ("Certification exam", &[(Kind::Assessment, Mode::InPerson)]),
+            ],
+        )
+        .await?;
+        self.programme(
+            "TVET-TLC",
+            "TVET Learning Centre",
+            "KESUMA",
+            &["TELCO"],
+            &[(
+                "Telecom modules",
+                &["TVET-5G"],
+                "Industrial Training Institute",
+                120,
+            )],
+        )
+        .await?;
+        let mut records = vec![self.person("TVET-MASTER-1", "TELCO", pb::Sector::Private)];
+        records
+            .extend((1..=3).map(|index| {
+                self.person(&format!("TVET-CAND-{index}"), "JTM", pb::Sector::Public)
+            }));
+        records.extend((0..2000).map(|index| {
+            // Students and educators are public; industry engineers private.
+            let sector = if index % 5 == 4 {
+                pb::Sector::Private
+            } else {
+                pb::Sector::Public
+            };
+            self.person(&format!("TVET-{index:04}"), "ILP", sector)
+        }));
+        self.import(records).await?;
+        let trainees: Vec<(String, String)> =
+            Self::people_in(&self.clients.people, &self.organization_id("ILP")?, "TVET-").await?;
+        let cohort = pb::Cohort {
+            name: "Batch 1".to_owned(),
+            start_date: "2025-03-03".to_owned(),
+            end_date: "2025-07-31".to_owned(),
+            capacity: 2000,
+            ..Default::default()
+        };
+        let seeded = self.cohort("TVET-TLC", "tvet/1", cohort, &trainees).await?;
+        self.spread_progress(&seeded, &["TVET-5G"], Spread::Running)
+            .await?;
+        Ok(())
+    }
+
+    /// AI At Work 2.0: 200 change ambassadors trained, then a pilot of 270 officers (91% completed the survey).
+    async fn demo_ai_at_work(&mut self) -> anyhow::Result<()> {
+        self.course(
+            "AIW-TTT",
+            "AI At Work: train the trainer (5 days)",
+            "CLOUD",
+            &[
+                (
+                    "Generative AI for content and summaries",
+                    &[
+                        (Kind::Workshop, Mode::InPerson),
+                        (Kind::Lab, Mode::InPerson),
+                    ],
+                ),
+                (
+                    "Data analysis and meeting notes",
+                    &[
+                        (Kind::Workshop, Mode::InPerson),
+                        (Kind::Lab, Mode::InPerson),
+                    ],
+                ),
+                (
+                    "Teaching it back",
+                    &[
+                        (Kind::Workshop, Mode::InPerson),
+                        (Kind::Assessment, Mode::InPerson),
+                    ],
+                ),
+            ],
+        )
+        .await?;
+        self.course(
+            "AIW-OFFICER",
+            "AI At Work for officers",
+            "CLOUD",
+            &[
+                (
+                    "AI at work",
+                    &[
+                        (Kind::SelfStudy, Mode::Online),
+                        (Kind::Workshop, Mode::Blended),
+                    ],
+                ),
+                ("Pilot survey", &[(Kind::Survey, Mode::Online)]),
+            ],
+        )
+        .await?;
+        self.programme(
+            "AIW-2-TTT",
+            "AI At Work 2.0: change ambassadors",
+            "KD",
+            &["CLOUD"],
+            &[("Train the trainers", &["AIW-TTT"], "JDN", 5)],
+        )
+        .await?;
+        self.programme(
+            "AIW-2",
+            "AI At Work 2.0",
+            "KD",
+            &["CLOUD"],
+            &[("Cascade", &["AIW-OFFICER"], "Departments", 60)],
+        )
+        .await?;
+        let mut records: Vec<pb::PersonRecord> = (0..200)
+            .map(|index| self.person(&format!("AMB-{index:03}"), "MYGOVUC", pb::Sector::Public))
+            .collect();
+        records.extend(
+            (0..270)
+                .map(|index| self.person(&format!("PILOT-{index:03}"), "JDN", pb::Sector::Public)),
+        );
+        self.import(records).await?;
+        let ambassadors = Self::people_in(
+            &self.clients.people,
+            &self.organization_id("MYGOVUC")?,
+            "AMB-",
+        )
+        .await?;
+        let pilot = Self::people_in(
+            &self.clients.people,
+            &self.organization_id("JDN")?,
+            "PILOT-",
+        )
+        .await?;
+        let cohort = pb::Cohort {
+            name: "Change ambassadors".to_owned(),
+            start_date: "2025-02-10".to_owned(),
+            end_date: "2025-02-14".to_owned(),
+            capacity: 200,
+            ..Default::default()
+        };
+        let seeded = self
+            .cohort("AIW-2-TTT", "aiw/ambassadors", cohort, &ambassadors)
+            .await?;
+        self.spread_progress(&seeded, &["AIW-TTT"], Spread::Done)
+            .await?;
+        let cohort = pb::Cohort {
+            name: "Pilot (270 officers)".to_owned(),
+            start_date: "2025-03-03".to_owned(),
+            end_date: "2025-04-30".to_owned(),
+            capacity: 270,
+            eligible_organization_ids: vec![self.organization_id("KD")?],
+            ..Default::default()
+        };
+        let seeded = self.cohort("AIW-2", "aiw/pilot", cohort, &pilot).await?;
+        self.spread_progress(&seeded, &["AIW-OFFICER"], Spread::Share(0.91))
+            .await?;
+        Ok(())
+    }
+
+    /// Digital Leadership Excellence: cohort 1 finished and closed, cohort 2 running.
+    async fn demo_dle(&mut self) -> anyhow::Result<()> {
+        self.course(
+            "DLE",
+            "Digital Leadership Excellence",
+            "INTAN",
+            &[
+                (
+                    "Leading digital change",
+                    &[
+                        (Kind::Workshop, Mode::InPerson),
+                        (Kind::CaseStudy, Mode::InPerson),
+                    ],
+                ),
+                ("Judging panels", &[(Kind::Workshop, Mode::InPerson)]),
+            ],
+        )
+        .await?;
+        self.programme(
+            "DLE",
+            "Digital Leadership Excellence",
+            "INTAN",
+            &[],
+            &[("Leadership", &["DLE"], "INTAN", 60)],
+        )
+        .await?;
+        let records: Vec<pb::PersonRecord> = (0..55)
+            .map(|index| {
+                let ministry = MINISTRIES[(index * 5) % MINISTRIES.len()].0;
+                self.person(&format!("DLE-{index:02}"), ministry, pb::Sector::Public)
+            })
+            .collect();
+        self.import(records).await?;
+        let mut leaders = Vec::new();
+        for (code, _, _) in MINISTRIES {
+            leaders.extend(
+                Self::people_in(&self.clients.people, &self.organization_id(code)?, "DLE-").await?,
+            );
+        }
+        leaders.sort();
+        let (first, second) = leaders.split_at(25.min(leaders.len()));
+        let cohort = pb::Cohort {
+            name: "Cohort 1".to_owned(),
+            start_date: "2024-09-02".to_owned(),
+            end_date: "2024-11-29".to_owned(),
+            capacity: 30,
+            ..Default::default()
+        };
+        let seeded = self.cohort("DLE", "dle/1", cohort, first).await?;
+        self.spread_progress(&seeded, &["DLE"], Spread::Done)
+            .await?;
+        self.set_cohort_state(&seeded.id, pb::CohortState::Closed)
+            .await?;
+        let cohort = pb::Cohort {
+            name: "Cohort 2".to_owned(),
+            start_date: "2025-06-02".to_owned(),
+            end_date: "2025-08-29".to_owned(),
+            capacity: 30,
+            ..Default::default()
+        };
+        let seeded = self.cohort("DLE", "dle/2", cohort, second).await?;
+        self.set_cohort_state(&seeded.id, pb::CohortState::Running)
+            .await?;
+        self.spread_progress(&seeded, &["DLE"], Spread::Running)
+            .await?;
+        Ok(())
+    }
+
+    fn person(
+        &self,
+        external_id: &str,
+        organization_code: &str,
+        sector: pb::Sector,
+    ) -> pb::PersonRecord {
+        person_record(self.seed, external_id, organization_code, sector)
+    }
+
+    /// Creates and opens a cohort of `programme` and enrols `members`; returns it with its enrolments.
+    async fn cohort(
+        &mut self,
+        programme: &str,
+        label: &str,
+        settings: pb::Cohort,
+        members: &[(String, String)],
+    ) -> anyhow::Result<SeededCohort> {
+        let programme_id = self
+            .programmes
+            .get(programme)
+            .cloned()
+            .with_context(|| format!("programme {programme} not seeded"))?;
+        let seeded = create_cohort(
+            &self.clients,
+            self.seed,
+            &self.counters,
+            programme,
+            &programme_id,
+            label,
+            settings,
+            members,
+        )
+        .await?;
+        self.cohorts.push(seeded.clone());
+        Ok(seeded)
+    }
+
+    async fn set_cohort_state(&self, id: &str, state: pb::CohortState) -> anyhow::Result<()> {
+        let mut client = self.clients.programmes.clone();
+        let current = client
+            .get_cohort(pb::GetCohortRequest { id: id.to_owned() })
+            .await?
+            .into_inner();
+        if current.state() == state {
+            return Ok(());
+        }
+        client
+            .change_cohort_state(pb::ChangeCohortStateRequest {
+                id: id.to_owned(),
+                state: state.into(),
+                etag: current.etag,
+            })
+            .await
+            .with_context(|| format!("moving cohort {id} to {state:?}"))?;
+        Ok(())
+    }
+
+    /// Records progress on `courses` for every learner of `cohort`, spread as `spread` says.
+    async fn spread_progress(
+        &self,
+        cohort: &SeededCohort,
+        courses: &[&str],
+        spread: Spread,
+    ) -> anyhow::Result<()> {
+        let mut events = Vec::new();
+        for course in courses {
+            let info = self
+                .courses
+                .get(*course)
+                .with_context(|| format!("course {course} not seeded"))?;
+            for (external_id, enrollment_id) in &cohort.enrollments {
+                events.extend(learner_events(
+                    self.seed,
+                    &format!("{}/{course}", cohort.label),
+                    external_id,
+                    enrollment_id,
+                    &info.activities,
+                    spread,
+                ));
+            }
+        }
+        record_events(&self.clients, &self.counters, events).await
+    }
+
+    // ---- national --------------------------------------------------------------------------
+
+    async fn national_organizations(&mut self) -> anyhow::Result<()> {
+        for (code, name, _) in MINISTRIES {
+            self.organization(code, name, OrganizationKind::Ministry, None)
+                .await?;
+            for department in 1..=DEPARTMENTS_PER_MINISTRY {
+                let department_code = department_code(code, department);
+                self.organization(
+                    &department_code,
+                    &format!("{name}, department {department}"),
+                    OrganizationKind::Department,
+                    Some(code),
+                )
+                .await?;
+                for unit in 1..=UNITS_PER_DEPARTMENT {
+                    self.organization(
+                        &format!("{department_code}-U{unit:02}"),
+                        &format!("{name}, department {department}, unit {unit}"),
+                        OrganizationKind::Unit,
+                        Some(&department_code),
+                    )
+                    .await?;
+                }
+            }
+        }
+        self.organization("CLOUD", "Cloud vendor", OrganizationKind::Company, None)
+            .await?;
+        Ok(())
+    }
+
+    async fn national_catalogue(&mut self) -> anyhow::Result<()> {
+        self.course(
+            "AIW-NAT-TTT",
+            "AI At Work: change ambassadors (5 days)",
+            "CLOUD",
+            &[
+                (
+                    "Generative AI tools",
+                    &[
+                        (Kind::Workshop, Mode::InPerson),
+                        (Kind::Lab, Mode::InPerson),
+                    ],
+                ),
+                (
+                    "Teaching it back",
+                    &[
+                        (Kind::Workshop, Mode::InPerson),
+                        (Kind::Assessment, Mode::InPerson),
+                    ],
+                ),
+            ],
+        )
+        .await?;
+        let self_paced: &[(Kind, Mode)] = &[
+            (Kind::SelfStudy, Mode::Online),
+            (Kind::Lecture, Mode::Online),
+            (Kind::Lab, Mode::Blended),
+            (Kind::Workshop, Mode::InPerson),
+        ];
+        let closing: &[(Kind, Mode)] = &[
+            (Kind::CaseStudy, Mode::Blended),
+            (Kind::Workshop, Mode::InPerson),
+            (Kind::Survey, Mode::Online),
+            (Kind::Assessment, Mode::Online),
+        ];
+        self.course(
+            "AIW-NAT",
+            "AI At Work for public officers",
+            "CLOUD",
+            &[
+                ("Generative AI for content", self_paced),
+                ("Summaries and meeting notes", self_paced),
+                ("Data analysis", self_paced),
+                ("Responsible AI in the public sector", self_paced),
+                ("Putting it to work", closing),
+            ],
+        )
+        .await?;
+        self.programme(
+            NATIONAL_TTT_PROGRAMME,
+            "AI At Work: change ambassadors",
+            "KD",
+            &["CLOUD"],
+            &[("Train the trainers", &["AIW-NAT-TTT"], "JDN", 5)],
+        )
+        .await?;
+        self.programme(
+            NATIONAL_PROGRAMME,
+            "AI At Work: every public officer",
+            "KD",
+            &["CLOUD"],
+            &[("Cascade in departments", &["AIW-NAT"], "Departments", 90)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn national_people(&mut self) -> anyhow::Result<()> {
+        let departments = national_departments();
+        let mut records = Vec::with_capacity(self.args.officers + self.args.ambassadors);
+        // Ambassadors are spread over the departments, round robin.
+        for index in 0..self.args.ambassadors {
+            let (_, department) = &departments[index % departments.len()];
+            records.push(self.person(&format!("AMB-{index:04}"), department, pb::Sector::Public));
+        }
+        let mut rng = StdRng::seed_from_u64(stable_u64(self.seed, "officers"));
+        let total_weight: u32 = MINISTRIES.iter().map(|(_, _, weight)| weight).sum();
+        let mut by_ministry: BTreeMap<String, u64> = BTreeMap::new();
+        for index in 0..self.args.officers {
+            let mut pick = rng.random_range(0..total_weight);
+            let mut ministry = MINISTRIES[0].0;
+            for (code, _, weight) in MINISTRIES {
+                if pick < weight {
+                    ministry = code;
+                    break;
+                }
+                pick -= weight;
+            }
+            let department = rng.random_range(1..=DEPARTMENTS_PER_MINISTRY);
+            let unit = rng.random_range(1..=UNITS_PER_DEPARTMENT);
+            let unit_code = format!("{}-U{unit:02}", department_code(ministry, department));
+            *by_ministry.entry(ministry.to_owned()).or_default() += 1;
+            records.push(self.person(&format!("OFF-{index:06}"), &unit_code, pb::Sector::Public));
+        }
+        self.officers_by_ministry = by_ministry;
+        let total = records.len();
+        eprintln!("      importing {total} people");
+        self.import(records).await?;
+        // Read back who is where, department by department: cohorts are made per department.
+        let client = self.clients.people.clone();
+        let lookups: Vec<(String, String)> = departments
+            .iter()
+            .map(|(_, department)| Ok((department.clone(), self.organization_id(department)?)))
+            .collect::<anyhow::Result<_>>()?;
+        let listed: Vec<(String, Vec<(String, String)>)> = stream::iter(lookups)
+            .map(|(code, id)| {
+                let client = client.clone();
+                async move {
+                    let people = Self::people_in(&client, &id, "").await?;
+                    anyhow::Ok((code, people))
+                }
+            })
+            .buffer_unordered(self.args.concurrency.max(1))
+            .try_collect()
+            .await?;
+        self.department_people = listed.into_iter().collect();
+        let listed_total: usize = self.department_people.values().map(Vec::len).sum();
+        if listed_total != total {
+            bail!("imported {total} people but {listed_total} are listed in the departments");
+        }
+        Ok(())
+    }
+
+    async fn national_ambassadors(&mut self) -> anyhow::Result<()> {
+        let ambassadors: Vec<(String, String)> = self
+            .department_people
+            .values()
+            .flatten()
+            .filter(|(external_id, _)| external_id.starts_with("AMB-"))
+            .cloned()
+            .collect();
+        if ambassadors.is_empty() {
+            return Ok(());
+        }
+        let mut sorted = ambassadors;
+        sorted.sort();
+        let cohort = pb::Cohort {
+            name: "Change ambassadors".to_owned(),
+            start_date: "2025-08-04".to_owned(),
+            end_date: "2025-08-08".to_owned(),
+            capacity: i32::try_from(sorted.len()).unwrap_or(i32::MAX).max(1),
+            ..Default::default()
+        };
+        let seeded = self
+            .cohort(
+                NATIONAL_TTT_PROGRAMME,
+                "national/ambassadors",
+                cohort,
+                &sorted,
+            )
+            .await?;
+        self.spread_progress(&seeded, &["AIW-NAT-TTT"], Spread::Done)
+            .await
+    }
+
+    async fn national_cohorts(&mut self) -> anyhow::Result<()> {
+        let programme_id = self
+            .programmes
+            .get(NATIONAL_PROGRAMME)
+            .cloned()
+            .context("national programme not seeded")?;
+        let course = self
+            .courses
+            .get("AIW-NAT")
+            .cloned()
+            .context("national course not seeded")?;
+        // Plan: per department, officers by external id in cohorts of ~50, led by the department's ambassadors in turn.
+        let mut plans = Vec::new();
+        for (department, people) in &self.department_people {
+            let ambassadors: Vec<&String> = people
+                .iter()
+                .filter(|(external_id, _)| external_id.starts_with("AMB-"))
+                .map(|(external_id, _)| external_id)
+                .collect();
+            let officers: Vec<(String, String)> = people
+                .iter()
+                .filter(|(external_id, _)| external_id.starts_with("OFF-"))
+                .cloned()
+                .collect();
+            let department_id = self.organization_id(department)?;
+            for (number, members) in officers.chunks(COHORT_SIZE).enumerate() {
+                let lead = if ambassadors.is_empty() {
+                    String::new()
+                } else {
+                    format!(", led by {}", ambassadors[number % ambassadors.len()])
+                };
+                let settings = pb::Cohort {
+                    name: format!("{department} cohort {}{lead}", number + 1),
+                    start_date: "2025-09-01".to_owned(),
+                    end_date: "2025-12-19".to_owned(),
+                    capacity: COHORT_SIZE as i32,
+                    eligible_organization_ids: vec![department_id.clone()],
+                    ..Default::default()
+                };
+                plans.push((
+                    format!("national/{department}/{number}"),
+                    settings,
+                    members.to_vec(),
+                ));
+            }
+        }
+        let total = plans.len();
+        eprintln!("      {total} cohorts of up to {COHORT_SIZE}");
+        let done = Arc::new(AtomicU64::new(0));
+        let mut last_report = Instant::now();
+        let clients = self.clients.clone();
+        let counters = self.counters.clone();
+        let seed = self.seed;
+        let mut results = stream::iter(plans)
+            .map(|(label, settings, members)| {
+                let clients = clients.clone();
+                let counters = counters.clone();
+                let programme_id = programme_id.clone();
+                let course = course.clone();
+                let done = done.clone();
+                async move {
+                    let seeded = create_cohort(
+                        &clients,
+                        seed,
+                        &counters,
+                        NATIONAL_PROGRAMME,
+                        &programme_id,
+                        &label,
+                        settings,
+                        &members,
+                    )
+                    .await?;
+                    let mut events = Vec::new();
+                    for (external_id, enrollment_id) in &seeded.enrollments {
+                        events.extend(learner_events(
+                            seed,
+                            &format!("{label}/AIW-NAT"),
+                            external_id,
+                            enrollment_id,
+                            &course.activities,
+                            Spread::National,
+                        ));
+                    }
+                    record_events(&clients, &counters, events).await?;
+                    done.fetch_add(1, Ordering::Relaxed);
+                    anyhow::Ok(seeded)
+                }
+            })
+            .buffer_unordered(self.args.concurrency.max(1));
+        while let Some(result) = results.next().await {
+            self.cohorts.push(result?);
+            if last_report.elapsed() >= Duration::from_secs(5) {
+                last_report = Instant::now();
+                self.progress_line("cohorts", done.load(Ordering::Relaxed) as usize, total);
+            }
+        }
+        self.progress_line("cohorts", total, total);
+        Ok(())
+    }
+}
+
+/// How far learners of a cohort got.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Spread {
+    /// Everyone completed everything.
+    Done,
+    /// A running cohort: a few done, most part-way, some not started.
+    Running,
+    /// This share completed everything, the rest did not start.
+    Share(f64),
+    /// The national mix: 35% not started, 40% part-way, 25% done.
+    National,
+}
+
+/// Returns how many activities (in order) a learner has done out of `count`.
+fn activities_done(rng: &mut StdRng, spread: Spread, count: usize) -> usize {
+    let roll: f64 = rng.random();
+    match spread {
+        Spread::Done => count,
+        Spread::Share(share) => {
+            if roll < share {
+                count
+            } else {
+                0
+            }
+        }
+        Spread::Running | Spread::National => {
+            let (not_started, part_way) = if spread == Spread::Running {
+                (0.15, 0.75)
+            } else {
+                (0.35, 0.75)
+            };
+            if roll < not_started || count == 0 {
+                0
+            } else if roll < part_way && count > 1 {
+                rng.random_range(1..count)
+            } else {
+                count
+            }
+        }
+    }
+}
+
+/// Returns the events of one learner: one per activity done, in course order, at fixed times.
+fn learner_events(
+    seed: u64,
+    label: &str,
+    external_id: &str,
+    enrollment_id: &str,
+    activities: &[ActivityInfo],
+    spread: Spread,
+) -> Vec<pb::ProgressEvent> {
+    let mut rng =
+        StdRng::seed_from_u64(stable_u64(seed, &format!("progress/{label}/{external_id}")));
+    let done = activities_done(&mut rng, spread, activities.len());
+    // Fixed dates: the same seed gives byte-identical events, so a re-run is a replay.
+    let start: DateTime<Utc> = Utc
+        .with_ymd_and_hms(2025, 9, 1, 8, 0, 0)
+        .single()
+        .unwrap_or_default()
+        + chrono::Duration::minutes(rng.random_range(0..60 * 24 * 14));
+    activities
+        .iter()
+        .take(done)
+        .enumerate()
+        .map(|(index, activity)| {
+            let occurred = start
+                + chrono::Duration::hours(index as i64 * 20)
+                + chrono::Duration::minutes(rng.random_range(0..120));
+            let (verb, score) = if activity.kind == Kind::Assessment {
+                let pass = activity.pass_score.unwrap_or(0).clamp(0, 100);
+                (pb::ProgressVerb::Passed, Some(rng.random_range(pass..=100)))
+            } else {
+                (pb::ProgressVerb::Completed, None)
+            };
+            pb::ProgressEvent {
+                event_id: stable_id(seed, &format!("event/{label}/{external_id}/{index}")),
+                enrollment_id: enrollment_id.to_owned(),
+                activity_id: activity.id.clone(),
+                verb: verb.into(),
+                score,
+                duration_seconds: rng.random_range(600..5400),
+                occurred_time: Some(prost_types::Timestamp {
+                    seconds: occurred.timestamp(),
+                    nanos: 0,
+                }),
+                source: pb::ProgressSource::App.into(),
+                ..Default::default()
+            }
+        })
+        .collect()
+}
+
+/// Records `events` in batches; counts accepted ones and refused ones (printing the first few).
+async fn record_events(
+    clients: &Clients,
+    counters: &Counters,
+    events: Vec<pb::ProgressEvent>,
+) -> anyhow::Result<()> {
+    for chunk in events.chunks(PROGRESS_BATCH) {
+        let response = clients
+            .progress
+            .clone()
+            .batch_record_progress(pb::BatchRecordProgressRequest {
+                events: chunk.to_vec(),
+            })
+            .await
+            .context("recording progress")?
+            .into_inner();
+        let mut refused = 0;
+        for ack in &response.acks {
+            if let Some(error) = &ack.error {
+                if refused < 3 {
+                    eprintln!(
+                        "      event {} refused: {} {}",
+                        error.key, error.reason, error.message
+                    );
+                }
+                refused += 1;
+            }
+        }
+        Counters::add(&counters.events, response.acks.len() - refused);
+        Counters::add(&counters.refused, refused);
+    }
+    Ok(())
+}
+
+/// Creates and opens a cohort and enrols `members` (external id, person id); returns it with its enrolments.
+#[allow(clippy::too_many_arguments)]
+async fn create_cohort(
+    clients: &Clients,
+    seed: u64,
+    counters: &Counters,
+    programme: &str,
+    programme_id: &str,
+    label: &str,
+    settings: pb::Cohort,
+    members: &[(String, String)],
+) -> anyhow::Result<SeededCohort> {
+    let mut client = clients.programmes.clone();
+    let cohort = client
+        .create_cohort(pb::CreateCohortRequest {
+            cohort: Some(pb::Cohort {
+                programme_id: programme_id.to_owned(),
+                ..settings
+            }),
+            request_id: stable_id(seed, &format!("cohort/{label}")),
+        })
+        .await
+        .with_context(|| format!("creating cohort {label}"))?
+        .into_inner();
+    if cohort.state() == pb::CohortState::Planned {
+        match client
+            .change_cohort_state(pb::ChangeCohortStateRequest {
+                id: cohort.id.clone(),
+                state: pb::CohortState::Open.into(),
+                etag: String::new(),
+            })
+            .await
+        {
+            Ok(_) => {}
+            // A replayed create answers with the first (planned) cohort, which is open by now.
+            Err(status) if status.code() == Code::FailedPrecondition => {}
+            Err(status) => bail!("opening cohort {label}: {status}"),
+        }
+    }
+    Counters::add(&counters.cohorts, 1);
+    let mut enrollments = Vec::with_capacity(members.len());
+    let by_person: HashMap<&str, &str> = members
+        .iter()
+        .map(|(external_id, id)| (id.as_str(), external_id.as_str()))
+        .collect();
+    for (part, chunk) in members.chunks(1000).enumerate() {
+        let response = client
+            .batch_enroll(pb::BatchEnrollRequest {
+                cohort_id: cohort.id.clone(),
+                person_ids: chunk.iter().map(|(_, id)| id.clone()).collect(),
+                request_id: stable_id(seed, &format!("enroll/{label}/{part}")),
+            })
+            .await
+            .with_context(|| format!("enrolling in cohort {label}"))?
+            .into_inner();
+        for result in response.results {
+            match (result.enrollment, result.error) {
+                (Some(enrollment), _) => {
+                    let external_id = by_person
+                        .get(result.person_id.as_str())
+                        .map(|id| (*id).to_owned())
+                        .unwrap_or_default();
+                    enrollments.push((external_id, enrollment.id));
+                }
+                (None, Some(error)) => {
+                    eprintln!(
+                        "      enrolment in {label} refused: {} {}",
+                        error.reason, error.message
+                    );
+                    Counters::add(&counters.refused, 1);
+                }
+                (None, None) => {}
+            }
+        }
+    }
+    Counters::add(&counters.enrollments, enrollments.len());
+    enrollments.sort();
+    Ok(SeededCohort {
+        label: label.to_owned(),
+        id: cohort.id,
+        programme: programme.to_owned(),
+        enrollments,
+    })
+}
+
+/// Returns (ministry code, department code) of every national department, in order.
+pub fn national_departments() -> Vec<(String, String)> {
+    MINISTRIES
+        .iter()
+        .flat_map(|(ministry, _, _)| {
+            (1..=DEPARTMENTS_PER_MINISTRY).map(move |department| {
+                (
+                    (*ministry).to_owned(),
+                    department_code(ministry, department),
+                )
+            })
+        })
+        .collect()
+}
+
+fn department_code(ministry: &str, department: usize) -> String {
+    format!("{ministry}-D{department:02}")
+}
+
+/// Returns the person record the seeder imports for `external_id`: a name and email derived from the seed.
+pub fn person_record(
+    seed: u64,
+    external_id: &str,
+    organization_code: &str,
+    sector: pb::Sector,
+) -> pb::PersonRecord {
+    let pick = stable_u64(seed, external_id);
+    let given = GIVEN_NAMES[(pick % GIVEN_NAMES.len() as u64) as usize];
+    let family = FAMILY_NAMES[((pick >> 8) % FAMILY_NAMES.len() as u64) as usize];
+    let domain = if sector == pb::Sector::Private {
+        "example.com"
+    } else {
+        "gov.example.my"
+    };
+    pb::PersonRecord {
+        external_id: external_id.to_owned(),
+        full_name: format!("{given} {family}"),
+        email: format!("{}@{domain}", external_id.to_lowercase()),
+        organization_external_code: organization_code.to_owned(),
+        sector: sector.into(),
+        status: pb::PersonStatus::Active.into(),
+        ..Default::default()
+    }
+}
+
+fn activity_title(kind: Kind, index: usize) -> String {
+    let name = match kind {
+        Kind::Lecture => "lecture",
+        Kind::Lab => "hands-on lab",
+        Kind::Simulation => "simulation",
+        Kind::FieldVisit => "field visit",
+        Kind::CaseStudy => "case study",
+        Kind::Workshop => "workshop",
+        Kind::IndustryAttachment => "industry attachment",
+        Kind::Assessment => "assessment",
+        Kind::Survey => "survey",
+        Kind::SelfStudy => "self-study",
+        Kind::Unspecified => "activity",
+    };
+    format!("{name} {}", index + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn activities(count: usize) -> Vec<ActivityInfo> {
+        (0..count)
+            .map(|index| ActivityInfo {
+                id: format!("activity-{index}"),
+                kind: if index + 1 == count {
+                    Kind::Assessment
+                } else {
+                    Kind::Lecture
+                },
+                pass_score: (index + 1 == count).then_some(70),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn learner_events_are_deterministic_and_valid() {
+        let activities = activities(20);
+        for learner in 0..200 {
+            let external_id = format!("OFF-{learner:06}");
+            let first = learner_events(
+                7,
+                "cohort",
+                &external_id,
+                "e",
+                &activities,
+                Spread::National,
+            );
+            let again = learner_events(
+                7,
+                "cohort",
+                &external_id,
+                "e",
+                &activities,
+                Spread::National,
+            );
+            assert_eq!(first, again);
+            assert!(first.len() <= activities.len());
+            for (index, event) in first.iter().enumerate() {
+                assert_eq!(event.activity_id, activities[index].id);
+                let is_assessment = activities[index].kind == Kind::Assessment;
+                assert_eq!(event.score.is_some(), is_assessment);
+                if let Some(score) = event.score {
+                    assert!((70..=100).contains(&score));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn national_spread_has_learners_at_every_stage() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let outcomes: Vec<usize> = (0..10_000)
+            .map(|_| activities_done(&mut rng, Spread::National, 20))
+            .collect();
+        let not_started = outcomes.iter().filter(|done| **done == 0).count();
+        let done = outcomes.iter().filter(|done| **done == 20).count();
+        let part_way = outcomes.len() - not_started - done;
+        assert!((3000..4000).contains(&not_started), "{not_started}");
+        assert!((2000..3000).contains(&done), "{done}");
+        assert!((3500..4500).contains(&part_way), "{part_way}");
+    }
+
+    #[test]
+    fn person_records_depend_on_seed_only() {
+        let first = person_record(1, "OFF-000001", "MOE-D01-U01", pb::Sector::Public);
+        assert_eq!(
+            first,
+            person_record(1, "OFF-000001", "MOE-D01-U01", pb::Sector::Public)
+        );
+        assert_eq!(first.email, "off-000001@gov.example.my");
+    }
+}
