@@ -214,6 +214,7 @@ run health health --concurrency "$high"
 say "scenarios"
 run record-progress record-progress --concurrency "$high"
 run record-progress-batch record-progress-batch --concurrency "$low" --batch 100
+run record-progress-batch-random record-progress-batch --concurrency "$low" --batch 100 --batch-scope random
 run stream-progress stream-progress --concurrency "$high"
 run get-progress get-progress --concurrency "$high"
 run list-cohort-progress list-cohort-progress --concurrency "$high"

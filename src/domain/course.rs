@@ -1680,7 +1680,9 @@ mod tests {
             kind: Some(ActivityKind::Lecture),
             ..Default::default()
         };
-        let error = to_lecture.apply("activity", &mut survey.clone()).unwrap_err();
+        let error = to_lecture
+            .apply("activity", &mut survey.clone())
+            .unwrap_err();
         assert_eq!(fields_of(error), ["activity.survey_questions"]);
         let cleared = ActivityPatch {
             kind: Some(ActivityKind::Lecture),

@@ -785,6 +785,8 @@ pub fn rank(rubric: &[Criterion], inputs: Vec<RankInput>, spread_threshold: f64)
         numerator: i128,
         denominator: i128,
         judge_means: Vec<f64>,
+        // Highest minus lowest judge weighted sum, over the common total weight.
+        spread: f64,
     }
     let mut lines: Vec<Line> = inputs
         .into_iter()
@@ -804,11 +806,23 @@ pub fn rank(rubric: &[Criterion], inputs: Vec<RankInput>, spread_threshold: f64)
                 judge_means.push(sum as f64 / total as f64);
             }
             let denominator = weight * judge_means.len() as i128;
+            let sums: Vec<i64> = input
+                .scores
+                .iter()
+                .map(|score| weighted_sum(rubric, &score.scores))
+                .filter(|(_, total)| *total > 0)
+                .map(|(sum, _)| sum)
+                .collect();
+            let spread = match (sums.iter().max(), sums.iter().min()) {
+                (Some(high), Some(low)) if weight > 0 => (high - low) as f64 / weight as f64,
+                _ => 0.0,
+            };
             Line {
                 input,
                 numerator,
                 denominator,
                 judge_means,
+                spread,
             }
         })
         .collect();
@@ -832,13 +846,7 @@ pub fn rank(rubric: &[Criterion], inputs: Vec<RankInput>, spread_threshold: f64)
             } else {
                 line.numerator as f64 / line.denominator as f64
             };
-            let high = line.judge_means.iter().copied().fold(f64::MIN, f64::max);
-            let low = line.judge_means.iter().copied().fold(f64::MAX, f64::min);
-            let spread = if line.judge_means.is_empty() {
-                0.0
-            } else {
-                high - low
-            };
+            let spread = line.spread;
             Ranked {
                 rank: index + 1,
                 id: line.input.id,
@@ -849,7 +857,7 @@ pub fn rank(rubric: &[Criterion], inputs: Vec<RankInput>, spread_threshold: f64)
                 score_count: line.judge_means.len(),
                 assigned_count: line.input.assigned_count,
                 spread,
-                spread_flagged: spread > spread_threshold + 1e-9,
+                spread_flagged: spread > spread_threshold,
             }
         })
         .collect()

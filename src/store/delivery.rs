@@ -189,7 +189,14 @@ async fn check_session_trainers(
     let (lead, co_trainers) = standings
         .split_first()
         .ok_or_else(|| Error::internal("a session has a lead"))?;
-    check_trainers(&format!("session/{}", session.id), lead, co_trainers)
+    check_trainers(
+        &format!(
+            "the session of module {} for cohort {}",
+            session.module_id, session.cohort_id
+        ),
+        lead,
+        co_trainers,
+    )
 }
 
 /// Fails with TRAINER_DOUBLE_BOOKED when a trainer of `session` has another live session that

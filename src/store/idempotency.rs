@@ -112,3 +112,51 @@ impl Store {
         }))
     }
 }
+
+impl Store {
+    /// Runs a create or batch in one write transaction, at most once per request key.
+    ///
+    /// `work` returns the value and the answer to store with the key. A call whose key was seen
+    /// before, or that loses a race for it to a concurrent copy, returns `replay(stored answer)`;
+    /// a key reused for a different request is INVALID_ARGUMENT on `request_id`.
+    pub(crate) async fn write_once<T, F, R, Fut>(&self, key: Option<RequestKey>, work: F, replay: R) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c sea_orm::DatabaseTransaction) -> super::TxFuture<'c, (T, StoredAnswer)> + Send + 'static,
+        R: Fn(StoredAnswer) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        if let Some(key) = &key
+            && let Some(answer) = self.stored_answer(key).await?
+        {
+            return replay(answer).await;
+        }
+        let claimed_key = key.clone();
+        let result = self
+            .write(move |transaction| {
+                Box::pin(async move {
+                    if let Some(key) = &claimed_key
+                        && !claim(transaction, key).await?
+                    {
+                        return Err(already_claimed());
+                    }
+                    let (value, answer) = work(transaction).await?;
+                    if let Some(key) = &claimed_key {
+                        record_answer(transaction, &key.request_id, answer).await?;
+                    }
+                    Ok(value)
+                })
+            })
+            .await;
+        match (result, key) {
+            (Err(error), Some(key)) if is_already_claimed(&error) => {
+                let answer = self
+                    .stored_answer(&key)
+                    .await?
+                    .ok_or_else(|| Error::internal("claimed request id has no record"))?;
+                replay(answer).await
+            }
+            (result, _) => result,
+        }
+    }
+}

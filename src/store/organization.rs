@@ -6,7 +6,7 @@ use sea_orm::{
 };
 
 use super::entity::organizations;
-use super::idempotency::{self, RequestKey, StoredAnswer};
+use super::idempotency::{RequestKey, StoredAnswer};
 use super::{Store, audit, db_error, is_unique_violation, lock_organization_tree};
 use crate::auth::Scope;
 use crate::domain::audit::{AuditChange, AuditContext};
@@ -109,20 +109,10 @@ impl Store {
         new: NewOrganization,
         key: Option<RequestKey>,
     ) -> Result<Organization> {
-        if let Some(key) = &key
-            && let Some(answer) = self.stored_answer(key).await?
-        {
-            return self.replayed_organization(answer).await;
-        }
-        let claimed_key = key.clone();
-        let result = self
-            .write(move |transaction| {
+        self.write_once(
+            key,
+            move |transaction| {
                 Box::pin(async move {
-                    if let Some(key) = &claimed_key
-                        && !idempotency::claim(transaction, key).await?
-                    {
-                        return Err(idempotency::already_claimed());
-                    }
                     lock_organization_tree(transaction).await?;
                     let parent = match &new.parent_id {
                         Some(parent_id) => Some(load(transaction, parent_id).await?),
@@ -175,28 +165,17 @@ impl Store {
                             _ => db_error(error),
                         }
                     })?;
-                    if let Some(key) = &claimed_key {
-                        let answer = StoredAnswer {
-                            resource_id: Some(organization.id.clone()),
-                            response: None,
-                        };
-                        idempotency::record_answer(transaction, &key.request_id, answer).await?;
-                    }
                     audit::append(transaction, &context, vec![change_of(&organization)]).await?;
-                    Ok(organization)
+                    let answer = StoredAnswer {
+                        resource_id: Some(organization.id.clone()),
+                        response: None,
+                    };
+                    Ok((organization, answer))
                 })
-            })
-            .await;
-        match (result, key) {
-            (Err(error), Some(key)) if idempotency::is_already_claimed(&error) => {
-                let answer = self
-                    .stored_answer(&key)
-                    .await?
-                    .ok_or_else(|| Error::internal("claimed request id has no record"))?;
-                self.replayed_organization(answer).await
-            }
-            (result, _) => result,
-        }
+            },
+            |answer| self.replayed_organization(answer),
+        )
+        .await
     }
 
     async fn replayed_organization(&self, answer: StoredAnswer) -> Result<Organization> {

@@ -1764,6 +1764,26 @@ fn learner_events(
         .collect()
 }
 
+/// Retries `call` on UNAVAILABLE and RESOURCE_EXHAUSTED (a busy SQLite, a shed call) with
+/// backoff; safe because every seeder request carries a request id or event ids.
+async fn retry<T, F, Fut>(mut call: F) -> Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let mut delay = Duration::from_millis(100);
+    for _ in 0..10 {
+        match call().await {
+            Err(status) if matches!(status.code(), Code::Unavailable | Code::ResourceExhausted) => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
+    call().await
+}
+
 /// Records `events` in batches; counts accepted ones and refused ones (printing the first few).
 async fn record_events(
     clients: &Clients,
@@ -1771,15 +1791,17 @@ async fn record_events(
     events: Vec<pb::ProgressEvent>,
 ) -> anyhow::Result<()> {
     for chunk in events.chunks(PROGRESS_BATCH) {
-        let response = clients
-            .progress
-            .clone()
-            .batch_record_progress(pb::BatchRecordProgressRequest {
-                events: chunk.to_vec(),
-            })
-            .await
-            .context("recording progress")?
-            .into_inner();
+        let request = pb::BatchRecordProgressRequest {
+            events: chunk.to_vec(),
+        };
+        let response = retry(|| {
+            let mut client = clients.progress.clone();
+            let request = request.clone();
+            async move { client.batch_record_progress(request).await }
+        })
+        .await
+        .context("recording progress")?
+        .into_inner();
         let mut refused = 0;
         for ack in &response.acks {
             if let Some(error) = &ack.error {
@@ -1810,26 +1832,34 @@ async fn create_cohort(
     settings: pb::Cohort,
     members: &[(String, String)],
 ) -> anyhow::Result<SeededCohort> {
-    let mut client = clients.programmes.clone();
-    let cohort = client
-        .create_cohort(pb::CreateCohortRequest {
-            cohort: Some(pb::Cohort {
-                programme_id: programme_id.to_owned(),
-                ..settings
-            }),
-            request_id: stable_id(seed, &format!("cohort/{label}")),
+    let client = clients.programmes.clone();
+    let request = pb::CreateCohortRequest {
+        cohort: Some(pb::Cohort {
+            programme_id: programme_id.to_owned(),
+            ..settings
+        }),
+        request_id: stable_id(seed, &format!("cohort/{label}")),
+    };
+    let cohort = retry(|| {
+        let mut client = client.clone();
+        let request = request.clone();
+        async move { client.create_cohort(request).await }
+    })
+    .await
+    .with_context(|| format!("creating cohort {label}"))?
+    .into_inner();
+    if cohort.state() == pb::CohortState::Planned {
+        let request = pb::ChangeCohortStateRequest {
+            id: cohort.id.clone(),
+            state: pb::CohortState::Open.into(),
+            etag: String::new(),
+        };
+        match retry(|| {
+            let mut client = client.clone();
+            let request = request.clone();
+            async move { client.change_cohort_state(request).await }
         })
         .await
-        .with_context(|| format!("creating cohort {label}"))?
-        .into_inner();
-    if cohort.state() == pb::CohortState::Planned {
-        match client
-            .change_cohort_state(pb::ChangeCohortStateRequest {
-                id: cohort.id.clone(),
-                state: pb::CohortState::Open.into(),
-                etag: String::new(),
-            })
-            .await
         {
             Ok(_) => {}
             // A replayed create answers with the first (planned) cohort, which is open by now.
@@ -1844,15 +1874,19 @@ async fn create_cohort(
         .map(|(external_id, id)| (id.as_str(), external_id.as_str()))
         .collect();
     for (part, chunk) in members.chunks(1000).enumerate() {
-        let response = client
-            .batch_enroll(pb::BatchEnrollRequest {
-                cohort_id: cohort.id.clone(),
-                person_ids: chunk.iter().map(|(_, id)| id.clone()).collect(),
-                request_id: stable_id(seed, &format!("enroll/{label}/{part}")),
-            })
-            .await
-            .with_context(|| format!("enrolling in cohort {label}"))?
-            .into_inner();
+        let request = pb::BatchEnrollRequest {
+            cohort_id: cohort.id.clone(),
+            person_ids: chunk.iter().map(|(_, id)| id.clone()).collect(),
+            request_id: stable_id(seed, &format!("enroll/{label}/{part}")),
+        };
+        let response = retry(|| {
+            let mut client = client.clone();
+            let request = request.clone();
+            async move { client.batch_enroll(request).await }
+        })
+        .await
+        .with_context(|| format!("enrolling in cohort {label}"))?
+        .into_inner();
         for result in response.results {
             match (result.enrollment, result.error) {
                 (Some(enrollment), _) => {
