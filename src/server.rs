@@ -123,7 +123,7 @@ impl App {
         )
         .max_decoding_message_size(max_message);
         let reports = pb::report_service_server::ReportServiceServer::new(
-            crate::api::report::ReportApi::new(store.clone()),
+            crate::api::report::ReportApi::new(store.clone(), config.certification.clock.clone()),
         )
         .max_decoding_message_size(max_message);
         let events = pb::event_service_server::EventServiceServer::new(

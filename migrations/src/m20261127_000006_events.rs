@@ -43,12 +43,36 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(ReportCounters::Table)
-                    .col(ColumnDef::new(ReportCounters::ProgrammeId).string_len(36).not_null())
-                    .col(ColumnDef::new(ReportCounters::CohortId).string_len(36).not_null())
-                    .col(ColumnDef::new(ReportCounters::OrganizationId).string_len(36).not_null())
-                    .col(ColumnDef::new(ReportCounters::Sector).string_len(16).not_null())
-                    .col(ColumnDef::new(ReportCounters::State).string_len(16).not_null())
-                    .col(ColumnDef::new(ReportCounters::Count).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(ReportCounters::ProgrammeId)
+                            .string_len(36)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ReportCounters::CohortId)
+                            .string_len(36)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ReportCounters::OrganizationId)
+                            .string_len(36)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ReportCounters::Sector)
+                            .string_len(16)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ReportCounters::State)
+                            .string_len(16)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ReportCounters::Count)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .primary_key(
                         Index::create()
                             .col(ReportCounters::ProgrammeId)
@@ -73,11 +97,27 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(ReportDurations::Table)
-                    .col(ColumnDef::new(ReportDurations::ProgrammeId).string_len(36).not_null())
-                    .col(ColumnDef::new(ReportDurations::CohortId).string_len(36).not_null())
-                    .col(ColumnDef::new(ReportDurations::OrganizationId).string_len(36).not_null())
+                    .col(
+                        ColumnDef::new(ReportDurations::ProgrammeId)
+                            .string_len(36)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ReportDurations::CohortId)
+                            .string_len(36)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ReportDurations::OrganizationId)
+                            .string_len(36)
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(ReportDurations::Days).integer().not_null())
-                    .col(ColumnDef::new(ReportDurations::Count).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(ReportDurations::Count)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .primary_key(
                         Index::create()
                             .col(ReportDurations::ProgrammeId)
@@ -92,11 +132,31 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(ReportCourseCompletions::Table)
-                    .col(ColumnDef::new(ReportCourseCompletions::ProgrammeId).string_len(36).not_null())
-                    .col(ColumnDef::new(ReportCourseCompletions::CohortId).string_len(36).not_null())
-                    .col(ColumnDef::new(ReportCourseCompletions::OrganizationId).string_len(36).not_null())
-                    .col(ColumnDef::new(ReportCourseCompletions::CourseVersionId).string_len(36).not_null())
-                    .col(ColumnDef::new(ReportCourseCompletions::Count).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(ReportCourseCompletions::ProgrammeId)
+                            .string_len(36)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ReportCourseCompletions::CohortId)
+                            .string_len(36)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ReportCourseCompletions::OrganizationId)
+                            .string_len(36)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ReportCourseCompletions::CourseVersionId)
+                            .string_len(36)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ReportCourseCompletions::Count)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .primary_key(
                         Index::create()
                             .col(ReportCourseCompletions::ProgrammeId)
@@ -116,7 +176,9 @@ impl MigrationTrait for Migration {
             ReportDurations::Table.into_iden(),
             ReportCounters::Table.into_iden(),
         ] {
-            manager.drop_table(Table::drop().table(table).to_owned()).await?;
+            manager
+                .drop_table(Table::drop().table(table).to_owned())
+                .await?;
         }
         Ok(())
     }

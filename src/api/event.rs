@@ -35,17 +35,26 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<pb::DomainEvent, Status>> + 
 impl pb::event_service_server::EventService for EventApi {
     type WatchEventsStream = EventStream;
 
-    async fn watch_events(&self, request: Request<pb::WatchEventsRequest>) -> Result<Response<Self::WatchEventsStream>, Status> {
+    async fn watch_events(
+        &self,
+        request: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
         let message = request.into_inner();
         if message.after_cursor < 0 {
-            return Err(crate::error::Error::invalid("after_cursor", "must not be negative").into());
+            return Err(
+                crate::error::Error::invalid("after_cursor", "must not be negative").into(),
+            );
         }
         let types = event::validate_types(&message.types)?;
-        let organization_path_prefix = match optional_id_or_error("organization_subtree", &message.organization_subtree)? {
-            Some(root) => Some(self.store.get_organization(&root).await?.path),
-            None => None,
+        let organization_path_prefix =
+            match optional_id_or_error("organization_subtree", &message.organization_subtree)? {
+                Some(root) => Some(self.store.get_organization(&root).await?.path),
+                None => None,
+            };
+        let filter = EventFilter {
+            types,
+            organization_path_prefix,
         };
-        let filter = EventFilter { types, organization_path_prefix };
         let store = self.store.clone();
         let signal = store.feed_signal();
         let until_caught_up = message.until_caught_up;

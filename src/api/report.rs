@@ -6,10 +6,18 @@ use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{self, CallContext, Role, Scope};
-use crate::domain::{organization::{optional_id_or_error, required_id}, programme::CohortState, report::{self, CompletionRow}};
+use crate::domain::{
+    organization::{optional_id_or_error, required_id},
+    programme::CohortState,
+    report::{self, CompletionRow},
+};
 use crate::error::{Error, Result};
 use crate::pb;
-use crate::store::{Store, programme::CohortFilter, report::{CompletionReport, GroupBy}};
+use crate::store::{
+    Store,
+    programme::CohortFilter,
+    report::{CompletionReport, GroupBy},
+};
 
 /// CSV bytes per export message.
 const CSV_CHUNK: usize = 64 * 1024;
@@ -18,26 +26,23 @@ const CSV_CHUNK: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct ReportApi {
     store: Store,
+    clock: crate::domain::certification::Clock,
 }
 
 impl ReportApi {
-    /// Returns the handlers over `store`.
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    /// Returns the handlers over `store`, judging certificate validity by `clock`.
+    pub fn new(store: Store, clock: crate::domain::certification::Clock) -> Self {
+        Self { store, clock }
     }
 
-    /// Resolves and checks a completion report request, then runs it.
-    async fn completion_report(&self, context: &CallContext, request: &pb::GetCompletionReportRequest) -> Result<CompletionReport> {
-        let programme_id = required_id("programme_id", &request.programme_id)?;
-        self.store.get_programme(&programme_id).await?;
-        let group_by = match pb::ReportGrouping::try_from(request.group_by) {
-            Ok(pb::ReportGrouping::Unspecified | pb::ReportGrouping::ChildOrganizations) => GroupBy::ChildOrganizations,
-            Ok(pb::ReportGrouping::Cohort) => GroupBy::Cohort,
-            Ok(pb::ReportGrouping::Sector) => GroupBy::Sector,
-            Err(_) => return Err(Error::invalid("group_by", "is not a known grouping")),
-        };
+    /// Resolves the organisation a report is rooted at, within the caller's scope.
+    async fn report_root(
+        &self,
+        context: &CallContext,
+        requested: &str,
+    ) -> Result<Option<crate::domain::organization::Organization>> {
         let scope = report_scope(context);
-        let requested = optional_id_or_error("organization_id", &request.organization_id)?;
+        let requested = optional_id_or_error("organization_id", requested)?;
         let root_id = match (&scope, requested) {
             (Scope::Subtree(own), None) => Some(own.clone()),
             (_, requested) => requested,
@@ -49,17 +54,49 @@ impl ReportApi {
         match (&scope, &root) {
             (Scope::All, _) => {}
             (Scope::Subtree(_), Some(root)) => scope.require_path(&root.path, "organization_id")?,
-            _ => return Err(Error::permission_denied("OUTSIDE_ORGANIZATION_SCOPE", "you may not read these reports")),
+            _ => {
+                return Err(Error::permission_denied(
+                    "OUTSIDE_ORGANIZATION_SCOPE",
+                    "you may not read these reports",
+                ));
+            }
         }
-        let root = root.as_ref().map(|root| (root.id.as_str(), root.path.as_str(), root.name.as_str()));
-        self.store.completion_report(&programme_id, root, group_by).await
+        Ok(root)
+    }
+
+    /// Resolves and checks a completion report request, then runs it.
+    async fn completion_report(
+        &self,
+        context: &CallContext,
+        request: &pb::GetCompletionReportRequest,
+    ) -> Result<CompletionReport> {
+        let programme_id = required_id("programme_id", &request.programme_id)?;
+        self.store.get_programme(&programme_id).await?;
+        let group_by = match pb::ReportGrouping::try_from(request.group_by) {
+            Ok(pb::ReportGrouping::Unspecified | pb::ReportGrouping::ChildOrganizations) => {
+                GroupBy::ChildOrganizations
+            }
+            Ok(pb::ReportGrouping::Cohort) => GroupBy::Cohort,
+            Ok(pb::ReportGrouping::Sector) => GroupBy::Sector,
+            Err(_) => return Err(Error::invalid("group_by", "is not a known grouping")),
+        };
+        let root = self.report_root(context, &request.organization_id).await?;
+        let root = root
+            .as_ref()
+            .map(|root| (root.id.as_str(), root.path.as_str(), root.name.as_str()));
+        self.store
+            .completion_report(&programme_id, root, group_by)
+            .await
     }
 }
 
 /// Returns where in the tree the caller may read reports.
 fn report_scope(context: &CallContext) -> Scope {
     let principal = &context.principal;
-    if [Role::Admin, Role::ProgrammeManager, Role::HrService].iter().any(|role| principal.has(*role)) {
+    if [Role::Admin, Role::ProgrammeManager, Role::HrService]
+        .iter()
+        .any(|role| principal.has(*role))
+    {
         return Scope::All;
     }
     principal.management_scope()
@@ -88,11 +125,15 @@ fn cohort_state_to_proto(state: CohortState) -> pb::CohortState {
     }
 }
 
-type CsvStream = Pin<Box<dyn Stream<Item = Result<pb::ExportReportResponse, Status>> + Send + 'static>>;
+type CsvStream =
+    Pin<Box<dyn Stream<Item = Result<pb::ExportReportResponse, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl pb::report_service_server::ReportService for ReportApi {
-    async fn get_completion_report(&self, request: Request<pb::GetCompletionReportRequest>) -> Result<Response<pb::CompletionReport>, Status> {
+    async fn get_completion_report(
+        &self,
+        request: Request<pb::GetCompletionReportRequest>,
+    ) -> Result<Response<pb::CompletionReport>, Status> {
         let context = auth::context(&request)?;
         let report = self.completion_report(&context, request.get_ref()).await?;
         Ok(Response::new(pb::CompletionReport {
@@ -101,20 +142,37 @@ impl pb::report_service_server::ReportService for ReportApi {
         }))
     }
 
-    async fn get_programme_dashboard(&self, request: Request<pb::GetProgrammeDashboardRequest>) -> Result<Response<pb::ProgrammeDashboard>, Status> {
+    async fn get_programme_dashboard(
+        &self,
+        request: Request<pb::GetProgrammeDashboardRequest>,
+    ) -> Result<Response<pb::ProgrammeDashboard>, Status> {
         let context = auth::context(&request)?;
         if report_scope(&context) != Scope::All {
-            return Err(Error::permission_denied("ROLE_NOT_ALLOWED", "dashboards are for programme managers, admins and HR services").into());
+            return Err(Error::permission_denied(
+                "ROLE_NOT_ALLOWED",
+                "dashboards are for programme managers, admins and HR services",
+            )
+            .into());
         }
         let programme_id = required_id("programme_id", &request.get_ref().programme_id)?;
         let programme = self.store.get_programme(&programme_id).await?;
-        let by_cohort = self.store.completion_report(&programme_id, None, GroupBy::Cohort).await?;
+        let by_cohort = self
+            .store
+            .completion_report(&programme_id, None, GroupBy::Cohort)
+            .await?;
         let course_completions = self.store.course_completions(&programme_id).await?;
         let mut cohorts = Vec::new();
         let mut page_token = String::new();
         loop {
-            let page = crate::domain::page::Page::parse(1000, &page_token, &format!("dashboard={programme_id}"))?;
-            let filter = CohortFilter { programme_id: Some(programme_id.clone()), state: None };
+            let page = crate::domain::page::Page::parse(
+                1000,
+                &page_token,
+                &format!("dashboard={programme_id}"),
+            )?;
+            let filter = CohortFilter {
+                programme_id: Some(programme_id.clone()),
+                state: None,
+            };
             let (list, next) = self.store.list_cohorts(&filter, &page).await?;
             cohorts.extend(list);
             if next.is_empty() {
@@ -125,7 +183,12 @@ impl pb::report_service_server::ReportService for ReportApi {
         let funnels = cohorts
             .into_iter()
             .map(|cohort| {
-                let row = by_cohort.rows.iter().find(|row| row.key == cohort.id).cloned().unwrap_or_default();
+                let row = by_cohort
+                    .rows
+                    .iter()
+                    .find(|row| row.key == cohort.id)
+                    .cloned()
+                    .unwrap_or_default();
                 let phases = programme
                     .phases
                     .iter()
@@ -139,7 +202,9 @@ impl pb::report_service_server::ReportService for ReportApi {
                                 course_version_id: version.clone(),
                                 completed: course_completions
                                     .iter()
-                                    .filter(|(cohort_id, version_id, _)| *cohort_id == cohort.id && version_id == version)
+                                    .filter(|(cohort_id, version_id, _)| {
+                                        *cohort_id == cohort.id && version_id == version
+                                    })
                                     .map(|(_, _, count)| count)
                                     .sum(),
                             })
@@ -168,11 +233,94 @@ impl pb::report_service_server::ReportService for ReportApi {
         }))
     }
 
+    async fn get_certification_report(
+        &self,
+        request: Request<pb::GetCertificationReportRequest>,
+    ) -> Result<Response<pb::CertificationReport>, Status> {
+        let context = auth::context(&request)?;
+        let message = request.into_inner();
+        let track_id = required_id("track_id", &message.track_id)?;
+        let days = match message.expiring_within_days {
+            0 => 30,
+            days if (1..=3650).contains(&days) => days,
+            _ => return Err(Error::invalid("expiring_within_days", "must be 0 to 3,650").into()),
+        };
+        self.store.get_track(&track_id).await?;
+        let root = self.report_root(&context, &message.organization_id).await?;
+        let children = self
+            .store
+            .child_organizations(root.as_ref().map(|root| root.id.as_str()))
+            .await?;
+        let records = self.store.track_records(&track_id).await?;
+        let now = self.clock.now();
+        let horizon = now + chrono::Duration::days(i64::from(days));
+        let mut rows: Vec<report::CertificationRow> = children
+            .iter()
+            .map(|child| report::CertificationRow {
+                key: child.id.clone(),
+                name: child.name.clone(),
+                ..Default::default()
+            })
+            .collect();
+        let mut total = report::CertificationRow {
+            key: "total".to_owned(),
+            name: root
+                .as_ref()
+                .map(|root| root.name.clone())
+                .unwrap_or_else(|| "All organizations".to_owned()),
+            ..Default::default()
+        };
+        for record in &records {
+            let in_selection = root
+                .as_ref()
+                .is_none_or(|root| record.organization_path.starts_with(&root.path));
+            if !in_selection {
+                continue;
+            }
+            let child = children
+                .iter()
+                .position(|child| record.organization_path.starts_with(&child.path));
+            for row in std::iter::once(&mut total).chain(child.map(|index| &mut rows[index])) {
+                if let Some(state) = &record.candidacy_state {
+                    *row.candidacies.entry(state.clone()).or_default() += 1;
+                }
+                if let Some(certificate) = &record.certificate {
+                    row.add_certificate(certificate, now, horizon);
+                }
+            }
+        }
+        let to_proto = |row: report::CertificationRow| pb::CertificationReportRow {
+            key: row.key,
+            name: row.name,
+            candidacies: row.candidacies.into_iter().collect(),
+            certified: row.certified,
+            expiring_soon: row.expiring_soon,
+            expired: row.expired,
+            suspended: row.suspended,
+            revoked: row.revoked,
+        };
+        rows.retain(|row| {
+            !row.candidacies.is_empty()
+                || row.certified + row.expired + row.suspended + row.revoked > 0
+        });
+        rows.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Response::new(pb::CertificationReport {
+            rows: rows.into_iter().map(to_proto).collect(),
+            total: Some(to_proto(total)),
+        }))
+    }
+
     type ExportReportStream = CsvStream;
 
-    async fn export_report(&self, request: Request<pb::ExportReportRequest>) -> Result<Response<Self::ExportReportStream>, Status> {
+    async fn export_report(
+        &self,
+        request: Request<pb::ExportReportRequest>,
+    ) -> Result<Response<Self::ExportReportStream>, Status> {
         let context = auth::context(&request)?;
-        let report_request = request.into_inner().report.ok_or_else(|| Error::invalid("report", "is required"))?;
+        let report_request = request
+            .into_inner()
+            .report
+            .ok_or_else(|| Error::invalid("report", "is required"))?;
         let report = self.completion_report(&context, &report_request).await?;
         let csv = report::to_csv(&report.rows, &report.total);
         let mut chunks = Vec::new();
@@ -182,13 +330,18 @@ impl pb::report_service_server::ReportService for ReportApi {
             while !rest.is_char_boundary(end) {
                 end -= 1;
             }
-            chunks.push(Ok(pb::ExportReportResponse { csv: rest[..end].to_owned() }));
+            chunks.push(Ok(pb::ExportReportResponse {
+                csv: rest[..end].to_owned(),
+            }));
             rest = &rest[end..];
         }
         Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
 
-    async fn rebuild_report_counters(&self, request: Request<pb::RebuildReportCountersRequest>) -> Result<Response<pb::RebuildReportCountersResponse>, Status> {
+    async fn rebuild_report_counters(
+        &self,
+        request: Request<pb::RebuildReportCountersRequest>,
+    ) -> Result<Response<pb::RebuildReportCountersResponse>, Status> {
         let context = auth::context(&request)?;
         let agreed = self.store.rebuild_report_counters().await?;
         if !agreed {

@@ -148,6 +148,7 @@ pub const METHOD_POLICY: &[(&str, Access)] = &[
     ("/lms.v1.CertificationService/GetCascadeReach", Access::Roles(CERTIFICATION_READERS)),
     ("/lms.v1.ReportService/GetCompletionReport", Access::Roles(&[Admin, ProgrammeManager, HrService, OrgAdmin])),
     ("/lms.v1.ReportService/GetProgrammeDashboard", Access::Roles(&[Admin, ProgrammeManager, HrService])),
+    ("/lms.v1.ReportService/GetCertificationReport", Access::Roles(&[Admin, ProgrammeManager, HrService, OrgAdmin])),
     ("/lms.v1.ReportService/ExportReport", Access::Roles(&[Admin, ProgrammeManager, HrService, OrgAdmin])),
     ("/lms.v1.ReportService/RebuildReportCounters", Access::Roles(&[Admin])),
     ("/lms.v1.AuditService/ListAuditEntries", Access::Roles(&[Admin])),

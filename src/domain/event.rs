@@ -56,7 +56,11 @@ pub struct FeedEvent {
 
 /// Returns the id of the organisation a materialised path ends with.
 pub fn organization_of(path: &str) -> Option<String> {
-    path.trim_end_matches('/').rsplit('/').next().filter(|id| !id.is_empty()).map(str::to_owned)
+    path.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
 }
 
 /// Validates the requested event types: each must be known.

@@ -46,7 +46,11 @@ impl CompletionRow {
     /// Returns completed / holding places, 0-100 (0 when nobody holds a place).
     pub fn completion_rate(&self) -> f64 {
         let places = self.holding_places();
-        if places == 0 { 0.0 } else { (self.completed as f64 * 10_000.0 / places as f64).round() / 100.0 }
+        if places == 0 {
+            0.0
+        } else {
+            (self.completed as f64 * 10_000.0 / places as f64).round() / 100.0
+        }
     }
 
     /// Returns the median of the days to complete (the lower middle for an even count), if any completed.
@@ -63,6 +67,60 @@ impl CompletionRow {
         self.waitlisted += other.waitlisted;
         for (days, count) in &other.durations {
             *self.durations.entry(*days).or_default() += count;
+        }
+    }
+}
+
+/// One row of a certification report.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CertificationRow {
+    /// Organisation id, or `total`.
+    pub key: String,
+    /// Display name.
+    pub name: String,
+    /// Candidacies per state.
+    pub candidacies: BTreeMap<String, i64>,
+    /// Valid now.
+    pub certified: i64,
+    /// Valid now and expiring within the horizon.
+    pub expiring_soon: i64,
+    /// Past expiry.
+    pub expired: i64,
+    /// Suspended.
+    pub suspended: i64,
+    /// Revoked.
+    pub revoked: i64,
+}
+
+/// A certificate as a report sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateFacts {
+    /// Stored status (ACTIVE, SUSPENDED, REVOKED, SUPERSEDED, ...).
+    pub status: String,
+    /// Expiry.
+    pub expires_time: chrono::DateTime<chrono::Utc>,
+}
+
+impl CertificationRow {
+    /// Counts a certificate, judging validity at `now` and "soon" up to `horizon`.
+    pub fn add_certificate(
+        &mut self,
+        certificate: &CertificateFacts,
+        now: chrono::DateTime<chrono::Utc>,
+        horizon: chrono::DateTime<chrono::Utc>,
+    ) {
+        match certificate.status.as_str() {
+            "REVOKED" => self.revoked += 1,
+            "SUSPENDED" => self.suspended += 1,
+            "ACTIVE" if certificate.expires_time <= now => self.expired += 1,
+            "ACTIVE" => {
+                self.certified += 1;
+                if certificate.expires_time <= horizon {
+                    self.expiring_soon += 1;
+                }
+            }
+            "EXPIRED" => self.expired += 1,
+            _ => {}
         }
     }
 }
@@ -97,7 +155,10 @@ pub fn to_csv(rows: &[CompletionRow], total: &CompletionRow) -> String {
     );
     for row in rows.iter().chain(std::iter::once(total)) {
         let name = row.name.replace('"', "\"\"");
-        let median = row.median_days().map(|days| days.to_string()).unwrap_or_default();
+        let median = row
+            .median_days()
+            .map(|days| days.to_string())
+            .unwrap_or_default();
         csv.push_str(&format!(
             "{},\"{name}\",{},{},{},{},{},{},{median}\n",
             row.key,

@@ -12,8 +12,9 @@
 //! serialisation was chosen.
 
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait as _, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait as _,
-    QueryFilter as _, QueryOrder as _, QuerySelect as _, Statement, sea_query::LockType,
+    ActiveValue::Set, ColumnTrait as _, ConnectionTrait, DatabaseTransaction, DbBackend,
+    EntityTrait as _, QueryFilter as _, QueryOrder as _, QuerySelect as _, Statement,
+    sea_query::LockType,
 };
 
 use super::entity::progress::{outbox_events, outbox_head};
@@ -100,13 +101,21 @@ pub struct EventFilter {
 
 impl Store {
     /// Returns up to `limit` events after `cursor`, in feed order.
-    pub async fn events_after(&self, cursor: i64, filter: &EventFilter, limit: u64) -> Result<Vec<FeedEvent>> {
-        let mut query = outbox_events::Entity::find().filter(outbox_events::Column::Sequence.gt(cursor));
+    pub async fn events_after(
+        &self,
+        cursor: i64,
+        filter: &EventFilter,
+        limit: u64,
+    ) -> Result<Vec<FeedEvent>> {
+        let mut query =
+            outbox_events::Entity::find().filter(outbox_events::Column::Sequence.gt(cursor));
         if !filter.types.is_empty() {
-            query = query.filter(outbox_events::Column::EventType.is_in(filter.types.iter().cloned()));
+            query =
+                query.filter(outbox_events::Column::EventType.is_in(filter.types.iter().cloned()));
         }
         if let Some(prefix) = &filter.organization_path_prefix {
-            query = query.filter(outbox_events::Column::OrganizationPath.starts_with(prefix.as_str()));
+            query =
+                query.filter(outbox_events::Column::OrganizationPath.starts_with(prefix.as_str()));
         }
         let rows = query
             .order_by_asc(outbox_events::Column::Sequence)
@@ -152,11 +161,12 @@ impl Store {
         let pool = self.connection().get_postgres_connection_pool();
         let mut listener = sea_orm::sqlx::postgres::PgListener::connect_with(pool)
             .await
-            .map_err(|error| Error::Unavailable(format!("cannot listen for feed notifications: {error}")))?;
-        listener
-            .listen(NOTIFY_CHANNEL)
-            .await
-            .map_err(|error| Error::Unavailable(format!("cannot listen for feed notifications: {error}")))?;
+            .map_err(|error| {
+                Error::Unavailable(format!("cannot listen for feed notifications: {error}"))
+            })?;
+        listener.listen(NOTIFY_CHANNEL).await.map_err(|error| {
+            Error::Unavailable(format!("cannot listen for feed notifications: {error}"))
+        })?;
         loop {
             match listener.recv().await {
                 Ok(_) => self.feed.notify_waiters(),

@@ -119,10 +119,19 @@ impl Store {
     /// `work` returns the value and the answer to store with the key. A call whose key was seen
     /// before, or that loses a race for it to a concurrent copy, returns `replay(stored answer)`;
     /// a key reused for a different request is INVALID_ARGUMENT on `request_id`.
-    pub(crate) async fn write_once<T, F, R, Fut>(&self, key: Option<RequestKey>, work: F, replay: R) -> Result<T>
+    pub(crate) async fn write_once<T, F, R, Fut>(
+        &self,
+        key: Option<RequestKey>,
+        work: F,
+        replay: R,
+    ) -> Result<T>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c sea_orm::DatabaseTransaction) -> super::TxFuture<'c, (T, StoredAnswer)> + Send + 'static,
+        F: for<'c> FnOnce(
+                &'c sea_orm::DatabaseTransaction,
+            ) -> super::TxFuture<'c, (T, StoredAnswer)>
+            + Send
+            + 'static,
         R: Fn(StoredAnswer) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {

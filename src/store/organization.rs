@@ -185,6 +185,18 @@ impl Store {
         self.get_organization(&id).await
     }
 
+    /// Returns the children of `parent_id`, or the roots when `None`.
+    pub async fn child_organizations(&self, parent_id: Option<&str>) -> Result<Vec<Organization>> {
+        let query = match parent_id {
+            Some(parent_id) => {
+                organizations::Entity::find().filter(organizations::Column::ParentId.eq(parent_id))
+            }
+            None => organizations::Entity::find().filter(organizations::Column::ParentId.is_null()),
+        };
+        let rows = query.all(self.connection()).await.map_err(db_error)?;
+        rows.into_iter().map(from_model).collect()
+    }
+
     /// Returns one organisation.
     pub async fn get_organization(&self, id: &str) -> Result<Organization> {
         load(self.connection(), id).await

@@ -4,8 +4,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use sea_orm::{
-    ActiveValue::Set, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait as _, FromQueryResult,
-    Statement, Value,
+    ActiveValue::Set,
+    ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait as _, FromQueryResult, Statement,
+    Value,
     sea_query::{Alias, Expr, ExprTrait as _, OnConflict},
 };
 
@@ -75,14 +76,18 @@ pub(crate) async fn record_moves(
     let counter_rows: Vec<report_counters::ActiveModel> = counters
         .into_iter()
         .filter(|(_, delta)| *delta != 0)
-        .map(|((programme_id, cohort_id, organization_id, sector, state), delta)| report_counters::ActiveModel {
-            programme_id: Set(programme_id),
-            cohort_id: Set(cohort_id),
-            organization_id: Set(organization_id),
-            sector: Set(sector),
-            state: Set(state),
-            count: Set(delta),
-        })
+        .map(
+            |((programme_id, cohort_id, organization_id, sector, state), delta)| {
+                report_counters::ActiveModel {
+                    programme_id: Set(programme_id),
+                    cohort_id: Set(cohort_id),
+                    organization_id: Set(organization_id),
+                    sector: Set(sector),
+                    state: Set(state),
+                    count: Set(delta),
+                }
+            },
+        )
         .collect();
     if !counter_rows.is_empty() {
         report_counters::Entity::insert_many(counter_rows)
@@ -94,7 +99,10 @@ pub(crate) async fn record_moves(
                     report_counters::Column::Sector,
                     report_counters::Column::State,
                 ])
-                .value(report_counters::Column::Count, increment("report_counters", report_counters::Column::Count))
+                .value(
+                    report_counters::Column::Count,
+                    increment("report_counters", report_counters::Column::Count),
+                )
                 .to_owned(),
             )
             .exec(transaction)
@@ -104,13 +112,17 @@ pub(crate) async fn record_moves(
     let duration_rows: Vec<report_durations::ActiveModel> = durations
         .into_iter()
         .filter(|(_, delta)| *delta != 0)
-        .map(|((programme_id, cohort_id, organization_id, days), delta)| report_durations::ActiveModel {
-            programme_id: Set(programme_id),
-            cohort_id: Set(cohort_id),
-            organization_id: Set(organization_id),
-            days: Set(days),
-            count: Set(delta),
-        })
+        .map(
+            |((programme_id, cohort_id, organization_id, days), delta)| {
+                report_durations::ActiveModel {
+                    programme_id: Set(programme_id),
+                    cohort_id: Set(cohort_id),
+                    organization_id: Set(organization_id),
+                    days: Set(days),
+                    count: Set(delta),
+                }
+            },
+        )
         .collect();
     if !duration_rows.is_empty() {
         report_durations::Entity::insert_many(duration_rows)
@@ -121,7 +133,10 @@ pub(crate) async fn record_moves(
                     report_durations::Column::OrganizationId,
                     report_durations::Column::Days,
                 ])
-                .value(report_durations::Column::Count, increment("report_durations", report_durations::Column::Count))
+                .value(
+                    report_durations::Column::Count,
+                    increment("report_durations", report_durations::Column::Count),
+                )
                 .to_owned(),
             )
             .exec(transaction)
@@ -151,15 +166,17 @@ pub(crate) async fn record_course_completions(
     }
     let rows: Vec<report_course_completions::ActiveModel> = counts
         .into_iter()
-        .map(|((programme_id, cohort_id, organization_id, course_version_id), count)| {
-            report_course_completions::ActiveModel {
-                programme_id: Set(programme_id),
-                cohort_id: Set(cohort_id),
-                organization_id: Set(organization_id),
-                course_version_id: Set(course_version_id),
-                count: Set(count),
-            }
-        })
+        .map(
+            |((programme_id, cohort_id, organization_id, course_version_id), count)| {
+                report_course_completions::ActiveModel {
+                    programme_id: Set(programme_id),
+                    cohort_id: Set(cohort_id),
+                    organization_id: Set(organization_id),
+                    course_version_id: Set(course_version_id),
+                    count: Set(count),
+                }
+            },
+        )
         .collect();
     report_course_completions::Entity::insert_many(rows)
         .on_conflict(
@@ -171,7 +188,10 @@ pub(crate) async fn record_course_completions(
             ])
             .value(
                 report_course_completions::Column::Count,
-                increment("report_course_completions", report_course_completions::Column::Count),
+                increment(
+                    "report_course_completions",
+                    report_course_completions::Column::Count,
+                ),
             )
             .to_owned(),
         )
@@ -247,14 +267,22 @@ impl Store {
         let db = self.connection();
         let backend = db.get_database_backend();
         let prefix = root.map(|(_, path, _)| format!("{path}%"));
-        let subtree = if prefix.is_some() { " AND o.path LIKE ?" } else { "" };
+        let subtree = if prefix.is_some() {
+            " AND o.path LIKE ?"
+        } else {
+            ""
+        };
         let mut values: Vec<Value> = vec![programme_id.into()];
         if let Some(prefix) = &prefix {
             values.push(prefix.clone().into());
         }
         let (count_sql, duration_sql, extra): (String, String, Vec<Value>) = match group_by {
             GroupBy::ChildOrganizations => {
-                let parent = if root.is_some() { "c.parent_id = ?" } else { "c.parent_id IS NULL" };
+                let parent = if root.is_some() {
+                    "c.parent_id = ?"
+                } else {
+                    "c.parent_id IS NULL"
+                };
                 let extra: Vec<Value> = root.map(|(id, _, _)| vec![id.into()]).unwrap_or_default();
                 (
                     format!(
@@ -314,11 +342,13 @@ impl Store {
         };
         let mut rows: HashMap<String, CompletionRow> = HashMap::new();
         for count in counts {
-            let row = rows.entry(count.group_key.clone()).or_insert_with(|| CompletionRow {
-                key: count.group_key.clone(),
-                name: count.group_name.clone(),
-                ..CompletionRow::default()
-            });
+            let row = rows
+                .entry(count.group_key.clone())
+                .or_insert_with(|| CompletionRow {
+                    key: count.group_key.clone(),
+                    name: count.group_name.clone(),
+                    ..CompletionRow::default()
+                });
             row.add(&count.state, count.total);
         }
         for duration in durations {
@@ -353,7 +383,9 @@ impl Store {
         .map_err(db_error)?;
         let mut total = CompletionRow {
             key: "total".to_owned(),
-            name: root.map(|(_, _, name)| name.to_owned()).unwrap_or_else(|| "All organizations".to_owned()),
+            name: root
+                .map(|(_, _, name)| name.to_owned())
+                .unwrap_or_else(|| "All organizations".to_owned()),
             ..CompletionRow::default()
         };
         for count in total_counts {
@@ -396,7 +428,10 @@ impl Store {
     }
 
     /// Returns, per cohort of a programme, course completions per course version.
-    pub async fn course_completions(&self, programme_id: &str) -> Result<Vec<(String, String, i64)>> {
+    pub async fn course_completions(
+        &self,
+        programme_id: &str,
+    ) -> Result<Vec<(String, String, i64)>> {
         #[derive(Debug, FromQueryResult)]
         struct Row {
             cohort_id: String,
@@ -412,7 +447,10 @@ impl Store {
         .all(self.connection())
         .await
         .map_err(db_error)?;
-        Ok(rows.into_iter().map(|row| (row.cohort_id, row.course_version_id, row.total)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|row| (row.cohort_id, row.course_version_id, row.total))
+            .collect())
     }
 
     /// Rebuilds every enrolment counter from the enrolments; returns whether the incremental counters agreed.
@@ -494,14 +532,27 @@ impl Store {
 }
 
 /// Returns every non-zero counter and duration bucket, for comparing incremental and rebuilt counters.
-async fn snapshot(connection: &impl ConnectionTrait) -> Result<(BTreeMap<CounterKey, i64>, BTreeMap<DurationKey, i64>)> {
+async fn snapshot(
+    connection: &impl ConnectionTrait,
+) -> Result<(BTreeMap<CounterKey, i64>, BTreeMap<DurationKey, i64>)> {
     let counters = report_counters::Entity::find()
         .all(connection)
         .await
         .map_err(db_error)?
         .into_iter()
         .filter(|row| row.count != 0)
-        .map(|row| ((row.programme_id, row.cohort_id, row.organization_id, row.sector, row.state), row.count))
+        .map(|row| {
+            (
+                (
+                    row.programme_id,
+                    row.cohort_id,
+                    row.organization_id,
+                    row.sector,
+                    row.state,
+                ),
+                row.count,
+            )
+        })
         .collect();
     let durations = report_durations::Entity::find()
         .all(connection)
@@ -509,7 +560,76 @@ async fn snapshot(connection: &impl ConnectionTrait) -> Result<(BTreeMap<Counter
         .map_err(db_error)?
         .into_iter()
         .filter(|row| row.count != 0)
-        .map(|row| ((row.programme_id, row.cohort_id, row.organization_id, row.days), row.count))
+        .map(|row| {
+            (
+                (
+                    row.programme_id,
+                    row.cohort_id,
+                    row.organization_id,
+                    row.days,
+                ),
+                row.count,
+            )
+        })
         .collect();
     Ok((counters, durations))
+}
+
+/// A candidacy or certificate of a track, with the holder's organisation path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackRecord {
+    /// Materialised path of the person's organisation.
+    pub organization_path: String,
+    /// For candidacies: the state.
+    pub candidacy_state: Option<String>,
+    /// For certificates: status and expiry.
+    pub certificate: Option<crate::domain::report::CertificateFacts>,
+}
+
+impl Store {
+    /// Returns every candidacy and certificate of a track with the holder's organisation path.
+    pub async fn track_records(&self, track_id: &str) -> Result<Vec<TrackRecord>> {
+        use sea_orm::{ColumnTrait as _, QueryFilter as _};
+
+        use super::entity::certification::{candidacies, certificates};
+        let db = self.connection();
+        let candidacies = candidacies::Entity::find()
+            .filter(candidacies::Column::TrackId.eq(track_id))
+            .all(db)
+            .await
+            .map_err(db_error)?;
+        let certificates = certificates::Entity::find()
+            .filter(certificates::Column::TrackId.eq(track_id))
+            .all(db)
+            .await
+            .map_err(db_error)?;
+        let people: Vec<String> = candidacies
+            .iter()
+            .map(|candidacy| candidacy.person_id.clone())
+            .chain(
+                certificates
+                    .iter()
+                    .map(|certificate| certificate.person_id.clone()),
+            )
+            .collect();
+        let paths = super::person::organization_paths_of_people(db, people).await?;
+        let path_of = |person: &str| paths.get(person).cloned().unwrap_or_default();
+        let mut records: Vec<TrackRecord> = candidacies
+            .into_iter()
+            .map(|candidacy| TrackRecord {
+                organization_path: path_of(&candidacy.person_id),
+                candidacy_state: Some(candidacy.state),
+                certificate: None,
+            })
+            .collect();
+        records.extend(certificates.into_iter().map(|certificate| TrackRecord {
+            organization_path: path_of(&certificate.person_id),
+            candidacy_state: None,
+            certificate: Some(crate::domain::report::CertificateFacts {
+                status: certificate.status,
+                expires_time: certificate.expires_time,
+            }),
+        }));
+        Ok(records)
+    }
 }

@@ -1240,3 +1240,69 @@ async fn verification_is_public_and_rate_limited_while_the_rest_needs_roles() {
     );
     assert_eq!(world.issuer_id.len(), 36);
 }
+
+#[tokio::test]
+async fn the_certification_report_counts_candidacies_and_certificates_per_organisation() {
+    let (app, _database) = spawn_app().await;
+    let first = holder(&app).await;
+    let track_id = first.certificate.track_id.clone();
+    let others = import_people(&app, "MORE", "ACAD", 3, pb::Sector::Private).await;
+    let second = certify_directly(&app, &track_id, &others[0]).await;
+    let third = certify_directly(&app, &track_id, &others[1]).await;
+    open_candidacy(&app, &track_id, &others[2]).await;
+    change(&app, &second.id, "suspend").await.unwrap();
+    change(&app, &third.id, "revoke").await.unwrap();
+
+    let mut reports = lms::pb::report_service_client::ReportServiceClient::new(app.channel.clone());
+    let report = |days: i32| pb::GetCertificationReportRequest {
+        track_id: track_id.clone(),
+        organization_id: String::new(),
+        expiring_within_days: days,
+    };
+    let now = reports
+        .get_certification_report(app.admin(report(3650)))
+        .await
+        .unwrap()
+        .into_inner();
+    let total = now.total.unwrap();
+    assert_eq!(
+        (
+            total.certified,
+            total.expiring_soon,
+            total.suspended,
+            total.revoked,
+            total.expired
+        ),
+        (1, 1, 1, 1, 0)
+    );
+    assert_eq!(total.candidacies.values().sum::<i64>(), 4);
+    assert_eq!(total.candidacies.get("CANDIDATE"), Some(&1));
+    assert_eq!(now.rows.len(), 1);
+    assert_eq!(now.rows[0].key, first.issuer_id);
+    let soon = reports
+        .get_certification_report(app.admin(report(30)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        soon.total.unwrap().expiring_soon,
+        0,
+        "24-month certificates are not expiring within 30 days"
+    );
+
+    app.config
+        .certification
+        .clock
+        .advance(chrono::Duration::days(800));
+    let later = reports
+        .get_certification_report(app.admin(report(30)))
+        .await
+        .unwrap()
+        .into_inner();
+    let total = later.total.unwrap();
+    assert_eq!(
+        (total.certified, total.expired),
+        (0, 1),
+        "expiry by time, without any job"
+    );
+}
