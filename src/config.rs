@@ -153,7 +153,7 @@ pub struct ServerConfig {
 /// Settings of the database pool.
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseConfig {
-    /// Largest number of pooled connections (default: 16 for PostgreSQL, 8 for SQLite).
+    /// Largest number of pooled connections (default: 32 for PostgreSQL, 8 for SQLite).
     #[arg(long, env = "LMS_DB_MAX_CONNECTIONS", global = true)]
     pub db_max_connections: Option<u32>,
 

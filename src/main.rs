@@ -77,7 +77,8 @@ async fn main() -> anyhow::Result<()> {
         Command::PruneEvents(args) => {
             lms::telemetry::init(config.log_format);
             let store = lms::store::Store::connect(&config).await?;
-            let retention = chrono::Duration::from_std(args.older_than).context("--older-than is too long")?;
+            let retention =
+                chrono::Duration::from_std(args.older_than).context("--older-than is too long")?;
             let deleted = store.prune_events(chrono::Utc::now() - retention).await?;
             println!("deleted {deleted} events");
             Ok(())

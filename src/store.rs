@@ -54,7 +54,7 @@ impl Store {
             .max_connections(
                 database
                     .db_max_connections
-                    .unwrap_or(if is_sqlite { 8 } else { 16 }),
+                    .unwrap_or(if is_sqlite { 8 } else { 32 }),
             )
             .min_connections(1)
             .acquire_timeout(database.db_acquire_timeout)

@@ -354,6 +354,11 @@ impl MigrationTrait for Migration {
             ),
             ("idx_enrollments_person", vec![Enrollments::PersonId], false),
             (
+                "idx_enrollments_cohort_id",
+                vec![Enrollments::CohortId, Enrollments::Id],
+                false,
+            ),
+            (
                 "idx_enrollments_cohort_state",
                 vec![
                     Enrollments::CohortId,

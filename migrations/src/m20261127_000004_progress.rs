@@ -261,14 +261,36 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(OutboxEvents::Table)
-                    .col(ColumnDef::new(OutboxEvents::Sequence).big_integer().not_null().primary_key())
-                    .col(ColumnDef::new(OutboxEvents::Id).string_len(36).not_null().unique_key())
-                    .col(ColumnDef::new(OutboxEvents::EventType).string_len(64).not_null())
-                    .col(ColumnDef::new(OutboxEvents::SubjectId).string_len(36).not_null())
+                    .col(
+                        ColumnDef::new(OutboxEvents::Sequence)
+                            .big_integer()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(OutboxEvents::Id)
+                            .string_len(36)
+                            .not_null()
+                            .unique_key(),
+                    )
+                    .col(
+                        ColumnDef::new(OutboxEvents::EventType)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(OutboxEvents::SubjectId)
+                            .string_len(36)
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(OutboxEvents::PersonId).string_len(36).null())
                     .col(ColumnDef::new(OutboxEvents::OrganizationPath).text().null())
                     .col(ColumnDef::new(OutboxEvents::Payload).text().not_null())
-                    .col(ColumnDef::new(OutboxEvents::CreateTime).timestamp_with_time_zone().not_null())
+                    .col(
+                        ColumnDef::new(OutboxEvents::CreateTime)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
                     .to_owned(),
             )
             .await?;
@@ -295,8 +317,17 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(OutboxHead::Table)
-                    .col(ColumnDef::new(OutboxHead::Id).integer().not_null().primary_key())
-                    .col(ColumnDef::new(OutboxHead::Sequence).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(OutboxHead::Id)
+                            .integer()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(OutboxHead::Sequence)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .to_owned(),
             )
             .await?;

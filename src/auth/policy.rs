@@ -46,14 +46,28 @@ const PROGRESS_READERS: &[Role] = &[
 const SELECTION_MANAGERS: &[Role] = &[Admin, ProgrammeManager];
 const APPLICANTS: &[Role] = &[Admin, ProgrammeManager, OrgAdmin, Learner];
 // Judges are people named on a panel, whatever their other roles; object checks follow.
-const SELECTION_JUDGES: &[Role] = &[Admin, ProgrammeManager, Assessor, Trainer, OrgAdmin, Learner];
+const SELECTION_JUDGES: &[Role] = &[
+    Admin,
+    ProgrammeManager,
+    Assessor,
+    Trainer,
+    OrgAdmin,
+    Learner,
+];
 
 const SESSION_SCHEDULERS: &[Role] = &[Admin, ProgrammeManager];
 const SESSION_TRAINERS: &[Role] = &[Admin, ProgrammeManager, Trainer];
 const CERTIFICATION_MANAGERS: &[Role] = &[Admin, ProgrammeManager];
 const ASSESSORS: &[Role] = &[Admin, Assessor];
 const CANDIDACY_MOVERS: &[Role] = &[Admin, ProgrammeManager, Assessor];
-const CERTIFICATION_READERS: &[Role] = &[Admin, ProgrammeManager, Assessor, Trainer, HrService, OrgAdmin];
+const CERTIFICATION_READERS: &[Role] = &[
+    Admin,
+    ProgrammeManager,
+    Assessor,
+    Trainer,
+    HrService,
+    OrgAdmin,
+];
 
 /// Every `lms.v1` method and who may call it. Object-level checks (subtree, self) follow in the handlers.
 #[rustfmt::skip]

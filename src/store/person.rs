@@ -360,7 +360,10 @@ pub(crate) async fn organization_paths_of_people(
             .all(connection)
             .await
             .map_err(db_error)?;
-        let organization_ids: Vec<String> = people.iter().map(|person| person.organization_id.clone()).collect();
+        let organization_ids: Vec<String> = people
+            .iter()
+            .map(|person| person.organization_id.clone())
+            .collect();
         let (by_id, _) = organization_paths(connection, organization_ids, Vec::new()).await?;
         for person in people {
             if let Some(path) = by_id.get(&person.organization_id) {
@@ -475,10 +478,18 @@ impl Store {
                 }
                 audit::append(transaction, &context, vec![change_of(&person)]).await?;
                 let path = match &patch.organization_id {
-                    Some(organization_id) => super::organization::load(transaction, organization_id).await?.path,
+                    Some(organization_id) => {
+                        super::organization::load(transaction, organization_id)
+                            .await?
+                            .path
+                    }
                     None => current.path.clone(),
                 };
-                super::event::append(transaction, vec![person_event("person.updated", &person, &path)]).await?;
+                super::event::append(
+                    transaction,
+                    vec![person_event("person.updated", &person, &path)],
+                )
+                .await?;
                 Ok(person)
             })
         })

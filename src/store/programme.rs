@@ -615,7 +615,10 @@ async fn publish_enrollments(
     if enrollments.is_empty() {
         return Ok(());
     }
-    let person_ids = enrollments.iter().map(|enrollment| enrollment.person_id.clone()).collect();
+    let person_ids = enrollments
+        .iter()
+        .map(|enrollment| enrollment.person_id.clone())
+        .collect();
     let paths = super::person::organization_paths_of_people(transaction, person_ids).await?;
     let events = enrollments
         .iter()
@@ -1454,7 +1457,8 @@ impl Store {
                     save_cohort(transaction, &mut cohort).await?;
                     changes.push(cohort_change(&cohort));
                     audit::append(transaction, &context, changes).await?;
-                    publish_enrollments(transaction, "enrollment.withdrawn", &[&enrollment]).await?;
+                    publish_enrollments(transaction, "enrollment.withdrawn", &[&enrollment])
+                        .await?;
                     let promoted: Vec<&Enrollment> = promoted.iter().collect();
                     publish_enrollments(transaction, "enrollment.promoted", &promoted).await?;
                     Ok(enrollment)

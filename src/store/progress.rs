@@ -15,9 +15,7 @@ use sea_orm::{
 };
 
 use super::entity::programme::enrollments;
-use super::entity::progress::{
-    activity_progress, enrollment_progress, progress_events,
-};
+use super::entity::progress::{activity_progress, enrollment_progress, progress_events};
 use super::programme::{enrollment_active, enrollment_from, for_update};
 use super::{Store, audit, db_error, is_unique_violation};
 use crate::domain::audit::{AuditChange, AuditContext};
@@ -312,7 +310,10 @@ async fn save_ledgers(
         outbox.extend(completions(&ledger.enrollment, &ledger.before, &after));
         for (course_after, course_before) in after.courses.iter().zip(&ledger.before.courses) {
             if course_after.completed && !course_before.completed {
-                course_completions.push((ledger.enrollment.clone(), course_after.course_version_id.clone()));
+                course_completions.push((
+                    ledger.enrollment.clone(),
+                    course_after.course_version_id.clone(),
+                ));
             }
         }
         let enrollment = &mut ledger.enrollment;
@@ -382,14 +383,22 @@ async fn save_ledgers(
             .map_err(db_error)?;
     }
     super::report::record_moves(transaction, &moves).await?;
-    let completed: Vec<(&Enrollment, String)> =
-        course_completions.iter().map(|(enrollment, version)| (enrollment, version.clone())).collect();
+    let completed: Vec<(&Enrollment, String)> = course_completions
+        .iter()
+        .map(|(enrollment, version)| (enrollment, version.clone()))
+        .collect();
     super::report::record_course_completions(transaction, &completed).await?;
     if !outbox.is_empty() {
-        let person_ids: Vec<String> = outbox.iter().filter_map(|event| event.person_id.clone()).collect();
+        let person_ids: Vec<String> = outbox
+            .iter()
+            .filter_map(|event| event.person_id.clone())
+            .collect();
         let paths = super::person::organization_paths_of_people(transaction, person_ids).await?;
         for event in &mut outbox {
-            event.organization_path = event.person_id.as_ref().and_then(|id| paths.get(id).cloned());
+            event.organization_path = event
+                .person_id
+                .as_ref()
+                .and_then(|id| paths.get(id).cloned());
         }
         super::event::append(transaction, outbox).await?;
     }

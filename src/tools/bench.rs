@@ -1665,7 +1665,7 @@ pub mod report {
             if report_measured {
                 format!("completion report p99 {} ms; cascade reach not measured", fmt(report_p99, 1))
             } else {
-                format!("{}", report["reason"].as_str().unwrap_or("not run"))
+                report["reason"].as_str().unwrap_or("not run").to_owned()
             },
             verdict(if report_measured { report_p99.map(|p| p < 200.0) } else { None }),
         ));

@@ -750,8 +750,8 @@ impl Seeder {
                         .context("importing people")?
                         .into_inner();
                     let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
-                    if finished % 4 == 0 || finished as usize == streams {
-                        eprintln!("      imported {} of {streams} streams", finished);
+                    if finished.is_multiple_of(4) || finished as usize == streams {
+                        eprintln!("      imported {finished} of {streams} streams");
                     }
                     anyhow::Ok(response)
                 }
@@ -761,7 +761,7 @@ impl Seeder {
             .await?;
         let mut failed = 0;
         for outcome in &outcomes {
-            let counts = outcome.counts.clone().unwrap_or_default();
+            let counts = outcome.counts.unwrap_or_default();
             failed += counts.failed;
             for error in outcome.errors.iter().take(5) {
                 eprintln!(
