@@ -1306,3 +1306,139 @@ async fn the_certification_report_counts_candidacies_and_certificates_per_organi
         "expiry by time, without any job"
     );
 }
+
+/// One call of a random candidacy history.
+#[derive(Debug, Clone)]
+enum CandidacyCall {
+    StartTraining,
+    BeginPractice,
+    Submit,
+    Assess { score: i32, approved: bool },
+    Issue,
+}
+
+fn candidacy_call() -> impl proptest::strategy::Strategy<Value = CandidacyCall> {
+    use proptest::prelude::*;
+    prop_oneof![
+        Just(CandidacyCall::StartTraining),
+        Just(CandidacyCall::BeginPractice),
+        Just(CandidacyCall::Submit),
+        (0i32..=100, any::<bool>())
+            .prop_map(|(score, approved)| CandidacyCall::Assess { score, approved }),
+        Just(CandidacyCall::Issue),
+    ]
+}
+
+/// Random sequences of the candidacy RPCs, on a track that requires a supervised delivery the
+/// sequences never record: no sequence may certify, whatever the scores and approvals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_api_call_sequence_certifies_a_candidate_missing_a_requirement() {
+    use proptest::prelude::*;
+    let (app, _database) = spawn_app().await;
+    let issuer = app
+        .create_organization("Academy", OrganizationKind::Agency, None, Some("ACAD"))
+        .await;
+    let version = published_version(
+        &app,
+        "PROP-1",
+        &issuer.id,
+        &[("Module", &[(Kind::Lecture, Mode::InPerson, None)])],
+    )
+    .await;
+    let (course_id, _) = version_layout(&app, &version).await;
+    let requirements = pb::TrackRequirements {
+        trainer_course_version_ids: Vec::new(),
+        min_assessment_score: 70,
+        supervised_deliveries_required: 1,
+        assessor_approval_required: true,
+    };
+    let track = create_track(
+        &app,
+        "PROP",
+        pb::TrackLevel::Trainer,
+        &[&course_id],
+        requirements,
+        pb::TrackScope::Any,
+        &issuer.id,
+        12,
+    )
+    .await;
+    let app = std::sync::Arc::new(app);
+    let handle = tokio::runtime::Handle::current();
+    let counter = std::sync::atomic::AtomicUsize::new(0);
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 24,
+        ..ProptestConfig::default()
+    });
+    runner
+        .run(
+            &proptest::collection::vec(candidacy_call(), 1..12),
+            |calls| {
+                let app = app.clone();
+                let track_id = track.id.clone();
+                let number = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::task::block_in_place(|| {
+                    handle.block_on(async move {
+                        let person = import_people(
+                            &app,
+                            &format!("PROP{number}"),
+                            "ACAD",
+                            1,
+                            pb::Sector::Public,
+                        )
+                        .await[0]
+                            .clone();
+                        let candidacy = open_candidacy(&app, &track_id, &person).await;
+                        for call in calls {
+                            let result = match call {
+                                CandidacyCall::StartTraining => {
+                                    start_training(&app, &candidacy.id).await.map(|c| c.state())
+                                }
+                                CandidacyCall::BeginPractice => {
+                                    begin_practice(&app, &candidacy.id).await.map(|c| c.state())
+                                }
+                                CandidacyCall::Submit => {
+                                    submit(&app, &candidacy.id).await.map(|c| c.state())
+                                }
+                                CandidacyCall::Assess { score, approved } => certs(&app)
+                                    .record_assessment(assessor(
+                                        &app,
+                                        pb::RecordAssessmentRequest {
+                                            id: candidacy.id.clone(),
+                                            score,
+                                            approved,
+                                            reason: "assessed".to_owned(),
+                                            etag: String::new(),
+                                        },
+                                    ))
+                                    .await
+                                    .map(|response| response.into_inner().state()),
+                                CandidacyCall::Issue => {
+                                    let issued = issue(&app, &candidacy.id).await;
+                                    assert!(
+                                        issued.is_err(),
+                                        "a certificate was issued without a supervised delivery"
+                                    );
+                                    continue;
+                                }
+                            };
+                            if let Ok(state) = result {
+                                assert_ne!(state, pb::CandidacyState::Certified);
+                            }
+                        }
+                        let listed = certs(&app)
+                            .list_certificates(app.admin(pb::ListCertificatesRequest {
+                                person_id: person.clone(),
+                                ..Default::default()
+                            }))
+                            .await
+                            .unwrap()
+                            .into_inner();
+                        assert!(listed.certificates.is_empty());
+                    });
+                });
+                Ok(())
+            },
+        )
+        .expect("no sequence certifies without every requirement");
+}
