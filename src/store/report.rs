@@ -227,6 +227,19 @@ struct GroupedDuration {
     total: i64,
 }
 
+/// Returns the id of the child of `root` (of the tree, when `None`) that a node with `path` lies under;
+/// `None` for the root itself or a node outside it.
+fn child_in_path(path: &str, root: Option<&str>) -> Option<String> {
+    let mut segments = path.split('/').filter(|segment| !segment.is_empty());
+    match root {
+        None => segments.next().map(str::to_owned),
+        Some(root) => {
+            segments.by_ref().find(|segment| *segment == root)?;
+            segments.next().map(str::to_owned)
+        }
+    }
+}
+
 /// Rewrites `?` placeholders as `$1, $2, ...` for PostgreSQL.
 fn statement(backend: DbBackend, sql: &str, values: Vec<Value>) -> Statement {
     let sql = if backend == DbBackend::Postgres {
@@ -277,29 +290,21 @@ impl Store {
             values.push(prefix.clone().into());
         }
         let (count_sql, duration_sql, extra): (String, String, Vec<Value>) = match group_by {
-            GroupBy::ChildOrganizations => {
-                let parent = if root.is_some() {
-                    "c.parent_id = ?"
-                } else {
-                    "c.parent_id IS NULL"
-                };
-                let extra: Vec<Value> = root.map(|(id, _, _)| vec![id.into()]).unwrap_or_default();
-                (
-                    format!(
-                        "SELECT c.id AS group_key, c.name AS group_name, rc.state AS state, CAST(SUM(rc.count) AS BIGINT) AS total \
-                         FROM report_counters rc JOIN organizations o ON o.id = rc.organization_id \
-                         JOIN organizations c ON o.path LIKE c.path || '%' \
-                         WHERE rc.programme_id = ?{subtree} AND {parent} GROUP BY c.id, c.name, rc.state"
-                    ),
-                    format!(
-                        "SELECT c.id AS group_key, d.days AS days, CAST(SUM(d.count) AS BIGINT) AS total \
-                         FROM report_durations d JOIN organizations o ON o.id = d.organization_id \
-                         JOIN organizations c ON o.path LIKE c.path || '%' \
-                         WHERE d.programme_id = ?{subtree} AND {parent} GROUP BY c.id, d.days"
-                    ),
-                    extra,
-                )
-            }
+            // Sums per organisation (an indexed GROUP BY), rolled up to the children in Rust by
+            // path: no join on LIKE between organisations.
+            GroupBy::ChildOrganizations => (
+                format!(
+                    "SELECT o.id AS group_key, o.path AS group_name, rc.state AS state, CAST(SUM(rc.count) AS BIGINT) AS total \
+                     FROM report_counters rc JOIN organizations o ON o.id = rc.organization_id \
+                     WHERE rc.programme_id = ?{subtree} GROUP BY o.id, o.path, rc.state"
+                ),
+                format!(
+                    "SELECT o.path AS group_key, d.days AS days, CAST(SUM(d.count) AS BIGINT) AS total \
+                     FROM report_durations d JOIN organizations o ON o.id = d.organization_id \
+                     WHERE d.programme_id = ?{subtree} GROUP BY o.path, d.days"
+                ),
+                Vec::new(),
+            ),
             GroupBy::Cohort => (
                 format!(
                     "SELECT rc.cohort_id AS group_key, ch.name AS group_name, rc.state AS state, CAST(SUM(rc.count) AS BIGINT) AS total \
@@ -341,6 +346,47 @@ impl Store {
                 .map_err(db_error)?
         };
         let mut rows: HashMap<String, CompletionRow> = HashMap::new();
+        let counts = if group_by == GroupBy::ChildOrganizations {
+            let children: HashMap<String, String> = self
+                .child_organizations(root.map(|(id, _, _)| id))
+                .await?
+                .into_iter()
+                .map(|child| (child.id, child.name))
+                .collect();
+            let child_of = |path: &str| child_in_path(path, root.map(|(id, _, _)| id));
+            let mut rolled = Vec::with_capacity(counts.len());
+            for count in counts {
+                // Counts of the root itself stay out of the child rows; the "directly" row takes them.
+                let Some(child) = child_of(&count.group_name) else {
+                    continue;
+                };
+                let name = children.get(&child).cloned().unwrap_or_default();
+                rolled.push(GroupedCount {
+                    group_key: child,
+                    group_name: name,
+                    state: count.state,
+                    total: count.total,
+                });
+            }
+            rolled
+        } else {
+            counts
+        };
+        let durations: Vec<GroupedDuration> = if group_by == GroupBy::ChildOrganizations {
+            durations
+                .into_iter()
+                .filter_map(|duration| {
+                    let child = child_in_path(&duration.group_key, root.map(|(id, _, _)| id))?;
+                    Some(GroupedDuration {
+                        group_key: child,
+                        days: duration.days,
+                        total: duration.total,
+                    })
+                })
+                .collect()
+        } else {
+            durations
+        };
         for count in counts {
             let row = rows
                 .entry(count.group_key.clone())
