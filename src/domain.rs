@@ -17,6 +17,31 @@ pub mod survey;
 
 use chrono::{DateTime, SubsecRound as _, Utc};
 
+/// Declares an enum stored by name: `as_str`, `parse` and `ALL`.
+macro_rules! stored_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$variant_meta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$variant_meta])* $variant),+ }
+
+        impl $name {
+            /// Every value.
+            pub const ALL: &'static [Self] = &[$(Self::$variant),+];
+
+            /// Returns the stored name.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $text),+ }
+            }
+
+            /// Parses a stored name.
+            pub fn parse(text: &str) -> Option<Self> {
+                match text { $($text => Some(Self::$variant),)+ _ => None }
+            }
+        }
+    };
+}
+pub(crate) use stored_enum;
+
 /// Returns a new time-ordered resource id (UUIDv7, lowercase hyphenated).
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()

@@ -36,7 +36,8 @@ impl PersonApi {
     }
 }
 
-fn sector_from_proto(sector: i32) -> Option<Sector> {
+/// Returns the domain sector of a proto value; `None` when unspecified or unknown.
+pub(crate) fn sector_from_proto(sector: i32) -> Option<Sector> {
     match pb::Sector::try_from(sector).ok()? {
         pb::Sector::Unspecified => None,
         pb::Sector::Public => Some(Sector::Public),

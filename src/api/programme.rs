@@ -2,6 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
+use super::person::sector_from_proto;
 use crate::auth::{self, CallContext, Role, Scope};
 use crate::domain::{
     field_mask,
@@ -34,14 +35,6 @@ impl ProgrammeApi {
     }
 }
 
-fn sector_from_proto(sector: i32) -> Option<Sector> {
-    match pb::Sector::try_from(sector).ok()? {
-        pb::Sector::Unspecified => None,
-        pb::Sector::Public => Some(Sector::Public),
-        pb::Sector::Private => Some(Sector::Private),
-    }
-}
-
 fn sector_to_proto(sector: Sector) -> pb::Sector {
     match sector {
         Sector::Public => pb::Sector::Public,
@@ -67,7 +60,8 @@ fn cohort_state_from_proto(state: i32) -> Option<CohortState> {
     }
 }
 
-fn cohort_state_to_proto(state: CohortState) -> pb::CohortState {
+/// Returns the proto value of a cohort state.
+pub(crate) fn cohort_state_to_proto(state: CohortState) -> pb::CohortState {
     match state {
         CohortState::Planned => pb::CohortState::Planned,
         CohortState::Open => pb::CohortState::Open,
@@ -87,7 +81,8 @@ fn enrollment_state_from_proto(state: i32) -> Option<EnrollmentState> {
     }
 }
 
-fn enrollment_state_to_proto(state: EnrollmentState) -> pb::EnrollmentState {
+/// Returns the proto value of an enrolment state.
+pub(crate) fn enrollment_state_to_proto(state: EnrollmentState) -> pb::EnrollmentState {
     match state {
         EnrollmentState::Enrolled => pb::EnrollmentState::Enrolled,
         EnrollmentState::InProgress => pb::EnrollmentState::InProgress,

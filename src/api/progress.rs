@@ -7,6 +7,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::programme::enrollment_state_to_proto;
 use crate::auth::{self, CallContext, Role, Scope};
 use crate::domain::{
     organization::{optional_id_or_error, required_id},
@@ -70,16 +71,6 @@ fn activity_state_to_proto(state: ActivityState) -> pb::ActivityState {
         ActivityState::InProgress => pb::ActivityState::InProgress,
         ActivityState::Completed => pb::ActivityState::Completed,
         ActivityState::Failed => pb::ActivityState::Failed,
-    }
-}
-
-fn enrollment_state_to_proto(state: EnrollmentState) -> pb::EnrollmentState {
-    match state {
-        EnrollmentState::Enrolled => pb::EnrollmentState::Enrolled,
-        EnrollmentState::InProgress => pb::EnrollmentState::InProgress,
-        EnrollmentState::Completed => pb::EnrollmentState::Completed,
-        EnrollmentState::Withdrawn => pb::EnrollmentState::Withdrawn,
-        EnrollmentState::Waitlisted => pb::EnrollmentState::Waitlisted,
     }
 }
 

@@ -5,10 +5,10 @@ use std::pin::Pin;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
+use super::programme::cohort_state_to_proto;
 use crate::auth::{self, CallContext, Role, Scope};
 use crate::domain::{
     organization::{optional_id_or_error, required_id},
-    programme::CohortState,
     report::{self, CompletionRow},
 };
 use crate::error::{Error, Result};
@@ -113,15 +113,6 @@ fn row_to_proto(row: &CompletionRow) -> pb::CompletionReportRow {
         waitlisted: row.waitlisted,
         completion_rate: row.completion_rate(),
         median_days_to_complete: row.median_days(),
-    }
-}
-
-fn cohort_state_to_proto(state: CohortState) -> pb::CohortState {
-    match state {
-        CohortState::Planned => pb::CohortState::Planned,
-        CohortState::Open => pb::CohortState::Open,
-        CohortState::Running => pb::CohortState::Running,
-        CohortState::Closed => pb::CohortState::Closed,
     }
 }
 

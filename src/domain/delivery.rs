@@ -4,7 +4,7 @@
 use chrono::{DateTime, Duration, Utc};
 use sha2::{Digest as _, Sha256};
 
-use crate::domain::certification::stored_enum;
+use super::stored_enum;
 use crate::domain::course::{ActivityKind, DeliveryMode};
 use crate::error::{Error, Result, Violations};
 

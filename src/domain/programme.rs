@@ -19,25 +19,7 @@ pub const MAX_CAPACITY: i32 = 1_000_000;
 /// Longest planned phase.
 pub const MAX_PHASE_DAYS: i32 = 3650;
 
-macro_rules! stored_enum {
-    ($(#[$meta:meta])* $name:ident { $($(#[$variant_meta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name { $($(#[$variant_meta])* $variant),+ }
-
-        impl $name {
-            /// Returns the stored name.
-            pub fn as_str(self) -> &'static str {
-                match self { $(Self::$variant => $text),+ }
-            }
-
-            /// Parses a stored name.
-            pub fn parse(text: &str) -> Option<Self> {
-                match text { $($text => Some(Self::$variant),)+ _ => None }
-            }
-        }
-    };
-}
+use super::stored_enum;
 
 stored_enum!(
     /// Lifecycle of a programme.

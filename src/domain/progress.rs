@@ -18,25 +18,7 @@ pub const MAX_DURATION_SECONDS: i64 = 365 * 24 * 3600;
 /// Most events in one batch.
 pub const MAX_BATCH_EVENTS: usize = 1000;
 
-macro_rules! stored_enum {
-    ($(#[$meta:meta])* $name:ident { $($(#[$variant_meta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name { $($(#[$variant_meta])* $variant),+ }
-
-        impl $name {
-            /// Returns the stored name.
-            pub fn as_str(self) -> &'static str {
-                match self { $(Self::$variant => $text),+ }
-            }
-
-            /// Parses a stored name.
-            pub fn parse(text: &str) -> Option<Self> {
-                match text { $($text => Some(Self::$variant),)+ _ => None }
-            }
-        }
-    };
-}
+use super::stored_enum;
 
 stored_enum!(
     /// What a learner did.
