@@ -11,6 +11,11 @@
 # imports applied, zero errors) and never a time. Results go to a temp dir; BENCHMARKS.md is
 # left alone.
 #
+# Both modes check the seeded data before any scenario writes to it: officers per ministry, the
+# ambassadors spread over departments, the national completion report (total and one ministry)
+# against a direct count over enrolments, and the master trainer's cascade reach against a direct
+# count over cascade_lineage. Needs jq (installed with apt-get when missing and possible).
+#
 # Environment: LMS_BENCH_POSTGRES (default postgres://postgres@127.0.0.1:5432), LMS_BENCH_PORT
 # (default 50461), LMS_BENCH_KEEP=1 keeps the benchmark database and data dir.
 set -euo pipefail
@@ -102,6 +107,10 @@ if [ "$backend" = sqlite ] && ! command -v sqlite3 >/dev/null 2>&1; then
   have_sql=false
   echo "sqlite3 CLI not found: the direct SQL checks are skipped" >&2
 fi
+if ! command -v jq >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  apt-get install -y -qq jq >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq jq >/dev/null 2>&1) || true
+fi
+command -v jq >/dev/null 2>&1 || { echo "jq is needed to read the JSON results" >&2; exit 1; }
 
 # ---- machine -------------------------------------------------------------------------------
 if ! $smoke; then
@@ -135,13 +144,29 @@ total_people=$(sql "select count(*) from people where external_id like 'OFF-%' o
 events=$(sql "select count(*) from progress_events")
 echo "  $total_people people, $events progress events"
 
+say "check: ambassadors are spread over departments, one department each in turn"
+departments=$(sql "select count(*) from organizations where kind = 'DEPARTMENT' and external_code like '%-D__'")
+spread=$(sql "select count(distinct p.organization_id) from people p join organizations o on o.id = p.organization_id
+  where p.external_id like 'AMB-%' and o.kind = 'DEPARTMENT'")
+expected_spread=$(( ambassadors < departments ? ambassadors : departments ))
+[ "$spread" = "$expected_spread" ] ||
+  { echo "ambassadors sit in $spread departments, expected $expected_spread of $departments" >&2; exit 1; }
+echo "  $ambassadors ambassadors in $spread of $departments departments"
+
 if $smoke; then
+  table_counts=$(for table in cascade_lineage certificates training_sessions session_attendance audit_entries; do
+    echo "$table=$(sql "select count(*) from $table")"; done)
   say "check: a second seed with the same --seed is a replay and changes nothing"
   "$bin" seed --profile national --seed 42 --officers "$officers" --ambassadors "$ambassadors" >/dev/null
   again=$(sql "select count(*) from progress_events")
   cohorts=$(sql "select count(*) from cohorts")
   [ "$again" = "$events" ] || { echo "replayed seed changed progress_events: $events -> $again" >&2; exit 1; }
-  echo "  still $again events in $cohorts cohorts"
+  for table in cascade_lineage certificates training_sessions session_attendance audit_entries; do
+    before=$(echo "$table_counts" | sed -n "s/^$table=//p")
+    after=$(sql "select count(*) from $table")
+    [ "$before" = "$after" ] || { echo "replayed seed changed $table: $before -> $after" >&2; exit 1; }
+  done
+  echo "  still $again events in $cohorts cohorts; lineage, certificates, sessions, attendance, audit unchanged"
 fi
 fi
 
@@ -159,6 +184,47 @@ for _ in $(seq 1 100); do
   sleep 0.2
 done
 
+# ---- checks of the seeded data through the API, before any scenario writes ------------------
+if $have_sql; then
+  say "check: national completion report (whole country by ministry) == direct count over enrolments"
+  "$bin" bench completion-report --concurrency 1 --count 1 --warmup 0s --check --json "$work/check-report.json" >/dev/null
+  report_counts() { # $1: a row of the report as JSON -> STATE=count lines, non-zero, sorted
+    jq -r '[["COMPLETED",.completed],["ENROLLED",.enrolled],["IN_PROGRESS",.in_progress],["WAITLISTED",.waitlisted],["WITHDRAWN",.withdrawn]]
+      | map(select(.[1] != 0)) | .[] | "\(.[0])=\(.[1])"' <<<"$1" | LC_ALL=C sort
+  }
+  direct_counts() { # $1: extra join, $2: extra condition -> STATE=count lines, sorted
+    sql "select e.state || '=' || count(*) from enrollments e join cohorts c on c.id = e.cohort_id
+      join programmes pr on pr.id = c.programme_id join people p on p.id = e.person_id
+      join organizations o on o.id = p.organization_id $1
+      where pr.code = 'AIW-NAT' $2 group by e.state" | LC_ALL=C sort
+  }
+  api_total=$(report_counts "$(jq -c '.report.total' "$work/check-report.json")")
+  sql_total=$(direct_counts "" "")
+  ministry=MOE
+  ministry_id=$(sql "select id from organizations where external_code = '$ministry'")
+  api_ministry=$(report_counts "$(jq -c --arg id "$ministry_id" '.report.rows[] | select(.key == $id)' "$work/check-report.json")")
+  sql_ministry=$(direct_counts "join organizations m on o.path like m.path || '%'" "and m.external_code = '$ministry'")
+  echo "  country:  report $(echo $api_total) | SQL $(echo $sql_total)"
+  echo "  $ministry:      report $(echo $api_ministry) | SQL $(echo $sql_ministry)"
+  [ -n "$sql_total" ] && [ "$api_total" = "$sql_total" ] && [ "$api_ministry" = "$sql_ministry" ] ||
+    { echo "the completion report differs from the direct count" >&2; exit 1; }
+  echo "  report equals direct count"
+
+  say "check: cascade reach of the master trainer == direct count over cascade_lineage"
+  "$bin" bench cascade-reach --concurrency 1 --count 1 --warmup 0s --check --json "$work/check-reach.json" >/dev/null
+  master=$(sql "select id from people where external_id = 'MT-NAT-001'")
+  api_reach=$(jq '.reach.total_people' "$work/check-reach.json")
+  [ "$(jq -r '.reach.person_id' "$work/check-reach.json")" = "$master" ] ||
+    { echo "cascade-reach measured someone else than MT-NAT-001" >&2; exit 1; }
+  sql_reach=$(sql "select count(*) from cascade_lineage where ancestor_id = '$master'")
+  seeded_reach=$(jq '(.certificates - 1) + .trained_by_ambassadors' "$results/seed.json")
+  levels=$(jq -c '[.reach.levels[] | [.depth, .people]]' "$work/check-reach.json")
+  echo "  GetCascadeReach $api_reach people (levels $levels), SQL $sql_reach, seeded ambassadors + officers marked present $seeded_reach"
+  [ "$api_reach" = "$sql_reach" ] && [ "$sql_reach" = "$seeded_reach" ] ||
+    { echo "cascade reach differs from the direct count" >&2; exit 1; }
+  echo "  reach equals direct count"
+fi
+
 if $smoke; then
   common=(--warmup 0s --check)
   run() { local name=$1; shift; "$bin" bench "$@" "${common[@]}" --json "$results/$name.json"; }
@@ -174,6 +240,7 @@ if $smoke; then
   grep -q "\"unchanged\": $import_count" "$results/import-people-again.json" ||
     { echo "re-import did not find every record unchanged" >&2; exit 1; }
   run completion-report completion-report --concurrency 2 --count 5
+  run cascade-reach cascade-reach --concurrency 2 --count 5
   say "smoke: every scenario answered without errors"
   exit 0
 fi
@@ -220,6 +287,7 @@ run get-progress get-progress --concurrency "$high"
 run list-cohort-progress list-cohort-progress --concurrency "$high"
 run enroll enroll --concurrency "$high"
 run completion-report completion-report --concurrency "$low"
+run cascade-reach cascade-reach --concurrency 1
 run stream-progress-1000 stream-progress --concurrency "$streams" --connections 10 --server-pid "$server_pid"
 
 say "import-people: $import_count new records, then the same again (all unchanged)"

@@ -18,6 +18,8 @@ pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 200;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Default time given to in-flight calls at shutdown.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// Default interval of the certificate expiry sweep.
+pub const DEFAULT_EXPIRY_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// Default wait for a pooled database connection; shorter than the call timeout.
 pub const DEFAULT_DB_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Default SQLite busy timeout; writers wait this long for the write lock.
@@ -85,6 +87,11 @@ pub struct CertificationConfig {
     #[arg(long, env = "LMS_VERIFY_BURST", default_value_t = DEFAULT_VERIFY_BURST, global = true)]
     pub verify_burst: u32,
 
+    /// How often each replica publishes `certificate.expired` events for certificates past
+    /// expiry (replicas may all sweep: each expiry is announced once); `0s` turns sweeping off.
+    #[arg(long, env = "LMS_EXPIRY_SWEEP_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration, global = true)]
+    pub expiry_sweep_interval: Duration,
+
     /// The clock certification and delivery rules read; tests move it forward.
     #[arg(skip)]
     pub clock: crate::domain::certification::Clock,
@@ -97,6 +104,7 @@ impl Default for CertificationConfig {
             issuer_seed_file: None,
             verify_rate_per_second: DEFAULT_VERIFY_RATE,
             verify_burst: DEFAULT_VERIFY_BURST,
+            expiry_sweep_interval: DEFAULT_EXPIRY_SWEEP_INTERVAL,
             clock: crate::domain::certification::Clock::default(),
         }
     }

@@ -105,6 +105,11 @@ impl App {
         }
         let probe = tokio::spawn(probe_database(store.clone(), health_reporter.clone()));
         let relay = tokio::spawn(relay_feed_notifications(store.clone()));
+        let expiry_sweep = tokio::spawn(sweep_certificate_expiries(
+            store.clone(),
+            config.certification.clock.clone(),
+            config.certification.expiry_sweep_interval,
+        ));
 
         let reflection_v1 = reflection_builder().build_v1()?;
         let reflection_v1alpha = reflection_builder().build_v1alpha()?;
@@ -242,6 +247,8 @@ impl App {
         }
         probe.abort();
         relay.abort();
+        // A sweep in flight commits or rolls back as a whole: its transaction runs in a task of its own.
+        expiry_sweep.abort();
         store.close().await;
         tracing::info!("stopped");
         Ok(())
@@ -275,6 +282,31 @@ async fn relay_feed_notifications(store: Store) {
             tracing::warn!(error = %error, "feed listener stopped; retrying");
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
+/// Publishes `certificate.expired` events every `interval` (never when it is zero), judging expiry by
+/// `clock`, the clock the certification rules read. Every replica may run it: each expiry is
+/// announced once (see `Store::publish_certificate_expiries`).
+async fn sweep_certificate_expiries(
+    store: Store,
+    clock: crate::domain::certification::Clock,
+    interval: Duration,
+) {
+    if interval.is_zero() {
+        return;
+    }
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match store.publish_certificate_expiries(clock.now()).await {
+            Ok(0) => {}
+            Ok(announced) => tracing::info!(announced, "certificate expiries announced"),
+            Err(error) => {
+                tracing::warn!(error = %error, "certificate expiry sweep failed; retrying next interval")
+            }
+        }
     }
 }
 

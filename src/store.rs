@@ -37,6 +37,7 @@ pub struct Store {
     db: DatabaseConnection,
     rules: progress::RuleCache,
     feed: std::sync::Arc<tokio::sync::Notify>,
+    group: std::sync::Arc<progress::GroupCommit>,
 }
 
 impl Store {
@@ -85,6 +86,8 @@ impl Store {
             db,
             rules: progress::RuleCache::default(),
             feed: std::sync::Arc::new(tokio::sync::Notify::new()),
+            // SQLite commits one write at a time; PostgreSQL overlaps a few group transactions.
+            group: std::sync::Arc::new(progress::GroupCommit::new(if is_sqlite { 1 } else { 4 })),
         })
     }
 
@@ -171,6 +174,21 @@ impl Store {
         task.await
             .map_err(|join_error| Error::internal(format!("write task failed: {join_error}")))?
     }
+}
+
+/// Returns `sql`, written with `$1`-style placeholders, as a statement for `backend` (SQLite
+/// reads them as `?1`).
+pub(crate) fn statement(
+    backend: DbBackend,
+    sql: &str,
+    values: impl IntoIterator<Item = sea_orm::Value>,
+) -> Statement {
+    let text = if backend == DbBackend::Postgres {
+        sql.to_owned()
+    } else {
+        sql.replace('$', "?")
+    };
+    Statement::from_sql_and_values(backend, text, values)
 }
 
 /// Takes the tree lock for the rest of the transaction: organisation creates and moves serialise,

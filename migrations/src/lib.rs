@@ -10,6 +10,8 @@ mod m20261127_000005_certification;
 mod m20261127_000006_events;
 mod m20261127_000007_selection;
 mod m20261127_000008_surveys;
+mod m20261128_000009_certificate_expiry;
+mod m20261128_000010_course_report_counters;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -26,6 +28,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000006_events::Migration),
             Box::new(m20261127_000007_selection::Migration),
             Box::new(m20261127_000008_surveys::Migration),
+            Box::new(m20261128_000009_certificate_expiry::Migration),
+            Box::new(m20261128_000010_course_report_counters::Migration),
         ]
     }
 }

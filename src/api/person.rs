@@ -19,7 +19,7 @@ use crate::store::{
 };
 
 /// Records applied per transaction by `ImportPeople`.
-pub const IMPORT_CHUNK: usize = 500;
+pub const IMPORT_CHUNK: usize = 2000;
 /// Record errors returned by `ImportPeople` at most (the count has them all).
 const MAX_IMPORT_ERRORS: usize = 1000;
 

@@ -174,10 +174,12 @@ fn refusal_error(error: RecordError) -> Error {
 }
 
 impl ProgressApi {
+    /// Records `events`; `grouped` (unary calls) shares a transaction with concurrent calls.
     async fn record(
         &self,
         context: &CallContext,
         events: Vec<pb::ProgressEvent>,
+        grouped: bool,
     ) -> Result<Vec<pb::ProgressAck>> {
         let now = crate::domain::now();
         let ids: Vec<String> = events.iter().map(|event| event.event_id.clone()).collect();
@@ -186,14 +188,16 @@ impl ProgressApi {
             .enumerate()
             .map(|(index, event)| validate_event(index, event, now))
             .collect();
-        let answers = self
-            .store
-            .record_progress(
-                context.principal.subject.clone(),
-                recorder(context),
-                records,
-            )
-            .await?;
+        let actor = context.principal.subject.clone();
+        let answers = if grouped {
+            self.store
+                .record_progress_grouped(actor, recorder(context), records)
+                .await?
+        } else {
+            self.store
+                .record_progress(actor, recorder(context), records)
+                .await?
+        };
         Ok(ids
             .into_iter()
             .zip(answers)
@@ -293,7 +297,7 @@ impl pb::progress_service_server::ProgressService for ProgressApi {
             .into_inner()
             .event
             .ok_or_else(|| Error::invalid("event", "is required"))?;
-        let mut acks = self.record(&context, vec![event]).await?;
+        let mut acks = self.record(&context, vec![event], true).await?;
         let ack = acks
             .pop()
             .ok_or_else(|| Error::internal("no ack for the event"))?;
@@ -319,7 +323,7 @@ impl pb::progress_service_server::ProgressService for ProgressApi {
         if events.is_empty() || events.len() > progress::MAX_BATCH_EVENTS {
             return Err(Error::invalid("events", "must hold 1 to 1,000 events").into());
         }
-        let acks = self.record(&context, events).await?;
+        let acks = self.record(&context, events, false).await?;
         Ok(Response::new(pb::BatchRecordProgressResponse { acks }))
     }
 
@@ -349,7 +353,7 @@ impl pb::progress_service_server::ProgressService for ProgressApi {
                     }
                 }
                 if !events.is_empty() {
-                    match api.record(&context, events).await {
+                    match api.record(&context, events, false).await {
                         Ok(acks) => {
                             for ack in acks {
                                 if sender.send(Ok(ack)).await.is_err() {

@@ -10,13 +10,14 @@ use crate::auth::{self, CallContext, Role, Scope};
 use crate::domain::{
     organization::{optional_id_or_error, required_id},
     report::{self, CompletionRow},
+    survey::QuestionKind,
 };
 use crate::error::{Error, Result};
 use crate::pb;
 use crate::store::{
     Store,
     programme::CohortFilter,
-    report::{CompletionReport, GroupBy},
+    report::{CompletionReport, GroupBy, ReportSubject, SurveyHeadline},
 };
 
 /// CSV bytes per export message.
@@ -70,8 +71,36 @@ impl ReportApi {
         context: &CallContext,
         request: &pb::GetCompletionReportRequest,
     ) -> Result<CompletionReport> {
-        let programme_id = required_id("programme_id", &request.programme_id)?;
-        self.store.get_programme(&programme_id).await?;
+        let (programme_id, course_id) = match (
+            request.programme_id.is_empty(),
+            request.course_id.is_empty(),
+        ) {
+            (false, true) => (
+                Some(required_id("programme_id", &request.programme_id)?),
+                None,
+            ),
+            (true, false) => (None, Some(required_id("course_id", &request.course_id)?)),
+            (true, true) => {
+                return Err(Error::invalid("programme_id", "is required (or course_id)"));
+            }
+            (false, false) => {
+                return Err(Error::invalid(
+                    "course_id",
+                    "must be empty when programme_id is set: a report is of a programme or of a course",
+                ));
+            }
+        };
+        let subject = match (&programme_id, &course_id) {
+            (Some(programme_id), _) => {
+                self.store.get_programme(programme_id).await?;
+                ReportSubject::Programme(programme_id)
+            }
+            (None, Some(course_id)) => {
+                self.store.get_course(course_id).await?;
+                ReportSubject::Course(course_id)
+            }
+            (None, None) => return Err(Error::internal("report subject missing")),
+        };
         let group_by = match pb::ReportGrouping::try_from(request.group_by) {
             Ok(pb::ReportGrouping::Unspecified | pb::ReportGrouping::ChildOrganizations) => {
                 GroupBy::ChildOrganizations
@@ -84,9 +113,7 @@ impl ReportApi {
         let root = root
             .as_ref()
             .map(|root| (root.id.as_str(), root.path.as_str(), root.name.as_str()));
-        self.store
-            .completion_report(&programme_id, root, group_by)
-            .await
+        self.store.completion_report(subject, root, group_by).await
     }
 }
 
@@ -113,6 +140,43 @@ fn row_to_proto(row: &CompletionRow) -> pb::CompletionReportRow {
         waitlisted: row.waitlisted,
         completion_rate: row.completion_rate(),
         median_days_to_complete: row.median_days(),
+    }
+}
+
+fn headline_to_proto(headline: SurveyHeadline) -> pb::SurveyHeadline {
+    pb::SurveyHeadline {
+        activity_id: headline.activity_id,
+        title: headline.title,
+        course_version_id: headline.course_version_id,
+        response_count: headline.response_count,
+        questions: headline
+            .questions
+            .into_iter()
+            .map(|question| {
+                let kind = match question.question.kind {
+                    QuestionKind::Scale => pb::SurveyQuestionKind::Scale,
+                    QuestionKind::Number => pb::SurveyQuestionKind::Number,
+                    QuestionKind::SingleChoice => pb::SurveyQuestionKind::SingleChoice,
+                    QuestionKind::FreeText => pb::SurveyQuestionKind::FreeText,
+                };
+                let (top_option, top_option_share) = match question.top_option {
+                    Some((option, share)) => (option, Some(share)),
+                    None => (String::new(), None),
+                };
+                pb::QuestionHeadline {
+                    question_id: question.question.id,
+                    text: question.question.text,
+                    kind: kind.into(),
+                    unit: question.question.unit.unwrap_or_default(),
+                    answer_count: question.answer_count,
+                    mean: question.mean,
+                    threshold: question.threshold,
+                    share_above_threshold: question.share_above_threshold,
+                    top_option,
+                    top_option_share,
+                }
+            })
+            .collect(),
     }
 }
 
@@ -149,9 +213,26 @@ impl pb::report_service_server::ReportService for ReportApi {
         let programme = self.store.get_programme(&programme_id).await?;
         let by_cohort = self
             .store
-            .completion_report(&programme_id, None, GroupBy::Cohort)
+            .completion_report(
+                ReportSubject::Programme(&programme_id),
+                None,
+                GroupBy::Cohort,
+            )
             .await?;
         let course_completions = self.store.course_completions(&programme_id).await?;
+        let delivery = self
+            .store
+            .programme_delivery(&programme_id, self.clock.now())
+            .await?;
+        let version_ids: Vec<String> = programme
+            .phases
+            .iter()
+            .flat_map(|phase| phase.course_version_ids.iter().cloned())
+            .collect();
+        let surveys = self
+            .store
+            .programme_survey_headlines(&programme_id, &version_ids)
+            .await?;
         let mut cohorts = Vec::new();
         let mut page_token = String::new();
         loop {
@@ -178,6 +259,11 @@ impl pb::report_service_server::ReportService for ReportApi {
                     .rows
                     .iter()
                     .find(|row| row.key == cohort.id)
+                    .cloned()
+                    .unwrap_or_default();
+                let figures = delivery
+                    .cohorts
+                    .get(&cohort.id)
                     .cloned()
                     .unwrap_or_default();
                 let phases = programme
@@ -213,6 +299,9 @@ impl pb::report_service_server::ReportService for ReportApi {
                     withdrawn: row.withdrawn,
                     waitlisted: row.waitlisted,
                     phases,
+                    sessions_delivered: figures.sessions_delivered,
+                    trainers_active: figures.trainers_active,
+                    trainers_certified: figures.trainers_certified,
                 }
             })
             .collect();
@@ -221,6 +310,10 @@ impl pb::report_service_server::ReportService for ReportApi {
             title: programme.title,
             cohorts: funnels,
             total: Some(row_to_proto(&by_cohort.total)),
+            sessions_delivered: delivery.total.sessions_delivered,
+            trainers_active: delivery.total.trainers_active,
+            trainers_certified: delivery.total.trainers_certified,
+            surveys: surveys.into_iter().map(headline_to_proto).collect(),
         }))
     }
 

@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 
 use crate::domain::programme::EnrollmentState;
+use crate::domain::progress::{CourseView, ProgressView};
+use crate::domain::survey::{Answer, QuestionKind, SurveyQuestion, Thresholds, aggregate};
 
 /// One row of a completion report.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -69,6 +71,148 @@ impl CompletionRow {
             *self.durations.entry(*days).or_default() += count;
         }
     }
+}
+
+/// Where an enrolment stands on one pinned course version, as course reports count it: the
+/// course's completion decides first (a completed course stays completed, also after the
+/// enrolment is withdrawn), then a withdrawn or waitlisted enrolment, then whether the learner
+/// started the course.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CourseStanding {
+    /// ENROLLED (not started), IN_PROGRESS (started), COMPLETED, WITHDRAWN or WAITLISTED.
+    pub state: EnrollmentState,
+    /// For COMPLETED: whole days from enrolment to the course's completion.
+    pub days_to_complete: Option<i32>,
+}
+
+/// Returns how `enrollment` stands on `course`, one of the courses of its derived progress `view`
+/// (`None` for an enrolment without any progress).
+///
+/// A course counts as started once any of its activities has an event, and as completed when its
+/// rule says so and the enrolment has any event at all (so a course without required activities
+/// does not count as completed for someone who never began). Its completion time is the latest
+/// completion of its required activities (else its latest event, else the enrolment's).
+pub fn course_standing(
+    enrollment_state: EnrollmentState,
+    enrolled_time: chrono::DateTime<chrono::Utc>,
+    progress: Option<(&ProgressView, &CourseView)>,
+) -> CourseStanding {
+    let progress = progress.filter(|(view, _)| view.event_count > 0);
+    if let Some((view, course)) = progress
+        && course.completed
+    {
+        let activities = || {
+            course.modules.iter().flat_map(|module| {
+                module
+                    .activities
+                    .iter()
+                    .map(move |activity| (module.required && activity.required, activity))
+            })
+        };
+        let completed_time = activities()
+            .filter(|(counted, _)| *counted)
+            .filter_map(|(_, activity)| activity.tally.completed_time)
+            .max()
+            .or_else(|| {
+                activities()
+                    .filter_map(|(_, activity)| activity.tally.last_event_time)
+                    .max()
+            })
+            .or(view.last_event_time)
+            .unwrap_or(enrolled_time);
+        let days = std::cmp::max((completed_time - enrolled_time).num_days(), 0);
+        return CourseStanding {
+            state: EnrollmentState::Completed,
+            days_to_complete: Some(i32::try_from(days).unwrap_or(i32::MAX)),
+        };
+    }
+    let started = progress.is_some_and(|(_, course)| {
+        course
+            .modules
+            .iter()
+            .flat_map(|module| &module.activities)
+            .any(|activity| activity.tally.events > 0)
+    });
+    let state = match enrollment_state {
+        EnrollmentState::Withdrawn => EnrollmentState::Withdrawn,
+        EnrollmentState::Waitlisted => EnrollmentState::Waitlisted,
+        _ if started => EnrollmentState::InProgress,
+        _ => EnrollmentState::Enrolled,
+    };
+    CourseStanding {
+        state,
+        days_to_complete: None,
+    }
+}
+
+/// Threshold of a SCALE headline: the share that agree (4 or 5).
+pub const SCALE_HEADLINE_THRESHOLD: f64 = 3.0;
+/// Threshold of a NUMBER headline: the share answering more than nothing (e.g. saved any time).
+pub const NUMBER_HEADLINE_THRESHOLD: f64 = 0.0;
+
+/// The headline of one survey question on a dashboard; never free text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuestionHeadline {
+    /// The question.
+    pub question: SurveyQuestion,
+    /// Responses answering it.
+    pub answer_count: i64,
+    /// SCALE and NUMBER: mean, when answered.
+    pub mean: Option<f64>,
+    /// SCALE and NUMBER: the headline threshold.
+    pub threshold: Option<f64>,
+    /// SCALE and NUMBER: share (0-1) strictly above the threshold, when answered.
+    pub share_above_threshold: Option<f64>,
+    /// SINGLE_CHOICE: the most chosen option (first in option order on a tie) and its share (0-1).
+    pub top_option: Option<(String, f64)>,
+}
+
+/// Returns the headline of every question of a survey over `responses`, through the survey
+/// aggregation (and its k-anonymity rules); free text answers are dropped whatever their number.
+pub fn survey_headlines(
+    questions: &[SurveyQuestion],
+    responses: &[Vec<Answer>],
+) -> (i64, Vec<QuestionHeadline>) {
+    let thresholds = Thresholds {
+        default: None,
+        per_question: questions
+            .iter()
+            .filter_map(|question| match question.kind {
+                QuestionKind::Scale => Some((question.id.clone(), SCALE_HEADLINE_THRESHOLD)),
+                QuestionKind::Number => Some((question.id.clone(), NUMBER_HEADLINE_THRESHOLD)),
+                QuestionKind::SingleChoice | QuestionKind::FreeText => None,
+            })
+            .collect(),
+    };
+    let results = aggregate(questions, responses, &thresholds);
+    let headlines = results
+        .questions
+        .into_iter()
+        .map(|result| {
+            let chosen: i64 = result.option_counts.iter().map(|(_, count)| count).sum();
+            let top_option = result
+                .option_counts
+                .iter()
+                .fold(None::<&(String, i64)>, |best, candidate| match best {
+                    Some(best) if best.1 >= candidate.1 => Some(best),
+                    _ => Some(candidate),
+                })
+                .filter(|(_, count)| *count > 0)
+                .map(|(option, count)| (option.clone(), *count as f64 / chosen as f64));
+            QuestionHeadline {
+                answer_count: result.answer_count,
+                mean: result.numeric.as_ref().map(|numeric| numeric.mean),
+                threshold: result.threshold,
+                share_above_threshold: result
+                    .numeric
+                    .as_ref()
+                    .and_then(|numeric| numeric.share_above_threshold),
+                top_option,
+                question: result.question,
+            }
+        })
+        .collect();
+    (results.response_count, headlines)
 }
 
 /// One row of a certification report.
@@ -191,6 +335,78 @@ mod tests {
         assert_eq!(row.median_days(), Some(20.0));
         row.durations = BTreeMap::from([(10, 1), (30, 1)]);
         assert_eq!(row.median_days(), Some(20.0));
+    }
+
+    #[test]
+    fn a_completed_course_outranks_withdrawal_and_counts_days_to_its_last_required_activity() {
+        use crate::domain::progress::{ActivityState, ActivityTally, ActivityView, ModuleView};
+
+        let enrolled = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .to_utc();
+        let activity = |days: Option<i64>, events: i64| ActivityView {
+            activity_id: "a".to_owned(),
+            required: true,
+            state: ActivityState::NotStarted,
+            tally: ActivityTally {
+                events,
+                completed_time: days.map(|days| enrolled + chrono::Duration::days(days)),
+                last_event_time: Some(enrolled),
+                ..ActivityTally::default()
+            },
+        };
+        let course = |completed: bool, activities: Vec<ActivityView>| CourseView {
+            course_version_id: "v".to_owned(),
+            completed,
+            percent_complete: 0.0,
+            modules: vec![ModuleView {
+                module_id: "m".to_owned(),
+                required: true,
+                completed,
+                activities,
+            }],
+        };
+        let view = |course: &CourseView, events: i64| ProgressView {
+            courses: vec![course.clone()],
+            percent_complete: 0.0,
+            completed: false,
+            completed_time: None,
+            next_activity_id: None,
+            event_count: events,
+            last_event_time: Some(enrolled),
+        };
+        let done = course(true, vec![activity(Some(3), 1), activity(Some(9), 1)]);
+        let done_view = view(&done, 2);
+        let standing = course_standing(
+            EnrollmentState::Withdrawn,
+            enrolled,
+            Some((&done_view, &done)),
+        );
+        assert_eq!(standing.state, EnrollmentState::Completed);
+        assert_eq!(standing.days_to_complete, Some(9));
+        let started = course(false, vec![activity(None, 1), activity(None, 0)]);
+        let started_view = view(&started, 1);
+        for (state, expected) in [
+            (EnrollmentState::Enrolled, EnrollmentState::InProgress),
+            (EnrollmentState::InProgress, EnrollmentState::InProgress),
+            (EnrollmentState::Withdrawn, EnrollmentState::Withdrawn),
+        ] {
+            let standing = course_standing(state, enrolled, Some((&started_view, &started)));
+            assert_eq!(standing.state, expected);
+        }
+        // Complete by its rule (no required activity) but never begun: not counted as completed.
+        let empty = course(true, Vec::new());
+        let empty_view = view(&empty, 0);
+        let standing = course_standing(
+            EnrollmentState::Enrolled,
+            enrolled,
+            Some((&empty_view, &empty)),
+        );
+        assert_eq!(standing.state, EnrollmentState::Enrolled);
+        assert_eq!(
+            course_standing(EnrollmentState::Waitlisted, enrolled, None).state,
+            EnrollmentState::Waitlisted
+        );
     }
 
     proptest! {

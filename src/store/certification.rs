@@ -198,6 +198,7 @@ fn certificate_active(certificate: &Certificate, now: DateTime<Utc>) -> certific
         revision: Set(certificate.revision),
         create_time: Set(now),
         update_time: Set(now),
+        expiry_announced_time: Set(None),
     }
 }
 
@@ -1839,4 +1840,101 @@ async fn check_references(transaction: &DatabaseTransaction, track: &Track) -> R
         }
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Expiry announcements
+
+/// Certificates announced per sweep transaction.
+const EXPIRY_SWEEP_BATCH: u64 = 500;
+
+impl Store {
+    /// Publishes one `certificate.expired` event for every ACTIVE certificate whose expiry is at
+    /// or before `now` and that was not announced yet; returns how many were announced.
+    ///
+    /// Exactly once, also with several replicas sweeping at the same moment. Each batch is one
+    /// write transaction that selects unannounced certificates past expiry, marks them
+    /// (`UPDATE ... SET expiry_announced_time WHERE expiry_announced_time IS NULL`) and appends
+    /// their events; the mark and the events commit together or not at all.
+    /// - PostgreSQL: the select takes the rows `FOR UPDATE SKIP LOCKED`. A concurrent sweeper
+    ///   skips rows another one holds (it announces others, or none), and a certificate being
+    ///   renewed, suspended or revoked right now (its row locked by that transaction) waits for
+    ///   the next sweep. A row locked here is re-read at its latest committed version, so the
+    ///   status and mark are judged on current data. The guarded update is the second fence: if
+    ///   it marks fewer rows than were selected, the batch rolls back instead of announcing twice.
+    /// - SQLite: write transactions are serial (`BEGIN IMMEDIATE`), so a second sweeper starts
+    ///   after the first committed and sees its marks.
+    ///
+    /// Renewal issues a new certificate row (mark NULL), so a renewed certificate that expires
+    /// again is announced again; a suspended certificate is not announced (it is not ACTIVE) until
+    /// it is reinstated.
+    pub async fn publish_certificate_expiries(&self, now: DateTime<Utc>) -> Result<usize> {
+        let mut total = 0;
+        loop {
+            let announced = self
+                .write(move |transaction| Box::pin(announce_expiries(transaction, now)))
+                .await?;
+            total += announced;
+            if (announced as u64) < EXPIRY_SWEEP_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+/// Marks and announces one batch of expired certificates in `transaction`; returns how many.
+async fn announce_expiries(transaction: &DatabaseTransaction, now: DateTime<Utc>) -> Result<usize> {
+    use sea_orm::sea_query::{Expr, LockBehavior, LockType};
+
+    let mut select = certificates::Entity::find()
+        .filter(certificates::Column::ExpiryAnnouncedTime.is_null())
+        .filter(certificates::Column::ExpiresTime.lte(now))
+        .filter(certificates::Column::Status.eq(CertificateStatus::Active.as_str()))
+        .order_by_asc(certificates::Column::ExpiresTime)
+        .order_by_asc(certificates::Column::Id)
+        .limit(EXPIRY_SWEEP_BATCH);
+    if transaction.get_database_backend() == DbBackend::Postgres {
+        select = select.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+    }
+    let expired = select.all(transaction).await.map_err(db_error)?;
+    if expired.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<String> = expired.iter().map(|model| model.id.clone()).collect();
+    let marked = certificates::Entity::update_many()
+        .col_expr(certificates::Column::ExpiryAnnouncedTime, Expr::value(now))
+        .filter(certificates::Column::Id.is_in(ids.clone()))
+        .filter(certificates::Column::ExpiryAnnouncedTime.is_null())
+        .exec(transaction)
+        .await
+        .map_err(db_error)?;
+    if marked.rows_affected != ids.len() as u64 {
+        return Err(Error::internal(
+            "certificates were announced by another sweep in the meantime; batch rolled back",
+        ));
+    }
+    let paths = super::person::organization_paths_of_people(
+        transaction,
+        expired
+            .iter()
+            .map(|model| model.person_id.clone())
+            .collect(),
+    )
+    .await?;
+    let events = expired
+        .iter()
+        .map(|model| {
+            new_event(
+                "certificate.expired",
+                &model.id,
+                &model.person_id,
+                paths.get(&model.person_id).cloned(),
+                json!({"certificate_id": model.id, "candidacy_id": model.candidacy_id, "track_id": model.track_id,
+                       "cycle": model.cycle, "status": CertificateStatus::Expired.as_str(),
+                       "expires_time": model.expires_time.to_rfc3339()}),
+            )
+        })
+        .collect();
+    super::event::append(transaction, events).await?;
+    Ok(expired.len())
 }

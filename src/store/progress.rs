@@ -232,6 +232,26 @@ async fn load_ledgers(
     rule_cache: &RuleCache,
     models: Vec<enrollments::Model>,
 ) -> Result<HashMap<String, Ledger>> {
+    let ids: Vec<String> = models.iter().map(|model| model.id.clone()).collect();
+    let rows = if ids.is_empty() {
+        Vec::new()
+    } else {
+        activity_progress::Entity::find()
+            .filter(activity_progress::Column::EnrollmentId.is_in(ids))
+            .all(transaction)
+            .await
+            .map_err(db_error)?
+    };
+    assemble_ledgers(transaction, rule_cache, models, rows).await
+}
+
+/// Builds the ledgers of `models` from their tally rows and their pinned versions' rules.
+async fn assemble_ledgers(
+    connection: &impl ConnectionTrait,
+    rule_cache: &RuleCache,
+    models: Vec<enrollments::Model>,
+    rows: Vec<activity_progress::Model>,
+) -> Result<HashMap<String, Ledger>> {
     let enrollments = models
         .into_iter()
         .map(enrollment_from)
@@ -240,24 +260,13 @@ async fn load_ledgers(
         .iter()
         .flat_map(|e| e.course_version_ids.iter().cloned())
         .collect();
-    let rules = rule_cache.get(transaction, &version_ids).await?;
-    let ids: Vec<String> = enrollments
-        .iter()
-        .map(|enrollment| enrollment.id.clone())
-        .collect();
+    let rules = rule_cache.get(connection, &version_ids).await?;
     let mut tallies: HashMap<String, HashMap<String, ActivityTally>> = HashMap::new();
-    if !ids.is_empty() {
-        for row in activity_progress::Entity::find()
-            .filter(activity_progress::Column::EnrollmentId.is_in(ids))
-            .all(transaction)
-            .await
-            .map_err(db_error)?
-        {
-            tallies
-                .entry(row.enrollment_id.clone())
-                .or_default()
-                .insert(row.activity_id.clone(), tally_from(&row));
-        }
+    for row in rows {
+        tallies
+            .entry(row.enrollment_id.clone())
+            .or_default()
+            .insert(row.activity_id.clone(), tally_from(&row));
     }
     let mut ledgers = HashMap::new();
     for enrollment in enrollments {
@@ -290,6 +299,8 @@ async fn save_ledgers(
     let mut outbox = Vec::new();
     let mut moves = Vec::new();
     let mut course_completions: Vec<(Enrollment, String)> = Vec::new();
+    let mut course_moves = Vec::new();
+    let mut enrollment_rows = Vec::new();
     for ledger in ledgers
         .values_mut()
         .filter(|ledger| !ledger.touched.is_empty())
@@ -308,6 +319,11 @@ async fn save_ledgers(
             update_time: Set(now),
         });
         outbox.extend(completions(&ledger.enrollment, &ledger.before, &after));
+        course_moves.extend(super::report::course_moves(
+            &ledger.enrollment,
+            &ledger.before,
+            &after,
+        ));
         for (course_after, course_before) in after.courses.iter().zip(&ledger.before.courses) {
             if course_after.completed && !course_before.completed {
                 course_completions.push((
@@ -336,10 +352,7 @@ async fn save_ledgers(
             };
             enrollment.revision += 1;
             enrollment.update_time = now;
-            enrollments::Entity::update(enrollment_active(enrollment))
-                .exec(transaction)
-                .await
-                .map_err(db_error)?;
+            enrollment_rows.push(enrollment_active(enrollment));
             moves.push((Some(before), enrollment.clone()));
         }
         ledger.before = after;
@@ -382,12 +395,31 @@ async fn save_ledgers(
             .await
             .map_err(db_error)?;
     }
+    // Enrolments whose state moved, one statement per chunk: every row exists and is locked by
+    // this transaction, so the insert always takes the conflict branch and updates in place.
+    for chunk in enrollment_rows.chunks(500) {
+        enrollments::Entity::insert_many(chunk.to_vec())
+            .on_conflict(
+                OnConflict::column(enrollments::Column::Id)
+                    .update_columns([
+                        enrollments::Column::State,
+                        enrollments::Column::CompletedTime,
+                        enrollments::Column::Revision,
+                        enrollments::Column::UpdateTime,
+                    ])
+                    .to_owned(),
+            )
+            .exec(transaction)
+            .await
+            .map_err(db_error)?;
+    }
     super::report::record_moves(transaction, &moves).await?;
     let completed: Vec<(&Enrollment, String)> = course_completions
         .iter()
         .map(|(enrollment, version)| (enrollment, version.clone()))
         .collect();
     super::report::record_course_completions(transaction, &completed).await?;
+    super::report::record_course_moves(transaction, &course_moves).await?;
     if !outbox.is_empty() {
         let person_ids: Vec<String> = outbox
             .iter()
@@ -458,19 +490,37 @@ pub(crate) async fn record_in_caller_transaction(
     recorder: &Recorder,
     events: Vec<EventRecord>,
 ) -> Result<Vec<std::result::Result<Ack, RecordError>>> {
-    record_in_transaction(transaction, &store.rules, actor, recorder, events).await
+    let call = Call {
+        actor: actor.to_owned(),
+        recorder: recorder.clone(),
+        events,
+    };
+    let mut answers = record_in_transaction(transaction, &store.rules, vec![call]).await?;
+    Ok(answers.pop().unwrap_or_default())
 }
 
+/// The events of one call, with who sent them.
+#[derive(Debug, Clone)]
+pub(crate) struct Call {
+    actor: String,
+    recorder: Recorder,
+    events: Vec<EventRecord>,
+}
+
+/// The answers of one call, one per event in its order.
+type Answers = Vec<std::result::Result<Ack, RecordError>>;
+
+/// Records the events of `calls` in `transaction` (one call, or a group of unary calls committed
+/// together); returns each call's answers in its own order.
 async fn record_in_transaction(
     transaction: &DatabaseTransaction,
     rule_cache: &RuleCache,
-    actor: &str,
-    recorder: &Recorder,
-    events: Vec<EventRecord>,
-) -> Result<Vec<std::result::Result<Ack, RecordError>>> {
+    calls: Vec<Call>,
+) -> Result<Vec<Answers>> {
     let now = crate::domain::now();
-    let mut enrollment_ids: Vec<String> = events
+    let mut enrollment_ids: Vec<String> = calls
         .iter()
+        .flat_map(|call| &call.events)
         .filter_map(|event| event.as_ref().ok().map(|event| event.enrollment_id.clone()))
         .collect();
     enrollment_ids.sort();
@@ -491,8 +541,9 @@ async fn record_in_transaction(
     };
     let mut ledgers = load_ledgers(transaction, rule_cache, models).await?;
 
-    let event_ids: Vec<String> = events
+    let event_ids: Vec<String> = calls
         .iter()
+        .flat_map(|call| &call.events)
         .filter_map(|event| event.as_ref().ok().map(|e| e.event_id.clone()))
         .collect();
     let mut stored: HashMap<String, progress_events::Model> = HashMap::new();
@@ -507,162 +558,172 @@ async fn record_in_transaction(
         }
     }
 
-    let mut answers = Vec::with_capacity(events.len());
+    let mut all_answers = Vec::with_capacity(calls.len());
     let mut inserts: Vec<progress_events::ActiveModel> = Vec::new();
-    for (index, event) in events.into_iter().enumerate() {
-        let event = match event {
-            Ok(event) => event,
-            Err(error) => {
-                answers.push(Err(error));
+    for Call {
+        actor,
+        recorder,
+        events,
+    } in calls
+    {
+        let mut answers = Vec::with_capacity(events.len());
+        for (index, event) in events.into_iter().enumerate() {
+            let event = match event {
+                Ok(event) => event,
+                Err(error) => {
+                    answers.push(Err(error));
+                    continue;
+                }
+            };
+            let hash = event.payload_hash();
+            if let Some(previous) = stored.get(&event.event_id) {
+                answers.push(if previous.payload_hash == hash {
+                    Ok(Ack {
+                        activity_state: ActivityState::parse(&previous.ack_activity_state)
+                            .unwrap_or(ActivityState::InProgress),
+                        percent_complete: previous.ack_percent_complete,
+                        enrollment_state: EnrollmentState::parse(&previous.ack_enrollment_state)
+                            .unwrap_or(EnrollmentState::Enrolled),
+                        recorded_time: previous.recorded_time,
+                    })
+                } else {
+                    Err(event_error(
+                        index,
+                        &event.event_id,
+                        "event_id",
+                        "EVENT_ID_REUSED",
+                        "this event_id was recorded before with other content".to_owned(),
+                    ))
+                });
                 continue;
             }
-        };
-        let hash = event.payload_hash();
-        if let Some(previous) = stored.get(&event.event_id) {
-            answers.push(if previous.payload_hash == hash {
-                Ok(Ack {
-                    activity_state: ActivityState::parse(&previous.ack_activity_state)
-                        .unwrap_or(ActivityState::InProgress),
-                    percent_complete: previous.ack_percent_complete,
-                    enrollment_state: EnrollmentState::parse(&previous.ack_enrollment_state)
-                        .unwrap_or(EnrollmentState::Enrolled),
-                    recorded_time: previous.recorded_time,
-                })
-            } else {
-                Err(event_error(
+            let Some(ledger) = ledgers.get_mut(&event.enrollment_id) else {
+                answers.push(Err(event_error(
                     index,
                     &event.event_id,
-                    "event_id",
-                    "EVENT_ID_REUSED",
-                    "this event_id was recorded before with other content".to_owned(),
-                ))
-            });
-            continue;
-        }
-        let Some(ledger) = ledgers.get_mut(&event.enrollment_id) else {
-            answers.push(Err(event_error(
-                index,
-                &event.event_id,
-                "enrollment_id",
-                "ENROLLMENT_NOT_FOUND",
-                format!("enrollment {} not found", event.enrollment_id),
-            )));
-            continue;
-        };
-        if let Err((field, reason, message)) =
-            recorder.check(event.facts.source, &ledger.enrollment)
-        {
-            answers.push(Err(event_error(
-                index,
-                &event.event_id,
-                field,
-                reason,
-                message,
-            )));
-            continue;
-        }
-        if matches!(
-            ledger.enrollment.state,
-            EnrollmentState::Withdrawn | EnrollmentState::Waitlisted
-        ) {
-            answers.push(Err(event_error(
-                index,
-                &event.event_id,
-                "enrollment_id",
-                "ENROLLMENT_NOT_ACTIVE",
-                format!(
-                    "the enrolment is {}; it takes no progress",
-                    ledger.enrollment.state.as_str()
-                ),
-            )));
-            continue;
-        }
-        let rules: Vec<(String, &CompletionRule)> = ledger
-            .rules
-            .iter()
-            .map(|(id, rule)| (id.clone(), rule.as_ref()))
-            .collect();
-        let Some(activity_rule) = find_activity(&rules, &event.activity_id).cloned() else {
-            answers.push(Err(event_error(
-                index,
-                &event.event_id,
-                "activity_id",
-                "ACTIVITY_NOT_IN_ENROLLMENT",
-                "the activity is not part of the course versions this enrolment pinned".to_owned(),
-            )));
-            continue;
-        };
-        if let Err((field, message)) = check_against_rule(&event.facts, &activity_rule) {
-            answers.push(Err(event_error(
-                index,
-                &event.event_id,
-                field,
-                "INVALID_FIELD",
-                format!("{field} {message}"),
-            )));
-            continue;
-        }
-        let tally = ledger.tallies.entry(event.activity_id.clone()).or_default();
-        tally.fold(&activity_rule, &event.facts);
-        let activity_state = tally.state();
-        ledger.touched.insert(event.activity_id.clone());
-        let view = ledger.view();
-        let enrollment_state = if view.completed {
-            EnrollmentState::Completed
-        } else if ledger.enrollment.state == EnrollmentState::Enrolled {
-            EnrollmentState::InProgress
-        } else {
-            ledger.enrollment.state
-        };
-        let ack = Ack {
-            activity_state,
-            percent_complete: view.percent_complete,
-            enrollment_state,
-            recorded_time: now,
-        };
-        inserts.push(progress_events::ActiveModel {
-            event_id: Set(event.event_id.clone()),
-            enrollment_id: Set(event.enrollment_id.clone()),
-            activity_id: Set(event.activity_id.clone()),
-            verb: Set(event.facts.verb.as_str().to_owned()),
-            score: Set(event.facts.score),
-            duration_seconds: Set(event.facts.duration_seconds),
-            occurred_time: Set(event.facts.occurred_time),
-            source: Set(event.facts.source.as_str().to_owned()),
-            evidence_uri: Set(event.evidence_uri.clone()),
-            evidence_note: Set(event.evidence_note.clone()),
-            provenance_note: Set(event.provenance_note.clone()),
-            actor: Set(actor.to_owned()),
-            payload_hash: Set(hash.clone()),
-            recorded_time: Set(now),
-            ack_activity_state: Set(activity_state.as_str().to_owned()),
-            ack_percent_complete: Set(ack.percent_complete),
-            ack_enrollment_state: Set(enrollment_state.as_str().to_owned()),
-        });
-        // A later copy of this event in the same call is a replay of this one.
-        stored.insert(
-            event.event_id.clone(),
-            progress_events::Model {
-                event_id: event.event_id.clone(),
-                enrollment_id: event.enrollment_id.clone(),
-                activity_id: event.activity_id.clone(),
-                verb: event.facts.verb.as_str().to_owned(),
-                score: event.facts.score,
-                duration_seconds: event.facts.duration_seconds,
-                occurred_time: event.facts.occurred_time,
-                source: event.facts.source.as_str().to_owned(),
-                evidence_uri: None,
-                evidence_note: None,
-                provenance_note: None,
-                actor: actor.to_owned(),
-                payload_hash: hash,
+                    "enrollment_id",
+                    "ENROLLMENT_NOT_FOUND",
+                    format!("enrollment {} not found", event.enrollment_id),
+                )));
+                continue;
+            };
+            if let Err((field, reason, message)) =
+                recorder.check(event.facts.source, &ledger.enrollment)
+            {
+                answers.push(Err(event_error(
+                    index,
+                    &event.event_id,
+                    field,
+                    reason,
+                    message,
+                )));
+                continue;
+            }
+            if matches!(
+                ledger.enrollment.state,
+                EnrollmentState::Withdrawn | EnrollmentState::Waitlisted
+            ) {
+                answers.push(Err(event_error(
+                    index,
+                    &event.event_id,
+                    "enrollment_id",
+                    "ENROLLMENT_NOT_ACTIVE",
+                    format!(
+                        "the enrolment is {}; it takes no progress",
+                        ledger.enrollment.state.as_str()
+                    ),
+                )));
+                continue;
+            }
+            let rules: Vec<(String, &CompletionRule)> = ledger
+                .rules
+                .iter()
+                .map(|(id, rule)| (id.clone(), rule.as_ref()))
+                .collect();
+            let Some(activity_rule) = find_activity(&rules, &event.activity_id).cloned() else {
+                answers.push(Err(event_error(
+                    index,
+                    &event.event_id,
+                    "activity_id",
+                    "ACTIVITY_NOT_IN_ENROLLMENT",
+                    "the activity is not part of the course versions this enrolment pinned"
+                        .to_owned(),
+                )));
+                continue;
+            };
+            if let Err((field, message)) = check_against_rule(&event.facts, &activity_rule) {
+                answers.push(Err(event_error(
+                    index,
+                    &event.event_id,
+                    field,
+                    "INVALID_FIELD",
+                    format!("{field} {message}"),
+                )));
+                continue;
+            }
+            let tally = ledger.tallies.entry(event.activity_id.clone()).or_default();
+            tally.fold(&activity_rule, &event.facts);
+            let activity_state = tally.state();
+            ledger.touched.insert(event.activity_id.clone());
+            let view = ledger.view();
+            let enrollment_state = if view.completed {
+                EnrollmentState::Completed
+            } else if ledger.enrollment.state == EnrollmentState::Enrolled {
+                EnrollmentState::InProgress
+            } else {
+                ledger.enrollment.state
+            };
+            let ack = Ack {
+                activity_state,
+                percent_complete: view.percent_complete,
+                enrollment_state,
                 recorded_time: now,
-                ack_activity_state: activity_state.as_str().to_owned(),
-                ack_percent_complete: ack.percent_complete,
-                ack_enrollment_state: enrollment_state.as_str().to_owned(),
-            },
-        );
-        answers.push(Ok(ack));
+            };
+            inserts.push(progress_events::ActiveModel {
+                event_id: Set(event.event_id.clone()),
+                enrollment_id: Set(event.enrollment_id.clone()),
+                activity_id: Set(event.activity_id.clone()),
+                verb: Set(event.facts.verb.as_str().to_owned()),
+                score: Set(event.facts.score),
+                duration_seconds: Set(event.facts.duration_seconds),
+                occurred_time: Set(event.facts.occurred_time),
+                source: Set(event.facts.source.as_str().to_owned()),
+                evidence_uri: Set(event.evidence_uri.clone()),
+                evidence_note: Set(event.evidence_note.clone()),
+                provenance_note: Set(event.provenance_note.clone()),
+                actor: Set(actor.clone()),
+                payload_hash: Set(hash.clone()),
+                recorded_time: Set(now),
+                ack_activity_state: Set(activity_state.as_str().to_owned()),
+                ack_percent_complete: Set(ack.percent_complete),
+                ack_enrollment_state: Set(enrollment_state.as_str().to_owned()),
+            });
+            // A later copy of this event in the same call is a replay of this one.
+            stored.insert(
+                event.event_id.clone(),
+                progress_events::Model {
+                    event_id: event.event_id.clone(),
+                    enrollment_id: event.enrollment_id.clone(),
+                    activity_id: event.activity_id.clone(),
+                    verb: event.facts.verb.as_str().to_owned(),
+                    score: event.facts.score,
+                    duration_seconds: event.facts.duration_seconds,
+                    occurred_time: event.facts.occurred_time,
+                    source: event.facts.source.as_str().to_owned(),
+                    evidence_uri: None,
+                    evidence_note: None,
+                    provenance_note: None,
+                    actor: actor.clone(),
+                    payload_hash: hash,
+                    recorded_time: now,
+                    ack_activity_state: activity_state.as_str().to_owned(),
+                    ack_percent_complete: ack.percent_complete,
+                    ack_enrollment_state: enrollment_state.as_str().to_owned(),
+                },
+            );
+            answers.push(Ok(ack));
+        }
+        all_answers.push(answers);
     }
     for chunk in inserts.chunks(EVENT_INSERT_BATCH) {
         progress_events::Entity::insert_many(chunk.to_vec()).exec(transaction).await.map_err(|error| {
@@ -678,7 +739,78 @@ async fn record_in_transaction(
         })?;
     }
     save_ledgers(transaction, &mut ledgers, now).await?;
-    Ok(answers)
+    Ok(all_answers)
+}
+
+/// Unary calls waiting for a group transaction, and how many groups are being committed.
+///
+/// Group commit: a call that finds fewer than `max_flushers` groups in flight starts a flusher
+/// (a task of its own, so a caller that goes away cannot strand the others); the others queue.
+/// Each flusher takes everything queued (up to [`GROUP_EVENTS`] events) into one transaction, so
+/// under load many calls share one commit, and a lone call commits at once, with no timer.
+#[derive(Debug)]
+pub struct GroupCommit {
+    state: std::sync::Mutex<GroupState>,
+    max_flushers: usize,
+}
+
+/// Events per group transaction at most.
+const GROUP_EVENTS: usize = 1000;
+
+type Waiter = tokio::sync::oneshot::Sender<Result<Answers>>;
+
+#[derive(Debug, Default)]
+struct GroupState {
+    queue: std::collections::VecDeque<(Call, Waiter)>,
+    flushers: usize,
+}
+
+impl GroupCommit {
+    /// Returns an empty queue committed by up to `max_flushers` transactions at once.
+    pub fn new(max_flushers: usize) -> Self {
+        Self {
+            state: std::sync::Mutex::default(),
+            max_flushers: max_flushers.max(1),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, GroupState> {
+        // The state is a queue and a count, each updated in one step: usable after a panic.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Queues `call`; true when the caller must start a flusher.
+    fn enqueue(&self, call: Call, waiter: Waiter) -> bool {
+        let mut state = self.lock();
+        state.queue.push_back((call, waiter));
+        if state.flushers < self.max_flushers {
+            state.flushers += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Takes the next group; `None` (and one flusher fewer) when the queue is empty.
+    fn take(&self) -> Option<Vec<(Call, Waiter)>> {
+        let mut state = self.lock();
+        if state.queue.is_empty() {
+            state.flushers -= 1;
+            return None;
+        }
+        let mut group = Vec::new();
+        let mut events = 0;
+        while let Some((call, _)) = state.queue.front() {
+            if !group.is_empty() && events + call.events.len() > GROUP_EVENTS {
+                break;
+            }
+            events += call.events.len();
+            group.extend(state.queue.pop_front());
+        }
+        Some(group)
+    }
 }
 
 /// Filters of [`Store::list_progress`].
@@ -749,35 +881,108 @@ impl Store {
         actor: String,
         recorder: Recorder,
         events: Vec<EventRecord>,
-    ) -> Result<Vec<std::result::Result<Ack, RecordError>>> {
+    ) -> Result<Answers> {
+        let call = Call {
+            actor,
+            recorder,
+            events,
+        };
+        let mut answers = self.record_calls(vec![call]).await?;
+        Ok(answers.pop().unwrap_or_default())
+    }
+
+    /// Records the events of a unary call in one transaction with the calls that arrive while
+    /// earlier ones commit (group commit); answers after that transaction has committed.
+    pub async fn record_progress_grouped(
+        &self,
+        actor: String,
+        recorder: Recorder,
+        events: Vec<EventRecord>,
+    ) -> Result<Answers> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let call = Call {
+            actor,
+            recorder,
+            events,
+        };
+        if self.group.enqueue(call, answer) {
+            tokio::spawn(self.clone().flush_groups());
+        }
+        answered
+            .await
+            .map_err(|_| Error::internal("group commit dropped the call"))?
+    }
+
+    /// Commits queued calls, a group per transaction, until the queue is empty.
+    async fn flush_groups(self) {
+        while let Some(group) = self.group.take() {
+            let (calls, answers): (Vec<Call>, Vec<_>) = group.into_iter().unzip();
+            let results = match self.record_calls(calls.clone()).await {
+                Ok(results) => results.into_iter().map(Ok).collect(),
+                // One call's failure (say an event id taken concurrently) must not fail the
+                // others: each call of a failed group is tried again in a transaction of its own.
+                Err(error) if calls.len() == 1 => vec![Err(error)],
+                Err(_) => {
+                    let mut results = Vec::with_capacity(calls.len());
+                    for call in calls {
+                        results.push(
+                            self.record_calls(vec![call])
+                                .await
+                                .map(|mut answers| answers.pop().unwrap_or_default()),
+                        );
+                    }
+                    results
+                }
+            };
+            for (answer, result) in answers.into_iter().zip(results) {
+                // A caller that went away no longer waits for its answer; its events are committed.
+                let _ = answer.send(result);
+            }
+        }
+    }
+
+    async fn record_calls(&self, calls: Vec<Call>) -> Result<Vec<Answers>> {
         let cache = self.rules.clone();
         self.write(move |transaction| {
-            Box::pin(async move {
-                record_in_transaction(transaction, &cache, &actor, &recorder, events).await
-            })
+            Box::pin(async move { record_in_transaction(transaction, &cache, calls).await })
         })
         .await
     }
 
     /// Returns an enrolment with its derived progress and the materialised path of the learner's organisation.
+    ///
+    /// Two queries, sent together: the enrolment joined to its learner's organisation path, and
+    /// the enrolment's activity tallies (rules come from the cache).
     pub async fn enrollment_progress(
         &self,
         enrollment_id: &str,
     ) -> Result<(Enrollment, ProgressView, String)> {
-        let model = enrollments::Entity::find_by_id(enrollment_id.to_owned())
-            .one(self.connection())
-            .await
-            .map_err(db_error)?
-            .ok_or_else(|| Error::not_found("enrollment", enrollment_id))?;
-        let mut ledgers = load_ledgers(self.connection(), &self.rules, vec![model]).await?;
+        let connection = self.connection();
+        let located = async {
+            let row = connection
+                .query_one_raw(super::statement(
+                    connection.get_database_backend(),
+                    "SELECT e.*, o.path AS organization_path FROM enrollments e \
+                     JOIN people p ON p.id = e.person_id \
+                     JOIN organizations o ON o.id = p.organization_id WHERE e.id = $1",
+                    [enrollment_id.into()],
+                ))
+                .await
+                .map_err(db_error)?
+                .ok_or_else(|| Error::not_found("enrollment", enrollment_id))?;
+            let model = enrollments::Model::from_query_result(&row, "").map_err(db_error)?;
+            let path: String = row.try_get("", "organization_path").map_err(db_error)?;
+            Ok::<_, Error>((model, path))
+        };
+        let tallies = activity_progress::Entity::find()
+            .filter(activity_progress::Column::EnrollmentId.eq(enrollment_id))
+            .all(connection);
+        let ((model, path), tallies) =
+            tokio::try_join!(located, async { tallies.await.map_err(db_error) })?;
+        let mut ledgers = assemble_ledgers(connection, &self.rules, vec![model], tallies).await?;
         let ledger = ledgers
             .remove(enrollment_id)
             .ok_or_else(|| Error::internal("loaded enrolment vanished"))?;
-        let path = super::programme::person_organization_path(
-            self.connection(),
-            &ledger.enrollment.person_id,
-        )
-        .await?;
         Ok((ledger.enrollment, ledger.before, path))
     }
 

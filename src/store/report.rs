@@ -10,11 +10,15 @@ use sea_orm::{
     sea_query::{Alias, Expr, ExprTrait as _, OnConflict},
 };
 
-use super::entity::report::{report_counters, report_course_completions, report_durations};
+use super::entity::report::{
+    report_counters, report_course_completions, report_course_counters, report_course_durations,
+    report_durations,
+};
 use super::{Store, db_error};
 use crate::domain::programme::{Enrollment, EnrollmentState};
-use crate::domain::report::CompletionRow;
-use crate::error::Result;
+use crate::domain::progress::ProgressView;
+use crate::domain::report::{CompletionRow, CourseStanding, course_standing};
+use crate::error::{Error, Result};
 
 /// Key of one counter.
 type CounterKey = (String, String, String, String, String);
@@ -143,7 +147,7 @@ pub(crate) async fn record_moves(
             .await
             .map_err(db_error)?;
     }
-    Ok(())
+    record_course_standings_of_moves(transaction, moves).await
 }
 
 /// Counts completions of course versions by enrolments (for the programme dashboard).
@@ -269,11 +273,48 @@ pub struct CompletionReport {
     pub total: CompletionRow,
 }
 
+/// What a completion report counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportSubject<'a> {
+    /// Enrolments of a programme, by enrolment state.
+    Programme(&'a str),
+    /// Enrolments whose pinned programme includes a version of a course, by where they stand on
+    /// that course (see `domain::report::course_standing`).
+    Course(&'a str),
+}
+
+impl ReportSubject<'_> {
+    /// Returns the counter tables (aliases `rc` and `d`) and the filter on each (one `?`).
+    fn sources(self) -> (&'static str, &'static str, &'static str, &'static str) {
+        match self {
+            Self::Programme(_) => (
+                "report_counters rc",
+                "rc.programme_id = ?",
+                "report_durations d",
+                "d.programme_id = ?",
+            ),
+            Self::Course(_) => (
+                "report_course_counters rc JOIN course_versions cv ON cv.id = rc.course_version_id",
+                "cv.course_id = ?",
+                "report_course_durations d JOIN course_versions cv ON cv.id = d.course_version_id",
+                "cv.course_id = ?",
+            ),
+        }
+    }
+
+    fn id(self) -> String {
+        match self {
+            Self::Programme(id) | Self::Course(id) => id.to_owned(),
+        }
+    }
+}
+
 impl Store {
-    /// Returns the completion report of `programme_id` over the subtree at `root_path` (the whole tree when `None`).
+    /// Returns the completion report of `subject` over the subtree of `root` (id, path, name;
+    /// the whole tree when `None`).
     pub async fn completion_report(
         &self,
-        programme_id: &str,
+        subject: ReportSubject<'_>,
         root: Option<(&str, &str, &str)>,
         group_by: GroupBy,
     ) -> Result<CompletionReport> {
@@ -285,7 +326,8 @@ impl Store {
         } else {
             ""
         };
-        let mut values: Vec<Value> = vec![programme_id.into()];
+        let (counters, counters_filter, durations_from, durations_filter) = subject.sources();
+        let mut values: Vec<Value> = vec![subject.id().into()];
         if let Some(prefix) = &prefix {
             values.push(prefix.clone().into());
         }
@@ -295,35 +337,35 @@ impl Store {
             GroupBy::ChildOrganizations => (
                 format!(
                     "SELECT o.id AS group_key, o.path AS group_name, rc.state AS state, CAST(SUM(rc.count) AS BIGINT) AS total \
-                     FROM report_counters rc JOIN organizations o ON o.id = rc.organization_id \
-                     WHERE rc.programme_id = ?{subtree} GROUP BY o.id, o.path, rc.state"
+                     FROM {counters} JOIN organizations o ON o.id = rc.organization_id \
+                     WHERE {counters_filter}{subtree} GROUP BY o.id, o.path, rc.state"
                 ),
                 format!(
                     "SELECT o.path AS group_key, d.days AS days, CAST(SUM(d.count) AS BIGINT) AS total \
-                     FROM report_durations d JOIN organizations o ON o.id = d.organization_id \
-                     WHERE d.programme_id = ?{subtree} GROUP BY o.path, d.days"
+                     FROM {durations_from} JOIN organizations o ON o.id = d.organization_id \
+                     WHERE {durations_filter}{subtree} GROUP BY o.path, d.days"
                 ),
                 Vec::new(),
             ),
             GroupBy::Cohort => (
                 format!(
                     "SELECT rc.cohort_id AS group_key, ch.name AS group_name, rc.state AS state, CAST(SUM(rc.count) AS BIGINT) AS total \
-                     FROM report_counters rc JOIN organizations o ON o.id = rc.organization_id \
+                     FROM {counters} JOIN organizations o ON o.id = rc.organization_id \
                      JOIN cohorts ch ON ch.id = rc.cohort_id \
-                     WHERE rc.programme_id = ?{subtree} GROUP BY rc.cohort_id, ch.name, rc.state"
+                     WHERE {counters_filter}{subtree} GROUP BY rc.cohort_id, ch.name, rc.state"
                 ),
                 format!(
                     "SELECT d.cohort_id AS group_key, d.days AS days, CAST(SUM(d.count) AS BIGINT) AS total \
-                     FROM report_durations d JOIN organizations o ON o.id = d.organization_id \
-                     WHERE d.programme_id = ?{subtree} GROUP BY d.cohort_id, d.days"
+                     FROM {durations_from} JOIN organizations o ON o.id = d.organization_id \
+                     WHERE {durations_filter}{subtree} GROUP BY d.cohort_id, d.days"
                 ),
                 Vec::new(),
             ),
             GroupBy::Sector => (
                 format!(
                     "SELECT rc.sector AS group_key, rc.sector AS group_name, rc.state AS state, CAST(SUM(rc.count) AS BIGINT) AS total \
-                     FROM report_counters rc JOIN organizations o ON o.id = rc.organization_id \
-                     WHERE rc.programme_id = ?{subtree} GROUP BY rc.sector, rc.state"
+                     FROM {counters} JOIN organizations o ON o.id = rc.organization_id \
+                     WHERE {counters_filter}{subtree} GROUP BY rc.sector, rc.state"
                 ),
                 String::new(),
                 Vec::new(),
@@ -407,8 +449,8 @@ impl Store {
             backend,
             &format!(
                 "SELECT '' AS group_key, '' AS group_name, rc.state AS state, CAST(SUM(rc.count) AS BIGINT) AS total \
-                 FROM report_counters rc JOIN organizations o ON o.id = rc.organization_id \
-                 WHERE rc.programme_id = ?{subtree} GROUP BY rc.state"
+                 FROM {counters} JOIN organizations o ON o.id = rc.organization_id \
+                 WHERE {counters_filter}{subtree} GROUP BY rc.state"
             ),
             values.clone(),
         ))
@@ -419,8 +461,8 @@ impl Store {
             backend,
             &format!(
                 "SELECT '' AS group_key, d.days AS days, CAST(SUM(d.count) AS BIGINT) AS total \
-                 FROM report_durations d JOIN organizations o ON o.id = d.organization_id \
-                 WHERE d.programme_id = ?{subtree} GROUP BY d.days"
+                 FROM {durations_from} JOIN organizations o ON o.id = d.organization_id \
+                 WHERE {durations_filter}{subtree} GROUP BY d.days"
             ),
             values,
         ))
@@ -499,11 +541,13 @@ impl Store {
             .collect())
     }
 
-    /// Rebuilds every enrolment counter from the enrolments; returns whether the incremental counters agreed.
+    /// Rebuilds every enrolment and course counter from the enrolments and their progress; returns
+    /// whether the incremental counters agreed.
     pub async fn rebuild_report_counters(&self) -> Result<bool> {
         self.write(|transaction| {
             Box::pin(async move {
                 let before = snapshot(transaction).await?;
+                let courses_before = course_snapshot(transaction).await?;
                 report_counters::Entity::delete_many().exec(transaction).await.map_err(db_error)?;
                 report_durations::Entity::delete_many().exec(transaction).await.map_err(db_error)?;
                 transaction
@@ -570,7 +614,9 @@ impl Store {
                         .map_err(db_error)?;
                 }
                 let after = snapshot(transaction).await?;
-                Ok(before == after)
+                rebuild_course_counters(transaction).await?;
+                let courses_after = course_snapshot(transaction).await?;
+                Ok(before == after && courses_before == courses_after)
             })
         })
         .await
@@ -677,5 +723,689 @@ impl Store {
             }),
         }));
         Ok(records)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Course counters: where each enrolment stands on each pinned course version.
+//
+// A course standing (domain::report::course_standing) depends on the enrolment's state only
+// through "withdrawn", "waitlisted" or neither, and otherwise on its progress in the course. So:
+// - progress moves it: `save_ledgers` in progress.rs hands each touched enrolment's views before
+//   and after to [`course_moves`] and applies them with [`record_course_moves`];
+// - enrolling, withdrawing and promoting from the waitlist move it: [`record_moves`] derives the
+//   enrolment's progress from its activity tallies (already written in the transaction) for the
+//   few moves that change withdrawn/waitlisted/neither, organisation or sector. Progress moves
+//   (ENROLLED -> IN_PROGRESS -> COMPLETED) never do, so the progress hot path reads nothing here.
+
+/// Key of one course counter: version, programme, cohort, organisation, sector, standing.
+type CourseCounterKey = (String, String, String, String, String, String);
+/// Key of one course duration bucket: version, programme, cohort, organisation, days.
+type CourseDurationKey = (String, String, String, String, i32);
+
+/// Where one enrolment stood on one course version before and after a change of its progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CourseMove {
+    /// Version, programme, cohort, organisation and sector of the enrolment.
+    key: (String, String, String, String, String),
+    before: CourseStanding,
+    after: CourseStanding,
+}
+
+/// Returns the course standings of `enrollment` that its progress changed from `before` to
+/// `after` (the views of one ledger, derived from the same pinned rules).
+pub(crate) fn course_moves(
+    enrollment: &Enrollment,
+    before: &ProgressView,
+    after: &ProgressView,
+) -> Vec<CourseMove> {
+    before
+        .courses
+        .iter()
+        .zip(&after.courses)
+        .filter_map(|(course_before, course_after)| {
+            let standing_before = course_standing(
+                enrollment.state,
+                enrollment.enrolled_time,
+                Some((before, course_before)),
+            );
+            let standing_after = course_standing(
+                enrollment.state,
+                enrollment.enrolled_time,
+                Some((after, course_after)),
+            );
+            (standing_before != standing_after).then(|| CourseMove {
+                key: course_key_base(enrollment, &course_after.course_version_id),
+                before: standing_before,
+                after: standing_after,
+            })
+        })
+        .collect()
+}
+
+fn course_key_base(
+    enrollment: &Enrollment,
+    version_id: &str,
+) -> (String, String, String, String, String) {
+    (
+        version_id.to_owned(),
+        enrollment.programme_id.clone(),
+        enrollment.cohort_id.clone(),
+        enrollment.organization_id.clone(),
+        enrollment.sector.as_str().to_owned(),
+    )
+}
+
+/// Course counter and duration deltas, summed before they are written.
+#[derive(Debug, Default)]
+struct CourseDeltas {
+    counters: BTreeMap<CourseCounterKey, i64>,
+    durations: BTreeMap<CourseDurationKey, i64>,
+}
+
+impl CourseDeltas {
+    fn add(
+        &mut self,
+        (version, programme, cohort, organization, sector): (
+            String,
+            String,
+            String,
+            String,
+            String,
+        ),
+        standing: CourseStanding,
+        delta: i64,
+    ) {
+        if let Some(days) = standing.days_to_complete {
+            *self
+                .durations
+                .entry((
+                    version.clone(),
+                    programme.clone(),
+                    cohort.clone(),
+                    organization.clone(),
+                    days,
+                ))
+                .or_default() += delta;
+        }
+        *self
+            .counters
+            .entry((
+                version,
+                programme,
+                cohort,
+                organization,
+                sector,
+                standing.state.as_str().to_owned(),
+            ))
+            .or_default() += delta;
+    }
+
+    /// Writes the non-zero deltas, in key order (so concurrent writers lock rows in one order).
+    async fn write(self, transaction: &DatabaseTransaction) -> Result<()> {
+        let counter_rows: Vec<report_course_counters::ActiveModel> = self
+            .counters
+            .into_iter()
+            .filter(|(_, delta)| *delta != 0)
+            .map(
+                |(
+                    (course_version_id, programme_id, cohort_id, organization_id, sector, state),
+                    delta,
+                )| {
+                    report_course_counters::ActiveModel {
+                        course_version_id: Set(course_version_id),
+                        programme_id: Set(programme_id),
+                        cohort_id: Set(cohort_id),
+                        organization_id: Set(organization_id),
+                        sector: Set(sector),
+                        state: Set(state),
+                        count: Set(delta),
+                    }
+                },
+            )
+            .collect();
+        for chunk in counter_rows.chunks(500) {
+            report_course_counters::Entity::insert_many(chunk.to_vec())
+                .on_conflict(
+                    OnConflict::columns([
+                        report_course_counters::Column::CourseVersionId,
+                        report_course_counters::Column::ProgrammeId,
+                        report_course_counters::Column::CohortId,
+                        report_course_counters::Column::OrganizationId,
+                        report_course_counters::Column::Sector,
+                        report_course_counters::Column::State,
+                    ])
+                    .value(
+                        report_course_counters::Column::Count,
+                        increment(
+                            "report_course_counters",
+                            report_course_counters::Column::Count,
+                        ),
+                    )
+                    .to_owned(),
+                )
+                .exec(transaction)
+                .await
+                .map_err(db_error)?;
+        }
+        let duration_rows: Vec<report_course_durations::ActiveModel> = self
+            .durations
+            .into_iter()
+            .filter(|(_, delta)| *delta != 0)
+            .map(
+                |((course_version_id, programme_id, cohort_id, organization_id, days), delta)| {
+                    report_course_durations::ActiveModel {
+                        course_version_id: Set(course_version_id),
+                        programme_id: Set(programme_id),
+                        cohort_id: Set(cohort_id),
+                        organization_id: Set(organization_id),
+                        days: Set(days),
+                        count: Set(delta),
+                    }
+                },
+            )
+            .collect();
+        for chunk in duration_rows.chunks(500) {
+            report_course_durations::Entity::insert_many(chunk.to_vec())
+                .on_conflict(
+                    OnConflict::columns([
+                        report_course_durations::Column::CourseVersionId,
+                        report_course_durations::Column::ProgrammeId,
+                        report_course_durations::Column::CohortId,
+                        report_course_durations::Column::OrganizationId,
+                        report_course_durations::Column::Days,
+                    ])
+                    .value(
+                        report_course_durations::Column::Count,
+                        increment(
+                            "report_course_durations",
+                            report_course_durations::Column::Count,
+                        ),
+                    )
+                    .to_owned(),
+                )
+                .exec(transaction)
+                .await
+                .map_err(db_error)?;
+        }
+        Ok(())
+    }
+}
+
+/// Applies the course standings progress moved (from [`course_moves`]), in the caller's transaction.
+pub(crate) async fn record_course_moves(
+    transaction: &DatabaseTransaction,
+    moves: &[CourseMove],
+) -> Result<()> {
+    if moves.is_empty() {
+        return Ok(());
+    }
+    let mut deltas = CourseDeltas::default();
+    for course_move in moves {
+        deltas.add(course_move.key.clone(), course_move.before, -1);
+        deltas.add(course_move.key.clone(), course_move.after, 1);
+    }
+    deltas.write(transaction).await
+}
+
+/// Withdrawn, waitlisted or neither: the only part of an enrolment's state a course standing reads.
+fn standing_class(state: EnrollmentState) -> u8 {
+    match state {
+        EnrollmentState::Withdrawn => 1,
+        EnrollmentState::Waitlisted => 2,
+        _ => 0,
+    }
+}
+
+/// Moves course counters for enrolment moves that change what a course standing reads.
+async fn record_course_standings_of_moves(
+    transaction: &DatabaseTransaction,
+    moves: &[(Option<Enrollment>, Enrollment)],
+) -> Result<()> {
+    let relevant: Vec<&(Option<Enrollment>, Enrollment)> = moves
+        .iter()
+        .filter(|(before, after)| {
+            before.as_ref().is_none_or(|before| {
+                standing_class(before.state) != standing_class(after.state)
+                    || before.organization_id != after.organization_id
+                    || before.sector != after.sector
+                    || before.cohort_id != after.cohort_id
+                    || before.enrolled_time != after.enrolled_time
+            })
+        })
+        .collect();
+    if relevant.is_empty() {
+        return Ok(());
+    }
+    let existing: Vec<&Enrollment> = relevant
+        .iter()
+        .filter(|(before, _)| before.is_some())
+        .map(|(_, after)| after)
+        .collect();
+    let views = progress_views(transaction, &existing).await?;
+    let mut deltas = CourseDeltas::default();
+    for (before, after) in relevant {
+        let view = views.get(&after.id);
+        for version_id in &after.course_version_ids {
+            let progress = view.and_then(|view| {
+                view.courses
+                    .iter()
+                    .find(|course| &course.course_version_id == version_id)
+                    .map(|course| (view, course))
+            });
+            if let Some(before) = before {
+                let standing = course_standing(before.state, before.enrolled_time, progress);
+                deltas.add(course_key_base(before, version_id), standing, -1);
+            }
+            let standing = course_standing(after.state, after.enrolled_time, progress);
+            deltas.add(course_key_base(after, version_id), standing, 1);
+        }
+    }
+    deltas.write(transaction).await
+}
+
+/// Derives the progress of `enrollments` from their activity tallies and pinned rules; enrolments
+/// without any tally are left out (they have no progress). Like the progress store, versions
+/// without a published rule are left out of the derived courses.
+async fn progress_views(
+    connection: &impl ConnectionTrait,
+    enrollments: &[&Enrollment],
+) -> Result<HashMap<String, ProgressView>> {
+    use sea_orm::{ColumnTrait as _, QueryFilter as _};
+
+    use super::entity::progress::activity_progress;
+    use crate::domain::course::CompletionRule;
+    use crate::domain::progress::{ActivityTally, derive};
+
+    let mut tallies: HashMap<String, HashMap<String, ActivityTally>> = HashMap::new();
+    let ids: Vec<String> = enrollments
+        .iter()
+        .map(|enrollment| enrollment.id.clone())
+        .collect();
+    for chunk in ids.chunks(500) {
+        for row in activity_progress::Entity::find()
+            .filter(activity_progress::Column::EnrollmentId.is_in(chunk.to_vec()))
+            .all(connection)
+            .await
+            .map_err(db_error)?
+        {
+            tallies.entry(row.enrollment_id).or_default().insert(
+                row.activity_id,
+                ActivityTally {
+                    events: row.events,
+                    best_score: row.best_score,
+                    attempts: row.attempts,
+                    time_spent_seconds: row.time_spent_seconds,
+                    completed_time: row.completed_time,
+                    last_event_time: row.last_event_time,
+                },
+            );
+        }
+    }
+    if tallies.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut version_ids: Vec<String> = enrollments
+        .iter()
+        .filter(|enrollment| tallies.contains_key(&enrollment.id))
+        .flat_map(|enrollment| enrollment.course_version_ids.iter().cloned())
+        .collect();
+    version_ids.sort();
+    version_ids.dedup();
+    let mut rules: HashMap<String, CompletionRule> = HashMap::new();
+    for chunk in version_ids.chunks(500) {
+        use super::entity::catalogue::course_versions;
+        for version in course_versions::Entity::find()
+            .filter(course_versions::Column::Id.is_in(chunk.to_vec()))
+            .filter(course_versions::Column::State.eq("PUBLISHED"))
+            .all(connection)
+            .await
+            .map_err(db_error)?
+        {
+            let Some(text) = version.completion_rule else {
+                continue;
+            };
+            let rule: CompletionRule = serde_json::from_str(&text).map_err(|error| {
+                Error::internal(format!("stored completion rule is not JSON: {error}"))
+            })?;
+            rules.insert(version.id, rule);
+        }
+    }
+    let mut views = HashMap::new();
+    for enrollment in enrollments {
+        let Some(enrollment_tallies) = tallies.get(&enrollment.id) else {
+            continue;
+        };
+        let pinned: Vec<(String, &CompletionRule)> = enrollment
+            .course_version_ids
+            .iter()
+            .filter_map(|id| rules.get(id).map(|rule| (id.clone(), rule)))
+            .collect();
+        views.insert(enrollment.id.clone(), derive(&pinned, enrollment_tallies));
+    }
+    Ok(views)
+}
+
+/// Recomputes the course counters from every enrolment and its activity tallies.
+async fn rebuild_course_counters(transaction: &DatabaseTransaction) -> Result<()> {
+    use sea_orm::{ColumnTrait as _, QueryFilter as _, QueryOrder as _, QuerySelect as _};
+
+    use super::entity::programme::enrollments;
+
+    report_course_counters::Entity::delete_many()
+        .exec(transaction)
+        .await
+        .map_err(db_error)?;
+    report_course_durations::Entity::delete_many()
+        .exec(transaction)
+        .await
+        .map_err(db_error)?;
+    let mut deltas = CourseDeltas::default();
+    let mut after_id = String::new();
+    loop {
+        let page = enrollments::Entity::find()
+            .filter(enrollments::Column::Id.gt(after_id.as_str()))
+            .order_by_asc(enrollments::Column::Id)
+            .limit(2000)
+            .all(transaction)
+            .await
+            .map_err(db_error)?;
+        let Some(last) = page.last() else { break };
+        after_id = last.id.clone();
+        let page: Vec<Enrollment> = page
+            .into_iter()
+            .map(super::programme::enrollment_from)
+            .collect::<Result<_>>()?;
+        let views = progress_views(transaction, &page.iter().collect::<Vec<_>>()).await?;
+        for enrollment in &page {
+            let view = views.get(&enrollment.id);
+            for version_id in &enrollment.course_version_ids {
+                let progress = view.and_then(|view| {
+                    view.courses
+                        .iter()
+                        .find(|course| &course.course_version_id == version_id)
+                        .map(|course| (view, course))
+                });
+                let standing =
+                    course_standing(enrollment.state, enrollment.enrolled_time, progress);
+                deltas.add(course_key_base(enrollment, version_id), standing, 1);
+            }
+        }
+    }
+    deltas.write(transaction).await
+}
+
+/// Returns every non-zero course counter and duration bucket.
+async fn course_snapshot(
+    connection: &impl ConnectionTrait,
+) -> Result<(
+    BTreeMap<CourseCounterKey, i64>,
+    BTreeMap<CourseDurationKey, i64>,
+)> {
+    let counters = report_course_counters::Entity::find()
+        .all(connection)
+        .await
+        .map_err(db_error)?
+        .into_iter()
+        .filter(|row| row.count != 0)
+        .map(|row| {
+            (
+                (
+                    row.course_version_id,
+                    row.programme_id,
+                    row.cohort_id,
+                    row.organization_id,
+                    row.sector,
+                    row.state,
+                ),
+                row.count,
+            )
+        })
+        .collect();
+    let durations = report_course_durations::Entity::find()
+        .all(connection)
+        .await
+        .map_err(db_error)?
+        .into_iter()
+        .filter(|row| row.count != 0)
+        .map(|row| {
+            (
+                (
+                    row.course_version_id,
+                    row.programme_id,
+                    row.cohort_id,
+                    row.organization_id,
+                    row.days,
+                ),
+                row.count,
+            )
+        })
+        .collect();
+    Ok((counters, durations))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dashboard: delivery figures and survey headlines.
+
+/// Sessions and trainers of one cohort (or of the whole programme).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryFigures {
+    /// Sessions DELIVERED.
+    pub sessions_delivered: i64,
+    /// Distinct lead and co-trainers of DELIVERED or SCHEDULED sessions.
+    pub trainers_active: i64,
+    /// Of those, holding a certificate valid at the time asked.
+    pub trainers_certified: i64,
+}
+
+/// Delivery figures of a programme: per cohort, and over every cohort (trainers counted once).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProgrammeDelivery {
+    /// Per cohort id; cohorts without sessions are absent.
+    pub cohorts: HashMap<String, DeliveryFigures>,
+    /// The whole programme.
+    pub total: DeliveryFigures,
+}
+
+/// Headline figures of one SURVEY activity over a programme's responses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SurveyHeadline {
+    /// The activity.
+    pub activity_id: String,
+    /// Its title.
+    pub title: String,
+    /// Its course version.
+    pub course_version_id: String,
+    /// Responses.
+    pub response_count: i64,
+    /// Per question, in order.
+    pub questions: Vec<crate::domain::report::QuestionHeadline>,
+}
+
+impl Store {
+    /// Returns sessions delivered and trainers active and certified (valid at `now`) per cohort of
+    /// `programme_id`, in three grouped queries.
+    pub async fn programme_delivery(
+        &self,
+        programme_id: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<ProgrammeDelivery> {
+        use std::collections::HashSet;
+
+        use sea_orm::{ColumnTrait as _, QueryFilter as _, QuerySelect as _};
+
+        use super::entity::certification::certificates;
+        use crate::domain::certification::CertificateStatus;
+        use crate::domain::delivery::SessionState;
+
+        #[derive(Debug, FromQueryResult)]
+        struct Delivered {
+            cohort_id: String,
+            total: i64,
+        }
+        #[derive(Debug, FromQueryResult)]
+        struct Trainer {
+            cohort_id: String,
+            person_id: String,
+        }
+        let db = self.connection();
+        let backend = db.get_database_backend();
+        let delivered = Delivered::find_by_statement(statement(
+            backend,
+            "SELECT s.cohort_id AS cohort_id, CAST(COUNT(*) AS BIGINT) AS total \
+             FROM training_sessions s JOIN cohorts c ON c.id = s.cohort_id \
+             WHERE c.programme_id = ? AND s.state = ? GROUP BY s.cohort_id",
+            vec![programme_id.into(), SessionState::Delivered.as_str().into()],
+        ))
+        .all(db)
+        .await
+        .map_err(db_error)?;
+        let trainers = Trainer::find_by_statement(statement(
+            backend,
+            "SELECT DISTINCT s.cohort_id AS cohort_id, st.person_id AS person_id \
+             FROM training_sessions s JOIN cohorts c ON c.id = s.cohort_id \
+             JOIN session_trainers st ON st.session_id = s.id \
+             WHERE c.programme_id = ? AND s.state IN (?, ?)",
+            vec![
+                programme_id.into(),
+                SessionState::Delivered.as_str().into(),
+                SessionState::Scheduled.as_str().into(),
+            ],
+        ))
+        .all(db)
+        .await
+        .map_err(db_error)?;
+        let mut people: Vec<String> = trainers
+            .iter()
+            .map(|trainer| trainer.person_id.clone())
+            .collect();
+        people.sort();
+        people.dedup();
+        let mut certified: HashSet<String> = HashSet::new();
+        for chunk in people.chunks(500) {
+            let holders: Vec<String> = certificates::Entity::find()
+                .select_only()
+                .column(certificates::Column::PersonId)
+                .distinct()
+                .filter(certificates::Column::PersonId.is_in(chunk.to_vec()))
+                .filter(certificates::Column::Status.eq(CertificateStatus::Active.as_str()))
+                .filter(certificates::Column::ExpiresTime.gt(now))
+                .into_tuple()
+                .all(db)
+                .await
+                .map_err(db_error)?;
+            certified.extend(holders);
+        }
+        let mut delivery = ProgrammeDelivery::default();
+        for row in delivered {
+            delivery.total.sessions_delivered += row.total;
+            delivery
+                .cohorts
+                .entry(row.cohort_id)
+                .or_default()
+                .sessions_delivered += row.total;
+        }
+        for trainer in &trainers {
+            let figures = delivery
+                .cohorts
+                .entry(trainer.cohort_id.clone())
+                .or_default();
+            figures.trainers_active += 1;
+            if certified.contains(&trainer.person_id) {
+                figures.trainers_certified += 1;
+            }
+        }
+        delivery.total.trainers_active = people.len() as i64;
+        delivery.total.trainers_certified = people
+            .iter()
+            .filter(|person| certified.contains(*person))
+            .count() as i64;
+        Ok(delivery)
+    }
+
+    /// Returns the headline figures of every SURVEY activity of `course_version_ids` over the
+    /// responses of `programme_id`'s enrolments, in two queries.
+    pub async fn programme_survey_headlines(
+        &self,
+        programme_id: &str,
+        course_version_ids: &[String],
+    ) -> Result<Vec<SurveyHeadline>> {
+        use sea_orm::{ColumnTrait as _, QueryFilter as _, QueryOrder as _, QuerySelect as _};
+
+        use super::entity::catalogue::course_activities;
+        use super::entity::survey::survey_responses;
+        use crate::domain::course::ActivityKind;
+        use crate::domain::survey::{Answer, SurveyQuestion};
+
+        if course_version_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let db = self.connection();
+        let activities = course_activities::Entity::find()
+            .filter(course_activities::Column::CourseVersionId.is_in(course_version_ids.to_vec()))
+            .filter(course_activities::Column::Kind.eq(ActivityKind::Survey.as_str()))
+            .all(db)
+            .await
+            .map_err(db_error)?;
+        if activities.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(String, String)> = survey_responses::Entity::find()
+            .select_only()
+            .column(survey_responses::Column::ActivityId)
+            .column(survey_responses::Column::Answers)
+            .filter(survey_responses::Column::ProgrammeId.eq(programme_id))
+            .filter(
+                survey_responses::Column::ActivityId
+                    .is_in(activities.iter().map(|activity| activity.id.clone())),
+            )
+            .order_by_asc(survey_responses::Column::Id)
+            .into_tuple()
+            .all(db)
+            .await
+            .map_err(db_error)?;
+        let mut responses: HashMap<String, Vec<Vec<Answer>>> = HashMap::new();
+        for (activity_id, text) in rows {
+            let answers: Vec<Answer> = serde_json::from_str(&text).map_err(|error| {
+                Error::internal(format!("stored survey answers are invalid: {error}"))
+            })?;
+            responses.entry(activity_id).or_default().push(answers);
+        }
+        // In programme order: by the version's place among the phases, then module and activity.
+        let mut activities = activities;
+        activities.sort_by_key(|activity| {
+            (
+                course_version_ids
+                    .iter()
+                    .position(|id| *id == activity.course_version_id),
+                activity.module_id.clone(),
+                activity.position,
+            )
+        });
+        activities
+            .into_iter()
+            .map(|activity| {
+                let questions: Vec<SurveyQuestion> = match &activity.survey_questions {
+                    Some(text) => serde_json::from_str(text).map_err(|error| {
+                        Error::internal(format!("stored survey questions are invalid: {error}"))
+                    })?,
+                    None => Vec::new(),
+                };
+                let (response_count, questions) = crate::domain::report::survey_headlines(
+                    &questions,
+                    responses
+                        .get(&activity.id)
+                        .map(Vec::as_slice)
+                        .unwrap_or_default(),
+                );
+                Ok(SurveyHeadline {
+                    activity_id: activity.id,
+                    title: activity.title,
+                    course_version_id: activity.course_version_id,
+                    response_count,
+                    questions,
+                })
+            })
+            .collect()
     }
 }

@@ -33,7 +33,8 @@ use crate::auth::{Role, token};
 use crate::config::Config;
 use crate::pb::{
     self, ActivityKind as Kind, DeliveryMode as Mode, OrganizationKind,
-    course_service_client::CourseServiceClient,
+    certification_service_client::CertificationServiceClient,
+    course_service_client::CourseServiceClient, delivery_service_client::DeliveryServiceClient,
     organization_service_client::OrganizationServiceClient,
     person_service_client::PersonServiceClient, programme_service_client::ProgrammeServiceClient,
     progress_service_client::ProgressServiceClient,
@@ -53,6 +54,12 @@ pub const COHORT_SIZE: usize = 50;
 pub const NATIONAL_PROGRAMME: &str = "AIW-NAT";
 /// Code of the national train-the-trainer programme for ambassadors.
 pub const NATIONAL_TTT_PROGRAMME: &str = "AIW-NAT-TTT";
+/// External id of the national master trainer, who trains the ambassadors.
+pub const NATIONAL_MASTER: &str = "MT-NAT-001";
+/// Code of the certification track of the national master trainer.
+pub const NATIONAL_MASTER_TRACK: &str = "AIW-NAT-MASTER";
+/// Code of the certification track of the ambassadors.
+pub const NATIONAL_AMBASSADOR_TRACK: &str = "AIW-NAT-AMB";
 /// Records per `ImportPeople` stream.
 const IMPORT_STREAM_RECORDS: usize = 25_000;
 /// Events per `BatchRecordProgress` call.
@@ -154,8 +161,12 @@ pub enum Step {
     NationalPeople,
     /// National: the ambassadors' cohort and their completed training.
     NationalAmbassadors,
+    /// National: the master trainer certified, the ambassadors trained by them and certified.
+    NationalCertification,
     /// National: cohorts of ~50 per department, enrolments and progress.
     NationalCohorts,
+    /// National: one session per cohort, led by its ambassador, attendance taken, delivered.
+    NationalSessions,
 }
 
 impl Step {
@@ -167,7 +178,9 @@ impl Step {
             Self::NationalCatalogue => "courses and programmes",
             Self::NationalPeople => "ambassadors and officers",
             Self::NationalAmbassadors => "ambassadors' training",
+            Self::NationalCertification => "master trainer and ambassadors certified",
             Self::NationalCohorts => "cohorts, enrolments and progress",
+            Self::NationalSessions => "ambassadors' sessions: attendance and delivery",
         }
     }
 }
@@ -181,7 +194,9 @@ pub fn steps(profile: Profile) -> &'static [Step] {
             Step::NationalCatalogue,
             Step::NationalPeople,
             Step::NationalAmbassadors,
+            Step::NationalCertification,
             Step::NationalCohorts,
+            Step::NationalSessions,
         ],
     }
 }
@@ -195,6 +210,12 @@ struct Counters {
     cohorts: AtomicU64,
     enrollments: AtomicU64,
     events: AtomicU64,
+    certificates: AtomicU64,
+    sessions: AtomicU64,
+    attendance: AtomicU64,
+    attendance_events: AtomicU64,
+    /// People marked PRESENT at a session led by an ambassador (the cascade's second level).
+    trained: AtomicU64,
     refused: AtomicU64,
 }
 
@@ -211,6 +232,10 @@ impl Counters {
             &self.cohorts,
             &self.enrollments,
             &self.events,
+            &self.certificates,
+            &self.sessions,
+            &self.attendance,
+            &self.attendance_events,
         ]
         .iter()
         .map(|counter| counter.load(Ordering::Relaxed))
@@ -226,6 +251,8 @@ struct Clients {
     courses: CourseServiceClient<Authed>,
     programmes: ProgrammeServiceClient<Authed>,
     progress: ProgressServiceClient<Authed>,
+    certification: CertificationServiceClient<Authed>,
+    delivery: DeliveryServiceClient<Authed>,
 }
 
 impl Clients {
@@ -243,7 +270,14 @@ impl Clients {
                 .max_decoding_message_size(LARGE),
             programmes: ProgrammeServiceClient::with_interceptor(channel.clone(), bearer.clone())
                 .max_decoding_message_size(LARGE),
-            progress: ProgressServiceClient::with_interceptor(channel, bearer)
+            progress: ProgressServiceClient::with_interceptor(channel.clone(), bearer.clone())
+                .max_decoding_message_size(LARGE),
+            certification: CertificationServiceClient::with_interceptor(
+                channel.clone(),
+                bearer.clone(),
+            )
+            .max_decoding_message_size(LARGE),
+            delivery: DeliveryServiceClient::with_interceptor(channel, bearer)
                 .max_decoding_message_size(LARGE),
         }
     }
@@ -263,8 +297,12 @@ pub struct ActivityInfo {
 /// A published course version and its activities in order.
 #[derive(Debug, Clone)]
 pub struct CourseInfo {
+    /// Course id.
+    pub course_id: String,
     /// Version id.
     pub version_id: String,
+    /// Module ids, in order.
+    pub module_ids: Vec<String>,
     /// Activities, module by module.
     pub activities: Vec<ActivityInfo>,
 }
@@ -283,6 +321,9 @@ pub struct SeededCohort {
     pub programme: String,
     /// (external id, enrolment id) of its learners.
     pub enrollments: Vec<(String, String)>,
+    /// National: external id of the ambassador who leads it, and the cohort's number in its
+    /// department (which places its session in the ambassador's calendar).
+    pub lead: Option<(String, usize)>,
 }
 
 /// What the seeder knows while it runs; steps read what earlier steps made.
@@ -300,6 +341,8 @@ struct Seeder {
     department_people: BTreeMap<String, Vec<(String, String)>>,
     /// National: expected number of officers per ministry code.
     officers_by_ministry: BTreeMap<String, u64>,
+    /// National: person id of the master trainer, once certified.
+    master: Option<String>,
     import_seconds: f64,
     import_rows: u64,
 }
@@ -345,6 +388,7 @@ pub async fn run(mut config: Config, args: SeedArgs) -> anyhow::Result<()> {
         cohorts: Vec::new(),
         department_people: BTreeMap::new(),
         officers_by_ministry: BTreeMap::new(),
+        master: None,
         import_seconds: 0.0,
         import_rows: 0,
         args,
@@ -375,7 +419,9 @@ impl Seeder {
                 Step::NationalCatalogue => self.national_catalogue().await?,
                 Step::NationalPeople => self.national_people().await?,
                 Step::NationalAmbassadors => self.national_ambassadors().await?,
+                Step::NationalCertification => self.national_certification().await?,
                 Step::NationalCohorts => self.national_cohorts().await?,
+                Step::NationalSessions => self.national_sessions().await?,
             }
             eprintln!(
                 "      done in {:.1} s",
@@ -408,6 +454,12 @@ impl Seeder {
             "import_seconds": self.import_seconds,
             "import_rows_per_second": self.import_rows as f64 / self.import_seconds.max(1e-9),
             "officers_by_ministry": self.officers_by_ministry,
+            "certificates": load(&counters.certificates),
+            "sessions": load(&counters.sessions),
+            "attendance": load(&counters.attendance),
+            "attendance_events": load(&counters.attendance_events),
+            "master": self.master.as_ref().map(|_| NATIONAL_MASTER),
+            "trained_by_ambassadors": load(&counters.trained),
         });
         println!(
             "seeded: {} organisations, {} people, {} courses, {} cohorts, {} enrolments, {} progress events",
@@ -418,6 +470,16 @@ impl Seeder {
             load(&counters.enrollments),
             load(&counters.events),
         );
+        if load(&counters.certificates) > 0 || load(&counters.sessions) > 0 {
+            println!(
+                "certified: {} trainers; {} sessions delivered, {} attendance marks ({} people trained by ambassadors), {} ATTENDED events",
+                load(&counters.certificates),
+                load(&counters.sessions),
+                load(&counters.attendance),
+                load(&counters.trained),
+                load(&counters.attendance_events),
+            );
+        }
         println!(
             "{rows} rows in {seconds:.1} s: {:.0} rows/s (people import: {:.0} rows/s)",
             rows as f64 / seconds.max(1e-9),
@@ -648,7 +710,9 @@ impl Seeder {
             }
         }
         let info = CourseInfo {
+            course_id: course.id.clone(),
             version_id: version.id,
+            module_ids: modules.iter().map(|module| module.id.clone()).collect(),
             activities,
         };
         Counters::add(&self.counters.courses, 1);
@@ -1571,6 +1635,187 @@ impl Seeder {
             .await
     }
 
+    /// The national master trainer, certified on a track without requirements (the way the first
+    /// master trainers enter); the five-day course they deliver to the ambassadors' cohort as a
+    /// session with everyone PRESENT (the cascade's first level: master -> ambassadors); then
+    /// every ambassador certified on the ambassador track (trainer course completed, assessed).
+    async fn national_certification(&mut self) -> anyhow::Result<()> {
+        let ttt = self
+            .courses
+            .get("AIW-NAT-TTT")
+            .cloned()
+            .context("ambassadors' course not seeded")?;
+        let officer_course = self
+            .courses
+            .get("AIW-NAT")
+            .cloned()
+            .context("national course not seeded")?;
+        self.import(vec![self.person(
+            NATIONAL_MASTER,
+            "CLOUD",
+            pb::Sector::Private,
+        )])
+        .await?;
+        let master = Self::people_in(
+            &self.clients.people,
+            &self.organization_id("CLOUD")?,
+            NATIONAL_MASTER,
+        )
+        .await?
+        .into_iter()
+        .find(|(external_id, _)| external_id == NATIONAL_MASTER)
+        .map(|(_, id)| id)
+        .context("the master trainer was imported but is not listed")?;
+        let issuer = self.organization_id("KD")?;
+        let master_track = self
+            .track(pb::CertificationTrack {
+                code: NATIONAL_MASTER_TRACK.to_owned(),
+                title: "AI At Work: master trainer".to_owned(),
+                level: pb::TrackLevel::MasterTrainer.into(),
+                qualifies_course_ids: vec![ttt.course_id.clone(), officer_course.course_id.clone()],
+                requirements: Some(pb::TrackRequirements::default()),
+                validity_months: 36,
+                scope: pb::TrackScope::Any.into(),
+                issuer_organization_id: issuer.clone(),
+                ..Default::default()
+            })
+            .await?;
+        let ambassador_track = self
+            .track(pb::CertificationTrack {
+                code: NATIONAL_AMBASSADOR_TRACK.to_owned(),
+                title: "AI At Work: change ambassador".to_owned(),
+                level: pb::TrackLevel::Ambassador.into(),
+                qualifies_course_ids: vec![officer_course.course_id.clone()],
+                requirements: Some(pb::TrackRequirements {
+                    trainer_course_version_ids: vec![ttt.version_id.clone()],
+                    min_assessment_score: 70,
+                    supervised_deliveries_required: 0,
+                    assessor_approval_required: true,
+                }),
+                validity_months: 36,
+                scope: pb::TrackScope::OwnOrganization.into(),
+                issuer_organization_id: issuer,
+                ..Default::default()
+            })
+            .await?;
+        certify(
+            &self.clients,
+            self.seed,
+            &master_track,
+            &master,
+            NATIONAL_MASTER,
+        )
+        .await?;
+        Counters::add(&self.counters.certificates, 1);
+        self.master = Some(master.clone());
+        let Some(cohort) = self
+            .cohorts
+            .iter()
+            .find(|cohort| cohort.label == "national/ambassadors")
+            .cloned()
+        else {
+            return Ok(());
+        };
+        let person_ids = self.national_person_ids();
+        let ambassadors: Vec<(String, String)> = cohort
+            .enrollments
+            .iter()
+            .filter_map(|(external_id, _)| {
+                person_ids
+                    .get(external_id)
+                    .map(|id| (external_id.clone(), id.clone()))
+            })
+            .collect();
+        let attendees: Vec<String> = ambassadors.iter().map(|(_, id)| id.clone()).collect();
+        let module_id = ttt
+            .module_ids
+            .first()
+            .context("the ambassadors' course has no module")?;
+        deliver_session(
+            &self.clients,
+            &self.counters,
+            &PlannedSession {
+                request_id: stable_id(self.seed, "session/national/ambassadors"),
+                cohort_id: cohort.id.clone(),
+                module_id: module_id.clone(),
+                lead_trainer_id: master.clone(),
+                start: utc(2025, 8, 4, 9),
+                end: utc(2025, 8, 8, 17),
+                location: "JDN, Cyberjaya".to_owned(),
+                present: attendees,
+                absent: Vec::new(),
+            },
+        )
+        .await?;
+        eprintln!(
+            "      master trainer {NATIONAL_MASTER} certified and delivered the course to {} ambassadors",
+            ambassadors.len()
+        );
+        let clients = self.clients.clone();
+        let seed = self.seed;
+        let certified: Vec<()> = stream::iter(ambassadors)
+            .map(|(external_id, person_id)| {
+                let clients = clients.clone();
+                let track = ambassador_track.clone();
+                async move { certify(&clients, seed, &track, &person_id, &external_id).await }
+            })
+            .buffer_unordered(self.args.concurrency.max(1))
+            .try_collect()
+            .await?;
+        Counters::add(&self.counters.certificates, certified.len());
+        eprintln!("      {} ambassadors certified", certified.len());
+        Ok(())
+    }
+
+    /// Creates (or replays the creation of) a certification track; finds it by code when it was
+    /// made under another seed.
+    async fn track(&self, track: pb::CertificationTrack) -> anyhow::Result<pb::CertificationTrack> {
+        let code = track.code.clone();
+        let mut client = self.clients.certification.clone();
+        let request = pb::CreateCertificationTrackRequest {
+            track: Some(track),
+            request_id: stable_id(self.seed, &format!("track/{code}")),
+        };
+        match retry(|| {
+            let mut client = client.clone();
+            let request = request.clone();
+            async move { client.create_certification_track(request).await }
+        })
+        .await
+        {
+            Ok(response) => Ok(response.into_inner()),
+            Err(status) if status.code() == Code::AlreadyExists => {
+                let mut page_token = String::new();
+                loop {
+                    let page = client
+                        .list_certification_tracks(pb::ListCertificationTracksRequest {
+                            page_size: 1000,
+                            page_token,
+                        })
+                        .await?
+                        .into_inner();
+                    if let Some(found) = page.tracks.into_iter().find(|track| track.code == code) {
+                        return Ok(found);
+                    }
+                    if page.next_page_token.is_empty() {
+                        bail!("track {code} exists but cannot be listed");
+                    }
+                    page_token = page.next_page_token;
+                }
+            }
+            Err(status) => bail!("creating track {code}: {status}"),
+        }
+    }
+
+    /// Returns external id -> person id of everyone read back by the national people step.
+    fn national_person_ids(&self) -> HashMap<String, String> {
+        self.department_people
+            .values()
+            .flatten()
+            .map(|(external_id, id)| (external_id.clone(), id.clone()))
+            .collect()
+    }
+
     async fn national_cohorts(&mut self) -> anyhow::Result<()> {
         let programme_id = self
             .programmes
@@ -1597,11 +1842,12 @@ impl Seeder {
                 .collect();
             let department_id = self.organization_id(department)?;
             for (number, members) in officers.chunks(COHORT_SIZE).enumerate() {
-                let lead = if ambassadors.is_empty() {
-                    String::new()
-                } else {
-                    format!(", led by {}", ambassadors[number % ambassadors.len()])
-                };
+                let lead_ambassador = (!ambassadors.is_empty())
+                    .then(|| (ambassadors[number % ambassadors.len()].clone(), number));
+                let lead = lead_ambassador
+                    .as_ref()
+                    .map(|(ambassador, _)| format!(", led by {ambassador}"))
+                    .unwrap_or_default();
                 let settings = pb::Cohort {
                     name: format!("{department} cohort {}{lead}", number + 1),
                     start_date: "2025-09-01".to_owned(),
@@ -1614,6 +1860,7 @@ impl Seeder {
                     format!("national/{department}/{number}"),
                     settings,
                     members.to_vec(),
+                    lead_ambassador,
                 ));
             }
         }
@@ -1625,14 +1872,14 @@ impl Seeder {
         let counters = self.counters.clone();
         let seed = self.seed;
         let mut results = stream::iter(plans)
-            .map(|(label, settings, members)| {
+            .map(|(label, settings, members, lead)| {
                 let clients = clients.clone();
                 let counters = counters.clone();
                 let programme_id = programme_id.clone();
                 let course = course.clone();
                 let done = done.clone();
                 async move {
-                    let seeded = create_cohort(
+                    let mut seeded = create_cohort(
                         &clients,
                         seed,
                         &counters,
@@ -1643,6 +1890,7 @@ impl Seeder {
                         &members,
                     )
                     .await?;
+                    seeded.lead = lead;
                     let mut events = Vec::new();
                     for (external_id, enrollment_id) in &seeded.enrollments {
                         events.extend(learner_events(
@@ -1668,6 +1916,100 @@ impl Seeder {
             }
         }
         self.progress_line("cohorts", total, total);
+        Ok(())
+    }
+    /// One session of the course's first module per national cohort, led by the cohort's
+    /// ambassador: learners who started the course are marked PRESENT (they become the
+    /// ambassador's trainees in the cascade), those who did not start ABSENT, and the session is
+    /// marked delivered. A cohort without an ambassador in its department has no session.
+    async fn national_sessions(&mut self) -> anyhow::Result<()> {
+        let course = self
+            .courses
+            .get("AIW-NAT")
+            .cloned()
+            .context("national course not seeded")?;
+        let module_id = course
+            .module_ids
+            .first()
+            .cloned()
+            .context("the national course has no module")?;
+        let person_ids = self.national_person_ids();
+        let mut plans = Vec::new();
+        let mut without_lead = 0;
+        for cohort in &self.cohorts {
+            if cohort.programme != NATIONAL_PROGRAMME {
+                continue;
+            }
+            let Some((lead, number)) = &cohort.lead else {
+                without_lead += 1;
+                continue;
+            };
+            let lead_trainer_id = person_ids
+                .get(lead)
+                .cloned()
+                .with_context(|| format!("ambassador {lead} not read back"))?;
+            let label = format!("{}/AIW-NAT", cohort.label);
+            let (mut present, mut absent) = (Vec::new(), Vec::new());
+            for (external_id, _) in &cohort.enrollments {
+                let person_id = person_ids
+                    .get(external_id)
+                    .cloned()
+                    .with_context(|| format!("officer {external_id} not read back"))?;
+                let (_, done) = learner_plan(
+                    self.seed,
+                    &label,
+                    external_id,
+                    Spread::National,
+                    course.activities.len(),
+                );
+                if done > 0 {
+                    present.push(person_id);
+                } else {
+                    absent.push(person_id);
+                }
+            }
+            let (start, end) = session_window(*number);
+            plans.push(PlannedSession {
+                request_id: stable_id(self.seed, &format!("session/{}", cohort.label)),
+                cohort_id: cohort.id.clone(),
+                module_id: module_id.clone(),
+                lead_trainer_id,
+                start,
+                end,
+                location: format!("{}, training room", cohort.label),
+                present,
+                absent,
+            });
+        }
+        let total = plans.len();
+        eprintln!(
+            "      {total} sessions led by ambassadors ({without_lead} cohorts have no ambassador in their department)"
+        );
+        let done = Arc::new(AtomicU64::new(0));
+        let mut last_report = Instant::now();
+        let clients = self.clients.clone();
+        let counters = self.counters.clone();
+        let mut results = stream::iter(plans)
+            .map(|plan| {
+                let clients = clients.clone();
+                let counters = counters.clone();
+                let done = done.clone();
+                async move {
+                    deliver_session(&clients, &counters, &plan).await?;
+                    Counters::add(&counters.trained, plan.present.len());
+                    done.fetch_add(1, Ordering::Relaxed);
+                    anyhow::Ok(())
+                }
+            })
+            .buffer_unordered(self.args.concurrency.max(1));
+        while let Some(result) = results.next().await {
+            result?;
+            if last_report.elapsed() >= Duration::from_secs(5) {
+                last_report = Instant::now();
+                self.progress_line("sessions", done.load(Ordering::Relaxed) as usize, total);
+            }
+        }
+        self.progress_line("sessions", total, total);
         Ok(())
     }
 }
@@ -1714,6 +2056,21 @@ fn activities_done(rng: &mut StdRng, spread: Spread, count: usize) -> usize {
     }
 }
 
+/// Returns the generator of one learner and how many of `count` activities they did (in order);
+/// the national sessions read who started from it, the events are drawn from the generator next.
+fn learner_plan(
+    seed: u64,
+    label: &str,
+    external_id: &str,
+    spread: Spread,
+    count: usize,
+) -> (StdRng, usize) {
+    let mut rng =
+        StdRng::seed_from_u64(stable_u64(seed, &format!("progress/{label}/{external_id}")));
+    let done = activities_done(&mut rng, spread, count);
+    (rng, done)
+}
+
 /// Returns the events of one learner: one per activity done, in course order, at fixed times.
 fn learner_events(
     seed: u64,
@@ -1723,9 +2080,7 @@ fn learner_events(
     activities: &[ActivityInfo],
     spread: Spread,
 ) -> Vec<pb::ProgressEvent> {
-    let mut rng =
-        StdRng::seed_from_u64(stable_u64(seed, &format!("progress/{label}/{external_id}")));
-    let done = activities_done(&mut rng, spread, activities.len());
+    let (mut rng, done) = learner_plan(seed, label, external_id, spread, activities.len());
     // Fixed dates: the same seed gives byte-identical events, so a re-run is a replay.
     let start: DateTime<Utc> = Utc
         .with_ymd_and_hms(2025, 9, 1, 8, 0, 0)
@@ -1914,7 +2269,215 @@ async fn create_cohort(
         id: cohort.id,
         programme: programme.to_owned(),
         enrollments,
+        lead: None,
     })
+}
+
+/// A session the seeder schedules, takes attendance of and marks delivered.
+#[derive(Debug, Clone)]
+struct PlannedSession {
+    request_id: String,
+    cohort_id: String,
+    module_id: String,
+    lead_trainer_id: String,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    location: String,
+    /// Person ids marked PRESENT.
+    present: Vec<String>,
+    /// Person ids marked ABSENT.
+    absent: Vec<String>,
+}
+
+fn utc(year: i32, month: u32, day: u32, hour: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(year, month, day, hour, 0, 0)
+        .single()
+        .unwrap_or_default()
+}
+
+fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: time.timestamp(),
+        nanos: 0,
+    }
+}
+
+/// Returns the window of the session of a department's cohort `number`: three sessions of two
+/// and a half hours a day from 1 September 2025, so an ambassador's sessions never overlap.
+fn session_window(number: usize) -> (DateTime<Utc>, DateTime<Utc>) {
+    let start = utc(2025, 9, 1, 9)
+        + chrono::Duration::days((number / 3) as i64)
+        + chrono::Duration::hours(3 * (number % 3) as i64);
+    (start, start + chrono::Duration::minutes(150))
+}
+
+/// Schedules `plan` (a replay returns the first session), records its attendance and marks it
+/// delivered; a session already delivered is left as it is, so a re-run changes nothing.
+async fn deliver_session(
+    clients: &Clients,
+    counters: &Counters,
+    plan: &PlannedSession,
+) -> anyhow::Result<()> {
+    let request = pb::CreateSessionRequest {
+        session: Some(pb::Session {
+            cohort_id: plan.cohort_id.clone(),
+            module_id: plan.module_id.clone(),
+            start_time: Some(timestamp(plan.start)),
+            end_time: Some(timestamp(plan.end)),
+            location: plan.location.clone(),
+            lead_trainer_id: plan.lead_trainer_id.clone(),
+            ..Default::default()
+        }),
+        request_id: plan.request_id.clone(),
+    };
+    let session = retry(|| {
+        let mut client = clients.delivery.clone();
+        let request = request.clone();
+        async move { client.create_session(request).await }
+    })
+    .await
+    .with_context(|| format!("scheduling the session of cohort {}", plan.cohort_id))?
+    .into_inner();
+    Counters::add(&counters.sessions, 1);
+    Counters::add(&counters.attendance, plan.present.len() + plan.absent.len());
+    if session.state() == pb::SessionState::Delivered {
+        return Ok(());
+    }
+    for (status, people) in [
+        (pb::AttendanceStatus::Present, &plan.present),
+        (pb::AttendanceStatus::Absent, &plan.absent),
+    ] {
+        for chunk in people.chunks(1000) {
+            let request = pb::RecordAttendanceRequest {
+                session_id: session.id.clone(),
+                person_ids: chunk.to_vec(),
+                status: status.into(),
+            };
+            let response = retry(|| {
+                let mut client = clients.delivery.clone();
+                let request = request.clone();
+                async move { client.record_attendance(request).await }
+            })
+            .await
+            .with_context(|| format!("recording attendance of session {}", session.id))?
+            .into_inner();
+            Counters::add(
+                &counters.attendance_events,
+                usize::try_from(response.events_recorded).unwrap_or(0),
+            );
+        }
+    }
+    let request = pb::MarkDeliveredRequest {
+        id: session.id.clone(),
+        etag: String::new(),
+    };
+    retry(|| {
+        let mut client = clients.delivery.clone();
+        let request = request.clone();
+        async move { client.mark_delivered(request).await }
+    })
+    .await
+    .with_context(|| format!("marking session {} delivered", session.id))?;
+    Ok(())
+}
+
+/// Takes `person_id` through `track` to a certificate: opens the candidacy (a replay returns
+/// it), then makes each transition its state still needs, so a re-run of a certified candidacy
+/// changes nothing. The assessment score is drawn from the seed and passes.
+async fn certify(
+    clients: &Clients,
+    seed: u64,
+    track: &pb::CertificationTrack,
+    person_id: &str,
+    external_id: &str,
+) -> anyhow::Result<()> {
+    use pb::CandidacyState as State;
+    let label = format!("candidacy/{}/{external_id}", track.code);
+    let request = pb::CreateCandidacyRequest {
+        track_id: track.id.clone(),
+        person_id: person_id.to_owned(),
+        request_id: stable_id(seed, &label),
+    };
+    let mut candidacy = retry(|| {
+        let mut client = clients.certification.clone();
+        let request = request.clone();
+        async move { client.create_candidacy(request).await }
+    })
+    .await
+    .with_context(|| format!("opening the candidacy of {external_id} on {}", track.code))?
+    .into_inner();
+    let requirements = track.requirements.clone().unwrap_or_default();
+    let needs_assessment =
+        requirements.min_assessment_score > 0 || requirements.assessor_approval_required;
+    let candidacy_id = candidacy.id.clone();
+    let step = |reason: &str| pb::TransitionCandidacyRequest {
+        id: candidacy_id.clone(),
+        reason: reason.to_owned(),
+        etag: String::new(),
+    };
+    // At most one call per state, in order; the loop ends at CERTIFIED.
+    for _ in 0..8 {
+        let mut client = clients.certification.clone();
+        let state = candidacy.state();
+        let moved = match state {
+            State::Certified => return Ok(()),
+            State::Candidate => {
+                client
+                    .start_training(step("enrolled in the ambassadors' course"))
+                    .await
+            }
+            State::Training => {
+                client
+                    .begin_supervised_practice(step("trainer course completed"))
+                    .await
+            }
+            State::SupervisedPractice => {
+                client
+                    .submit_for_assessment(step("ready for assessment"))
+                    .await
+            }
+            State::AwaitingAssessment
+                if needs_assessment && candidacy.assessment_score.is_none() =>
+            {
+                let score = 70 + (stable_u64(seed, &format!("{label}/score")) % 31) as i32;
+                client
+                    .record_assessment(pb::RecordAssessmentRequest {
+                        id: candidacy.id.clone(),
+                        score,
+                        approved: true,
+                        reason: "teach-back assessed by the master trainer".to_owned(),
+                        etag: String::new(),
+                    })
+                    .await
+            }
+            State::AwaitingAssessment => {
+                client
+                    .issue_certificate(pb::IssueCertificateRequest {
+                        candidacy_id: candidacy.id.clone(),
+                        reason: "every requirement met".to_owned(),
+                    })
+                    .await
+                    .with_context(|| format!("certifying {external_id} on {}", track.code))?;
+                return Ok(());
+            }
+            other => bail!(
+                "candidacy of {external_id} on {} is {other:?}: cannot certify",
+                track.code
+            ),
+        };
+        candidacy = moved
+            .with_context(|| {
+                format!(
+                    "moving the candidacy of {external_id} on {} from {state:?}",
+                    track.code
+                )
+            })?
+            .into_inner();
+    }
+    bail!(
+        "candidacy of {external_id} on {} did not reach CERTIFIED",
+        track.code
+    )
 }
 
 /// Returns (ministry code, department code) of every national department, in order.
@@ -2043,6 +2606,54 @@ mod tests {
         assert!((3000..4000).contains(&not_started), "{not_started}");
         assert!((2000..3000).contains(&done), "{done}");
         assert!((3500..4500).contains(&part_way), "{part_way}");
+    }
+
+    #[test]
+    fn sessions_of_one_department_never_overlap() {
+        // Cohort numbers of a department are the slots of its ambassadors' calendars.
+        let windows: Vec<_> = (0..300).map(session_window).collect();
+        for (index, (start, end)) in windows.iter().enumerate() {
+            assert!(end > start);
+            assert!(*end - *start <= chrono::Duration::days(14));
+            for (other_start, other_end) in &windows[index + 1..] {
+                assert!(end <= other_start || other_end <= start, "{index}");
+            }
+        }
+        assert!(windows.iter().all(|(_, end)| *end < utc(2026, 1, 1, 0)));
+    }
+
+    #[test]
+    fn who_attends_is_who_started() {
+        // The sessions mark PRESENT exactly the learners whose events are not empty.
+        let activities = activities(20);
+        for learner in 0..500 {
+            let external_id = format!("OFF-{learner:06}");
+            let (_, done) = learner_plan(
+                42,
+                "national/MOE-D01/0/AIW-NAT",
+                &external_id,
+                Spread::National,
+                20,
+            );
+            let events = learner_events(
+                42,
+                "national/MOE-D01/0/AIW-NAT",
+                &external_id,
+                "e",
+                &activities,
+                Spread::National,
+            );
+            assert_eq!(done, events.len());
+        }
+    }
+
+    #[test]
+    fn the_national_profile_certifies_before_cohorts_and_delivers_after() {
+        let steps = steps(Profile::National);
+        let position = |step: Step| steps.iter().position(|s| *s == step).unwrap();
+        assert!(position(Step::NationalAmbassadors) < position(Step::NationalCertification));
+        assert!(position(Step::NationalCertification) < position(Step::NationalSessions));
+        assert!(position(Step::NationalCohorts) < position(Step::NationalSessions));
     }
 
     #[test]

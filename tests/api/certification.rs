@@ -1442,3 +1442,195 @@ async fn no_api_call_sequence_certifies_a_candidate_missing_a_requirement() {
         )
         .expect("no sequence certifies without every requirement");
 }
+
+/// Reads the `certificate.expired` events of the feed, until caught up.
+async fn expiry_events(app: &TestApp) -> Vec<pb::DomainEvent> {
+    use futures::StreamExt as _;
+    let mut stream = lms::pb::event_service_client::EventServiceClient::new(app.channel.clone())
+        .watch_events(app.admin(pb::WatchEventsRequest {
+            types: vec!["certificate.expired".to_owned()],
+            until_caught_up: true,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut events = Vec::new();
+    while let Some(event) = stream.next().await {
+        events.push(event.unwrap());
+    }
+    events
+}
+
+#[tokio::test]
+async fn an_expiring_certificate_is_announced_once_and_again_after_renewal_expires() {
+    use futures::StreamExt as _;
+
+    let database = crate::helpers::TestDatabase::fresh().await;
+    let mut config = test_config(&database);
+    config.certification.expiry_sweep_interval = Duration::from_millis(50);
+    let app = spawn_app_with(config).await;
+    let world = holder(&app).await;
+    let clock = app.config.certification.clock.clone();
+    let mut watcher = lms::pb::event_service_client::EventServiceClient::new(app.channel.clone())
+        .watch_events(app.admin(pb::WatchEventsRequest {
+            types: vec!["certificate.expired".to_owned()],
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    // A store of our own, as a second replica sweeping beside the server's background sweeper.
+    let replica = lms::store::Store::connect(&app.config).await.unwrap();
+    assert_eq!(
+        replica
+            .publish_certificate_expiries(clock.now())
+            .await
+            .unwrap(),
+        0,
+        "nothing has expired yet"
+    );
+    assert!(expiry_events(&app).await.is_empty());
+
+    clock.advance(chrono::Duration::days(24 * 31 + 1));
+    // Several sweeps at once (and the server's own every 50 ms) announce it once between them.
+    let sweeps = futures::future::join_all((0..4).map(|_| {
+        let replica = replica.clone();
+        let now = clock.now();
+        async move { replica.publish_certificate_expiries(now).await.unwrap() }
+    }))
+    .await;
+    assert!(sweeps.iter().sum::<usize>() <= 1);
+    let event = tokio::time::timeout(Duration::from_secs(10), watcher.next())
+        .await
+        .expect("the expiry reaches the watcher")
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.r#type, "certificate.expired");
+    assert_eq!(event.subject_id, world.certificate.id);
+    assert_eq!(event.person_id, world.person_id);
+    let payload: serde_json::Value = serde_json::from_str(&event.payload_json).unwrap();
+    assert_eq!(payload["certificate_id"], world.certificate.id.as_str());
+    assert_eq!(payload["status"], "EXPIRED");
+    assert_eq!(payload["cycle"], world.certificate.cycle);
+    assert_eq!(
+        replica
+            .publish_certificate_expiries(clock.now())
+            .await
+            .unwrap(),
+        0,
+        "a second sweep announces nothing"
+    );
+
+    // Renewal issues a new certificate; when it expires in turn, it is announced in turn.
+    let renewed = change(&app, &world.certificate.id, "renew").await.unwrap();
+    assert_ne!(renewed.id, world.certificate.id);
+    clock.advance(chrono::Duration::days(24 * 31 + 1));
+    let event = tokio::time::timeout(Duration::from_secs(10), watcher.next())
+        .await
+        .expect("the renewed certificate's expiry reaches the watcher")
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.subject_id, renewed.id);
+    assert_eq!(
+        replica
+            .publish_certificate_expiries(clock.now())
+            .await
+            .unwrap(),
+        0
+    );
+    let announced: Vec<String> = expiry_events(&app)
+        .await
+        .into_iter()
+        .map(|event| event.subject_id)
+        .collect();
+    assert_eq!(
+        announced,
+        vec![world.certificate.id.clone(), renewed.id.clone()],
+        "exactly one event per expiry, in order"
+    );
+    replica.close().await;
+}
+
+#[tokio::test]
+async fn the_dashboard_counts_sessions_delivered_and_trainers_active_and_certified() {
+    let (app, _database) = spawn_app().await;
+    let world = holder(&app).await;
+    let candidate = import_people(&app, "CAND", "ACAD", 1, pb::Sector::Private).await[0].clone();
+    let candidacy = open_candidacy(&app, &world.certificate.track_id, &candidate).await;
+    start_training(&app, &candidacy.id).await.unwrap();
+    begin_practice(&app, &candidacy.id).await.unwrap();
+    let session = schedule(
+        &app,
+        &world.cohort_id,
+        &world.module_id,
+        &world.person_id,
+        &[&candidate],
+        30,
+    )
+    .await
+    .unwrap();
+    deliver(&app, &world.person_id, &session.id).await.unwrap();
+    schedule(
+        &app,
+        &world.cohort_id,
+        &world.module_id,
+        &world.person_id,
+        &[],
+        20,
+    )
+    .await
+    .unwrap();
+    let programme_id = programmes(&app)
+        .get_cohort(app.admin(pb::GetCohortRequest {
+            id: world.cohort_id.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .programme_id;
+    let dashboard = async || {
+        lms::pb::report_service_client::ReportServiceClient::new(app.channel.clone())
+            .get_programme_dashboard(app.admin(pb::GetProgrammeDashboardRequest {
+                programme_id: programme_id.clone(),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    let now = dashboard().await;
+    let cohort = &now.cohorts[0];
+    assert_eq!(cohort.cohort_id, world.cohort_id);
+    assert_eq!(
+        (
+            cohort.sessions_delivered,
+            cohort.trainers_active,
+            cohort.trainers_certified
+        ),
+        (1, 2, 1),
+        "one of two sessions delivered; the lead is certified, the co-delivering candidate not"
+    );
+    assert_eq!(
+        (
+            now.sessions_delivered,
+            now.trainers_active,
+            now.trainers_certified
+        ),
+        (1, 2, 1)
+    );
+
+    app.config
+        .certification
+        .clock
+        .advance(chrono::Duration::days(24 * 31 + 1));
+    let later = dashboard().await;
+    assert_eq!(
+        (
+            later.sessions_delivered,
+            later.trainers_active,
+            later.trainers_certified
+        ),
+        (1, 2, 0),
+        "certified is judged at the clock's now"
+    );
+}

@@ -301,6 +301,69 @@ async fn a_hundred_concurrent_copies_of_one_event_make_one_row_and_one_answer() 
 }
 
 #[tokio::test]
+async fn concurrent_unary_calls_committed_together_keep_their_own_answers() {
+    // Unary RecordProgress calls that arrive together share a transaction (group commit); each
+    // must still get its own answer, a refused one must not take its neighbours down, and every
+    // acknowledged event must be stored once.
+    let (app, _database) = spawn_app().await;
+    let room = classroom(&app, 20).await;
+    let mut tasks = Vec::new();
+    for (number, (_, enrollment)) in room.learners.iter().enumerate() {
+        for copy in 0..3 {
+            // Every third learner's second call names an activity of no course: refused alone.
+            let activity = if number % 3 == 0 && copy == 1 {
+                uuid::Uuid::new_v4().to_string()
+            } else {
+                room.lecture.clone()
+            };
+            let event = event(
+                enrollment,
+                &activity,
+                Verb::Attended,
+                None,
+                Source::Trainer,
+                1,
+            );
+            let mut client = progress(&app);
+            let request = app.admin(pb::RecordProgressRequest { event: Some(event) });
+            let refused = activity != room.lecture;
+            tasks.push(tokio::spawn(async move {
+                (refused, client.record_progress(request).await)
+            }));
+        }
+    }
+    let (mut acknowledged, mut refused) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            (false, Ok(ack)) => {
+                assert_eq!(
+                    ack.into_inner().activity_state(),
+                    pb::ActivityState::Completed
+                );
+                acknowledged += 1;
+            }
+            (true, Err(status)) => {
+                assert_eq!(status.code(), tonic::Code::InvalidArgument);
+                assert_eq!(violated_fields(&status), ["event.activity_id"]);
+                refused += 1;
+            }
+            (expected_refusal, answer) => {
+                panic!("expected refusal {expected_refusal}, got {answer:?}")
+            }
+        }
+    }
+    assert_eq!((acknowledged, refused), (53, 7));
+    let mut stored = 0;
+    for (number, (_, enrollment)) in room.learners.iter().enumerate() {
+        let state = get_progress(&app, enrollment).await;
+        let expected = if number % 3 == 0 { 2 } else { 3 };
+        assert_eq!(state.event_count, expected, "learner {number}");
+        stored += state.event_count;
+    }
+    assert_eq!(stored, acknowledged);
+}
+
+#[tokio::test]
 async fn completion_follows_the_rule_and_never_goes_backwards() {
     let (app, _database) = spawn_app().await;
     let room = classroom(&app, 1).await;

@@ -140,6 +140,9 @@ pub mod certificates {
         pub revision: i64,
         pub create_time: DateTimeUtc,
         pub update_time: DateTimeUtc,
+        /// When its `certificate.expired` event was published (NULL until then; added by the
+        /// certificate expiry migration).
+        pub expiry_announced_time: Option<DateTimeUtc>,
     }
 
     /// No relations are navigated through sea-orm.

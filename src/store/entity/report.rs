@@ -79,3 +79,63 @@ pub mod report_course_completions {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// Table `report_course_counters`: per pinned course version, enrolments per (programme, cohort,
+/// organisation, sector) and where they stand on that course (see `domain::report::course_standing`).
+pub mod report_course_counters {
+    use sea_orm::entity::prelude::*;
+
+    /// A row of `report_course_counters`.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "report_course_counters")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub course_version_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub programme_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub cohort_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub organization_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub sector: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub state: String,
+        pub count: i64,
+    }
+
+    /// No relations are navigated through sea-orm.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Table `report_course_durations`: enrolments that completed a course version, per whole days
+/// from enrolment to the course's completion.
+pub mod report_course_durations {
+    use sea_orm::entity::prelude::*;
+
+    /// A row of `report_course_durations`.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "report_course_durations")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub course_version_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub programme_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub cohort_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub organization_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub days: i32,
+        pub count: i64,
+    }
+
+    /// No relations are navigated through sea-orm.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
