@@ -7,6 +7,11 @@ use clap::{Parser, Subcommand};
 use lms::auth::{Role, token};
 use lms::config::Config;
 
+// Many short-lived allocations per call (rows, protobuf messages, futures): mimalloc spends less
+// time in them than the system allocator (measured in BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Learning-management backend for national upskilling programmes, served over gRPC.
 #[derive(Debug, Parser)]
 #[command(name = "lms", version, about)]

@@ -51,12 +51,11 @@ impl Store {
         }
         let database = &config.database;
         let mut options = ConnectOptions::new(url.clone());
+        let max_connections = database
+            .db_max_connections
+            .unwrap_or(if is_sqlite { 8 } else { 32 });
         options
-            .max_connections(
-                database
-                    .db_max_connections
-                    .unwrap_or(if is_sqlite { 8 } else { 32 }),
-            )
+            .max_connections(max_connections)
             .min_connections(1)
             .acquire_timeout(database.db_acquire_timeout)
             .sqlx_logging(false);
@@ -86,8 +85,13 @@ impl Store {
             db,
             rules: progress::RuleCache::default(),
             feed: std::sync::Arc::new(tokio::sync::Notify::new()),
-            // SQLite commits one write at a time; PostgreSQL overlaps a few group transactions.
-            group: std::sync::Arc::new(progress::GroupCommit::new(if is_sqlite { 1 } else { 4 })),
+            // SQLite commits one write at a time; PostgreSQL overlaps group transactions on half
+            // the pool, leaving the rest to reads and other writes.
+            group: std::sync::Arc::new(progress::GroupCommit::new(if is_sqlite {
+                1
+            } else {
+                (max_connections / 2).max(1) as usize
+            })),
         })
     }
 

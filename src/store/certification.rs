@@ -19,7 +19,7 @@ use super::entity::certification::{
 use super::entity::delivery::training_sessions;
 use super::entity::programme::enrollments;
 use super::entity::{organizations, people};
-use super::idempotency::{self, RequestKey, StoredAnswer};
+use super::idempotency::{RequestKey, StoredAnswer};
 use super::programme::for_update;
 use super::{Store, audit, db_error, is_unique_violation};
 use crate::domain::audit::{AuditChange, AuditContext};
@@ -570,22 +570,10 @@ impl Store {
         track: NewTrack,
         key: Option<RequestKey>,
     ) -> Result<Track> {
-        if let Some(key) = &key
-            && let Some(answer) = self.stored_answer(key).await?
-        {
-            return self
-                .get_track(answer.resource_id.as_deref().unwrap_or_default())
-                .await;
-        }
-        let claimed_key = key.clone();
-        let result = self
-            .write(move |transaction| {
+        self.write_once(
+            key,
+            move |transaction| {
                 Box::pin(async move {
-                    if let Some(key) = &claimed_key
-                        && !idempotency::claim(transaction, key).await?
-                    {
-                        return Err(idempotency::already_claimed());
-                    }
                     super::organization::load(transaction, &track.issuer_organization_id).await?;
                     check_references(transaction, &track).await?;
                     let taken = certification_tracks::Entity::find()
@@ -614,35 +602,19 @@ impl Store {
                                 db_error(error)
                             }
                         })?;
-                    if let Some(key) = &claimed_key {
-                        let answer = StoredAnswer {
-                            resource_id: Some(track.id.clone()),
-                            response: None,
-                        };
-                        idempotency::record_answer(transaction, &key.request_id, answer).await?;
-                    }
                     let change = AuditChange::new(
                         "certification_track",
                         &track.id,
                         &json!({"code": track.code, "title": track.title, "level": track.level.as_str()}),
                     );
                     audit::append(transaction, &context, vec![change]).await?;
-                    Ok(track)
+                    let answer = StoredAnswer::created(&track.id);
+                    Ok((track, answer))
                 })
-            })
-            .await;
-        match (result, key) {
-            (Err(error), Some(key)) if idempotency::is_already_claimed(&error) => {
-                let answer = self.stored_answer(&key).await?;
-                self.get_track(
-                    &answer
-                        .and_then(|answer| answer.resource_id)
-                        .unwrap_or_default(),
-                )
-                .await
-            }
-            (result, _) => result,
-        }
+            },
+            |answer| async move { self.get_track(&answer.into_resource_id()?).await },
+        )
+        .await
     }
 
     /// Returns one track.
@@ -677,115 +649,92 @@ impl Store {
         key: Option<RequestKey>,
         now: DateTime<Utc>,
     ) -> Result<CandidacyView> {
-        if let Some(key) = &key
-            && let Some(answer) = self.stored_answer(key).await?
-        {
-            return self
-                .get_candidacy(answer.resource_id.as_deref().unwrap_or_default(), now)
-                .await;
-        }
-        let claimed_key = key.clone();
-        let result = self
-            .write(move |transaction| {
-                Box::pin(async move {
-                    if let Some(key) = &claimed_key
-                        && !idempotency::claim(transaction, key).await?
-                    {
-                        return Err(idempotency::already_claimed());
-                    }
-                    let track = load_track(transaction, &track_id).await?;
-                    let path = person_path(transaction, &person_id).await?;
-                    // One open candidacy per person and track: serialise openings of one person.
-                    for_update(people::Entity::find_by_id(person_id.clone()), transaction)
-                        .one(transaction)
-                        .await
-                        .map_err(db_error)?;
-                    let existing = candidacies::Entity::find()
-                        .filter(candidacies::Column::PersonId.eq(person_id.as_str()))
-                        .filter(candidacies::Column::TrackId.eq(track_id.as_str()))
-                        .all(transaction)
-                        .await
-                        .map_err(db_error)?;
-                    for model in existing {
-                        let candidacy = candidacy_from(model)?;
-                        let state = effective_state(transaction, &candidacy, now).await?;
-                        if state.is_unfinished()
-                            || matches!(state, CandidacyState::Certified | CandidacyState::Suspended)
-                        {
-                            return Err(Error::FailedPrecondition {
-                                reason: "CANDIDACY_EXISTS",
-                                subject: format!("candidacy/{}", candidacy.id),
-                                message: format!(
-                                    "the person already has a candidacy on this track in state {}",
-                                    state.as_str()
-                                ),
-                            });
+        let id = self
+            .write_once(
+                key,
+                move |transaction| {
+                    Box::pin(async move {
+                        let track = load_track(transaction, &track_id).await?;
+                        let path = person_path(transaction, &person_id).await?;
+                        // One open candidacy per person and track: serialise openings of one person.
+                        for_update(people::Entity::find_by_id(person_id.clone()), transaction)
+                            .one(transaction)
+                            .await
+                            .map_err(db_error)?;
+                        let existing = candidacies::Entity::find()
+                            .filter(candidacies::Column::PersonId.eq(person_id.as_str()))
+                            .filter(candidacies::Column::TrackId.eq(track_id.as_str()))
+                            .all(transaction)
+                            .await
+                            .map_err(db_error)?;
+                        for model in existing {
+                            let candidacy = candidacy_from(model)?;
+                            let state = effective_state(transaction, &candidacy, now).await?;
+                            if state.is_unfinished()
+                                || matches!(state, CandidacyState::Certified | CandidacyState::Suspended)
+                            {
+                                return Err(Error::FailedPrecondition {
+                                    reason: "CANDIDACY_EXISTS",
+                                    subject: format!("candidacy/{}", candidacy.id),
+                                    message: format!(
+                                        "the person already has a candidacy on this track in state {}",
+                                        state.as_str()
+                                    ),
+                                });
+                            }
                         }
-                    }
-                    let candidacy = Candidacy {
-                        id: crate::domain::new_id(),
-                        track_id,
-                        person_id,
-                        state: CandidacyState::Candidate,
-                        cycle: 0,
-                        deadline_time: now + chrono::Duration::days(i64::from(track.candidacy_days)),
-                        assessment_score: None,
-                        assessor_approved: false,
-                        certificate_id: None,
-                        revision: 1,
-                        create_time: now,
-                        update_time: now,
-                    };
-                    candidacies::Entity::insert(candidacy_active(&candidacy))
-                        .exec(transaction)
-                        .await
-                        .map_err(db_error)?;
-                    append_history(
-                        transaction,
-                        &candidacy.id,
-                        CandidacyState::Candidate,
-                        CandidacyState::Candidate,
-                        "candidacy opened",
-                        &context.actor,
-                        now,
-                    )
-                    .await?;
-                    if let Some(key) = &claimed_key {
-                        let answer = StoredAnswer {
-                            resource_id: Some(candidacy.id.clone()),
-                            response: None,
+                        let candidacy = Candidacy {
+                            id: crate::domain::new_id(),
+                            track_id,
+                            person_id,
+                            state: CandidacyState::Candidate,
+                            cycle: 0,
+                            deadline_time: now + chrono::Duration::days(i64::from(track.candidacy_days)),
+                            assessment_score: None,
+                            assessor_approved: false,
+                            certificate_id: None,
+                            revision: 1,
+                            create_time: now,
+                            update_time: now,
                         };
-                        idempotency::record_answer(transaction, &key.request_id, answer).await?;
-                    }
-                    audit::append(
-                        transaction,
-                        &context,
-                        vec![AuditChange::new("candidacy", &candidacy.id, &candidacy_json(&candidacy))],
-                    )
-                    .await?;
-                    super::event::append(
-                        transaction,
-                        vec![new_event(
-                            "candidacy.changed",
+                        candidacies::Entity::insert(candidacy_active(&candidacy))
+                            .exec(transaction)
+                            .await
+                            .map_err(db_error)?;
+                        append_history(
+                            transaction,
                             &candidacy.id,
-                            &candidacy.person_id,
-                            Some(path),
-                            json!({"candidacy_id": candidacy.id, "track_id": candidacy.track_id, "state": "CANDIDATE"}),
-                        )],
-                    )
-                    .await?;
-                    Ok(candidacy.id)
-                })
-            })
-            .await;
-        let id = match (result, key) {
-            (Err(error), Some(key)) if idempotency::is_already_claimed(&error) => self
-                .stored_answer(&key)
-                .await?
-                .and_then(|answer| answer.resource_id)
-                .unwrap_or_default(),
-            (result, _) => result?,
-        };
+                            CandidacyState::Candidate,
+                            CandidacyState::Candidate,
+                            "candidacy opened",
+                            &context.actor,
+                            now,
+                        )
+                        .await?;
+                        audit::append(
+                            transaction,
+                            &context,
+                            vec![AuditChange::new("candidacy", &candidacy.id, &candidacy_json(&candidacy))],
+                        )
+                        .await?;
+                        super::event::append(
+                            transaction,
+                            vec![new_event(
+                                "candidacy.changed",
+                                &candidacy.id,
+                                &candidacy.person_id,
+                                Some(path),
+                                json!({"candidacy_id": candidacy.id, "track_id": candidacy.track_id, "state": "CANDIDATE"}),
+                            )],
+                        )
+                        .await?;
+                        let answer = StoredAnswer::created(&candidacy.id);
+                        Ok((candidacy.id, answer))
+                    })
+                },
+                |answer| async move { answer.into_resource_id() },
+            )
+            .await?;
         self.get_candidacy(&id, now).await
     }
 

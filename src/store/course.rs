@@ -18,7 +18,7 @@ use sea_orm::{
 };
 
 use super::entity::catalogue::{course_activities, course_modules, course_versions, courses};
-use super::idempotency::{self, RequestKey, StoredAnswer};
+use super::idempotency::{RequestKey, StoredAnswer};
 use super::{Store, audit, db_error, is_unique_violation};
 use crate::domain::audit::{AuditChange, AuditContext};
 use crate::domain::course::{
@@ -514,73 +514,7 @@ async fn update_activity_row(transaction: &DatabaseTransaction, activity: &Activ
     Ok(())
 }
 
-/// Claims the request id, if any, in the caller's transaction.
-async fn claim_request(transaction: &DatabaseTransaction, key: Option<&RequestKey>) -> Result<()> {
-    if let Some(key) = key
-        && !idempotency::claim(transaction, key).await?
-    {
-        return Err(idempotency::already_claimed());
-    }
-    Ok(())
-}
-
-/// Records the id of the resource a claimed request created.
-async fn record_created(
-    transaction: &DatabaseTransaction,
-    key: Option<&RequestKey>,
-    resource_id: &str,
-) -> Result<()> {
-    if let Some(key) = key {
-        let answer = StoredAnswer {
-            resource_id: Some(resource_id.to_owned()),
-            response: None,
-        };
-        idempotency::record_answer(transaction, &key.request_id, answer).await?;
-    }
-    Ok(())
-}
-
-/// What a create with an optional request id produced.
-enum Created<T> {
-    /// This call created it.
-    New(T),
-    /// An earlier call with the same request id created the resource with this id.
-    Earlier(String),
-}
-
 impl Store {
-    /// Returns the id of the resource created by an earlier call with `key`, if any.
-    async fn earlier_creation(&self, key: Option<&RequestKey>) -> Result<Option<String>> {
-        let Some(key) = key else {
-            return Ok(None);
-        };
-        match self.stored_answer(key).await? {
-            Some(answer) => answer
-                .resource_id
-                .map(Some)
-                .ok_or_else(|| Error::internal("stored answer names no resource")),
-            None => Ok(None),
-        }
-    }
-
-    /// Turns a lost race for `key` into the id created by the winner.
-    async fn settle_creation<T>(
-        &self,
-        result: Result<T>,
-        key: Option<&RequestKey>,
-    ) -> Result<Created<T>> {
-        match (result, key) {
-            (Err(error), Some(key)) if idempotency::is_already_claimed(&error) => {
-                let id = self
-                    .earlier_creation(Some(key))
-                    .await?
-                    .ok_or_else(|| Error::internal("claimed request id has no record"))?;
-                Ok(Created::Earlier(id))
-            }
-            (result, _) => result.map(Created::New),
-        }
-    }
-
     /// Creates a course in state DRAFT; with a request key, a replay returns the current course.
     pub async fn create_course(
         &self,
@@ -588,14 +522,10 @@ impl Store {
         new: NewCourse,
         key: Option<RequestKey>,
     ) -> Result<Course> {
-        if let Some(id) = self.earlier_creation(key.as_ref()).await? {
-            return self.get_course(&id).await;
-        }
-        let claimed_key = key.clone();
-        let result = self
-            .write(move |transaction| {
+        self.write_once(
+            key,
+            move |transaction| {
                 Box::pin(async move {
-                    claim_request(transaction, claimed_key.as_ref()).await?;
                     super::organization::load(transaction, &new.values.provider_organization_id)
                         .await?;
                     let taken = courses::Entity::find()
@@ -628,16 +558,14 @@ impl Store {
                                 db_error(error)
                             }
                         })?;
-                    record_created(transaction, claimed_key.as_ref(), &course.id).await?;
                     audit::append(transaction, &context, vec![course_change(&course)]).await?;
-                    Ok(course)
+                    let answer = StoredAnswer::created(&course.id);
+                    Ok((course, answer))
                 })
-            })
-            .await;
-        match self.settle_creation(result, key.as_ref()).await? {
-            Created::New(course) => Ok(course),
-            Created::Earlier(id) => self.get_course(&id).await,
-        }
+            },
+            |answer| async move { self.get_course(&answer.into_resource_id()?).await },
+        )
+        .await
     }
 
     /// Returns one course.
@@ -748,14 +676,10 @@ impl Store {
         copy_from_version_id: Option<String>,
         key: Option<RequestKey>,
     ) -> Result<CourseVersion> {
-        if let Some(id) = self.earlier_creation(key.as_ref()).await? {
-            return self.get_course_version(&id).await;
-        }
-        let claimed_key = key.clone();
-        let result = self
-            .write(move |transaction| {
+        self.write_once(
+            key,
+            move |transaction| {
                 Box::pin(async move {
-                    claim_request(transaction, claimed_key.as_ref()).await?;
                     // The course lock serialises version numbering and the one-draft rule.
                     let course = lock_course(transaction, &course_id).await?;
                     course.check_editable()?;
@@ -811,16 +735,14 @@ impl Store {
                     }
                     insert_in_batches(transaction, module_rows).await?;
                     insert_in_batches(transaction, activity_rows).await?;
-                    record_created(transaction, claimed_key.as_ref(), &version.id).await?;
                     audit::append(transaction, &context, changes).await?;
-                    Ok(version)
+                    let answer = StoredAnswer::created(&version.id);
+                    Ok((version, answer))
                 })
-            })
-            .await;
-        match self.settle_creation(result, key.as_ref()).await? {
-            Created::New(version) => Ok(version),
-            Created::Earlier(id) => self.get_course_version(&id).await,
-        }
+            },
+            |answer| async move { self.get_course_version(&answer.into_resource_id()?).await },
+        )
+        .await
     }
 
     /// Returns one version with its modules and their activities, in order (three queries).
@@ -915,14 +837,10 @@ impl Store {
         values: ModuleValues,
         key: Option<RequestKey>,
     ) -> Result<Module> {
-        if let Some(id) = self.earlier_creation(key.as_ref()).await? {
-            return self.get_module(&id).await;
-        }
-        let claimed_key = key.clone();
-        let result = self
-            .write(move |transaction| {
+        self.write_once(
+            key,
+            move |transaction| {
                 Box::pin(async move {
-                    claim_request(transaction, claimed_key.as_ref()).await?;
                     let mut version = lock_editable_version(transaction, &version_id).await?;
                     let modules = load_module_rows(transaction, &version_id).await?;
                     let now = crate::domain::now();
@@ -947,17 +865,15 @@ impl Store {
                         .await
                         .map_err(db_error)?;
                     touch_version(transaction, &mut version).await?;
-                    record_created(transaction, claimed_key.as_ref(), &module.id).await?;
                     audit::append(transaction, &context, vec![module_change(&module, false)])
                         .await?;
-                    Ok(module)
+                    let answer = StoredAnswer::created(&module.id);
+                    Ok((module, answer))
                 })
-            })
-            .await;
-        match self.settle_creation(result, key.as_ref()).await? {
-            Created::New(module) => Ok(module),
-            Created::Earlier(id) => self.get_module(&id).await,
-        }
+            },
+            |answer| async move { self.get_module(&answer.into_resource_id()?).await },
+        )
+        .await
     }
 
     /// Returns one module with its activities.
@@ -1138,14 +1054,10 @@ impl Store {
         values: ActivityValues,
         key: Option<RequestKey>,
     ) -> Result<Activity> {
-        if let Some(id) = self.earlier_creation(key.as_ref()).await? {
-            return load_activity(self.connection(), &id).await;
-        }
-        let claimed_key = key.clone();
-        let result = self
-            .write(move |transaction| {
+        self.write_once(
+            key,
+            move |transaction| {
                 Box::pin(async move {
-                    claim_request(transaction, claimed_key.as_ref()).await?;
                     let version_id = load_module(transaction, &module_id)
                         .await?
                         .course_version_id;
@@ -1172,21 +1084,19 @@ impl Store {
                         .await
                         .map_err(db_error)?;
                     touch_version(transaction, &mut version).await?;
-                    record_created(transaction, claimed_key.as_ref(), &activity.id).await?;
                     audit::append(
                         transaction,
                         &context,
                         vec![activity_change(&activity, false)],
                     )
                     .await?;
-                    Ok(activity)
+                    let answer = StoredAnswer::created(&activity.id);
+                    Ok((activity, answer))
                 })
-            })
-            .await;
-        match self.settle_creation(result, key.as_ref()).await? {
-            Created::New(activity) => Ok(activity),
-            Created::Earlier(id) => load_activity(self.connection(), &id).await,
-        }
+            },
+            |answer| async move { load_activity(self.connection(), &answer.into_resource_id()?).await },
+        )
+        .await
     }
 
     /// Applies `patch` to an activity of a DRAFT version; the result must follow the rules of

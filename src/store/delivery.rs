@@ -18,7 +18,7 @@ use super::entity::catalogue::{course_activities, course_modules, course_version
 use super::entity::delivery::{session_attendance, session_trainers, training_sessions};
 use super::entity::programme::{cohorts, enrollments, programme_phases};
 use super::entity::progress::progress_events;
-use super::idempotency::{self, RequestKey, StoredAnswer};
+use super::idempotency::{RequestKey, StoredAnswer};
 use super::programme::for_update;
 use super::progress::{Recorder, record_in_caller_transaction};
 use super::{Store, audit, db_error};
@@ -391,22 +391,10 @@ impl Store {
         key: Option<RequestKey>,
         now: DateTime<Utc>,
     ) -> Result<Session> {
-        if let Some(key) = &key
-            && let Some(answer) = self.stored_answer(key).await?
-        {
-            return self
-                .get_session(answer.resource_id.as_deref().unwrap_or_default())
-                .await;
-        }
-        let claimed_key = key.clone();
-        let result = self
-            .write(move |transaction| {
+        self.write_once(
+            key,
+            move |transaction| {
                 Box::pin(async move {
-                    if let Some(key) = &claimed_key
-                        && !idempotency::claim(transaction, key).await?
-                    {
-                        return Err(idempotency::already_claimed());
-                    }
                     let (_, course_version_id) =
                         delivery_facts(transaction, &new.cohort_id, &new.module_id).await?;
                     let session = Session {
@@ -433,30 +421,14 @@ impl Store {
                         .await
                         .map_err(db_error)?;
                     save_trainers(transaction, &session).await?;
-                    if let Some(key) = &claimed_key {
-                        let answer = StoredAnswer {
-                            resource_id: Some(session.id.clone()),
-                            response: None,
-                        };
-                        idempotency::record_answer(transaction, &key.request_id, answer).await?;
-                    }
                     audit::append(transaction, &context, vec![session_change(&session)]).await?;
-                    Ok(session)
+                    let answer = StoredAnswer::created(&session.id);
+                    Ok((session, answer))
                 })
-            })
-            .await;
-        match (result, key) {
-            (Err(error), Some(key)) if idempotency::is_already_claimed(&error) => {
-                let answer = self.stored_answer(&key).await?;
-                self.get_session(
-                    &answer
-                        .and_then(|answer| answer.resource_id)
-                        .unwrap_or_default(),
-                )
-                .await
-            }
-            (result, _) => result,
-        }
+            },
+            |answer| async move { self.get_session(&answer.into_resource_id()?).await },
+        )
+        .await
     }
 
     /// Returns one session.

@@ -1,9 +1,9 @@
 //! The transactional outbox and the feed read from it.
 //!
-//! Cursor order is commit order. Every transaction that publishes events takes the single
-//! `outbox_head` row (`SELECT ... FOR UPDATE` on PostgreSQL; SQLite write transactions are serial
-//! already), numbers its events after the head and moves the head, and holds that lock until it
-//! commits. The next publisher can only read the head after that commit, so sequences become
+//! Cursor order is commit order. Every transaction that publishes events moves the single
+//! `outbox_head` row past its events (`UPDATE ... RETURNING`, which locks the row on PostgreSQL;
+//! SQLite write transactions are serial already), numbers its events below the new head, and
+//! holds that lock until it commits. The next publisher can only read the head after that commit, so sequences become
 //! visible strictly in order: a reader that has seen cursor N never later finds an event below N,
 //! also with many replicas writing to one database. The price is that publishing transactions
 //! queue on one row for the moment of their commit; they are few (completions, enrolments,
@@ -13,11 +13,10 @@
 
 use sea_orm::{
     ActiveValue::Set, ColumnTrait as _, ConnectionTrait, DatabaseTransaction, DbBackend,
-    EntityTrait as _, QueryFilter as _, QueryOrder as _, QuerySelect as _, Statement,
-    sea_query::LockType,
+    EntityTrait as _, QueryFilter as _, QueryOrder as _, QuerySelect as _,
 };
 
-use super::entity::progress::{outbox_events, outbox_head};
+use super::entity::progress::outbox_events;
 use super::{Store, db_error};
 use crate::domain::event::{FeedEvent, NewEvent, organization_of};
 use crate::error::{Error, Result};
@@ -36,17 +35,26 @@ pub(crate) async fn append(transaction: &DatabaseTransaction, events: Vec<NewEve
         return Ok(());
     }
     let backend = transaction.get_database_backend();
-    let mut head_query = outbox_head::Entity::find_by_id(1);
-    if backend == DbBackend::Postgres {
-        head_query = head_query.lock(LockType::Update);
-    }
-    let head = head_query
-        .one(transaction)
+    let count = events.len() as i64;
+    // One statement moves the head past this transaction's events and locks the row until
+    // commit; on PostgreSQL it also queues the notification that every replica's listener
+    // receives when (and only if) the transaction commits.
+    let sql = if backend == DbBackend::Postgres {
+        format!(
+            "UPDATE outbox_head SET sequence = sequence + $1 WHERE id = 1 \
+             RETURNING sequence, pg_notify('{NOTIFY_CHANNEL}', '')::text AS notified"
+        )
+    } else {
+        "UPDATE outbox_head SET sequence = sequence + $1 WHERE id = 1 RETURNING sequence".to_owned()
+    };
+    let head = transaction
+        .query_one_raw(super::statement(backend, &sql, [count.into()]))
         .await
         .map_err(db_error)?
         .ok_or_else(|| Error::internal("outbox head row is missing"))?;
+    let last: i64 = head.try_get("", "sequence").map_err(db_error)?;
     let now = crate::domain::now();
-    let mut sequence = head.sequence;
+    let mut sequence = last - count;
     let rows: Vec<outbox_events::ActiveModel> = events
         .into_iter()
         .map(|event| {
@@ -66,23 +74,6 @@ pub(crate) async fn append(transaction: &DatabaseTransaction, events: Vec<NewEve
     for chunk in rows.chunks(500) {
         outbox_events::Entity::insert_many(chunk.to_vec())
             .exec(transaction)
-            .await
-            .map_err(db_error)?;
-    }
-    outbox_head::Entity::update(outbox_head::ActiveModel {
-        id: Set(1),
-        sequence: Set(sequence),
-    })
-    .exec(transaction)
-    .await
-    .map_err(db_error)?;
-    if backend == DbBackend::Postgres {
-        // Delivered at commit, to every replica's listener.
-        transaction
-            .execute_raw(Statement::from_string(
-                DbBackend::Postgres,
-                format!("SELECT pg_notify('{NOTIFY_CHANNEL}', '')"),
-            ))
             .await
             .map_err(db_error)?;
     }

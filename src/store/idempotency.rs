@@ -26,6 +26,22 @@ pub struct StoredAnswer {
     pub response: Option<String>,
 }
 
+impl StoredAnswer {
+    /// Returns the answer of a call that created the resource `resource_id`.
+    pub fn created(resource_id: &str) -> Self {
+        Self {
+            resource_id: Some(resource_id.to_owned()),
+            response: None,
+        }
+    }
+
+    /// Returns the id of the resource the call created, or INTERNAL when it names none.
+    pub fn into_resource_id(self) -> Result<String> {
+        self.resource_id
+            .ok_or_else(|| Error::internal("stored answer names no resource"))
+    }
+}
+
 /// Claims `key` in the caller's transaction.
 ///
 /// Returns `Ok(false)` when another call holds it already: the caller must then roll back and

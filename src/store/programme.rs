@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::entity::programme::{cohorts, enrollments, programme_phases, programmes};
 use super::entity::{organizations, people};
-use super::idempotency::{self, RequestKey, StoredAnswer};
+use super::idempotency::{RequestKey, StoredAnswer};
 use super::{Store, audit, db_error, is_unique_violation};
 use crate::auth::Scope;
 use crate::domain::audit::{AuditChange, AuditContext};
@@ -886,22 +886,10 @@ impl Store {
         new: NewProgramme,
         key: Option<RequestKey>,
     ) -> Result<Programme> {
-        if let Some(key) = &key
-            && let Some(answer) = self.stored_answer(key).await?
-        {
-            return self
-                .get_programme(answer.resource_id.as_deref().unwrap_or_default())
-                .await;
-        }
-        let claimed_key = key.clone();
-        let result = self
-            .write(move |transaction| {
+        self.write_once(
+            key,
+            move |transaction| {
                 Box::pin(async move {
-                    if let Some(key) = &claimed_key
-                        && !idempotency::claim(transaction, key).await?
-                    {
-                        return Err(idempotency::already_claimed());
-                    }
                     let mut organizations = vec![new.sponsor_organization_id.clone()];
                     organizations.extend(new.partner_organization_ids.iter().cloned());
                     require_organizations(transaction, &organizations).await?;
@@ -951,30 +939,15 @@ impl Store {
                         }
                     })?;
                     write_phases(transaction, &programme.id, &programme.phases).await?;
-                    if let Some(key) = &claimed_key {
-                        let answer = StoredAnswer {
-                            resource_id: Some(programme.id.clone()),
-                            response: None,
-                        };
-                        idempotency::record_answer(transaction, &key.request_id, answer).await?;
-                    }
                     audit::append(transaction, &context, vec![programme_change(&programme)])
                         .await?;
-                    Ok(programme)
+                    let answer = StoredAnswer::created(&programme.id);
+                    Ok((programme, answer))
                 })
-            })
-            .await;
-        match (result, key) {
-            (Err(error), Some(key)) if idempotency::is_already_claimed(&error) => {
-                let answer = self.stored_answer(&key).await?.unwrap_or(StoredAnswer {
-                    resource_id: None,
-                    response: None,
-                });
-                self.get_programme(answer.resource_id.as_deref().unwrap_or_default())
-                    .await
-            }
-            (result, _) => result,
-        }
+            },
+            |answer| async move { self.get_programme(&answer.into_resource_id()?).await },
+        )
+        .await
     }
 
     /// Returns one programme.
@@ -1114,22 +1087,10 @@ impl Store {
         settings: CohortSettings,
         key: Option<RequestKey>,
     ) -> Result<Cohort> {
-        if let Some(key) = &key
-            && let Some(answer) = self.stored_answer(key).await?
-        {
-            return self
-                .get_cohort(answer.resource_id.as_deref().unwrap_or_default())
-                .await;
-        }
-        let claimed_key = key.clone();
-        let result = self
-            .write(move |transaction| {
+        self.write_once(
+            key,
+            move |transaction| {
                 Box::pin(async move {
-                    if let Some(key) = &claimed_key
-                        && !idempotency::claim(transaction, key).await?
-                    {
-                        return Err(idempotency::already_claimed());
-                    }
                     let programme = load_programme(transaction, &programme_id).await?;
                     if programme.state == ProgrammeState::Archived {
                         return Err(Error::FailedPrecondition {
@@ -1155,28 +1116,14 @@ impl Store {
                         .exec(transaction)
                         .await
                         .map_err(db_error)?;
-                    if let Some(key) = &claimed_key {
-                        let answer = StoredAnswer {
-                            resource_id: Some(cohort.id.clone()),
-                            response: None,
-                        };
-                        idempotency::record_answer(transaction, &key.request_id, answer).await?;
-                    }
                     audit::append(transaction, &context, vec![cohort_change(&cohort)]).await?;
-                    Ok(cohort)
+                    let answer = StoredAnswer::created(&cohort.id);
+                    Ok((cohort, answer))
                 })
-            })
-            .await;
-        match (result, key) {
-            (Err(error), Some(key)) if idempotency::is_already_claimed(&error) => {
-                let answer = self.stored_answer(&key).await?;
-                let id = answer
-                    .and_then(|answer| answer.resource_id)
-                    .unwrap_or_default();
-                self.get_cohort(&id).await
-            }
-            (result, _) => result,
-        }
+            },
+            |answer| async move { self.get_cohort(&answer.into_resource_id()?).await },
+        )
+        .await
     }
 
     /// Returns one cohort.
@@ -1309,51 +1256,32 @@ impl Store {
         person_ids: Vec<String>,
         key: Option<RequestKey>,
     ) -> Result<EnrollResult> {
-        if let Some(key) = &key
-            && let Some(answer) = self.stored_answer(key).await?
-        {
-            return self.replayed_enrollments(answer).await;
-        }
-        let claimed_key = key.clone();
-        let result = self
-            .write(move |transaction| {
-                Box::pin(async move {
-                    if let Some(key) = &claimed_key
-                        && !idempotency::claim(transaction, key).await?
-                    {
-                        return Err(idempotency::already_claimed());
-                    }
-                    let result = enroll_in_transaction(
-                        transaction,
-                        &context,
-                        &scope,
-                        &cohort_id,
-                        &person_ids,
-                    )
-                    .await?;
-                    if let Some(key) = &claimed_key {
+        let mut result = self
+            .write_once(
+                key,
+                move |transaction| {
+                    Box::pin(async move {
+                        let result = enroll_in_transaction(
+                            transaction,
+                            &context,
+                            &scope,
+                            &cohort_id,
+                            &person_ids,
+                        )
+                        .await?;
                         let response =
                             serde_json::to_string(&result.outcomes).map_err(Error::internal)?;
                         let answer = StoredAnswer {
                             resource_id: None,
                             response: Some(response),
                         };
-                        idempotency::record_answer(transaction, &key.request_id, answer).await?;
-                    }
-                    Ok(result)
-                })
-            })
-            .await;
-        let mut result = match (result, key) {
-            (Err(error), Some(key)) if idempotency::is_already_claimed(&error) => {
-                let answer = self
-                    .stored_answer(&key)
-                    .await?
-                    .ok_or_else(|| Error::internal("claimed request id has no record"))?;
-                return self.replayed_enrollments(answer).await;
-            }
-            (result, _) => result?,
-        };
+                        Ok((result, answer))
+                    })
+                },
+                |answer| self.replayed_enrollments(answer),
+            )
+            .await?;
+        // Positions are read after the commit, for a first call and a replay alike.
         let mut list: Vec<Enrollment> = result
             .enrollments
             .drain()
@@ -1367,6 +1295,8 @@ impl Store {
         Ok(result)
     }
 
+    /// Rebuilds the result of an earlier enrol call from its stored outcomes (waitlist positions
+    /// are left to the caller).
     async fn replayed_enrollments(&self, answer: StoredAnswer) -> Result<EnrollResult> {
         let response = answer
             .response
@@ -1377,7 +1307,7 @@ impl Store {
             .iter()
             .filter_map(|outcome| outcome.enrollment_id.clone())
             .collect();
-        let mut list = enrollments::Entity::find()
+        let list = enrollments::Entity::find()
             .filter(enrollments::Column::Id.is_in(ids))
             .all(self.connection())
             .await
@@ -1385,7 +1315,6 @@ impl Store {
             .into_iter()
             .map(enrollment_from)
             .collect::<Result<Vec<_>>>()?;
-        fill_waitlist_positions(self.connection(), &mut list).await?;
         Ok(EnrollResult {
             outcomes,
             enrollments: list

@@ -917,7 +917,15 @@ impl Store {
     async fn flush_groups(self) {
         while let Some(group) = self.group.take() {
             let (calls, answers): (Vec<Call>, Vec<_>) = group.into_iter().unzip();
-            let results = match self.record_calls(calls.clone()).await {
+            let started = std::time::Instant::now();
+            let committed = self.record_calls(calls.clone()).await;
+            tracing::debug!(
+                calls = calls.len(),
+                micros = started.elapsed().as_micros() as u64,
+                ok = committed.is_ok(),
+                "group commit"
+            );
+            let results = match committed {
                 Ok(results) => results.into_iter().map(Ok).collect(),
                 // One call's failure (say an event id taken concurrently) must not fail the
                 // others: each call of a failed group is tried again in a transaction of its own.

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use sea_orm::{
     ActiveValue::Set, ColumnTrait as _, Condition, ConnectionTrait, DatabaseTransaction,
-    EntityTrait as _, QueryFilter as _, QueryOrder as _, QuerySelect as _,
+    EntityTrait as _, QueryFilter as _, QueryOrder as _, QuerySelect as _, sea_query::Query,
 };
 
 use super::entity::organizations;
@@ -15,7 +15,7 @@ use super::entity::selection::{
     selection_applications as applications, selection_assignments as assignments,
     selection_calls as calls, selection_panels as panels,
 };
-use super::idempotency::{self, RequestKey, StoredAnswer};
+use super::idempotency::{RequestKey, StoredAnswer};
 use super::programme::{enroll_in_transaction, enrollment_from, for_update};
 use super::{Store, audit, db_error, is_unique_violation};
 use crate::auth::Scope;
@@ -406,22 +406,10 @@ impl Store {
         new: NewCall,
         key: Option<RequestKey>,
     ) -> Result<Call> {
-        if let Some(key) = &key
-            && let Some(answer) = self.stored_answer(key).await?
-        {
-            return self
-                .get_call(answer.resource_id.as_deref().unwrap_or_default())
-                .await;
-        }
-        let claimed_key = key.clone();
-        let result = self
-            .write(move |transaction| {
+        self.write_once(
+            key,
+            move |transaction| {
                 Box::pin(async move {
-                    if let Some(key) = &claimed_key
-                        && !idempotency::claim(transaction, key).await?
-                    {
-                        return Err(idempotency::already_claimed());
-                    }
                     let cohort = cohorts::Entity::find_by_id(new.cohort_id.clone())
                         .one(transaction)
                         .await
@@ -448,28 +436,14 @@ impl Store {
                         .exec(transaction)
                         .await
                         .map_err(db_error)?;
-                    if let Some(key) = &claimed_key {
-                        let answer = StoredAnswer {
-                            resource_id: Some(call.id.clone()),
-                            response: None,
-                        };
-                        idempotency::record_answer(transaction, &key.request_id, answer).await?;
-                    }
                     audit::append(transaction, &context, vec![call_change(&call)]).await?;
-                    Ok(call)
+                    let answer = StoredAnswer::created(&call.id);
+                    Ok((call, answer))
                 })
-            })
-            .await;
-        match (result, key) {
-            (Err(error), Some(key)) if idempotency::is_already_claimed(&error) => {
-                let answer = self.stored_answer(&key).await?;
-                let id = answer
-                    .and_then(|answer| answer.resource_id)
-                    .unwrap_or_default();
-                self.get_call(&id).await
-            }
-            (result, _) => result,
-        }
+            },
+            |answer| async move { self.get_call(&answer.into_resource_id()?).await },
+        )
+        .await
     }
 
     /// Returns one call.
@@ -548,21 +522,10 @@ impl Store {
         answers: Vec<(String, String)>,
         key: Option<RequestKey>,
     ) -> Result<Application> {
-        if let Some(key) = &key
-            && let Some(answer) = self.stored_answer(key).await?
-        {
-            let id = answer.resource_id.unwrap_or_default();
-            return load_application(self.connection(), &id).await;
-        }
-        let claimed_key = key.clone();
-        let result = self
-            .write(move |transaction| {
+        self.write_once(
+            key,
+            move |transaction| {
                 Box::pin(async move {
-                    if let Some(key) = &claimed_key
-                        && !idempotency::claim(transaction, key).await?
-                    {
-                        return Err(idempotency::already_claimed());
-                    }
                     let call = load_call(transaction, &call_id).await?;
                     let now = crate::domain::now();
                     call.check_open(now)?;
@@ -613,29 +576,17 @@ impl Store {
                                 db_error(error)
                             }
                         })?;
-                    if let Some(key) = &claimed_key {
-                        let answer = StoredAnswer {
-                            resource_id: Some(application.id.clone()),
-                            response: None,
-                        };
-                        idempotency::record_answer(transaction, &key.request_id, answer).await?;
-                    }
                     audit::append(transaction, &context, vec![application_change(&application)])
                         .await?;
-                    Ok(application)
+                    let answer = StoredAnswer::created(&application.id);
+                    Ok((application, answer))
                 })
-            })
-            .await;
-        match (result, key) {
-            (Err(error), Some(key)) if idempotency::is_already_claimed(&error) => {
-                let answer = self.stored_answer(&key).await?;
-                let id = answer
-                    .and_then(|answer| answer.resource_id)
-                    .unwrap_or_default();
-                load_application(self.connection(), &id).await
-            }
-            (result, _) => result,
-        }
+            },
+            |answer| async move {
+                load_application(self.connection(), &answer.into_resource_id()?).await
+            },
+        )
+        .await
     }
 
     /// Withdraws an undecided application (applicant, nominator, their org admin, or a manager).
@@ -752,22 +703,10 @@ impl Store {
         judges_per_application: i32,
         key: Option<RequestKey>,
     ) -> Result<Panel> {
-        if let Some(key) = &key
-            && let Some(answer) = self.stored_answer(key).await?
-        {
-            return self
-                .get_panel(answer.resource_id.as_deref().unwrap_or_default())
-                .await;
-        }
-        let claimed_key = key.clone();
-        let result = self
-            .write(move |transaction| {
+        self.write_once(
+            key,
+            move |transaction| {
                 Box::pin(async move {
-                    if let Some(key) = &claimed_key
-                        && !idempotency::claim(transaction, key).await?
-                    {
-                        return Err(idempotency::already_claimed());
-                    }
                     let call = lock_call(transaction, &call_id).await?;
                     let now = crate::domain::now();
                     let mut panel = Panel {
@@ -813,29 +752,15 @@ impl Store {
                     .exec(transaction)
                     .await
                     .map_err(db_error)?;
-                    if let Some(key) = &claimed_key {
-                        let answer = StoredAnswer {
-                            resource_id: Some(panel.id.clone()),
-                            response: None,
-                        };
-                        idempotency::record_answer(transaction, &key.request_id, answer).await?;
-                    }
                     changes.push(panel_change(&panel));
                     audit::append(transaction, &context, changes).await?;
-                    Ok(panel)
+                    let answer = StoredAnswer::created(&panel.id);
+                    Ok((panel, answer))
                 })
-            })
-            .await;
-        match (result, key) {
-            (Err(error), Some(key)) if idempotency::is_already_claimed(&error) => {
-                let answer = self.stored_answer(&key).await?;
-                let id = answer
-                    .and_then(|answer| answer.resource_id)
-                    .unwrap_or_default();
-                self.get_panel(&id).await
-            }
-            (result, _) => result,
-        }
+            },
+            |answer| async move { self.get_panel(&answer.into_resource_id()?).await },
+        )
+        .await
     }
 
     /// Returns one panel.
@@ -887,15 +812,22 @@ impl Store {
         .await
     }
 
-    /// Lists a judge's assignments (with only the judge's own score), by id after the page's key.
+    /// Lists a judge's assignments (with only the judge's own score), by id after the page's key;
+    /// assignments of withdrawn applications are left out.
     pub async fn list_my_assignments(
         &self,
         judge_person_id: &str,
         call_id: Option<&str>,
         page: &Page,
     ) -> Result<(Vec<Assignment>, String)> {
+        let withdrawn = Query::select()
+            .column(applications::Column::Id)
+            .from(applications::Entity)
+            .and_where(applications::Column::State.eq(ApplicationState::Withdrawn.as_str()))
+            .to_owned();
         let mut query = assignments::Entity::find()
-            .filter(assignments::Column::JudgePersonId.eq(judge_person_id));
+            .filter(assignments::Column::JudgePersonId.eq(judge_person_id))
+            .filter(assignments::Column::ApplicationId.not_in_subquery(withdrawn));
         if let Some(call_id) = call_id {
             query = query.filter(assignments::Column::CallId.eq(call_id));
         }
@@ -963,22 +895,10 @@ impl Store {
         comment: String,
         key: Option<RequestKey>,
     ) -> Result<Score> {
-        if let Some(key) = &key
-            && let Some(answer) = self.stored_answer(key).await?
-        {
-            return self
-                .stored_score(answer.resource_id.as_deref().unwrap_or_default())
-                .await;
-        }
-        let claimed_key = key.clone();
-        let result = self
-            .write(move |transaction| {
+        self.write_once(
+            key,
+            move |transaction| {
                 Box::pin(async move {
-                    if let Some(key) = &claimed_key
-                        && !idempotency::claim(transaction, key).await?
-                    {
-                        return Err(idempotency::already_claimed());
-                    }
                     let application = load_application(transaction, &application_id).await?;
                     let call = load_call(transaction, &application.call_id).await?;
                     let assignment = for_update(
@@ -1044,13 +964,6 @@ impl Store {
                     .exec(transaction)
                     .await
                     .map_err(db_error)?;
-                    if let Some(key) = &claimed_key {
-                        let answer = StoredAnswer {
-                            resource_id: Some(assignment.id.clone()),
-                            response: None,
-                        };
-                        idempotency::record_answer(transaction, &key.request_id, answer).await?;
-                    }
                     let change = AuditChange::new(
                         "selection_score",
                         &score.id,
@@ -1061,20 +974,13 @@ impl Store {
                         }),
                     );
                     audit::append(transaction, &context, vec![change]).await?;
-                    Ok(score)
+                    let answer = StoredAnswer::created(&assignment.id);
+                    Ok((score, answer))
                 })
-            })
-            .await;
-        match (result, key) {
-            (Err(error), Some(key)) if idempotency::is_already_claimed(&error) => {
-                let answer = self.stored_answer(&key).await?;
-                let id = answer
-                    .and_then(|answer| answer.resource_id)
-                    .unwrap_or_default();
-                self.stored_score(&id).await
-            }
-            (result, _) => result,
-        }
+            },
+            |answer| async move { self.stored_score(&answer.into_resource_id()?).await },
+        )
+        .await
     }
 
     async fn stored_score(&self, assignment_id: &str) -> Result<Score> {
@@ -1170,20 +1076,10 @@ impl Store {
         key: Option<RequestKey>,
     ) -> Result<(Vec<Application>, Vec<Enrollment>)> {
         let ids: Vec<String> = decisions.iter().map(|(id, _)| id.clone()).collect();
-        if let Some(key) = &key
-            && self.stored_answer(key).await?.is_some()
-        {
-            return self.decided(&ids).await;
-        }
-        let claimed_key = key.clone();
-        let result = self
-            .write(move |transaction| {
+        self.write_once(
+            key,
+            move |transaction| {
                 Box::pin(async move {
-                    if let Some(key) = &claimed_key
-                        && !idempotency::claim(transaction, key).await?
-                    {
-                        return Err(idempotency::already_claimed());
-                    }
                     let mut call = lock_call(transaction, &call_id).await?;
                     let now = crate::domain::now();
                     call.check_closed(now)?;
@@ -1289,24 +1185,15 @@ impl Store {
                         .await
                         .map_err(db_error)?;
                     changes.push(call_change(&call));
-                    if let Some(key) = &claimed_key {
-                        let answer = StoredAnswer {
-                            resource_id: Some(call.id.clone()),
-                            response: None,
-                        };
-                        idempotency::record_answer(transaction, &key.request_id, answer).await?;
-                    }
                     audit::append(transaction, &context, changes).await?;
-                    Ok((answered, enrolled))
+                    let answer = StoredAnswer::created(&call.id);
+                    Ok(((answered, enrolled), answer))
                 })
-            })
-            .await;
-        match (result, key) {
-            (Err(error), Some(_)) if idempotency::is_already_claimed(&error) => {
-                self.decided(&ids).await
-            }
-            (result, _) => result,
-        }
+            },
+            // A replay answers with the current state of the decided applications.
+            |_| self.decided(&ids),
+        )
+        .await
     }
 
     /// Returns the current state of decided applications and their enrolments, in `ids` order.

@@ -4,17 +4,12 @@
 use lms::auth::Role;
 use lms::pb::{
     self, ActivityKind, CourseState, CourseVersionState, DeliveryMode, OrganizationKind,
-    course_service_client::CourseServiceClient,
 };
-use tonic::{Code, Status, transport::Channel};
+use tonic::{Code, Status};
 use tonic_types::StatusExt as _;
 
 use crate::helpers::{TestApp, error_reason, spawn_app, violated_fields, with_token};
-
-/// Returns a `CourseService` client on the app's channel.
-pub(crate) fn courses_client(app: &TestApp) -> CourseServiceClient<Channel> {
-    CourseServiceClient::new(app.channel.clone())
-}
+use crate::programmes::courses;
 
 /// Creates course `code` (titled after its code) of the organisation `provider_id`, adds one
 /// DRAFT version with `modules` — each a title and its activities as (kind, delivery mode) — and
@@ -37,7 +32,7 @@ pub(crate) async fn publish_course(
             create_activity(app, &module.id, *kind, *delivery_mode, provider_id).await;
         }
     }
-    let mut client = courses_client(app);
+    let mut client = courses(app);
     let published = client
         .publish_course_version(app.admin(pb::PublishCourseVersionRequest {
             id: draft.id.clone(),
@@ -51,7 +46,7 @@ pub(crate) async fn publish_course(
 }
 
 async fn create_course(app: &TestApp, code: &str, provider_id: &str) -> pb::Course {
-    courses_client(app)
+    courses(app)
         .create_course(app.admin(new_course(code, provider_id)))
         .await
         .expect("create course")
@@ -72,7 +67,7 @@ fn new_course(code: &str, provider_id: &str) -> pb::CreateCourseRequest {
 }
 
 async fn get_course(app: &TestApp, id: &str) -> pb::Course {
-    courses_client(app)
+    courses(app)
         .get_course(app.admin(pb::GetCourseRequest { id: id.to_owned() }))
         .await
         .expect("get course")
@@ -80,7 +75,7 @@ async fn get_course(app: &TestApp, id: &str) -> pb::Course {
 }
 
 async fn create_version(app: &TestApp, course_id: &str, copy_from: &str) -> pb::CourseVersion {
-    courses_client(app)
+    courses(app)
         .create_course_version(app.admin(pb::CreateCourseVersionRequest {
             course_id: course_id.to_owned(),
             copy_from_version_id: copy_from.to_owned(),
@@ -92,7 +87,7 @@ async fn create_version(app: &TestApp, course_id: &str, copy_from: &str) -> pb::
 }
 
 async fn get_version(app: &TestApp, id: &str) -> pb::CourseVersion {
-    courses_client(app)
+    courses(app)
         .get_course_version(app.admin(pb::GetCourseVersionRequest { id: id.to_owned() }))
         .await
         .expect("get course version")
@@ -118,7 +113,7 @@ async fn create_module(
     title: &str,
     prerequisites: &[&str],
 ) -> pb::Module {
-    courses_client(app)
+    courses(app)
         .create_module(app.admin(new_module(version_id, title, prerequisites)))
         .await
         .expect("create module")
@@ -162,7 +157,7 @@ async fn create_activity(
     delivery_mode: DeliveryMode,
     host_id: &str,
 ) -> pb::Activity {
-    courses_client(app)
+    courses(app)
         .create_activity(app.admin(new_activity(
             module_id,
             activity_of(kind, delivery_mode, host_id),
@@ -173,7 +168,7 @@ async fn create_activity(
 }
 
 async fn publish(app: &TestApp, version_id: &str, etag: &str) -> Result<pb::CourseVersion, Status> {
-    courses_client(app)
+    courses(app)
         .publish_course_version(app.admin(pb::PublishCourseVersionRequest {
             id: version_id.to_owned(),
             etag: etag.to_owned(),
@@ -229,7 +224,7 @@ async fn a_course_goes_from_draft_to_published_with_every_future_fit_activity_ki
             None,
         )
         .await;
-    let mut client = courses_client(&app);
+    let mut client = courses(&app);
 
     let course = create_course(&app, "FF-AI-101", &institute.id).await;
     assert_eq!(course.state(), CourseState::Draft);
@@ -395,7 +390,7 @@ async fn publishing_refuses_an_invalid_version_and_names_each_problem() {
         status.message()
     );
 
-    let mut client = courses_client(&app);
+    let mut client = courses(&app);
     let mut optional = new_module(&draft.id, "Optional reading", &[]);
     optional.module.as_mut().unwrap().required = false;
     client.create_module(app.admin(optional)).await.unwrap();
@@ -458,7 +453,7 @@ async fn a_published_version_refuses_every_edit_and_nothing_changes() {
     let lecture = first.activities[0].clone();
     let lab = first.activities[1].clone();
     let before = app.audit_length().await;
-    let mut client = courses_client(&app);
+    let mut client = courses(&app);
 
     let refusals: Vec<(&str, Status)> = vec![
         (
@@ -592,7 +587,7 @@ async fn a_draft_copied_from_a_published_version_is_editable_and_independent() {
     }
 
     // A draft cannot be copied, and a course has one draft at a time.
-    let mut client = courses_client(&app);
+    let mut client = courses(&app);
     let copy_request = |copy_from: &str| pb::CreateCourseVersionRequest {
         course_id: course.id.clone(),
         copy_from_version_id: copy_from.to_owned(),
@@ -712,7 +707,7 @@ async fn reorders_must_list_every_item_exactly_once_and_deletes_renumber() {
     let a = create_module(&app, &draft.id, "A", &[]).await;
     let b = create_module(&app, &draft.id, "B", &[&a.id]).await;
     let c = create_module(&app, &draft.id, "C", &[&a.id, &b.id]).await;
-    let mut client = courses_client(&app);
+    let mut client = courses(&app);
     let before = app.audit_length().await;
 
     let unknown = uuid::Uuid::now_v7().to_string();
@@ -819,7 +814,7 @@ async fn prerequisites_stay_inside_the_version_and_acyclic() {
     let a = create_module(&app, &draft.id, "Radio", &[]).await;
     let b = create_module(&app, &draft.id, "Core", &[&a.id]).await;
     let c = create_module(&app, &draft.id, "Edge", &[&b.id]).await;
-    let mut client = courses_client(&app);
+    let mut client = courses(&app);
     let before = app.audit_length().await;
 
     let set_prerequisites = |module: &pb::Module, prerequisites: &[&str]| pb::UpdateModuleRequest {
@@ -888,7 +883,7 @@ async fn pass_scores_and_host_organizations_follow_the_activity_kind() {
     let course = create_course(&app, "FF-ROBOT-101", &institute.id).await;
     let draft = create_version(&app, &course.id, "").await;
     let module = create_module(&app, &draft.id, "Robotics", &[]).await;
-    let mut client = courses_client(&app);
+    let mut client = courses(&app);
     let before = app.audit_length().await;
 
     let with = |kind: ActivityKind, pass_score: Option<i32>, host: &str| {
@@ -1014,7 +1009,7 @@ async fn a_learner_cannot_manage_the_catalogue_nor_see_drafts() {
     let draft = create_version(&app, &course.id, &published.id).await;
     let learner = app.token("learner-1", &[Role::Learner], None);
     let manager = app.token("manager-1", &[Role::ProgrammeManager], None);
-    let mut client = courses_client(&app);
+    let mut client = courses(&app);
 
     let status = client
         .create_course(with_token(new_course("FF-NOPE", &institute.id), &learner))
@@ -1118,7 +1113,7 @@ async fn a_retried_create_course_returns_the_first_course() {
 
     let mut tasks = Vec::new();
     for _ in 0..8 {
-        let mut client = courses_client(&app);
+        let mut client = courses(&app);
         let request = app.admin(request.clone());
         tasks.push(tokio::spawn(
             async move { client.create_course(request).await },
@@ -1138,7 +1133,7 @@ async fn a_retried_create_course_returns_the_first_course() {
     assert_eq!(ids.len(), 1, "all retries answer the same course");
     assert_eq!(app.audit_length().await, before + 1);
 
-    let mut client = courses_client(&app);
+    let mut client = courses(&app);
     let mut different = new_course("FF-QC-102", &institute.id);
     different.request_id = request_id;
     let status = client
@@ -1162,7 +1157,7 @@ async fn retried_creates_of_versions_modules_and_activities_return_the_first() {
     let (app, _database) = spawn_app().await;
     let institute = provider(&app).await;
     let course = create_course(&app, "FF-AR-101", &institute.id).await;
-    let mut client = courses_client(&app);
+    let mut client = courses(&app);
 
     let version_request = pb::CreateCourseVersionRequest {
         course_id: course.id.clone(),
@@ -1232,7 +1227,7 @@ async fn concurrent_version_creation_never_duplicates_version_numbers() {
     for round in 0..4 {
         let mut tasks = Vec::new();
         for _ in 0..8 {
-            let mut client = courses_client(&app);
+            let mut client = courses(&app);
             let request = app.admin(pb::CreateCourseVersionRequest {
                 course_id: course.id.clone(),
                 copy_from_version_id: latest.id.clone(),
@@ -1253,7 +1248,7 @@ async fn concurrent_version_creation_never_duplicates_version_numbers() {
         assert_eq!(created[0].version, round + 2);
         latest = publish(&app, &created[0].id, "").await.unwrap();
     }
-    let listed = courses_client(&app)
+    let listed = courses(&app)
         .list_course_versions(app.admin(pb::ListCourseVersionsRequest {
             course_id: course.id.clone(),
             page_size: 2,
@@ -1264,7 +1259,7 @@ async fn concurrent_version_creation_never_duplicates_version_numbers() {
         .into_inner();
     let numbers: Vec<i32> = listed.course_versions.iter().map(|v| v.version).collect();
     assert_eq!(numbers, [5, 4]);
-    let rest = courses_client(&app)
+    let rest = courses(&app)
         .list_course_versions(app.admin(pb::ListCourseVersionsRequest {
             course_id: course.id.clone(),
             page_size: 10,
@@ -1309,7 +1304,7 @@ async fn courses_are_listed_by_state_provider_and_query_page_by_page() {
         &[("Only", &[(ActivityKind::Lecture, DeliveryMode::Online)])],
     )
     .await;
-    let mut client = courses_client(&app);
+    let mut client = courses(&app);
     let list = |request: pb::ListCoursesRequest| {
         let mut client = client.clone();
         let request = app.admin(request);
@@ -1410,7 +1405,7 @@ async fn invalid_courses_name_their_fields_and_write_nothing() {
     let (app, _database) = spawn_app().await;
     let institute = provider(&app).await;
     let before = app.audit_length().await;
-    let mut client = courses_client(&app);
+    let mut client = courses(&app);
 
     let status = client
         .create_course(app.admin(pb::CreateCourseRequest {
@@ -1467,7 +1462,7 @@ async fn course_updates_check_etags_and_archived_courses_are_frozen() {
         .create_organization("University", OrganizationKind::University, None, None)
         .await;
     let course = create_course(&app, "FF-QUANT-101", &institute.id).await;
-    let mut client = courses_client(&app);
+    let mut client = courses(&app);
     let update = |title: &str, etag: &str, paths: &[&str]| pb::UpdateCourseRequest {
         course: Some(pb::Course {
             id: course.id.clone(),
@@ -1571,7 +1566,7 @@ async fn version_module_and_activity_etags_guard_against_stale_edits() {
         "",
     )
     .await;
-    let mut client = courses_client(&app);
+    let mut client = courses(&app);
 
     // The draft changed since it was read: publishing what was reviewed is refused.
     let status = publish(&app, &draft.id, &draft.etag).await.unwrap_err();
@@ -1640,7 +1635,7 @@ async fn edits_racing_a_publication_land_before_it_or_are_refused() {
 
     let mut creates = Vec::new();
     for _ in 0..12 {
-        let mut client = courses_client(&app);
+        let mut client = courses(&app);
         let request = app.admin(new_activity(
             &module.id,
             activity_of(ActivityKind::Workshop, DeliveryMode::InPerson, ""),

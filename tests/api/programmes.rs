@@ -13,6 +13,7 @@ use crate::helpers::{TestApp, error_reason, person_record, spawn_app, with_token
 /// One activity of a module: its kind, how it is delivered, and (for attachments and visits) its host.
 pub(crate) type ActivitySpec<'a> = (Kind, Mode, Option<&'a str>);
 
+/// Returns a `CourseService` client on the app's channel.
 pub(crate) fn courses(app: &TestApp) -> CourseServiceClient<tonic::transport::Channel> {
     CourseServiceClient::new(app.channel.clone())
 }

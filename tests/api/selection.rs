@@ -997,3 +997,149 @@ async fn nominations_stay_within_the_org_admins_subtree_and_applicants_see_only_
         .into_inner();
     assert_eq!(withdrawn.state(), pb::ApplicationState::Withdrawn);
 }
+
+#[tokio::test]
+async fn a_withdrawn_application_leaves_the_judges_assignment_lists() {
+    let (app, _database) = spawn_app().await;
+    let world = world(&app, 14, 10, 10).await;
+    let mut applications = Vec::new();
+    for (person_id, _) in &world.applicants {
+        applications.push(apply(&app, &world.call.id, person_id).await.expect("apply"));
+    }
+    // Every judge is assigned every application outside their conflicts of interest.
+    create_panel(&app, &world, 0).await;
+    let judge = &world.judges[0];
+    assert_eq!(my_assignments(&app, judge, &world.call.id).await.len(), 14);
+
+    let target = &applications[1];
+    let applicant = app.token(&world.applicants[1].0, &[Role::Learner], None);
+    selection(&app)
+        .withdraw_application(with_token(
+            pb::WithdrawApplicationRequest {
+                id: target.id.clone(),
+                etag: target.etag.clone(),
+            },
+            &applicant,
+        ))
+        .await
+        .expect("withdraw");
+
+    for judge in &world.judges {
+        let listed = my_assignments(&app, judge, &world.call.id).await;
+        assert!(
+            listed.iter().all(|assignment| {
+                assignment.application.as_ref().map(|a| a.id.as_str()) != Some(target.id.as_str())
+            }),
+            "judge {judge} still lists the withdrawn application"
+        );
+    }
+    assert_eq!(my_assignments(&app, judge, &world.call.id).await.len(), 13);
+    let refused = score(&app, judge, &target.id, &[5, 5, 5])
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+}
+
+#[tokio::test]
+async fn retried_calls_panels_and_scores_return_the_first_answer() {
+    let (app, _database) = spawn_app().await;
+    let world = world(&app, 14, 10, 10).await;
+    let mut applications = Vec::new();
+    for (person_id, _) in &world.applicants {
+        applications.push(apply(&app, &world.call.id, person_id).await.expect("apply"));
+    }
+
+    // A second call on the cohort, created twice with one request id.
+    let call_request = pb::CreateCallRequest {
+        call: Some(pb::Call {
+            cohort_id: world.cohort_id.clone(),
+            title: "Second intake".to_owned(),
+            opens_time: world.call.opens_time,
+            closes_time: world.call.closes_time,
+            questions: world.call.questions.clone(),
+            rubric: world.call.rubric.clone(),
+            seats: 2,
+            ..Default::default()
+        }),
+        request_id: uuid::Uuid::new_v4().to_string(),
+    };
+    let mut calls = Vec::new();
+    for _ in 0..2 {
+        let call = selection(&app)
+            .create_call(with_token(call_request.clone(), &world.manager))
+            .await
+            .expect("create call")
+            .into_inner();
+        calls.push(call.id);
+    }
+    assert_eq!(calls[0], calls[1]);
+    let mut changed = call_request;
+    if let Some(call) = changed.call.as_mut() {
+        call.title = "Another title".to_owned();
+    }
+    let reused = selection(&app)
+        .create_call(with_token(changed, &world.manager))
+        .await
+        .unwrap_err();
+    assert_eq!(reused.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&reused), ["request_id"]);
+
+    // The panel of the first call, formed twice with one request id, assigns once.
+    let panel_request = pb::CreatePanelRequest {
+        panel: Some(pb::Panel {
+            call_id: world.call.id.clone(),
+            judge_person_ids: world.judges.clone(),
+            judges_per_application: 2,
+            ..Default::default()
+        }),
+        request_id: uuid::Uuid::new_v4().to_string(),
+    };
+    let mut panels = Vec::new();
+    for _ in 0..2 {
+        let panel = selection(&app)
+            .create_panel(with_token(panel_request.clone(), &world.manager))
+            .await
+            .expect("create panel")
+            .into_inner();
+        panels.push((panel.id, panel.assignment_count));
+    }
+    assert_eq!(panels[0], panels[1]);
+    assert_eq!(panels[0].1, 28);
+
+    // A judge's score, sent twice with one request id, is recorded once.
+    let judge = &world.judges[0];
+    let assigned = my_assignments(&app, judge, &world.call.id).await;
+    let application_id = assigned[0]
+        .application
+        .as_ref()
+        .expect("application")
+        .id
+        .clone();
+    let score_request = pb::SubmitScoreRequest {
+        application_id: application_id.clone(),
+        criterion_scores: RUBRIC
+            .iter()
+            .map(|(id, _)| pb::CriterionScore {
+                criterion_id: (*id).to_owned(),
+                score: 7,
+            })
+            .collect(),
+        comment: "scored once".to_owned(),
+        request_id: uuid::Uuid::new_v4().to_string(),
+    };
+    let token = app.token(judge, &[Role::Assessor], None);
+    let mut scores = Vec::new();
+    for _ in 0..2 {
+        let score = selection(&app)
+            .submit_score(with_token(score_request.clone(), &token))
+            .await
+            .expect("submit score")
+            .into_inner();
+        scores.push(score);
+    }
+    assert_eq!(scores[0], scores[1]);
+    let fresh = score(&app, judge, &application_id, &[1, 1, 1])
+        .await
+        .unwrap_err();
+    assert_eq!(error_reason(&fresh), "SCORE_ALREADY_SUBMITTED");
+}
