@@ -270,6 +270,19 @@ if [ "$backend" = postgres ]; then
     fi
   done
   psql "$DATABASE_URL" -qc "drop table bench_progress_events"
+  if command -v pgbench >/dev/null 2>&1; then
+    # What one GetEnrollmentProgress asks of the database, with no server in between.
+    psql "$DATABASE_URL" -qc "create table bench_enrollment_ids as select row_number() over (order by id) as n, id from enrollments" \
+      -c "create unique index on bench_enrollment_ids (n)" -c "analyze bench_enrollment_ids"
+    rows=$(psql "$DATABASE_URL" -Atc "select count(*) from bench_enrollment_ids")
+    echo "-- pgbench read, $high clients"
+    out=$(pgbench -n -M prepared -c "$high" -j 2 -T "${duration%s}" -D rows="$rows" -f bench/pgbench-read.sql "$DATABASE_URL" 2>&1)
+    echo "$out" | grep -E "^(tps|latency average|number of failed)" || true
+    tps=$(echo "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1)
+    latency=$(echo "$out" | sed -n 's/^latency average = \([0-9.]*\) ms/\1/p')
+    echo "{\"tps\": ${tps:-null}, \"latency_ms_avg\": ${latency:-null}, \"clients\": $high, \"note\": \"pgbench -M prepared -f bench/pgbench-read.sql: the two reads of one GetEnrollmentProgress, straight to PostgreSQL\"}" >"$results/pgbench-read.json"
+    psql "$DATABASE_URL" -qc "drop table bench_enrollment_ids"
+  fi
 else
   run sql-insert-low sql-insert --concurrency "$low"
   run sql-insert-high sql-insert --concurrency "$high"

@@ -165,6 +165,11 @@ pub struct DatabaseConfig {
     #[arg(long, env = "LMS_DB_MAX_CONNECTIONS", global = true)]
     pub db_max_connections: Option<u32>,
 
+    /// Transactions that commit concurrent unary RecordProgress calls together, at most (default:
+    /// 2 for PostgreSQL, 1 for SQLite). Fewer make larger groups: fewer commits per event.
+    #[arg(long, env = "LMS_GROUP_COMMIT_FLUSHERS", global = true)]
+    pub group_commit_flushers: Option<usize>,
+
     /// Wait for a pooled connection before answering UNAVAILABLE.
     #[arg(long, env = "LMS_DB_ACQUIRE_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration, global = true)]
     pub db_acquire_timeout: Duration,
@@ -260,6 +265,7 @@ impl Config {
             },
             database: DatabaseConfig {
                 db_max_connections: None,
+                group_commit_flushers: None,
                 db_acquire_timeout: DEFAULT_DB_ACQUIRE_TIMEOUT,
                 sqlite_synchronous: SqliteSynchronous::Full,
             },

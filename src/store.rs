@@ -71,6 +71,14 @@ impl Store {
                 .foreign_keys(true)
                 .create_if_missing(true)
         });
+        options.map_sqlx_postgres_pool_opts(|pool| {
+            pool.after_connect(|_connection, _meta| {
+                Box::pin(async {
+                    disable_nagle();
+                    Ok(())
+                })
+            })
+        });
         options.map_sqlx_postgres_opts(|postgres| {
             postgres.options([
                 ("idle_in_transaction_session_timeout", "30s"),
@@ -85,13 +93,14 @@ impl Store {
             db,
             rules: progress::RuleCache::default(),
             feed: std::sync::Arc::new(tokio::sync::Notify::new()),
-            // SQLite commits one write at a time; PostgreSQL overlaps group transactions on half
-            // the pool, leaving the rest to reads and other writes.
-            group: std::sync::Arc::new(progress::GroupCommit::new(if is_sqlite {
-                1
-            } else {
-                (max_connections / 2).max(1) as usize
-            })),
+            // SQLite commits one write at a time. On PostgreSQL two groups in flight keep the
+            // database busy while each gathers the calls that arrive during the other's commit;
+            // more flushers make smaller groups and cost more per event (BENCHMARKS.md).
+            group: std::sync::Arc::new(progress::GroupCommit::new(
+                database
+                    .group_commit_flushers
+                    .unwrap_or(if is_sqlite { 1 } else { 2 }),
+            )),
         })
     }
 
@@ -133,6 +142,15 @@ impl Store {
     /// Returns the connection, for reads.
     pub fn connection(&self) -> &DatabaseConnection {
         &self.db
+    }
+
+    /// Refreshes the query planner's statistics of every table (`ANALYZE`), as after a bulk load.
+    pub async fn analyze(&self) -> Result<()> {
+        self.db
+            .execute_unprepared("ANALYZE")
+            .await
+            .map_err(db_error)?;
+        Ok(())
     }
 
     /// Checks that the database answers.
@@ -177,6 +195,39 @@ impl Store {
         }));
         task.await
             .map_err(|join_error| Error::internal(format!("write task failed: {join_error}")))?
+    }
+}
+
+/// Sets `TCP_NODELAY` on every TCP socket of this process.
+///
+/// sqlx 0.9.0 stopped setting it on database sockets (launchbadge/sqlx#4335; fixed upstream by
+/// #4336, not yet released). Without it a statement too large for one TCP segment (a multi-row
+/// insert, say) sends its last segment only when the server acknowledges the first, and the
+/// server delays that acknowledgement by 40 ms: measured here as 40 ms gaps inside group
+/// transactions. Called after each new database connection, so it covers that connection's
+/// socket; setting it on other sockets (gRPC connections) is harmless and what they want too.
+/// Remove once a sqlx release sets it again.
+fn disable_nagle() {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::{BorrowedFd, RawFd};
+        let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Some(fd) = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| name.parse::<RawFd>().ok())
+            else {
+                continue;
+            };
+            // SAFETY: the descriptor is only used for one setsockopt call and not kept. If another
+            // thread closed (or closed and reused) it meanwhile, the call fails or sets the option
+            // on that other socket: no memory is touched either way. Non-TCP descriptors refuse it.
+            let descriptor = unsafe { BorrowedFd::borrow_raw(fd) };
+            let _ = socket2::SockRef::from(&descriptor).set_tcp_nodelay(true);
+        }
     }
 }
 

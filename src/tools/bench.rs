@@ -1649,8 +1649,11 @@ pub mod report {
         };
         let health = number(&get("health")["calls_per_second"]);
         text.push_str("### Baselines (same run)\n\n| baseline | clients | per second | latency avg ms | note |\n|---|---:|---:|---:|---|\n");
-        for name in [insert_low, insert_high, "health"] {
+        for name in [insert_low, insert_high, "pgbench-read", "health"] {
             let value = get(name);
+            if value.is_null() && name == "pgbench-read" {
+                continue;
+            }
             if value.is_null() {
                 text.push_str(&format!("| {name} | | n/a | | not measured |\n"));
                 continue;
@@ -1712,6 +1715,11 @@ pub mod report {
             ),
             ("get-progress", "get-progress", Some("health")),
             (
+                "get-progress",
+                "get-progress, against the database's own read rate",
+                Some("pgbench-read"),
+            ),
+            (
                 "list-cohort-progress",
                 "list-cohort-progress",
                 Some("health"),
@@ -1767,7 +1775,10 @@ pub mod report {
                 }
                 None => (String::new(), None),
             };
-            let compared = if base == Some("health") {
+            if base == Some("pgbench-read") && base_value.is_none() {
+                continue;
+            }
+            let compared = if matches!(base, Some("health" | "pgbench-read")) {
                 number(&value["calls_per_second"])
             } else {
                 items

@@ -358,6 +358,7 @@ pub async fn run(mut config: Config, args: SeedArgs) -> anyhow::Result<()> {
     // The seeder is the only caller: let it use the whole server.
     config.server.concurrency_limit = config.server.concurrency_limit.max(4096);
     let app = crate::App::build(config.clone()).await?;
+    let store = app.store().clone();
     let address = app.local_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
@@ -393,7 +394,16 @@ pub async fn run(mut config: Config, args: SeedArgs) -> anyhow::Result<()> {
         import_rows: 0,
         args,
     };
-    let outcome = seeder.run_steps().await;
+    let mut outcome = seeder.run_steps().await;
+    if outcome.is_ok() {
+        // A bulk load leaves the planner's statistics behind; PostgreSQL's autovacuum would
+        // catch up later (never, where it is off), and until then it may scan whole tables.
+        outcome = store
+            .analyze()
+            .await
+            .context("refreshing planner statistics");
+        eprintln!("      planner statistics refreshed (ANALYZE)");
+    }
     let _ = stop.send(());
     let stopped = server.await;
     outcome?;
