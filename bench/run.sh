@@ -299,7 +299,7 @@ run stream-progress stream-progress --concurrency "$high"
 run get-progress get-progress --concurrency "$high"
 run list-cohort-progress list-cohort-progress --concurrency "$high"
 run enroll enroll --concurrency "$high"
-run completion-report completion-report --concurrency "$low"
+run completion-report completion-report --concurrency 1
 run cascade-reach cascade-reach --concurrency 1
 run stream-progress-1000 stream-progress --concurrency "$streams" --connections 10 --server-pid "$server_pid"
 
