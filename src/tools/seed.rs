@@ -2639,15 +2639,14 @@ pub fn person_record(
 
 /// The AI At Work pilot questionnaire.
 fn pilot_questions() -> Vec<pb::SurveyQuestion> {
-    let question = |id: &str, text: &str, kind: pb::SurveyQuestionKind, required: bool| {
-        pb::SurveyQuestion {
+    let question =
+        |id: &str, text: &str, kind: pb::SurveyQuestionKind, required: bool| pb::SurveyQuestion {
             id: id.to_owned(),
             text: text.to_owned(),
             kind: kind.into(),
             required,
             ..Default::default()
-        }
-    };
+        };
     vec![
         pb::SurveyQuestion {
             options: vec!["Yes".to_owned(), "No".to_owned()],
@@ -2705,10 +2704,14 @@ fn pilot_answers(index: usize) -> Vec<pb::SurveyAnswer> {
         answer("hours_saved", Value::Number(hours)),
         answer(
             "usefulness",
-            Value::Scale(if hours > 0.0 { 3 + (index % 3) as i32 } else { 2 }),
+            Value::Scale(if hours > 0.0 {
+                3 + (index % 3) as i32
+            } else {
+                2
+            }),
         ),
     ];
-    if index % 45 == 0 {
+    if index.is_multiple_of(45) {
         answer_comment(&mut answers, index);
     }
     answers
