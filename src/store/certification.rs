@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait as _, ConnectionTrait, DatabaseTransaction, DbBackend,
     EntityTrait as _, FromQueryResult, PaginatorTrait as _, QueryFilter as _, QueryOrder as _,
-    QuerySelect as _, Statement, Value,
+    QuerySelect as _, Statement,
 };
 use serde_json::json;
 
@@ -21,7 +21,7 @@ use super::entity::programme::enrollments;
 use super::entity::{organizations, people};
 use super::idempotency::{RequestKey, StoredAnswer};
 use super::programme::for_update;
-use super::{Store, audit, db_error, is_unique_violation};
+use super::{Store, audit, db_error, is_unique_violation, statement};
 use crate::domain::audit::{AuditChange, AuditContext};
 use crate::domain::certification::Candidacy;
 use crate::domain::certification::{
@@ -50,16 +50,6 @@ fn json_list(ids: &[String]) -> String {
 fn parse_list(text: &str) -> Result<Vec<String>> {
     serde_json::from_str(text)
         .map_err(|error| Error::internal(format!("stored id list is not JSON: {error}")))
-}
-
-/// Returns `sql` (written with `$1`-style placeholders) for `backend`.
-fn statement(backend: DbBackend, sql: &str, values: Vec<Value>) -> Statement {
-    let text = if backend == DbBackend::Postgres {
-        sql.to_owned()
-    } else {
-        sql.replace('$', "?")
-    };
-    Statement::from_sql_and_values(backend, text, values)
 }
 
 pub(crate) async fn advisory_lock(transaction: &DatabaseTransaction, key: i64) -> Result<()> {

@@ -152,22 +152,14 @@ async fn delivery_facts(
     let sql = "SELECT DISTINCT o.path AS path FROM enrollments e \
                JOIN people p ON p.id = e.person_id JOIN organizations o ON o.id = p.organization_id \
                WHERE e.cohort_id = $1 AND e.state NOT IN ('WITHDRAWN', 'WAITLISTED')";
-    let text = if backend == DbBackend::Postgres {
-        sql.to_owned()
-    } else {
-        sql.replace('$', "?")
-    };
-    let learner_paths = PathRow::find_by_statement(Statement::from_sql_and_values(
-        backend,
-        text,
-        [cohort_id.into()],
-    ))
-    .all(connection)
-    .await
-    .map_err(db_error)?
-    .into_iter()
-    .map(|row| row.path)
-    .collect();
+    let learner_paths =
+        PathRow::find_by_statement(super::statement(backend, sql, [cohort_id.into()]))
+            .all(connection)
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .map(|row| row.path)
+            .collect();
     Ok((
         DeliveryFacts {
             module_id: module_id.to_owned(),

@@ -495,7 +495,7 @@ pub(crate) async fn record_in_caller_transaction(
         recorder: recorder.clone(),
         events,
     };
-    let mut answers = record_in_transaction(transaction, &store.rules, vec![call]).await?;
+    let mut answers = record_in_transaction(transaction, &store.rules, &[call]).await?;
     Ok(answers.pop().unwrap_or_default())
 }
 
@@ -515,7 +515,7 @@ type Answers = Vec<std::result::Result<Ack, RecordError>>;
 async fn record_in_transaction(
     transaction: &DatabaseTransaction,
     rule_cache: &RuleCache,
-    calls: Vec<Call>,
+    calls: &[Call],
 ) -> Result<Vec<Answers>> {
     let now = crate::domain::now();
     let mut enrollment_ids: Vec<String> = calls
@@ -567,11 +567,11 @@ async fn record_in_transaction(
     } in calls
     {
         let mut answers = Vec::with_capacity(events.len());
-        for (index, event) in events.into_iter().enumerate() {
+        for (index, event) in events.iter().enumerate() {
             let event = match event {
                 Ok(event) => event,
                 Err(error) => {
-                    answers.push(Err(error));
+                    answers.push(Err(error.clone()));
                     continue;
                 }
             };
@@ -887,7 +887,7 @@ impl Store {
             recorder,
             events,
         };
-        let mut answers = self.record_calls(vec![call]).await?;
+        let mut answers = self.record_calls(Arc::new(vec![call])).await?;
         Ok(answers.pop().unwrap_or_default())
     }
 
@@ -917,6 +917,9 @@ impl Store {
     async fn flush_groups(self) {
         while let Some(group) = self.group.take() {
             let (calls, answers): (Vec<Call>, Vec<_>) = group.into_iter().unzip();
+            // Shared, not copied: the transaction reads the calls, and only a failed group needs
+            // them again.
+            let calls = Arc::new(calls);
             let started = std::time::Instant::now();
             let committed = self.record_calls(calls.clone()).await;
             tracing::debug!(
@@ -932,9 +935,9 @@ impl Store {
                 Err(error) if calls.len() == 1 => vec![Err(error)],
                 Err(_) => {
                     let mut results = Vec::with_capacity(calls.len());
-                    for call in calls {
+                    for call in calls.iter() {
                         results.push(
-                            self.record_calls(vec![call])
+                            self.record_calls(Arc::new(vec![call.clone()]))
                                 .await
                                 .map(|mut answers| answers.pop().unwrap_or_default()),
                         );
@@ -949,10 +952,10 @@ impl Store {
         }
     }
 
-    async fn record_calls(&self, calls: Vec<Call>) -> Result<Vec<Answers>> {
+    async fn record_calls(&self, calls: Arc<Vec<Call>>) -> Result<Vec<Answers>> {
         let cache = self.rules.clone();
         self.write(move |transaction| {
-            Box::pin(async move { record_in_transaction(transaction, &cache, calls).await })
+            Box::pin(async move { record_in_transaction(transaction, &cache, &calls).await })
         })
         .await
     }

@@ -387,6 +387,39 @@ impl Store {
                 .await
                 .map_err(db_error)?
         };
+        // The subtree's total, including people directly in the root organisation: every
+        // counter of the subtree falls in exactly one group, so it is the sum of the groups
+        // (no second pass over the counters).
+        let mut total = CompletionRow {
+            key: "total".to_owned(),
+            name: root
+                .map(|(_, _, name)| name.to_owned())
+                .unwrap_or_else(|| "All organizations".to_owned()),
+            ..CompletionRow::default()
+        };
+        for count in &counts {
+            total.add(&count.state, count.total);
+        }
+        let total_durations = if duration_sql.is_empty() {
+            // Grouped by sector, durations are not read per group: sum them once for the total.
+            GroupedDuration::find_by_statement(statement(
+                backend,
+                &format!(
+                    "SELECT '' AS group_key, d.days AS days, CAST(SUM(d.count) AS BIGINT) AS total \
+                     FROM {durations_from} JOIN organizations o ON o.id = d.organization_id \
+                     WHERE {durations_filter}{subtree} GROUP BY d.days"
+                ),
+                values,
+            ))
+            .all(db)
+            .await
+            .map_err(db_error)?
+        } else {
+            Vec::new()
+        };
+        for duration in durations.iter().chain(&total_durations) {
+            *total.durations.entry(duration.days).or_default() += duration.total;
+        }
         let mut rows: HashMap<String, CompletionRow> = HashMap::new();
         let counts = if group_by == GroupBy::ChildOrganizations {
             let children: HashMap<String, String> = self
@@ -443,44 +476,6 @@ impl Store {
             if let Some(row) = rows.get_mut(&duration.group_key) {
                 *row.durations.entry(duration.days).or_default() += duration.total;
             }
-        }
-        // The subtree's total, including people directly in the root organisation.
-        let total_counts = GroupedCount::find_by_statement(statement(
-            backend,
-            &format!(
-                "SELECT '' AS group_key, '' AS group_name, rc.state AS state, CAST(SUM(rc.count) AS BIGINT) AS total \
-                 FROM {counters} JOIN organizations o ON o.id = rc.organization_id \
-                 WHERE {counters_filter}{subtree} GROUP BY rc.state"
-            ),
-            values.clone(),
-        ))
-        .all(db)
-        .await
-        .map_err(db_error)?;
-        let total_durations = GroupedDuration::find_by_statement(statement(
-            backend,
-            &format!(
-                "SELECT '' AS group_key, d.days AS days, CAST(SUM(d.count) AS BIGINT) AS total \
-                 FROM {durations_from} JOIN organizations o ON o.id = d.organization_id \
-                 WHERE {durations_filter}{subtree} GROUP BY d.days"
-            ),
-            values,
-        ))
-        .all(db)
-        .await
-        .map_err(db_error)?;
-        let mut total = CompletionRow {
-            key: "total".to_owned(),
-            name: root
-                .map(|(_, _, name)| name.to_owned())
-                .unwrap_or_else(|| "All organizations".to_owned()),
-            ..CompletionRow::default()
-        };
-        for count in total_counts {
-            total.add(&count.state, count.total);
-        }
-        for duration in total_durations {
-            *total.durations.entry(duration.days).or_default() += duration.total;
         }
         if group_by == GroupBy::ChildOrganizations
             && let Some((root_id, _, root_name)) = root
