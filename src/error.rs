@@ -121,6 +121,15 @@ pub enum Error {
     /// The server is overloaded or a limit was hit.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// The database could not write to its storage; nothing of the call was written.
+    #[error("{message}")]
+    Storage {
+        /// True when the storage is full (disk, quota, file size limit): RESOURCE_EXHAUSTED;
+        /// otherwise an I/O failure: UNAVAILABLE.
+        full: bool,
+        /// Developer-facing explanation.
+        message: String,
+    },
     /// A dependency (the database) is briefly unavailable; retrying may succeed.
     #[error("{0}")]
     Unavailable(String),
@@ -175,6 +184,8 @@ impl Error {
             | Self::PermissionDenied { reason, .. } => (*reason).to_owned(),
             Self::Unauthenticated(_) => "UNAUTHENTICATED".to_owned(),
             Self::ResourceExhausted(_) => "RESOURCE_EXHAUSTED".to_owned(),
+            Self::Storage { full: true, .. } => "STORAGE_FULL".to_owned(),
+            Self::Storage { full: false, .. } => "STORAGE_ERROR".to_owned(),
             Self::Unavailable(_) => "UNAVAILABLE".to_owned(),
             Self::Internal(_) => "INTERNAL".to_owned(),
         }
@@ -277,6 +288,15 @@ impl From<Error> for Status {
                 (Code::PermissionDenied, message.clone(), vec![])
             }
             Error::ResourceExhausted(message) => (Code::ResourceExhausted, message.clone(), vec![]),
+            Error::Storage { full, message } => {
+                tracing::warn!(error = %message, "database storage failed");
+                let code = if *full {
+                    Code::ResourceExhausted
+                } else {
+                    Code::Unavailable
+                };
+                (code, message.clone(), vec![])
+            }
             Error::Unavailable(message) => {
                 tracing::warn!(error = %message, "dependency unavailable");
                 (Code::Unavailable, message.clone(), vec![])

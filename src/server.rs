@@ -24,6 +24,8 @@ use crate::store::Store;
 
 /// How often the database is pinged to keep the health status honest.
 const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the database is probed while it is unhealthy.
+const DEGRADED_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// Services whose health is reported by name, besides the overall `""`.
 const SERVICE_NAMES: &[&str] = &[
     "lms.v1.OrganizationService",
@@ -310,12 +312,27 @@ async fn sweep_certificate_expiries(
     }
 }
 
-/// Keeps health in step with the database: NOT_SERVING while it does not answer.
+/// Keeps health in step with the database: NOT_SERVING while it does not answer, and while
+/// writes fail on its storage (disk full, I/O errors) until a probe write commits again.
+///
+/// A write that fails on storage wakes the probe at once; while degraded it probes every
+/// [`DEGRADED_PROBE_INTERVAL`], so writing and health resume by themselves once space returns.
 async fn probe_database(store: Store, reporter: tonic_health::server::HealthReporter) {
     let mut serving = true;
+    let mut storage = store.storage_failing();
     loop {
-        tokio::time::sleep(HEALTH_PROBE_INTERVAL).await;
-        let healthy = store.ping().await.is_ok();
+        let failing = *storage.borrow_and_update();
+        if failing || !serving {
+            tokio::time::sleep(DEGRADED_PROBE_INTERVAL).await;
+        } else {
+            tokio::select! {
+                () = tokio::time::sleep(HEALTH_PROBE_INTERVAL) => {}
+                _ = storage.changed() => {}
+            }
+        }
+        let failing = *storage.borrow();
+        let healthy =
+            store.ping().await.is_ok() && (!failing || store.probe_storage().await.is_ok());
         if healthy != serving {
             serving = healthy;
             let status = if healthy {
@@ -323,7 +340,11 @@ async fn probe_database(store: Store, reporter: tonic_health::server::HealthRepo
             } else {
                 ServingStatus::NotServing
             };
-            tracing::warn!(healthy, "database health changed");
+            tracing::warn!(
+                healthy,
+                storage_failing = failing,
+                "database health changed"
+            );
             for name in SERVICE_NAMES.iter().copied().chain([""]) {
                 reporter.set_service_status(name, status).await;
             }

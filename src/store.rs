@@ -6,6 +6,7 @@ pub mod course;
 pub mod delivery;
 pub mod entity;
 pub mod event;
+pub(crate) mod failure;
 pub mod idempotency;
 pub mod organization;
 pub mod person;
@@ -15,18 +16,19 @@ pub mod report;
 pub mod selection;
 pub mod survey;
 
-use std::{future::Future, pin::Pin};
+use std::{future::Future, pin::Pin, sync::Arc};
 
 use anyhow::Context as _;
 use migration::MigratorTrait as _;
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
-    DbErr, SqlErr, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
+    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
     sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous as SqlxSynchronous},
 };
 
 use crate::config::{Config, SqliteSynchronous};
 use crate::error::{Error, Result};
+pub(crate) use failure::{db_error, is_unique_violation};
 
 /// A boxed future borrowing a transaction, as taken by [`Store::write`].
 pub type TxFuture<'c, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'c>>;
@@ -38,6 +40,57 @@ pub struct Store {
     rules: progress::RuleCache,
     feed: std::sync::Arc<tokio::sync::Notify>,
     group: std::sync::Arc<progress::GroupCommit>,
+    storage: Arc<StorageHealth>,
+}
+
+/// Whether writes fail on the database's storage: set when a write fails on storage (disk
+/// full, I/O error), cleared only by a probe write that commits ([`Store::probe_storage`]), so
+/// health does not flap while small writes still fit and larger ones do not.
+#[derive(Debug)]
+struct StorageHealth {
+    failing: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for StorageHealth {
+    fn default() -> Self {
+        Self {
+            failing: tokio::sync::watch::Sender::new(false),
+        }
+    }
+}
+
+impl StorageHealth {
+    fn set_failing(&self, failing: bool) {
+        let changed = self
+            .failing
+            .send_if_modified(|current| std::mem::replace(current, failing) != failing);
+        if changed && failing {
+            tracing::warn!(
+                "writes fail on the database's storage; health NOT_SERVING until a probe write commits"
+            );
+        } else if changed {
+            tracing::info!("a probe write committed; writes are healthy again");
+        }
+    }
+}
+
+/// Bytes the health probe writes: more than a page, so it needs storage the database has free.
+const PROBE_BYTES: usize = 16 * 1024;
+
+/// Returns true when a connection coming back to the pool is outside any transaction.
+///
+/// A transaction that ended cleanly (committed or rolled back) leaves the driver's depth at 0.
+/// Anything else means a COMMIT or ROLLBACK failed: SQLite rolls a transaction back by itself
+/// on SQLITE_FULL and some I/O errors, so the driver's ROLLBACK then fails and its depth stays at
+/// 1, and a PostgreSQL connection whose backend was terminated cannot roll back at all. Such a
+/// connection is closed instead of pooled: reused, its next `BEGIN` would become a savepoint of a
+/// transaction that never commits (acknowledged writes lost on SQLite, the write lock held).
+fn leaves_clean<C: sea_orm::sqlx::Connection>(connection: &C) -> bool {
+    if connection.is_in_transaction() {
+        tracing::warn!("a database connection came back inside a transaction; closing it");
+        return false;
+    }
+    true
 }
 
 impl Store {
@@ -71,12 +124,22 @@ impl Store {
                 .foreign_keys(true)
                 .create_if_missing(true)
         });
+        options.map_sqlx_sqlite_pool_opts(|pool| {
+            pool.after_release(|connection, _meta| {
+                let clean = leaves_clean(connection);
+                Box::pin(async move { Ok(clean) })
+            })
+        });
         options.map_sqlx_postgres_pool_opts(|pool| {
             pool.after_connect(|_connection, _meta| {
                 Box::pin(async {
                     disable_nagle();
                     Ok(())
                 })
+            })
+            .after_release(|connection, _meta| {
+                let clean = leaves_clean(connection);
+                Box::pin(async move { Ok(clean) })
             })
         });
         options.map_sqlx_postgres_opts(|postgres| {
@@ -101,6 +164,7 @@ impl Store {
                     .group_commit_flushers
                     .unwrap_or(if is_sqlite { 1 } else { 2 }),
             )),
+            storage: Arc::default(),
         })
     }
 
@@ -158,6 +222,45 @@ impl Store {
         self.db.ping().await.map_err(db_error)
     }
 
+    /// Returns a watch of whether writes fail on the database's storage (see
+    /// [`Store::probe_storage`]).
+    pub fn storage_failing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.storage.failing.subscribe()
+    }
+
+    /// Writes (and deletes again) a row larger than a page and commits: succeeds only when the
+    /// database has room to grow and can sync. A success clears [`Store::storage_failing`].
+    pub async fn probe_storage(&self) -> Result<()> {
+        self.write(|transaction| {
+            Box::pin(async move {
+                let id = uuid::Uuid::new_v4().to_string();
+                let mut payload = vec![0u8; PROBE_BYTES];
+                rand::Rng::fill(&mut rand::rng(), payload.as_mut_slice());
+                let backend = transaction.get_database_backend();
+                transaction
+                    .execute_raw(statement(
+                        backend,
+                        "INSERT INTO health_probe (id, payload) VALUES ($1, $2)",
+                        [id.clone().into(), payload.into()],
+                    ))
+                    .await
+                    .map_err(db_error)?;
+                transaction
+                    .execute_raw(statement(
+                        backend,
+                        "DELETE FROM health_probe WHERE id = $1",
+                        [id.into()],
+                    ))
+                    .await
+                    .map_err(db_error)?;
+                Ok(())
+            })
+        })
+        .await?;
+        self.storage.set_failing(false);
+        Ok(())
+    }
+
     /// Closes the pool.
     pub async fn close(self) {
         if let Err(error) = self.db.close().await {
@@ -186,15 +289,30 @@ impl Store {
                 ..TransactionOptions::default()
             };
             let transaction = db.begin_with_options(options).await.map_err(db_error)?;
-            let value = work(&transaction).await?;
+            let value = match work(&transaction).await {
+                Ok(value) => value,
+                Err(error) => {
+                    // Rolled back here, not on drop, so that a failed ROLLBACK is seen: it leaves
+                    // the connection inside a transaction, and the pool then closes it.
+                    if let Err(rollback) = transaction.rollback().await {
+                        tracing::warn!(error = %rollback, "rollback failed; the connection will be closed");
+                    }
+                    return Err(error);
+                }
+            };
             transaction.commit().await.map_err(db_error)?;
             if event::PUBLISHED.with(std::cell::Cell::get) {
                 feed.notify_waiters();
             }
             Ok(value)
         }));
-        task.await
-            .map_err(|join_error| Error::internal(format!("write task failed: {join_error}")))?
+        let result = task
+            .await
+            .map_err(|join_error| Error::internal(format!("write task failed: {join_error}")))?;
+        if let Err(Error::Storage { .. }) = &result {
+            self.storage.set_failing(true);
+        }
+        result
     }
 }
 
@@ -259,35 +377,6 @@ pub(crate) async fn lock_organization_tree(transaction: &DatabaseTransaction) ->
             .map_err(db_error)?;
     }
     Ok(())
-}
-
-/// Maps a database error to the service error; SQL text never reaches clients.
-pub(crate) fn db_error(error: DbErr) -> Error {
-    if let Some(SqlErr::UniqueConstraintViolation(_)) = error.sql_err() {
-        return Error::AlreadyExists {
-            resource: "resource",
-            field: "key",
-            value: String::new(),
-        };
-    }
-    let text = error.to_string();
-    let transient = matches!(error, DbErr::ConnectionAcquire(_) | DbErr::Conn(_))
-        || text.contains("database is locked")
-        || text.contains("SQLITE_BUSY")
-        || text.contains("could not serialize access")
-        || text.contains("deadlock detected");
-    if transient {
-        tracing::warn!(error = %text, "database busy or unreachable");
-        return Error::Unavailable(
-            "the database is busy or unreachable; retry with backoff".into(),
-        );
-    }
-    Error::Internal(anyhow::Error::new(error))
-}
-
-/// Returns true when `error` is a unique-constraint violation.
-pub(crate) fn is_unique_violation(error: &DbErr) -> bool {
-    matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
 }
 
 /// Returns `url` with any password replaced, for logs and errors.

@@ -157,8 +157,14 @@ impl ChainVerifier {
         true
     }
 
-    /// Checks that the chain ends where the recorded head says it does.
-    pub fn finish(mut self, head_sequence: i64, head_hash: &str) -> ChainReport {
+    /// Checks that the chain ends where the recorded head says it does, and that nothing lies
+    /// beyond it (`beyond_head`: the first stored sequence after the head, if any).
+    pub fn finish(
+        mut self,
+        head_sequence: i64,
+        head_hash: &str,
+        beyond_head: Option<i64>,
+    ) -> ChainReport {
         if self.broken.is_none() {
             let last = self.expected_sequence - 1;
             if last != head_sequence {
@@ -172,6 +178,13 @@ impl ChainVerifier {
                 self.broken = Some((
                     last,
                     "the last entry does not match the chain head".to_owned(),
+                ));
+            } else if let Some(stray) = beyond_head {
+                self.broken = Some((
+                    stray,
+                    format!(
+                        "entry {stray} lies beyond the chain head {head_sequence}: it was inserted outside the service"
+                    ),
                 ));
             }
         }
@@ -228,7 +241,7 @@ mod tests {
         for entry in entries {
             verifier.check(entry);
         }
-        verifier.finish(head.0, head.1)
+        verifier.finish(head.0, head.1, None)
     }
 
     #[test]

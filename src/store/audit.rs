@@ -2,8 +2,9 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait as _, ConnectionTrait, DatabaseTransaction, DbBackend,
-    EntityTrait as _, QueryFilter as _, QueryOrder as _, QuerySelect as _, sea_query::LockType,
+    AccessMode, ActiveValue::Set, ColumnTrait as _, ConnectionTrait, DatabaseTransaction,
+    DbBackend, EntityTrait as _, IsolationLevel, QueryFilter as _, QueryOrder as _,
+    QuerySelect as _, TransactionOptions, TransactionTrait as _, sea_query::LockType,
 };
 
 use super::entity::{audit_entries, audit_head};
@@ -39,9 +40,20 @@ pub(crate) async fn append(
         .await
         .map_err(db_error)?
         .ok_or_else(|| crate::error::Error::internal("audit head row is missing"))?;
+    // Entries are numbered after the last one stored. That is the head's unless a row was
+    // inserted beyond it behind the service's back: then the chain goes on after that row
+    // (VerifyAuditChain reports it as a broken link) instead of every write colliding with it.
+    let last_stored = last_sequence(transaction).await?;
+    if last_stored > head.sequence {
+        tracing::warn!(
+            head = head.sequence,
+            last_stored,
+            "audit entries exist beyond the chain head; the chain goes on after them and VerifyAuditChain reports the break"
+        );
+    }
     let time = crate::domain::now();
     let mut previous_hash = head.hash;
-    let mut sequence = head.sequence;
+    let mut sequence = head.sequence.max(last_stored);
     let mut rows = Vec::with_capacity(changes.len());
     for change in changes {
         sequence += 1;
@@ -66,6 +78,18 @@ pub(crate) async fn append(
     .await
     .map_err(db_error)?;
     Ok(())
+}
+
+/// Returns the highest sequence stored (0 when there is none).
+async fn last_sequence(connection: &impl ConnectionTrait) -> Result<i64> {
+    let last = audit_entries::Entity::find()
+        .select_only()
+        .column_as(audit_entries::Column::Sequence.max(), "last")
+        .into_tuple::<Option<i64>>()
+        .one(connection)
+        .await
+        .map_err(db_error)?;
+    Ok(last.flatten().unwrap_or_default())
 }
 
 fn to_active(entry: AuditEntry) -> audit_entries::ActiveModel {
@@ -155,39 +179,30 @@ impl Store {
     }
 
     /// Recomputes the chain from the first entry to the head and reports the first broken link.
+    ///
+    /// Reads one snapshot (a read-only transaction, repeatable read on PostgreSQL), so entries
+    /// and head agree: every append moves the head in the transaction that adds its entries, and
+    /// an entry beyond the head can only have been inserted behind the service's back.
     pub async fn verify_audit_chain(&self) -> Result<ChainReport> {
-        let db = self.connection();
-        // Entries up to the head were committed with it; later appends are not this check's concern.
-        let head = audit_head::Entity::find_by_id(1)
-            .one(db)
+        let options = if self.backend() == DbBackend::Postgres {
+            TransactionOptions {
+                isolation_level: Some(IsolationLevel::RepeatableRead),
+                access_mode: Some(AccessMode::ReadOnly),
+                ..TransactionOptions::default()
+            }
+        } else {
+            TransactionOptions::default()
+        };
+        let snapshot = self
+            .connection()
+            .begin_with_options(options)
             .await
-            .map_err(db_error)?
-            .ok_or_else(|| crate::error::Error::internal("audit head row is missing"))?;
-        let mut verifier = ChainVerifier::new();
-        let mut after = 0i64;
-        loop {
-            let rows = audit_entries::Entity::find()
-                .filter(audit_entries::Column::Sequence.gt(after))
-                .filter(audit_entries::Column::Sequence.lte(head.sequence))
-                .order_by_asc(audit_entries::Column::Sequence)
-                .limit(VERIFY_BATCH)
-                .all(db)
-                .await
-                .map_err(db_error)?;
-            let Some(last) = rows.last() else { break };
-            after = last.sequence;
-            let mut intact = true;
-            for row in rows {
-                if !verifier.check(&from_model(row)) {
-                    intact = false;
-                    break;
-                }
-            }
-            if !intact {
-                break;
-            }
+            .map_err(db_error)?;
+        let report = verify_in(&snapshot).await;
+        if let Err(error) = snapshot.rollback().await {
+            tracing::warn!(error = %error, "ending the audit verification snapshot failed");
         }
-        Ok(verifier.finish(head.sequence, &head.hash))
+        report
     }
 
     /// Returns the number of audit entries (the chain head's sequence).
@@ -198,4 +213,47 @@ impl Store {
             .map_err(db_error)?;
         Ok(head.map(|head| head.sequence).unwrap_or_default())
     }
+}
+
+/// Verifies the chain as `db` sees it: one snapshot.
+async fn verify_in(db: &DatabaseTransaction) -> Result<ChainReport> {
+    let head = audit_head::Entity::find_by_id(1)
+        .one(db)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| crate::error::Error::internal("audit head row is missing"))?;
+    let mut verifier = ChainVerifier::new();
+    let mut after = 0i64;
+    loop {
+        let rows = audit_entries::Entity::find()
+            .filter(audit_entries::Column::Sequence.gt(after))
+            .filter(audit_entries::Column::Sequence.lte(head.sequence))
+            .order_by_asc(audit_entries::Column::Sequence)
+            .limit(VERIFY_BATCH)
+            .all(db)
+            .await
+            .map_err(db_error)?;
+        let Some(last) = rows.last() else { break };
+        after = last.sequence;
+        let mut intact = true;
+        for row in rows {
+            if !verifier.check(&from_model(row)) {
+                intact = false;
+                break;
+            }
+        }
+        if !intact {
+            break;
+        }
+    }
+    let beyond_head = audit_entries::Entity::find()
+        .select_only()
+        .column_as(audit_entries::Column::Sequence.min(), "first")
+        .filter(audit_entries::Column::Sequence.gt(head.sequence))
+        .into_tuple::<Option<i64>>()
+        .one(db)
+        .await
+        .map_err(db_error)?
+        .flatten();
+    Ok(verifier.finish(head.sequence, &head.hash, beyond_head))
 }

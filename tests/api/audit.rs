@@ -171,3 +171,60 @@ async fn concurrent_writers_extend_one_chain() {
     assert!(report.valid, "{report:?}");
     assert_eq!(report.entries_checked, 24);
 }
+
+#[tokio::test]
+async fn a_row_inserted_beyond_the_head_is_reported_and_does_not_block_writes() {
+    let (app, database) = spawn_app().await;
+    for index in 0..3 {
+        app.create_organization(
+            &format!("Ministry {index}"),
+            OrganizationKind::Ministry,
+            None,
+            None,
+        )
+        .await;
+    }
+    assert!(verify(&app).await.valid);
+
+    // A forged entry two places beyond the head, copying a real row's fields.
+    let direct = database.connect().await;
+    direct
+        .execute_unprepared(
+            "INSERT INTO audit_entries (sequence, id, actor, action, resource_type, resource_id, \
+             request_id, time, change_digest, previous_hash, hash) \
+             SELECT 5, 'forged-entry', actor, action, resource_type, resource_id, request_id, \
+             time, change_digest, previous_hash, hash FROM audit_entries WHERE sequence = 3",
+        )
+        .await
+        .unwrap();
+    let report = verify(&app).await;
+    assert!(!report.valid, "a stray row beyond the head: {report:?}");
+    assert_eq!(report.first_broken_sequence, 5);
+    assert!(
+        report.problem.contains("beyond the chain head"),
+        "{report:?}"
+    );
+
+    // Writes go on (numbered after the stray row) instead of failing on its sequence.
+    let ministry = app
+        .create_organization("Ministry after", OrganizationKind::Ministry, None, None)
+        .await;
+    assert!(!ministry.id.is_empty());
+    app.create_organization("Ministry after 2", OrganizationKind::Ministry, None, None)
+        .await;
+    let report = verify(&app).await;
+    assert!(
+        !report.valid,
+        "the stray row is now a broken link: {report:?}"
+    );
+    assert_eq!(report.first_broken_sequence, 4, "{report:?}");
+
+    // Removing the forged row leaves a gap, which is reported too.
+    direct
+        .execute_unprepared("DELETE FROM audit_entries WHERE id = 'forged-entry'")
+        .await
+        .unwrap();
+    let report = verify(&app).await;
+    assert!(!report.valid, "{report:?}");
+    assert_eq!(report.first_broken_sequence, 4, "{report:?}");
+}

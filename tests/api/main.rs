@@ -6,6 +6,7 @@ mod auth;
 mod certification;
 mod courses;
 mod events;
+mod faults;
 mod helpers;
 mod lifecycle;
 mod limits;

@@ -17,24 +17,24 @@ use crate::programmes::{
     courses, create_programme, import_people, open_cohort, phase, programmes, published_version,
 };
 
-fn progress(app: &TestApp) -> ProgressServiceClient<tonic::transport::Channel> {
+pub(crate) fn progress(app: &TestApp) -> ProgressServiceClient<tonic::transport::Channel> {
     ProgressServiceClient::new(app.channel.clone()).max_decoding_message_size(64 * 1024 * 1024)
 }
 
 /// A cohort of enrolled learners on a two-module course: lecture, lab and exam (pass 70), then a
 /// supervised industry attachment.
-struct Classroom {
+pub(crate) struct Classroom {
     cohort_id: String,
-    lecture: String,
+    pub(crate) lecture: String,
     lab: String,
     exam: String,
     attachment: String,
     /// (person id, enrolment id), in import order.
-    learners: Vec<(String, String)>,
+    pub(crate) learners: Vec<(String, String)>,
     host: String,
 }
 
-async fn classroom(app: &TestApp, learners: usize) -> Classroom {
+pub(crate) async fn classroom(app: &TestApp, learners: usize) -> Classroom {
     let provider = app
         .create_organization(
             "Provider",
@@ -148,7 +148,7 @@ fn minutes_ago(minutes: i64) -> prost_types::Timestamp {
     prost_types::Timestamp::from(time)
 }
 
-fn event(
+pub(crate) fn event(
     enrollment_id: &str,
     activity_id: &str,
     verb: Verb,
