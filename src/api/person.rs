@@ -335,11 +335,17 @@ impl pb::person_service_server::PersonService for PersonApi {
                     received += 1;
                     if chunk.len() == IMPORT_CHUNK {
                         let records = std::mem::take(&mut chunk);
-                        let outcome = self
+                        match self
                             .store
                             .upsert_people(context.audit(None), scope.clone(), records, None)
-                            .await?;
-                        merge(&mut total, outcome);
+                            .await
+                        {
+                            Ok(outcome) => merge(&mut total, outcome),
+                            Err(error) => {
+                                return Err(interrupted(&total, received, error, &incomplete)
+                                    .into());
+                            }
+                        }
                     }
                     continue;
                 }
@@ -368,11 +374,16 @@ impl pb::person_service_server::PersonService for PersonApi {
             }
             if !chunk.is_empty() {
                 let records = std::mem::take(&mut chunk);
-                let outcome = self
+                match self
                     .store
                     .upsert_people(context.audit(None), scope.clone(), records, None)
-                    .await?;
-                merge(&mut total, outcome);
+                    .await
+                {
+                    Ok(outcome) => merge(&mut total, outcome),
+                    Err(error) => {
+                        return Err(interrupted(&total, received, error, &incomplete).into());
+                    }
+                }
             }
             tracing::info!(
                 received,
@@ -387,6 +398,33 @@ impl pb::person_service_server::PersonService for PersonApi {
             }));
         }
     }
+}
+
+/// Answers an import whose chunk could not be applied (the database refused it: full, lost,
+/// busy): ABORTED with how far the import got, so the client re-sends from there; the cause's
+/// reason and message ride along.
+fn interrupted(
+    total: &UpsertOutcome,
+    received: i64,
+    cause: Error,
+    incomplete: &impl Fn(&UpsertOutcome, i64, &'static str, String) -> Error,
+) -> Error {
+    let processed = total.counts.applied() + total.counts.failed;
+    tracing::warn!(received, processed, error = %cause, "import interrupted by a failed chunk");
+    let mut error = incomplete(
+        total,
+        received,
+        "IMPORT_INTERRUPTED",
+        format!(
+            "a chunk could not be applied ({cause}); the first {processed} records are \
+             processed (applied, or refused in `errors`); re-send the rest (re-sending all is \
+             safe: the import is idempotent by external_id)"
+        ),
+    );
+    if let Error::Aborted { metadata, .. } = &mut error {
+        metadata.push(("cause", cause.reason()));
+    }
+    error
 }
 
 fn merge(total: &mut UpsertOutcome, outcome: UpsertOutcome) {

@@ -465,3 +465,90 @@ async fn terminated_postgres_backends_answer_unavailable_and_lose_nothing() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_import_interrupted_by_a_full_disk_says_how_far_it_got() {
+    use crate::people::{commit_message, count_people, person_message};
+    use tokio_stream::wrappers::ReceiverStream;
+    if std::env::var("LMS_TEST_DATABASE_URL").is_ok_and(|url| !url.is_empty()) {
+        return;
+    }
+    let Some(disk) = Tmpfs::mount(24 * 1024 * 1024) else {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "CI must run the disk-full tests"
+        );
+        eprintln!("SKIPPED: mounting a tmpfs needs root");
+        return;
+    };
+    let database = TestDatabase::fresh().await;
+    let mut config = test_config(&database);
+    config.database_url = Some(format!(
+        "sqlite://{}?mode=rwc",
+        disk.path().join("lms.db").display()
+    ));
+    let app = spawn_app_with(config).await;
+    app.create_organization(
+        "Ministry",
+        pb::OrganizationKind::Ministry,
+        None,
+        Some("MOF"),
+    )
+    .await;
+    let chunk = lms::api::person::IMPORT_CHUNK;
+    let (sender, receiver) = tokio::sync::mpsc::channel(64);
+    let mut people = app.people.clone();
+    let request = app.admin(ReceiverStream::new(receiver));
+    let call = tokio::spawn(async move { people.import_people(request).await });
+    let mut sent = 0;
+    for _ in 0..chunk {
+        let record = crate::helpers::person_record(&format!("E{sent}"), "MOF");
+        sender.send(person_message(record)).await.unwrap();
+        sent += 1;
+    }
+    wait_until_people(&app, chunk).await;
+    fill(disk.path());
+    // Keep sending until the server stops reading (it answered) or 40 more chunks went out.
+    'send: for _ in 0..40 * chunk {
+        let record = crate::helpers::person_record(&format!("E{sent}"), "MOF");
+        if sender.send(person_message(record)).await.is_err() {
+            break 'send;
+        }
+        sent += 1;
+    }
+    let _ = sender.send(commit_message(sent)).await;
+    drop(sender);
+    let status = call
+        .await
+        .unwrap()
+        .expect_err("an import that cannot be stored is not acknowledged");
+    assert_eq!(status.code(), Code::Aborted, "{status:?}");
+    assert_eq!(error_reason(&status), "IMPORT_INTERRUPTED");
+    let info = {
+        use tonic_types::StatusExt as _;
+        status.get_error_details().error_info().cloned().unwrap()
+    };
+    assert_eq!(info.metadata["cause"], "STORAGE_FULL", "{info:?}");
+    let created: usize = info.metadata["created"].parse().unwrap();
+    assert!(
+        created >= chunk && created % chunk == 0,
+        "whole chunks: {info:?}"
+    );
+    assert_eq!(
+        count_people(&app).await,
+        created,
+        "what the error says was applied is what is stored"
+    );
+    app.stop().await;
+}
+
+async fn wait_until_people(app: &TestApp, count: usize) {
+    let polled = tokio::time::timeout(Duration::from_secs(30), async {
+        while crate::people::count_people(app).await < count {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(polled.is_ok(), "the first chunk never landed");
+}

@@ -8,13 +8,13 @@ use tonic_types::StatusExt as _;
 
 use crate::helpers::{TestApp, error_reason, person_record, spawn_app, violated_fields};
 
-fn person_message(record: pb::PersonRecord) -> pb::ImportPeopleRequest {
+pub(crate) fn person_message(record: pb::PersonRecord) -> pb::ImportPeopleRequest {
     pb::ImportPeopleRequest {
         message: Some(pb::import_people_request::Message::Person(record)),
     }
 }
 
-fn commit_message(record_count: i64) -> pb::ImportPeopleRequest {
+pub(crate) fn commit_message(record_count: i64) -> pb::ImportPeopleRequest {
     pb::ImportPeopleRequest {
         message: Some(pb::import_people_request::Message::Commit(
             pb::ImportCommit { record_count },
@@ -34,7 +34,7 @@ async fn import(
         .map(tonic::Response::into_inner)
 }
 
-async fn count_people(app: &TestApp) -> usize {
+pub(crate) async fn count_people(app: &TestApp) -> usize {
     let mut count = 0;
     let mut page_token = String::new();
     loop {
