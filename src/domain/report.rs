@@ -298,14 +298,13 @@ pub fn to_csv(rows: &[CompletionRow], total: &CompletionRow) -> String {
         "group,name,enrolled,in_progress,completed,withdrawn,waitlisted,completion_rate,median_days_to_complete\n",
     );
     for row in rows.iter().chain(std::iter::once(total)) {
-        let name = row.name.replace('"', "\"\"");
+        let (key, name) = (csv_cell(&row.key), csv_cell(&row.name));
         let median = row
             .median_days()
             .map(|days| days.to_string())
             .unwrap_or_default();
         csv.push_str(&format!(
-            "{},\"{name}\",{},{},{},{},{},{},{median}\n",
-            row.key,
+            "{key},{name},{},{},{},{},{},{},{median}\n",
             row.enrolled,
             row.in_progress,
             row.completed,
@@ -317,11 +316,39 @@ pub fn to_csv(rows: &[CompletionRow], total: &CompletionRow) -> String {
     csv
 }
 
+/// Returns `value` as one quoted CSV cell that a spreadsheet shows as text, never runs.
+///
+/// As OWASP recommends against CSV injection: a cell starting with `=`, `+`, `-`, `@`, a tab or a
+/// carriage return (which spreadsheets read as a formula) gets a leading `'`; quotes are doubled
+/// and the cell is always quoted, so commas and line breaks stay inside it.
+pub fn csv_cell(value: &str) -> String {
+    let neutralise = value.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let escaped = value.replace('"', "\"\"");
+    if neutralise {
+        format!("\"'{escaped}\"")
+    } else {
+        format!("\"{escaped}\"")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn csv_cells_that_a_spreadsheet_would_run_are_neutralised() {
+        assert_eq!(csv_cell("Ministry of Finance"), "\"Ministry of Finance\"");
+        assert_eq!(
+            csv_cell("=HYPERLINK(\"http://x\")"),
+            "\"'=HYPERLINK(\"\"http://x\"\")\""
+        );
+        for dangerous in ["+1", "-1+2", "@SUM(A1)", "\tx", "\rx"] {
+            assert!(csv_cell(dangerous).starts_with("\"'"), "{dangerous}");
+        }
+        assert_eq!(csv_cell("a,b\nc"), "\"a,b\nc\"");
+    }
 
     #[test]
     fn rates_and_medians() {

@@ -419,6 +419,22 @@ async fn reports_stay_within_the_callers_scope_and_export_as_csv() {
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
 
+    // A name a spreadsheet would run as a formula (CSV injection) is exported as text.
+    let formula = "=HYPERLINK(\"http://evil.example\",\"Click\")";
+    app.organizations
+        .clone()
+        .update_organization(app.admin(pb::UpdateOrganizationRequest {
+            organization: Some(pb::Organization {
+                id: finance.id.clone(),
+                name: formula.to_owned(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["name".to_owned()],
+            }),
+        }))
+        .await
+        .unwrap();
     let mut stream = reports(&app)
         .export_report(app.admin(pb::ExportReportRequest {
             report: Some(request("")),
@@ -437,7 +453,19 @@ async fn reports_stay_within_the_callers_scope_and_export_as_csv() {
         1 + country.ministries.len() + 1,
         "header, a row per ministry, the total"
     );
-    assert!(lines.last().unwrap().starts_with("total,"));
+    assert!(lines.last().unwrap().starts_with("\"total\","));
+    let finance_line = lines
+        .iter()
+        .find(|line| line.contains("HYPERLINK"))
+        .expect("the renamed ministry's row");
+    assert!(
+        finance_line.contains(",\"'=HYPERLINK(\"\"http://evil.example\"\",\"\"Click\"\")\","),
+        "the formula is neutralised and quoted: {finance_line}"
+    );
+    assert!(
+        !csv.contains(",=") && !csv.contains(",\"="),
+        "no cell starts with a formula"
+    );
 }
 
 /// A published version with its course id and activity ids.
@@ -761,7 +789,7 @@ async fn course_reports_equal_a_direct_count_and_a_rebuild() {
     let total_line = csv.lines().last().unwrap().to_owned();
     assert!(
         total_line.starts_with(&format!(
-            "total,\"All organizations\",{},{},{},{}",
+            "\"total\",\"All organizations\",{},{},{},{}",
             total_b.enrolled, total_b.in_progress, total_b.completed, total_b.withdrawn
         )),
         "{total_line}"
