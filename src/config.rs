@@ -34,6 +34,8 @@ pub const DEFAULT_VERIFY_BURST: u32 = 30;
 pub const DEFAULT_JWT_ISSUER: &str = "lms";
 /// Default audience (`aud`) of tokens.
 pub const DEFAULT_JWT_AUDIENCE: &str = "lms";
+/// Default longest remaining lifetime of a presented token.
+pub const DEFAULT_JWT_MAX_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Settings shared by every subcommand.
 #[derive(Debug, Clone, Args)]
@@ -211,6 +213,11 @@ pub struct AuthConfig {
     /// JWKS file of the production token issuer (disables the development HS256 key).
     #[arg(long, env = "LMS_JWKS_FILE", global = true)]
     pub jwks_file: Option<PathBuf>,
+
+    /// Longest a token may still be valid when presented (`exp` minus now): a token minted to
+    /// last longer (a leaked "never expires" token) is refused.
+    #[arg(long, env = "LMS_JWT_MAX_LIFETIME", default_value = "24h", value_parser = humantime::parse_duration, global = true)]
+    pub jwt_max_lifetime: Duration,
 }
 
 /// Log output format.
@@ -275,6 +282,7 @@ impl Config {
                 jwt_public_key: None,
                 jwt_algorithm: PublicKeyAlgorithm::Rs256,
                 jwks_file: None,
+                jwt_max_lifetime: DEFAULT_JWT_MAX_LIFETIME,
             },
             certification: CertificationConfig::default(),
         }

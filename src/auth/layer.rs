@@ -62,11 +62,7 @@ impl<S> AuthService<S> {
             .headers()
             .get(http::header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| {
-                value
-                    .strip_prefix("Bearer ")
-                    .or_else(|| value.strip_prefix("bearer "))
-            })
+            .and_then(bearer_token)
             .ok_or_else(|| {
                 Error::Unauthenticated("missing bearer token (authorization: Bearer <jwt>)".into())
             })?;
@@ -116,6 +112,29 @@ where
                 let response = tonic::Status::from(error).into_http();
                 Box::pin(async move { Ok(response) })
             }
+        }
+    }
+}
+
+/// Returns the token of an `authorization` value in the `Bearer` scheme, whose name is
+/// case-insensitive (RFC 7235 section 2.1), separated from the token by spaces.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer abc", "bearer abc", "BEARER abc", "bEaReR   abc "] {
+            assert_eq!(bearer_token(value), Some("abc"), "{value}");
+        }
+        for value in ["Basic abc", "Bearer", "Bearer ", "Bearerabc", "abc"] {
+            assert_eq!(bearer_token(value), None, "{value}");
         }
     }
 }

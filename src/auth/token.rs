@@ -67,6 +67,7 @@ pub struct TokenVerifier {
     keys: Keys,
     issuer: String,
     audience: String,
+    max_lifetime_seconds: u64,
 }
 
 impl TokenVerifier {
@@ -93,6 +94,7 @@ impl TokenVerifier {
             keys,
             issuer: config.jwt_issuer.clone(),
             audience: config.jwt_audience.clone(),
+            max_lifetime_seconds: config.jwt_max_lifetime.as_secs(),
         })
     }
 
@@ -113,6 +115,12 @@ impl TokenVerifier {
                 self.decode(token, &key, algorithm)?
             }
         };
+        let now = jsonwebtoken::get_current_timestamp();
+        if claims.exp > now + self.max_lifetime_seconds + LEEWAY_SECONDS {
+            return Err(unauthenticated(
+                "token lives longer than this server accepts (see --jwt-max-lifetime)",
+            ));
+        }
         principal_from_claims(claims)
     }
 

@@ -57,6 +57,32 @@ async fn a_call_without_a_token_is_unauthenticated() {
 }
 
 #[tokio::test]
+async fn the_bearer_scheme_is_matched_in_any_case() {
+    let (app, _database) = spawn_app().await;
+    let token = app.admin_token();
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let mut request = tonic::Request::new(pb::ListOrganizationsRequest::default());
+        request.metadata_mut().insert(
+            "authorization",
+            format!("{scheme} {token}").parse().unwrap(),
+        );
+        app.organizations
+            .clone()
+            .list_organizations(request)
+            .await
+            .unwrap_or_else(|status| panic!("{scheme}: {status:?}"));
+    }
+    let now = jsonwebtoken::get_current_timestamp();
+    let a_day = Claims {
+        exp: now + 24 * 3600,
+        ..claims(&app, &["admin"])
+    };
+    list_organizations_with(&app, Some(&sign(&app, &a_day)))
+        .await
+        .expect("a token within the maximum lifetime is accepted");
+}
+
+#[tokio::test]
 async fn bad_tokens_are_unauthenticated() {
     let (app, _database) = spawn_app().await;
     let now = jsonwebtoken::get_current_timestamp();
@@ -76,6 +102,11 @@ async fn bad_tokens_are_unauthenticated() {
     };
     let not_yet_valid = Claims {
         nbf: now + 3600,
+        ..claims(&app, &["admin"])
+    };
+    // Signed by the right key, but valid until the year 2999: longer than --jwt-max-lifetime.
+    let everlasting = Claims {
+        exp: 32_503_680_000,
         ..claims(&app, &["admin"])
     };
     let other_key = encode(
@@ -104,6 +135,7 @@ async fn bad_tokens_are_unauthenticated() {
         ("wrong audience", sign(&app, &wrong_audience)),
         ("wrong issuer", sign(&app, &wrong_issuer)),
         ("not yet valid", sign(&app, &not_yet_valid)),
+        ("lives until 2999", sign(&app, &everlasting)),
         ("other key", other_key),
         ("alg none", unsigned),
         ("other algorithm", other_algorithm),
