@@ -33,9 +33,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         file_descriptor_set.encode_to_vec(),
     )?;
 
+    // Messages (each with its proto name, `prost::Name`) and clients, with tonic's prost codec.
+    let mut messages = prost_build::Config::new();
+    messages.enable_type_names();
     tonic_prost_build::configure()
         .build_client(true)
+        .build_server(false)
+        .compile_fds_with_config(file_descriptor_set.clone(), messages)?;
+    // Servers, apart, over the same messages: their requests are decoded by the checking codec
+    // (`src/api/codec.rs`), which refuses control characters in strings before any handler runs.
+    let server_dir = out_dir.join("server");
+    fs::create_dir_all(&server_dir)?;
+    tonic_prost_build::configure()
+        .build_client(false)
         .build_server(true)
+        .extern_path(".lms.v1", "crate::pb")
+        .codec_path("crate::api::codec::CheckedCodec")
+        .out_dir(&server_dir)
         .compile_fds(file_descriptor_set)?;
     Ok(())
 }

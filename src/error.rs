@@ -138,6 +138,21 @@ pub enum Error {
     Internal(#[source] anyhow::Error),
 }
 
+/// Characters of any one input value (an id, a field path, a key) an answer echoes at most.
+const ECHO_CHARS: usize = 128;
+/// Characters of an answer's message at most.
+const MESSAGE_CHARS: usize = 1024;
+
+/// Returns `text`, or its first `limit` characters and an ellipsis: an answer never echoes an
+/// input without bound (a 1 MB field path would otherwise come back as a 1 MB trailer, which
+/// clients refuse with "metadata size exceeds limit" instead of showing the real error).
+fn clip(text: &str, limit: usize) -> String {
+    match text.char_indices().nth(limit) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
 /// Result with the service's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -199,12 +214,15 @@ impl From<Error> for Status {
         let (code, message, metadata): (Code, String, Vec<(String, String)>) = match &error {
             Error::InvalidArgument(violations) => {
                 for violation in violations.as_slice() {
-                    details.add_bad_request_violation(&violation.field, &violation.description);
+                    details.add_bad_request_violation(
+                        clip(&violation.field, ECHO_CHARS),
+                        clip(&violation.description, MESSAGE_CHARS),
+                    );
                 }
-                let fields: Vec<&str> = violations
+                let fields: Vec<String> = violations
                     .as_slice()
                     .iter()
-                    .map(|v| v.field.as_str())
+                    .map(|v| clip(&v.field, ECHO_CHARS))
                     .collect();
                 let message = match violations.as_slice() {
                     [only] => format!("invalid {}: {}", only.field, only.description),
@@ -217,6 +235,7 @@ impl From<Error> for Status {
                 )
             }
             Error::NotFound { resource, id } => {
+                let id = &clip(id, ECHO_CHARS);
                 details.set_resource_info(*resource, id.clone(), "", "not found");
                 (
                     Code::NotFound,
@@ -232,6 +251,7 @@ impl From<Error> for Status {
                 field,
                 value,
             } => {
+                let value = &clip(value, ECHO_CHARS);
                 details.set_resource_info(*resource, value.clone(), "", "already exists");
                 (
                     Code::AlreadyExists,
@@ -243,6 +263,7 @@ impl From<Error> for Status {
                 )
             }
             Error::EtagMismatch { resource, id } => {
+                let id = &clip(id, ECHO_CHARS);
                 details.add_precondition_failure_violation(
                     "ETAG",
                     format!("{resource}/{id}"),
@@ -311,8 +332,35 @@ impl From<Error> for Status {
             ERROR_DOMAIN,
             metadata
                 .into_iter()
+                .map(|(key, value)| (key, clip(&value, ECHO_CHARS)))
                 .collect::<std::collections::HashMap<_, _>>(),
         );
-        Status::with_error_details(code, message, details)
+        Status::with_error_details(code, clip(&message, MESSAGE_CHARS), details)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic_types::StatusExt as _;
+
+    use super::*;
+
+    #[test]
+    fn answers_echo_at_most_a_short_prefix_of_any_input() {
+        let long = "x".repeat(1_000_000);
+        let status = Status::from(Error::invalid(long.clone(), "is not a field"));
+        assert!(
+            status.message().len() < 2 * MESSAGE_CHARS,
+            "{}",
+            status.message().len()
+        );
+        let details = status.get_error_details();
+        let violation = &details.bad_request().unwrap().field_violations[0];
+        assert_eq!(violation.field.chars().count(), ECHO_CHARS + 1);
+        let status = Status::from(Error::not_found("course", long));
+        assert!(status.message().len() < 2 * MESSAGE_CHARS);
+        assert!(status.details().len() < 4 * MESSAGE_CHARS);
+        assert_eq!(clip("short", 10), "short");
+        assert_eq!(clip("ééé", 2), "éé…");
     }
 }

@@ -4,5 +4,11 @@
 
 tonic::include_proto!("lms.v1");
 
+/// Generated servers, whose requests go through [`crate::api::codec::CheckedCodec`].
+mod servers {
+    include!(concat!(env!("OUT_DIR"), "/server/lms.v1.rs"));
+}
+pub use servers::*;
+
 /// Encoded file descriptor set of every `lms.v1` proto, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("lms_descriptor");

@@ -364,6 +364,28 @@ pub(crate) fn statement(
     Statement::from_sql_and_values(backend, text, values)
 }
 
+/// Escape character of every `LIKE` pattern built by [`like_prefix`].
+pub(crate) const LIKE_ESCAPE: char = '!';
+
+/// Returns `text` with the `LIKE` wildcards `%` and `_` (and the escape itself) escaped by
+/// [`LIKE_ESCAPE`], so it matches itself only; use with `ESCAPE '!'`.
+pub(crate) fn escape_like(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len() + 2);
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | LIKE_ESCAPE) {
+            escaped.push(LIKE_ESCAPE);
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+/// Returns a `LIKE` expression matching every string that starts with `prefix` (wildcards in
+/// `prefix` match themselves only).
+pub(crate) fn like_prefix(prefix: &str) -> sea_orm::sea_query::LikeExpr {
+    sea_orm::sea_query::LikeExpr::new(format!("{}%", escape_like(prefix))).escape(LIKE_ESCAPE)
+}
+
 /// Takes the tree lock for the rest of the transaction: organisation creates and moves serialise,
 /// so a path computed from a parent cannot go stale. SQLite write transactions are serial already.
 pub(crate) async fn lock_organization_tree(transaction: &DatabaseTransaction) -> Result<()> {

@@ -324,6 +324,9 @@ impl pb::person_service_server::PersonService for PersonApi {
         loop {
             let next = match stream.message().await {
                 Ok(next) => next,
+                Err(status) if status.code() == tonic::Code::InvalidArgument => {
+                    return Err(refused_record(&status, received, &total).into());
+                }
                 Err(status) => {
                     tracing::info!(code = ?status.code(), received, "import stream broke off");
                     None
@@ -342,8 +345,9 @@ impl pb::person_service_server::PersonService for PersonApi {
                         {
                             Ok(outcome) => merge(&mut total, outcome),
                             Err(error) => {
-                                return Err(interrupted(&total, received, error, &incomplete)
-                                    .into());
+                                return Err(
+                                    interrupted(&total, received, error, &incomplete).into()
+                                );
                             }
                         }
                     }
@@ -398,6 +402,37 @@ impl pb::person_service_server::PersonService for PersonApi {
             }));
         }
     }
+}
+
+/// Answers an import whose next message was refused before decoding (a control character in
+/// a string): INVALID_ARGUMENT naming the field, saying which record it was and how far the
+/// import got (whole chunks before it are applied; the unfinished one is dropped).
+fn refused_record(status: &Status, received: i64, total: &UpsertOutcome) -> Error {
+    use tonic_types::StatusExt as _;
+    let processed = total.counts.applied() + total.counts.failed;
+    let mut violations = crate::error::Violations::new();
+    for violation in status
+        .get_error_details()
+        .bad_request()
+        .map(|bad| bad.field_violations.clone())
+        .unwrap_or_default()
+    {
+        violations.add(
+            violation.field,
+            format!(
+                "record {received} of the stream {}; the first {processed} records are \
+                 processed, the rest are not",
+                violation.description
+            ),
+        );
+    }
+    if violations.is_empty() {
+        violations.add(
+            "person",
+            format!("record {received} of the stream is malformed"),
+        );
+    }
+    Error::InvalidArgument(violations)
 }
 
 /// Answers an import whose chunk could not be applied (the database refused it: full, lost,

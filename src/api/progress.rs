@@ -369,6 +369,11 @@ impl pb::progress_service_server::ProgressService for ProgressApi {
                 }
                 if let Some(status) = broken {
                     tracing::info!(code = ?status.code(), "progress stream broke off");
+                    // A refused message (a control character in a string) ends the stream with
+                    // its INVALID_ARGUMENT; every event before it has its ack already.
+                    if status.code() == tonic::Code::InvalidArgument {
+                        let _ = sender.send(Err(status)).await;
+                    }
                     return;
                 }
             }

@@ -225,10 +225,19 @@ fn principal_from_claims(claims: Claims) -> Result<Principal> {
             "an org_admin token must name its organisation (org)",
         ));
     }
+    let organization_id = claims.org.filter(|org| !org.is_empty());
+    if organization_id
+        .as_deref()
+        .is_some_and(|org| !crate::domain::is_uuid(org))
+    {
+        return Err(unauthenticated(
+            "the org claim is not an organisation id (a UUID)",
+        ));
+    }
     Ok(Principal {
         subject: claims.sub,
         roles,
-        organization_id: claims.org.filter(|org| !org.is_empty()),
+        organization_id,
     })
 }
 

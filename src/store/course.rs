@@ -34,7 +34,6 @@ use crate::error::{Error, Result};
 /// Rows inserted per statement when a version is copied.
 const INSERT_BATCH: usize = 500;
 /// Escape character of `LIKE` patterns built from a user's query.
-const LIKE_ESCAPE: char = '!';
 
 /// Filters of [`Store::list_courses`].
 #[derive(Debug, Clone, Default)]
@@ -310,16 +309,7 @@ fn code_taken(code: &str) -> Error {
 
 /// Returns `text` as a `LIKE` pattern matching any string that contains it.
 fn contains_pattern(text: &str) -> String {
-    let mut pattern = String::with_capacity(text.len() + 2);
-    pattern.push('%');
-    for c in text.chars() {
-        if matches!(c, '%' | '_') || c == LIKE_ESCAPE {
-            pattern.push(LIKE_ESCAPE);
-        }
-        pattern.push(c);
-    }
-    pattern.push('%');
-    pattern
+    format!("%{}%", super::escape_like(text))
 }
 
 /// Returns true when row locks must be taken explicitly (PostgreSQL); SQLite writes are serial.
@@ -590,7 +580,7 @@ impl Store {
             let pattern = contains_pattern(text);
             let contains = |column: courses::Column| {
                 Expr::expr(Func::lower(Expr::col(column)))
-                    .like(LikeExpr::new(pattern.clone()).escape(LIKE_ESCAPE))
+                    .like(LikeExpr::new(pattern.clone()).escape(super::LIKE_ESCAPE))
             };
             query = query.filter(
                 Condition::any()

@@ -105,8 +105,10 @@ impl Store {
                 query.filter(outbox_events::Column::EventType.is_in(filter.types.iter().cloned()));
         }
         if let Some(prefix) = &filter.organization_path_prefix {
-            query =
-                query.filter(outbox_events::Column::OrganizationPath.starts_with(prefix.as_str()));
+            query = query.filter(sea_orm::sea_query::ExprTrait::like(
+                sea_orm::sea_query::Expr::col(outbox_events::Column::OrganizationPath),
+                super::like_prefix(prefix),
+            ));
         }
         let rows = query
             .order_by_asc(outbox_events::Column::Sequence)

@@ -219,7 +219,10 @@ impl Store {
             query = query.filter(organizations::Column::Kind.eq(kind.as_str()));
         }
         if let Some(prefix) = &filter.path_prefix {
-            query = query.filter(organizations::Column::Path.starts_with(prefix.as_str()));
+            query = query.filter(sea_orm::sea_query::ExprTrait::like(
+                Expr::col(organizations::Column::Path),
+                super::like_prefix(prefix),
+            ));
         }
         if let Some(after) = &page.after {
             query = query.filter(organizations::Column::Id.gt(after.as_str()));
@@ -348,11 +351,11 @@ impl Store {
                 let sql = match backend {
                     sea_orm::DbBackend::Postgres => {
                         "UPDATE organizations SET path = $1 || substr(path, $2), revision = revision + 1, \
-                         update_time = $3 WHERE path LIKE $4"
+                         update_time = $3 WHERE path LIKE $4 ESCAPE '!'"
                     }
                     _ => {
                         "UPDATE organizations SET path = ? || substr(path, ?), revision = revision + 1, \
-                         update_time = ? WHERE path LIKE ?"
+                         update_time = ? WHERE path LIKE ? ESCAPE '!'"
                     }
                 };
                 transaction
@@ -363,7 +366,7 @@ impl Store {
                             new_path.clone().into(),
                             (old_path.len() as i32 + 1).into(),
                             now.into(),
-                            format!("{old_path}%").into(),
+                            format!("{}%", super::escape_like(&old_path)).into(),
                         ],
                     ))
                     .await

@@ -399,7 +399,10 @@ impl Store {
             let subtree = Query::select()
                 .column(organizations::Column::Id)
                 .from(organizations::Entity)
-                .and_where(organizations::Column::Path.starts_with(prefix.as_str()))
+                .and_where(sea_orm::sea_query::ExprTrait::like(
+                    Expr::col(organizations::Column::Path),
+                    super::like_prefix(prefix),
+                ))
                 .to_owned();
             query = query.filter(people::Column::OrganizationId.in_subquery(subtree));
         }

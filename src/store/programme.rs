@@ -1439,7 +1439,7 @@ impl Store {
                 )
                 .and_where(
                     Expr::col((organizations::Entity, organizations::Column::Path))
-                        .like(format!("{prefix}%")),
+                        .like(super::like_prefix(prefix)),
                 )
                 .to_owned();
             query = query.filter(enrollments::Column::PersonId.in_subquery(subtree));

@@ -1121,7 +1121,8 @@ impl Store {
                         .equals((Alias::new("pe"), Alias::new("organization_id"))),
                 )
                 .and_where(
-                    Expr::col((Alias::new("o"), Alias::new("path"))).like(format!("{prefix}%")),
+                    Expr::col((Alias::new("o"), Alias::new("path")))
+                        .like(super::like_prefix(prefix)),
                 )
                 .to_owned();
             query.and_where(Expr::col((e.clone(), Alias::new("person_id"))).in_subquery(subtree));

@@ -320,9 +320,9 @@ impl Store {
     ) -> Result<CompletionReport> {
         let db = self.connection();
         let backend = db.get_database_backend();
-        let prefix = root.map(|(_, path, _)| format!("{path}%"));
+        let prefix = root.map(|(_, path, _)| format!("{}%", super::escape_like(path)));
         let subtree = if prefix.is_some() {
-            " AND o.path LIKE ?"
+            " AND o.path LIKE ? ESCAPE '!'"
         } else {
             ""
         };

@@ -330,7 +330,8 @@ impl Store {
                         .equals((Alias::new("pe"), Alias::new("organization_id"))),
                 )
                 .and_where(
-                    Expr::col((Alias::new("o"), Alias::new("path"))).like(format!("{prefix}%")),
+                    Expr::col((Alias::new("o"), Alias::new("path")))
+                        .like(super::like_prefix(prefix)),
                 )
                 .to_owned();
             query = query.filter(survey_responses::Column::PersonId.in_subquery(subtree));

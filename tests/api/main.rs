@@ -7,6 +7,7 @@ mod certification;
 mod courses;
 mod events;
 mod faults;
+mod hygiene;
 mod helpers;
 mod lifecycle;
 mod limits;
