@@ -90,7 +90,7 @@ pub struct CheckedDecoder<U> {
     _type: PhantomData<U>,
 }
 
-impl<U: Message + Default> Decoder for CheckedDecoder<U> {
+impl<U: Message + Default + Name> Decoder for CheckedDecoder<U> {
     type Item = U;
     type Error = Status;
 
@@ -100,9 +100,13 @@ impl<U: Message + Default> Decoder for CheckedDecoder<U> {
         if let Some(descriptor) = &self.descriptor {
             check_strings(&bytes, descriptor).map_err(Status::from)?;
         }
-        U::decode(bytes)
-            .map(Some)
-            .map_err(|error| Status::internal(format!("failed to decode the message: {error}")))
+        U::decode(bytes).map(Some).map_err(|error| {
+            // The body is not the message it claims to be: the caller's fault, not a bug.
+            Status::from(Error::invalid(
+                U::full_name(),
+                format!("is not a valid encoding of this message: {error}"),
+            ))
+        })
     }
 
     fn buffer_settings(&self) -> BufferSettings {
