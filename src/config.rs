@@ -18,6 +18,14 @@ pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 200;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Default time given to in-flight calls at shutdown.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// Default streams one caller may hold open.
+pub const DEFAULT_STREAMS_PER_CALLER: usize = 64;
+/// Default streams open at once, server-wide (watchers share one database reader).
+pub const DEFAULT_MAX_STREAMS: usize = 20_000;
+/// Default longest silence of a unary request body.
+pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default longest silence of a client stream.
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default interval of the certificate expiry sweep.
 pub const DEFAULT_EXPIRY_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// Default wait for a pooled database connection; shorter than the call timeout.
@@ -158,6 +166,29 @@ pub struct ServerConfig {
     /// Time in-flight calls get to finish after SIGTERM or Ctrl-C.
     #[arg(long, env = "LMS_SHUTDOWN_GRACE", default_value = "20s", value_parser = humantime::parse_duration, global = true)]
     pub shutdown_grace: Duration,
+
+    /// Streams (WatchEvents, ImportPeople, StreamProgress, ExportStatements) one authenticated
+    /// subject may hold open at once.
+    #[arg(long, env = "LMS_STREAMS_PER_CALLER", default_value_t = DEFAULT_STREAMS_PER_CALLER, global = true)]
+    pub streams_per_caller: usize,
+
+    /// Streams open at once, server-wide.
+    #[arg(long, env = "LMS_MAX_STREAMS", default_value_t = DEFAULT_MAX_STREAMS, global = true)]
+    pub max_streams: usize,
+
+    /// Longest a unary call's request body may send nothing before the call is ended.
+    #[arg(long, env = "LMS_BODY_IDLE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration, global = true)]
+    pub body_idle_timeout: Duration,
+
+    /// Longest a client stream (ImportPeople, StreamProgress) may send no message before it is
+    /// ended.
+    #[arg(long, env = "LMS_STREAM_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration, global = true)]
+    pub stream_idle_timeout: Duration,
+
+    /// Proxies (addresses or CIDR blocks, comma-separated) whose `X-Forwarded-For` is believed
+    /// when rate-limiting public calls per client address.
+    #[arg(long, env = "LMS_TRUSTED_PROXIES", value_delimiter = ',', global = true)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// Settings of the database pool.
@@ -269,6 +300,11 @@ impl Config {
                 max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
                 max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
                 shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+                streams_per_caller: DEFAULT_STREAMS_PER_CALLER,
+                max_streams: DEFAULT_MAX_STREAMS,
+                body_idle_timeout: DEFAULT_BODY_IDLE_TIMEOUT,
+                stream_idle_timeout: DEFAULT_STREAM_IDLE_TIMEOUT,
+                trusted_proxies: Vec::new(),
             },
             database: DatabaseConfig {
                 db_max_connections: None,

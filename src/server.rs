@@ -1,6 +1,7 @@
 //! The server: binds the listener, stacks the tower layers, registers every service and shuts down gracefully.
 
 pub mod gate;
+pub mod rate_limit;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -182,6 +183,20 @@ impl App {
             })
             .on_failure(());
 
+        let public_rate_limit = rate_limit::PublicRateLimitLayer::new(
+            config.certification.verify_rate_per_second,
+            config.certification.verify_burst,
+            server_config.trusted_proxies.clone(),
+        );
+        let forget = public_rate_limit.clone();
+        let rate_limit_sweep = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                ticks.tick().await;
+                forget.forget_idle_clients();
+            }
+        });
+
         let incoming = TcpIncoming::from(listener)
             .with_nodelay(Some(true))
             .with_keepalive(Some(Duration::from_secs(60)));
@@ -198,11 +213,18 @@ impl App {
             .layer(trace)
             .layer(cors_layer(&server_config.cors_origins)?)
             .layer(tonic_web::GrpcWebLayer::new())
-            .layer(gate::GateLayer::new(
-                server_config.concurrency_limit,
-                server_config.request_timeout,
-            ))
+            // Public methods are rate-limited per client address before anything else runs.
+            .layer(public_rate_limit.clone())
+            // Authentication first: a caller without a valid token never holds a slot.
             .layer(AuthLayer::new(verifier))
+            .layer(gate::GateLayer::new(gate::Limits {
+                concurrency: server_config.concurrency_limit,
+                ceiling: server_config.request_timeout,
+                streams_per_caller: server_config.streams_per_caller,
+                max_streams: server_config.max_streams,
+                body_idle: server_config.body_idle_timeout,
+                stream_idle: server_config.stream_idle_timeout,
+            }))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -249,6 +271,7 @@ impl App {
         }
         probe.abort();
         relay.abort();
+        rate_limit_sweep.abort();
         // A sweep in flight commits or rolls back as a whole: its transaction runs in a task of its own.
         expiry_sweep.abort();
         store.close().await;

@@ -48,6 +48,8 @@ pub struct FeedEvent {
     pub person_id: Option<String>,
     /// The organisation of the person (last id of the path).
     pub organization_id: Option<String>,
+    /// Materialised path of that organisation, for subtree filters.
+    pub organization_path: Option<String>,
     /// Commit time.
     pub time: chrono::DateTime<chrono::Utc>,
     /// Body (JSON).

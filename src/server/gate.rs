@@ -1,44 +1,164 @@
-//! The call gate: a server-wide concurrency limit that sheds load, and a per-call deadline.
+//! The call gate: concurrency limits that shed load, per-call deadlines, idle timeouts on
+//! request bodies, and caps on open streams per caller.
 //!
-//! Calls beyond the limit get RESOURCE_EXHAUSTED at once instead of waiting in a queue. Unary
-//! calls end at the sooner of the client's `grpc-timeout` and the server's ceiling; streaming
-//! calls (imports run for minutes) only at the client's deadline.
+//! It runs after authentication (an anonymous caller never holds a slot) and never limits
+//! health or reflection, so probes answer whatever callers do. Unary calls share
+//! `--concurrency-limit`; beyond it they get RESOURCE_EXHAUSTED at once instead of waiting in a
+//! queue, and each ends at the sooner of the client's `grpc-timeout` and the server's ceiling;
+//! one caller may hold at most half of them.
+//! Streams (imports run for minutes, feeds for days) are counted apart: at most
+//! `--streams-per-caller` open per authenticated subject and `--max-streams` in all, held until
+//! the stream ends, and ended only at the client's deadline. A request body that sends nothing
+//! for too long ends the call (`--body-idle-timeout` for unary calls, `--stream-idle-timeout`
+//! between the messages of a client stream), so a connection that opens calls and never sends
+//! a body cannot hold anything for long.
 
 use std::{
-    sync::Arc,
+    collections::HashMap,
+    pin::Pin,
+    sync::{Arc, Mutex},
     task::{Context, Poll},
     time::Duration,
 };
 
 use futures::future::BoxFuture;
-use tokio::sync::Semaphore;
+use http_body::Frame;
+use prost::bytes::Bytes;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::{Layer, Service};
 
+use crate::auth::CallContext;
 use crate::error::Error;
 
 /// Methods that stream requests or responses: exempt from the server's ceiling.
-const STREAMING_METHODS: [&str; 6] = [
+const STREAMING_METHODS: [&str; 4] = [
     "/lms.v1.EventService/WatchEvents",
     "/lms.v1.PersonService/ImportPeople",
     "/lms.v1.ProgressService/StreamProgress",
     "/lms.v1.ProgressService/ExportStatements",
-    "/grpc.health.v1.Health/Watch",
-    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
 ];
 
-/// Applies the concurrency limit and deadlines.
+/// Methods whose requests are streams (the idle timeout applies between messages).
+const CLIENT_STREAMING_METHODS: [&str; 2] = [
+    "/lms.v1.PersonService/ImportPeople",
+    "/lms.v1.ProgressService/StreamProgress",
+];
+
+/// Path prefixes never limited: health probes and reflection must answer under any load.
+const UNLIMITED_PREFIXES: [&str; 3] = [
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+];
+
+/// The gate's limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Unary calls in progress at once, server-wide.
+    pub concurrency: usize,
+    /// Longest a unary call may run.
+    pub ceiling: Duration,
+    /// Streams open at once per authenticated subject.
+    pub streams_per_caller: usize,
+    /// Streams open at once, server-wide.
+    pub max_streams: usize,
+    /// Longest a unary call's request body may send nothing.
+    pub body_idle: Duration,
+    /// Longest a client stream may send no message.
+    pub stream_idle: Duration,
+}
+
+/// Applies the concurrency limits, stream caps, idle timeouts and deadlines.
 #[derive(Clone)]
 pub struct GateLayer {
-    permits: Arc<Semaphore>,
-    ceiling: Duration,
+    calls: Arc<Caps>,
+    streams: Arc<Caps>,
+    limits: Limits,
 }
 
 impl GateLayer {
-    /// Returns a gate admitting `limit` calls at once, each unary call ending after at most `ceiling`.
-    pub fn new(limit: usize, ceiling: Duration) -> Self {
+    /// Returns a gate applying `limits`.
+    pub fn new(limits: Limits) -> Self {
         Self {
-            permits: Arc::new(Semaphore::new(limit)),
-            ceiling,
+            calls: Arc::new(Caps::new(
+                limits.concurrency,
+                // One caller may take half the unary slots, never all of them.
+                (limits.concurrency / 2).max(1),
+                "the server is at its concurrency limit; retry with backoff",
+                "you have as many calls in progress as one caller may; retry with backoff",
+            )),
+            streams: Arc::new(Caps::new(
+                limits.max_streams,
+                limits.streams_per_caller,
+                "the server has as many streams open as it allows; retry later",
+                "you have as many streams open as one caller may; close one first",
+            )),
+            limits,
+        }
+    }
+}
+
+/// Slots in use, in all and per caller.
+struct Caps {
+    total: Arc<Semaphore>,
+    per_caller: usize,
+    open: Mutex<HashMap<String, usize>>,
+    full: &'static str,
+    caller_full: &'static str,
+}
+
+impl Caps {
+    fn new(total: usize, per_caller: usize, full: &'static str, caller_full: &'static str) -> Self {
+        Self {
+            total: Arc::new(Semaphore::new(total)),
+            per_caller,
+            open: Mutex::default(),
+            full,
+            caller_full,
+        }
+    }
+
+    /// Takes a slot for `caller`, or says which cap is reached.
+    fn take(self: &Arc<Self>, caller: &str) -> Result<Slot, &'static str> {
+        let Ok(total) = self.total.clone().try_acquire_owned() else {
+            return Err(self.full);
+        };
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let count = open.entry(caller.to_owned()).or_default();
+        if *count >= self.per_caller {
+            return Err(self.caller_full);
+        }
+        *count += 1;
+        Ok(Slot {
+            caps: self.clone(),
+            caller: caller.to_owned(),
+            _total: total,
+        })
+    }
+}
+
+/// A call's or a stream's slot, released when dropped (a stream's: when its response ends).
+struct Slot {
+    caps: Arc<Caps>,
+    caller: String,
+    _total: OwnedSemaphorePermit,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self
+            .caps
+            .open
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if let Some(count) = open.get_mut(&self.caller) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.caller);
+            }
         }
     }
 }
@@ -49,8 +169,7 @@ impl<S> Layer<S> for GateLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Gate {
             inner,
-            permits: self.permits.clone(),
-            ceiling: self.ceiling,
+            layer: self.clone(),
         }
     }
 }
@@ -59,18 +178,18 @@ impl<S> Layer<S> for GateLayer {
 #[derive(Clone)]
 pub struct Gate<S> {
     inner: S,
-    permits: Arc<Semaphore>,
-    ceiling: Duration,
+    layer: GateLayer,
 }
 
 impl<S, B> Service<http::Request<B>> for Gate<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+    S: Service<http::Request<tonic::body::Body>, Response = http::Response<tonic::body::Body>>
         + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
-    B: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<tower::BoxError>,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -81,38 +200,168 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-            let error = Error::ResourceExhausted(
-                "the server is at its concurrency limit; retry with backoff".into(),
-            );
-            let response = tonic::Status::from(error).into_http();
-            return Box::pin(async move { Ok(response) });
-        };
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let path = request.uri().path().to_owned();
+        if UNLIMITED_PREFIXES
+            .iter()
+            .any(|prefix| path.starts_with(prefix))
+        {
+            let request = request.map(tonic::body::Body::new);
+            return Box::pin(inner.call(request));
+        }
+        let limits = self.layer.limits;
+        let caller = request
+            .extensions()
+            .get::<CallContext>()
+            .map(|context| context.principal.subject.clone())
+            .unwrap_or_default();
         let client_deadline = request
             .headers()
             .get("grpc-timeout")
             .and_then(|value| value.to_str().ok())
             .and_then(parse_grpc_timeout);
-        let streaming = STREAMING_METHODS.contains(&request.uri().path());
-        let deadline = match (client_deadline, streaming) {
-            (Some(client), false) => Some(client.min(self.ceiling)),
-            (None, false) => Some(self.ceiling),
-            (client, true) => client,
+        let streaming = STREAMING_METHODS.contains(&path.as_str());
+        let caps = if streaming {
+            &self.layer.streams
+        } else {
+            &self.layer.calls
         };
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let slot = match caps.take(&caller) {
+            Ok(slot) => slot,
+            Err(why) => {
+                tracing::warn!(caller, method = path, why, "call shed");
+                let response =
+                    tonic::Status::from(Error::ResourceExhausted(why.into())).into_http();
+                return Box::pin(async move { Ok(response) });
+            }
+        };
+        if streaming {
+            let idle = CLIENT_STREAMING_METHODS
+                .contains(&path.as_str())
+                .then_some(limits.stream_idle);
+            let request = request.map(|body| tonic::body::Body::new(IdleBody::new(body, idle)));
+            return Box::pin(async move {
+                let call = inner.call(request);
+                let response = match client_deadline {
+                    Some(deadline) => match tokio::time::timeout(deadline, call).await {
+                        Ok(response) => response?,
+                        Err(_) => return Ok(deadline_exceeded().into_http()),
+                    },
+                    None => call.await?,
+                };
+                // The slot is held by the response body: until the stream ends or is dropped.
+                Ok(response.map(|body| tonic::body::Body::new(HoldingBody { body, _slot: slot })))
+            });
+        }
+        let deadline = client_deadline.map_or(limits.ceiling, |client| client.min(limits.ceiling));
+        let request =
+            request.map(|body| tonic::body::Body::new(IdleBody::new(body, Some(limits.body_idle))));
         Box::pin(async move {
-            let call = inner.call(request);
-            let response = match deadline {
-                Some(deadline) => match tokio::time::timeout(deadline, call).await {
-                    Ok(response) => response,
-                    Err(_) => Ok(deadline_exceeded().into_http()),
-                },
-                None => call.await,
+            let response = match tokio::time::timeout(deadline, inner.call(request)).await {
+                Ok(response) => response,
+                Err(_) => Ok(deadline_exceeded().into_http()),
             };
-            drop(permit);
+            drop(slot);
             response
         })
+    }
+}
+
+/// A request body that fails when no frame arrives for `idle` (never, when `None`).
+struct IdleBody<B> {
+    body: Pin<Box<B>>,
+    idle: Option<Duration>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<B> IdleBody<B> {
+    fn new(body: B, idle: Option<Duration>) -> Self {
+        Self {
+            body: Box::pin(body),
+            idle,
+            timer: idle.map(|idle| Box::pin(tokio::time::sleep(idle))),
+        }
+    }
+}
+
+impl<B> http_body::Body for IdleBody<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<tower::BoxError>,
+{
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+        let this = self.get_mut();
+        match this.body.as_mut().poll_frame(cx) {
+            Poll::Ready(frame) => {
+                if let (Some(timer), Some(idle)) = (this.timer.as_mut(), this.idle) {
+                    timer.as_mut().reset(tokio::time::Instant::now() + idle);
+                }
+                Poll::Ready(
+                    frame.map(|frame| {
+                        frame.map_err(|error| tonic::Status::from_error(error.into()))
+                    }),
+                )
+            }
+            Poll::Pending => {
+                let expired = this
+                    .timer
+                    .as_mut()
+                    .is_some_and(|timer| timer.as_mut().poll(cx).is_ready());
+                if !expired {
+                    return Poll::Pending;
+                }
+                let idle = this.idle.unwrap_or_default();
+                tracing::info!(
+                    idle_seconds = idle.as_secs(),
+                    "request body idle; ending the call"
+                );
+                Poll::Ready(Some(Err(tonic::Status::deadline_exceeded(format!(
+                    "no request data arrived for {} s; the call was ended as idle",
+                    idle.as_secs()
+                )))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A response body holding its stream's slot until it ends or is dropped.
+struct HoldingBody {
+    body: tonic::body::Body,
+    _slot: Slot,
+}
+
+impl http_body::Body for HoldingBody {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

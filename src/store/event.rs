@@ -90,6 +90,22 @@ pub struct EventFilter {
     pub organization_path_prefix: Option<String>,
 }
 
+impl EventFilter {
+    /// Returns true when `event` passes the filter, as the query of [`Store::events_after`] does.
+    pub fn matches(&self, event: &FeedEvent) -> bool {
+        (self.types.is_empty() || self.types.contains(&event.event_type))
+            && self
+                .organization_path_prefix
+                .as_deref()
+                .is_none_or(|prefix| {
+                    event
+                        .organization_path
+                        .as_deref()
+                        .is_some_and(|path| path.starts_with(prefix))
+                })
+    }
+}
+
 impl Store {
     /// Returns up to `limit` events after `cursor`, in feed order.
     pub async fn events_after(
@@ -121,6 +137,7 @@ impl Store {
             .map(|row| FeedEvent {
                 cursor: row.sequence,
                 organization_id: row.organization_path.as_deref().and_then(organization_of),
+                organization_path: row.organization_path,
                 id: row.id,
                 event_type: row.event_type,
                 subject_id: row.subject_id,
@@ -129,6 +146,18 @@ impl Store {
                 payload: row.payload,
             })
             .collect())
+    }
+
+    /// Returns the cursor of the last event in the feed (0 when there is none).
+    pub async fn last_event_cursor(&self) -> Result<i64> {
+        let last = outbox_events::Entity::find()
+            .select_only()
+            .column_as(outbox_events::Column::Sequence.max(), "last")
+            .into_tuple::<Option<i64>>()
+            .one(self.connection())
+            .await
+            .map_err(db_error)?;
+        Ok(last.flatten().unwrap_or_default())
     }
 
     /// Deletes events created before `before`; returns how many. Cursors are never reused.

@@ -4,8 +4,6 @@ use std::time::Duration;
 
 use lms::pb::{self, OrganizationKind};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
 use crate::helpers::{TestDatabase, person_record, spawn_app_with, test_config};
@@ -34,52 +32,61 @@ async fn a_message_over_the_limit_is_refused_before_it_is_decoded() {
 
 #[tokio::test]
 async fn calls_beyond_the_concurrency_limit_are_shed_not_queued() {
+    use crate::lockout::{bodyless_call, raw_connection};
     let database = TestDatabase::fresh().await;
     let mut config = test_config(&database);
     config.server.concurrency_limit = 1;
     let app = spawn_app_with(config).await;
 
-    // An open import holds the only slot. The import itself may be shed if a probing call holds
-    // the slot when it arrives; then it is started again.
-    let (status, sender, import) = 'attempts: loop {
-        let (sender, receiver) = mpsc::channel::<pb::ImportPeopleRequest>(1);
-        let mut people = app.people.clone();
-        let request = app.admin(ReceiverStream::new(receiver));
-        let import = tokio::spawn(async move { people.import_people(request).await });
+    // An authenticated unary call whose body never comes holds the only slot.
+    let mut raw = raw_connection(&app).await;
+    let mallory = app.token("mallory", &[lms::auth::Role::Admin], None);
+    let (held, body) = bodyless_call(
+        &mut raw,
+        &app,
+        "/lms.v1.OrganizationService/ListOrganizations",
+        Some(&mallory),
+    )
+    .await;
+    let status = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             let result = app
                 .organizations
                 .clone()
                 .list_organizations(app.admin(pb::ListOrganizationsRequest::default()))
                 .await;
-            if let Err(status) = result {
-                break 'attempts (status, sender, import);
+            match result {
+                Err(status) => return status,
+                Ok(_) => tokio::task::yield_now().await,
             }
-            if import.is_finished() {
-                let shed = import.await.unwrap().unwrap_err();
-                assert_eq!(shed.code(), Code::ResourceExhausted);
-                continue 'attempts;
-            }
-            tokio::task::yield_now().await;
         }
-    };
+    })
+    .await
+    .expect("a call beyond the limit is shed at once");
     assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(
+        status.message().contains("concurrency limit"),
+        "{}",
+        status.message()
+    );
 
-    // Once the slot is free, calls go through again.
-    sender
-        .send(pb::ImportPeopleRequest {
-            message: Some(pb::import_people_request::Message::Commit(
-                pb::ImportCommit { record_count: 0 },
-            )),
-        })
-        .await
-        .unwrap();
-    import.await.unwrap().expect("the import completes");
-    app.organizations
-        .clone()
-        .list_organizations(app.admin(pb::ListOrganizationsRequest::default()))
-        .await
-        .expect("served again");
+    // Once the slot is free (the held call is reset), calls go through again.
+    drop(body);
+    drop(held);
+    drop(raw);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while app
+            .organizations
+            .clone()
+            .list_organizations(app.admin(pb::ListOrganizationsRequest::default()))
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("served again once the slot is free");
 }
 
 /// Sends one raw HTTP/1.1 request and returns the whole response (the server closes after it).

@@ -10,6 +10,7 @@ mod faults;
 mod fuzz;
 mod helpers;
 mod hygiene;
+mod lockout;
 mod lifecycle;
 mod limits;
 mod organizations;
