@@ -33,8 +33,6 @@ use crate::error::{Error, Result};
 
 /// Rows inserted per statement when a version is copied.
 const INSERT_BATCH: usize = 500;
-/// Escape character of `LIKE` patterns built from a user's query.
-
 /// Filters of [`Store::list_courses`].
 #[derive(Debug, Clone, Default)]
 pub struct CourseFilter {

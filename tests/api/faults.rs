@@ -532,7 +532,7 @@ async fn an_import_interrupted_by_a_full_disk_says_how_far_it_got() {
     assert_eq!(info.metadata["cause"], "STORAGE_FULL", "{info:?}");
     let created: usize = info.metadata["created"].parse().unwrap();
     assert!(
-        created >= chunk && created % chunk == 0,
+        created >= chunk && created.is_multiple_of(chunk),
         "whole chunks: {info:?}"
     );
     assert_eq!(

@@ -188,7 +188,7 @@ async fn call(
         .await
         .map_err(|error| Status::unavailable(error.to_string()))?;
     let path = http::uri::PathAndQuery::from_str(path).unwrap();
-    let outcome = match (client_streaming, server_streaming) {
+    match (client_streaming, server_streaming) {
         (false, false) => {
             let mut request = Request::new(bodies.into_iter().next().unwrap_or_default());
             authorize(&mut request, token);
@@ -227,8 +227,7 @@ async fn call(
             }
             Ok(())
         }
-    };
-    outcome
+    }
 }
 
 #[tokio::test]

@@ -287,8 +287,7 @@ async fn thousands_of_idle_watchers_share_one_database_reader() {
     .await;
     let reached = delivered.iter().filter(|reached| **reached).count();
     eprintln!(
-        "{watchers} idle watchers: 20 calls in {twenty_calls:?}, {} KiB resident more (server and clients in one process), event delivered to {reached}",
-        resident
+        "{watchers} idle watchers: 20 calls in {twenty_calls:?}, {resident} KiB resident more (server and clients in one process), event delivered to {reached}"
     );
     assert_eq!(reached, watchers, "every watcher gets the new event");
     assert!(
