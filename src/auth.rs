@@ -1,7 +1,9 @@
-//! Who is calling and what they may do: tokens, principals, the per-method policy and the tower layer that applies them.
+//! Who is calling and what they may do: tokens, principals, the per-method policy and the tower
+//! layer that applies it, and the object scopes handlers check ([`scope`]).
 
 pub mod layer;
 pub mod policy;
+pub mod scope;
 pub mod token;
 
 use std::fmt;
@@ -116,23 +118,15 @@ impl Principal {
         self.roles.contains(&role)
     }
 
-    /// Returns where in the tree the principal may manage organisations and people.
+    /// Returns where in the tree the principal may manage organisations and people
+    /// ([`scope::Object::PersonWrite`] in [`scope::SCOPES`]).
     pub fn management_scope(&self) -> Scope {
-        if self.has(Role::Admin) || self.has(Role::HrService) {
-            return Scope::All;
-        }
-        match (&self.organization_id, self.has(Role::OrgAdmin)) {
-            (Some(organization_id), true) => Scope::Subtree(organization_id.clone()),
-            _ => Scope::Nothing,
-        }
+        scope::Caller::new(self.clone()).tree_scope(scope::Object::PersonWrite)
     }
 
-    /// Returns where in the tree the principal may read people (managers plus programme managers).
+    /// Returns where in the tree the principal may read people ([`scope::Object::PersonRead`]).
     pub fn read_scope(&self) -> Scope {
-        if self.has(Role::ProgrammeManager) {
-            return Scope::All;
-        }
-        self.management_scope()
+        scope::Caller::new(self.clone()).tree_scope(scope::Object::PersonRead)
     }
 }
 

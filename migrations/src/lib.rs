@@ -13,6 +13,7 @@ mod m20261127_000008_surveys;
 mod m20261128_000009_certificate_expiry;
 mod m20261128_000010_course_report_counters;
 mod m20261202_000011_health_probe;
+mod m20261203_000012_track_assessors;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000009_certificate_expiry::Migration),
             Box::new(m20261128_000010_course_report_counters::Migration),
             Box::new(m20261202_000011_health_probe::Migration),
+            Box::new(m20261203_000012_track_assessors::Migration),
         ]
     }
 }

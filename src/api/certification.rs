@@ -13,14 +13,17 @@ use std::{
 use anyhow::Context as _;
 use tonic::{Request, Response, Status};
 
-use crate::auth::{self, CallContext};
+use crate::auth::{
+    self, CallContext,
+    scope::{self, Caller, Object, Owner},
+};
 use crate::config::Config;
 use crate::domain::certification::{
     CandidacyEvent, CandidacyState, CandidacyView, Certificate, CertificateAction,
     CertificateStatus, Clock, RawTrack, Requirements, SupervisedOutcome, Track, TrackLevel,
     TrackScope, certificate_status_at,
     credential::{self, CertificateClaims, IssuerSeed},
-    validate_reason,
+    validate_assessor_ids, validate_reason,
 };
 use crate::domain::organization::{optional_id_or_error, required_id};
 use crate::domain::page::Page;
@@ -192,6 +195,7 @@ impl From<Track> for pb::CertificationTrack {
             scope: scope.into(),
             issuer_organization_id: track.issuer_organization_id,
             candidacy_days: track.candidacy_days,
+            assessor_ids: track.assessor_ids,
             etag: crate::domain::etag(track.revision),
             create_time: Some(super::timestamp(track.create_time)),
             update_time: Some(super::timestamp(track.update_time)),
@@ -279,10 +283,68 @@ fn raw_track(track: pb::CertificationTrack) -> RawTrack {
         },
         issuer_organization_id: track.issuer_organization_id,
         candidacy_days: track.candidacy_days,
+        assessor_ids: track.assessor_ids,
+    }
+}
+
+/// Returns what a verifier needs of a certified trainer whose certificate the caller may not
+/// read: the holder's name and the certificate's track, status and validity.
+fn verifier_view(full_name: String, certificate: pb::Certificate) -> pb::CertifiedTrainer {
+    pb::CertifiedTrainer {
+        full_name,
+        certificate: Some(pb::Certificate {
+            track_id: certificate.track_id,
+            status: certificate.status,
+            issued_time: certificate.issued_time,
+            expires_time: certificate.expires_time,
+            ..Default::default()
+        }),
+        ..Default::default()
     }
 }
 
 impl CertificationApi {
+    /// Fails unless the caller reaches candidacy `id` as `object`.
+    async fn check_candidacy(&self, context: &CallContext, object: Object, id: &str) -> Result<()> {
+        let caller = scope::caller(&self.store, context, object).await?;
+        caller.check_found(
+            object,
+            "candidacy",
+            id,
+            self.store.candidacy_holding(id).await,
+        )?;
+        Ok(())
+    }
+
+    /// Fails unless the caller reaches certificate `id` as `object`.
+    async fn check_certificate(
+        &self,
+        context: &CallContext,
+        object: Object,
+        id: &str,
+    ) -> Result<()> {
+        let caller = scope::caller(&self.store, context, object).await?;
+        caller.check_found(
+            object,
+            "certificate",
+            id,
+            self.store.certificate_holding(id).await,
+        )?;
+        Ok(())
+    }
+
+    /// Returns the caller after checking they reach the cascade of `person_id`.
+    async fn check_cascade(&self, context: &CallContext, person_id: &str) -> Result<Caller> {
+        let caller = scope::caller(&self.store, context, Object::Cascade).await?;
+        let found = self
+            .store
+            .person_path(person_id)
+            .await
+            .map(|path| Owner::person(person_id, path));
+        caller.check_found(Object::Cascade, "person", person_id, found)?;
+        Ok(caller)
+    }
+
     async fn transition(
         &self,
         context: CallContext,
@@ -292,6 +354,14 @@ impl CertificationApi {
         let id = required_id("id", &message.id)?;
         let reason = validate_reason("reason", &message.reason)?;
         let revision = super::expected_revision("etag", &message.etag)?;
+        let object = match event {
+            CandidacyEvent::StartTraining
+            | CandidacyEvent::BeginSupervisedPractice
+            | CandidacyEvent::SubmitForAssessment
+            | CandidacyEvent::Withdraw => Object::CandidacyMove,
+            _ => Object::CandidacyAssess,
+        };
+        self.check_candidacy(&context, object, &id).await?;
         let view = self
             .store
             .transition_candidacy(
@@ -317,6 +387,8 @@ impl CertificationApi {
         let id = required_id("id", &message.id)?;
         let reason = validate_reason("reason", &message.reason)?;
         let revision = super::expected_revision("etag", &message.etag)?;
+        self.check_certificate(&context, Object::CertificateChange, &id)
+            .await?;
         let now = self.clock.now();
         let certificate = self
             .store
@@ -373,6 +445,28 @@ impl pb::certification_service_server::CertificationService for CertificationApi
         Ok(Response::new(created.into()))
     }
 
+    async fn set_track_assessors(
+        &self,
+        request: Request<pb::SetTrackAssessorsRequest>,
+    ) -> Result<Response<pb::CertificationTrack>, Status> {
+        let context = auth::context(&request)?;
+        let message = request.into_inner();
+        let id = required_id("track_id", &message.track_id)?;
+        let assessor_ids = validate_assessor_ids("assessor_ids", &message.assessor_ids)?;
+        let revision = super::expected_revision("etag", &message.etag)?;
+        let track = self
+            .store
+            .set_track_assessors(
+                context.audit(None),
+                id,
+                assessor_ids,
+                revision,
+                self.clock.now(),
+            )
+            .await?;
+        Ok(Response::new(track.into()))
+    }
+
     async fn get_certification_track(
         &self,
         request: Request<pb::GetCertificationTrackRequest>,
@@ -407,6 +501,12 @@ impl pb::certification_service_server::CertificationService for CertificationApi
         )?;
         let track_id = required_id("track_id", &message.track_id)?;
         let person_id = required_id("person_id", &message.person_id)?;
+        let caller = scope::caller(&self.store, &context, Object::CandidacyMove).await?;
+        let found = self.store.person_path(&person_id).await.map(|path| Owner {
+            track_id: Some(track_id.clone()),
+            ..Owner::person(person_id.clone(), path)
+        });
+        caller.check_found(Object::CandidacyMove, "person", &person_id, found)?;
         let view = self
             .store
             .create_candidacy(
@@ -424,7 +524,10 @@ impl pb::certification_service_server::CertificationService for CertificationApi
         &self,
         request: Request<pb::GetCandidacyRequest>,
     ) -> Result<Response<pb::Candidacy>, Status> {
+        let context = auth::context(&request)?;
         let id = required_id("id", &request.get_ref().id)?;
+        self.check_candidacy(&context, Object::CandidacyRead, &id)
+            .await?;
         let view = self.store.get_candidacy(&id, self.clock.now()).await?;
         Ok(Response::new(view.into()))
     }
@@ -433,6 +536,9 @@ impl pb::certification_service_server::CertificationService for CertificationApi
         &self,
         request: Request<pb::ListCandidaciesRequest>,
     ) -> Result<Response<pb::ListCandidaciesResponse>, Status> {
+        let context = auth::context(&request)?;
+        let caller = scope::list_caller(&self.store, &context, Object::CandidacyRead).await?;
+        let visibility = caller.visibility(Object::CandidacyRead);
         let message = request.into_inner();
         let track_id = optional_id_or_error("track_id", &message.track_id)?;
         let person_id = optional_id_or_error("person_id", &message.person_id)?;
@@ -446,6 +552,7 @@ impl pb::certification_service_server::CertificationService for CertificationApi
             .list_candidacies(
                 track_id.as_deref(),
                 person_id.as_deref(),
+                visibility.as_ref(),
                 &page,
                 self.clock.now(),
             )
@@ -509,6 +616,8 @@ impl pb::certification_service_server::CertificationService for CertificationApi
         }
         let reason = validate_reason("reason", &message.reason)?;
         let revision = super::expected_revision("etag", &message.etag)?;
+        self.check_candidacy(&context, Object::CandidacyAssess, &id)
+            .await?;
         let view = self
             .store
             .transition_candidacy(
@@ -536,6 +645,8 @@ impl pb::certification_service_server::CertificationService for CertificationApi
             .ok_or_else(|| Error::invalid("deadline_time", "is required"))?;
         let reason = validate_reason("reason", &message.reason)?;
         let revision = super::expected_revision("etag", &message.etag)?;
+        self.check_candidacy(&context, Object::CandidacyAssess, &id)
+            .await?;
         let view = self
             .store
             .transition_candidacy(
@@ -596,11 +707,13 @@ impl pb::certification_service_server::CertificationService for CertificationApi
         if message.notes.chars().count() > 2000 {
             return Err(Error::invalid("notes", "must be at most 2,000 characters").into());
         }
-        let acting_lead = if context.principal.has(crate::auth::Role::Admin) {
-            None
-        } else {
-            Some(context.principal.subject.clone())
-        };
+        let caller = scope::caller(&self.store, &context, Object::SessionLead).await?;
+        caller.check_found(
+            Object::SessionLead,
+            "session",
+            &session_id,
+            self.store.get_session(&session_id).await,
+        )?;
         let delivery = self
             .store
             .record_supervised_delivery(
@@ -609,7 +722,6 @@ impl pb::certification_service_server::CertificationService for CertificationApi
                 candidate_id,
                 outcome,
                 message.notes.trim().to_owned(),
-                acting_lead,
                 self.clock.now(),
             )
             .await?;
@@ -636,6 +748,8 @@ impl pb::certification_service_server::CertificationService for CertificationApi
         let message = request.into_inner();
         let candidacy_id = required_id("candidacy_id", &message.candidacy_id)?;
         let reason = validate_reason("reason", &message.reason)?;
+        self.check_candidacy(&context, Object::CandidacyAssess, &candidacy_id)
+            .await?;
         let now = self.clock.now();
         let certificate = self
             .store
@@ -648,7 +762,10 @@ impl pb::certification_service_server::CertificationService for CertificationApi
         &self,
         request: Request<pb::GetCertificateRequest>,
     ) -> Result<Response<pb::Certificate>, Status> {
+        let context = auth::context(&request)?;
         let id = required_id("id", &request.get_ref().id)?;
+        self.check_certificate(&context, Object::CertificateRead, &id)
+            .await?;
         let certificate = self.store.get_certificate(&id).await?;
         Ok(Response::new(certificate_to_proto(
             certificate,
@@ -660,6 +777,9 @@ impl pb::certification_service_server::CertificationService for CertificationApi
         &self,
         request: Request<pb::ListCertificatesRequest>,
     ) -> Result<Response<pb::ListCertificatesResponse>, Status> {
+        let context = auth::context(&request)?;
+        let caller = scope::list_caller(&self.store, &context, Object::CertificateRead).await?;
+        let visibility = caller.visibility(Object::CertificateRead);
         let message = request.into_inner();
         let person_id = optional_id_or_error("person_id", &message.person_id)?;
         let track_id = optional_id_or_error("track_id", &message.track_id)?;
@@ -670,7 +790,12 @@ impl pb::certification_service_server::CertificationService for CertificationApi
         )?;
         let (certificates, next_page_token) = self
             .store
-            .list_certificates(person_id.as_deref(), track_id.as_deref(), &page)
+            .list_certificates(
+                person_id.as_deref(),
+                track_id.as_deref(),
+                visibility.as_ref(),
+                &page,
+            )
             .await?;
         let now = self.clock.now();
         Ok(Response::new(pb::ListCertificatesResponse {
@@ -841,6 +966,8 @@ impl pb::certification_service_server::CertificationService for CertificationApi
         &self,
         request: Request<pb::ListCertifiedTrainersRequest>,
     ) -> Result<Response<pb::ListCertifiedTrainersResponse>, Status> {
+        let context = auth::context(&request)?;
+        let caller = scope::caller(&self.store, &context, Object::CertificateRead).await?;
         let message = request.into_inner();
         let track_id = optional_id_or_error("track_id", &message.track_id)?;
         let module_id = optional_id_or_error("module_id", &message.module_id)?;
@@ -857,11 +984,23 @@ impl pb::certification_service_server::CertificationService for CertificationApi
         Ok(Response::new(pb::ListCertifiedTrainersResponse {
             trainers: trainers
                 .into_iter()
-                .map(|(certificate, person)| pb::CertifiedTrainer {
-                    person_id: person.id,
-                    full_name: person.full_name,
-                    organization_id: person.organization_id,
-                    certificate: Some(certificate_to_proto(certificate, now)),
+                .map(|(certificate, person, path)| {
+                    let owner = Owner {
+                        track_id: Some(certificate.track_id.clone()),
+                        ..Owner::person(person.id.clone(), path)
+                    };
+                    let readable = caller.allows(Object::CertificateRead, &owner);
+                    let certificate = certificate_to_proto(certificate, now);
+                    if readable {
+                        pb::CertifiedTrainer {
+                            person_id: person.id,
+                            full_name: person.full_name,
+                            organization_id: person.organization_id,
+                            certificate: Some(certificate),
+                        }
+                    } else {
+                        verifier_view(person.full_name, certificate)
+                    }
                 })
                 .collect(),
             next_page_token,
@@ -872,6 +1011,7 @@ impl pb::certification_service_server::CertificationService for CertificationApi
         &self,
         request: Request<pb::GetCascadeRequest>,
     ) -> Result<Response<pb::GetCascadeResponse>, Status> {
+        let context = auth::context(&request)?;
         let message = request.into_inner();
         let person_id = required_id("person_id", &message.person_id)?;
         let depth = match message.depth {
@@ -890,13 +1030,26 @@ impl pb::certification_service_server::CertificationService for CertificationApi
             &message.page_token,
             &format!("{person_id}|{depth}"),
         )?;
+        let caller = self.check_cascade(&context, &person_id).await?;
+        // A cascade shows whom its root trained; to an org admin, people of other organisations
+        // in it appear without their names.
+        let whole =
+            caller.reaches_everything(Object::Cascade) || caller.subject() == person_id.as_str();
         let (nodes, next_page_token) = self.store.cascade(&person_id, depth, &page).await?;
         Ok(Response::new(pb::GetCascadeResponse {
             nodes: nodes
                 .into_iter()
                 .map(|node| pb::CascadeNode {
+                    full_name: if whole
+                        || caller.allows(
+                            Object::Cascade,
+                            &Owner::person(node.person_id.clone(), node.organization_path),
+                        ) {
+                        node.full_name
+                    } else {
+                        String::new()
+                    },
                     person_id: node.person_id,
-                    full_name: node.full_name,
                     organization_id: node.organization_id,
                     depth: node.depth,
                     trained_by: node.trained_by,
@@ -911,11 +1064,13 @@ impl pb::certification_service_server::CertificationService for CertificationApi
         &self,
         request: Request<pb::GetCascadeReachRequest>,
     ) -> Result<Response<pb::GetCascadeReachResponse>, Status> {
+        let context = auth::context(&request)?;
         let message = request.into_inner();
         let person_id = required_id("person_id", &message.person_id)?;
         if !(0..=20).contains(&message.organization_level) {
             return Err(Error::invalid("organization_level", "must be 0 to 20").into());
         }
+        self.check_cascade(&context, &person_id).await?;
         let reach = self
             .store
             .cascade_reach(&person_id, message.organization_level)

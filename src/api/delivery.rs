@@ -2,7 +2,10 @@
 
 use tonic::{Request, Response, Status};
 
-use crate::auth::{self, CallContext, Role};
+use crate::auth::{
+    self, CallContext,
+    scope::{self, Object},
+};
 use crate::domain::certification::Clock;
 use crate::domain::delivery::{
     AttendanceStatus, MAX_ATTENDANCE_BATCH, Session, SessionState, validate_location,
@@ -87,14 +90,13 @@ impl From<AttendanceMark> for pb::Attendance {
     }
 }
 
-/// Returns the caller when the object-level check applies to them (trainers act on their own
-/// sessions only); `None` for admins and programme managers.
-fn acting_trainer(context: &CallContext) -> Option<String> {
-    let principal = &context.principal;
-    if principal.has(Role::Admin) || principal.has(Role::ProgrammeManager) {
-        None
-    } else {
-        Some(principal.subject.clone())
+impl DeliveryApi {
+    /// Fails unless the caller reaches session `id` as `object` (attendance: its lead and
+    /// co-trainers; [`Object::SessionLead`]: its lead).
+    async fn check_session(&self, context: &CallContext, object: Object, id: &str) -> Result<()> {
+        let caller = scope::caller(&self.store, context, object).await?;
+        caller.check_found(object, "session", id, self.store.get_session(id).await)?;
+        Ok(())
     }
 }
 
@@ -296,6 +298,8 @@ impl pb::delivery_service_server::DeliveryService for DeliveryApi {
         }
         violations.into_result(())?;
         let status = status.ok_or_else(|| Error::invalid("status", "is required"))?;
+        self.check_session(&context, Object::Attendance, &session_id)
+            .await?;
         let (marks, events_recorded) = self
             .store
             .record_attendance(
@@ -303,7 +307,6 @@ impl pb::delivery_service_server::DeliveryService for DeliveryApi {
                 session_id,
                 message.person_ids,
                 status,
-                acting_trainer(&context),
                 self.clock.now(),
             )
             .await?;
@@ -317,7 +320,10 @@ impl pb::delivery_service_server::DeliveryService for DeliveryApi {
         &self,
         request: Request<pb::ListAttendanceRequest>,
     ) -> Result<Response<pb::ListAttendanceResponse>, Status> {
+        let context = auth::context(&request)?;
         let session_id = required_id("session_id", &request.get_ref().session_id)?;
+        self.check_session(&context, Object::Attendance, &session_id)
+            .await?;
         let marks = self.store.list_attendance(&session_id).await?;
         Ok(Response::new(pb::ListAttendanceResponse {
             attendance: marks.into_iter().map(Into::into).collect(),
@@ -332,20 +338,11 @@ impl pb::delivery_service_server::DeliveryService for DeliveryApi {
         let message = request.into_inner();
         let id = required_id("id", &message.id)?;
         let revision = super::expected_revision("etag", &message.etag)?;
-        let acting_lead = if context.principal.has(Role::Admin) {
-            None
-        } else {
-            Some(context.principal.subject.clone())
-        };
+        self.check_session(&context, Object::SessionLead, &id)
+            .await?;
         let session = self
             .store
-            .mark_delivered(
-                context.audit(None),
-                id,
-                acting_lead,
-                revision,
-                self.clock.now(),
-            )
+            .mark_delivered(context.audit(None), id, revision, self.clock.now())
             .await?;
         Ok(Response::new(session.into()))
     }

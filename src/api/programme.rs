@@ -3,7 +3,10 @@
 use tonic::{Request, Response, Status};
 
 use super::person::sector_from_proto;
-use crate::auth::{self, CallContext, Role, Scope};
+use crate::auth::{
+    self, CallContext,
+    scope::{self, Object},
+};
 use crate::domain::{
     field_mask,
     organization::{optional_id_or_error, required_id},
@@ -230,9 +233,6 @@ fn refusal_error(person_id: &str, cohort_id: &str, reason: &str, message: String
             field: "person_id",
             value: person_id.to_owned(),
         },
-        "OUTSIDE_ORGANIZATION_SCOPE" => {
-            Error::permission_denied("OUTSIDE_ORGANIZATION_SCOPE", message)
-        }
         _ => {
             let reason = programme::KNOWN_REFUSALS
                 .iter()
@@ -244,21 +244,26 @@ fn refusal_error(person_id: &str, cohort_id: &str, reason: &str, message: String
     }
 }
 
-/// Returns the organisation-tree scope within which `context` may read enrolments.
-fn enrollment_read_scope(context: &CallContext) -> Scope {
-    let principal = &context.principal;
-    if principal.has(Role::HrService) || principal.has(Role::ProgrammeManager) {
-        return Scope::All;
+impl ProgrammeApi {
+    /// Fails unless the caller may enrol every one of `person_ids` (`Object::Enrolment`); one
+    /// out of reach fails the whole call before anything is written.
+    async fn check_enrolment(&self, context: &CallContext, person_ids: &[String]) -> Result<()> {
+        let caller = scope::caller(&self.store, context, Object::Enrolment).await?;
+        if caller.reaches_everything(Object::Enrolment) {
+            return Ok(());
+        }
+        let paths = self.store.person_paths(person_ids).await?;
+        let found = paths
+            .into_iter()
+            .map(|(id, path)| (id.clone(), scope::Owner::person(id, path)))
+            .collect();
+        let items: Vec<(String, String)> = person_ids
+            .iter()
+            .enumerate()
+            .map(|(index, id)| (format!("person_ids[{index}]"), id.clone()))
+            .collect();
+        caller.check_all(Object::Enrolment, "person", &items, &found)
     }
-    principal.management_scope()
-}
-
-/// Returns the scope within which `context` may enrol people.
-fn enrolment_scope(context: &CallContext) -> Scope {
-    if context.principal.has(Role::ProgrammeManager) {
-        return Scope::All;
-    }
-    context.principal.management_scope()
 }
 
 #[tonic::async_trait]
@@ -503,16 +508,12 @@ impl pb::programme_service_server::ProgrammeService for ProgrammeApi {
         let key = super::request_key(&context.method, &message.request_id, &message)?;
         let cohort_id = required_id("cohort_id", &message.cohort_id)?;
         let person_id = required_id("person_id", &message.person_id)?;
+        self.check_enrolment(&context, std::slice::from_ref(&person_id))
+            .await?;
         let audit = context.audit(key.as_ref().map(|key| key.request_id.clone()));
         let mut result = self
             .store
-            .enroll(
-                audit,
-                enrolment_scope(&context),
-                cohort_id.clone(),
-                vec![person_id.clone()],
-                key,
-            )
+            .enroll(audit, cohort_id.clone(), vec![person_id.clone()], key)
             .await?;
         let outcome = result
             .outcomes
@@ -542,16 +543,11 @@ impl pb::programme_service_server::ProgrammeService for ProgrammeApi {
         for (index, person_id) in message.person_ids.iter().enumerate() {
             required_id(&format!("person_ids[{index}]"), person_id)?;
         }
+        self.check_enrolment(&context, &message.person_ids).await?;
         let audit = context.audit(key.as_ref().map(|key| key.request_id.clone()));
         let mut result = self
             .store
-            .enroll(
-                audit,
-                enrolment_scope(&context),
-                cohort_id,
-                message.person_ids,
-                key,
-            )
+            .enroll(audit, cohort_id, message.person_ids, key)
             .await?;
         let mut response = pb::BatchEnrollResponse::default();
         for (
@@ -595,15 +591,16 @@ impl pb::programme_service_server::ProgrammeService for ProgrammeApi {
         let id = required_id("enrollment_id", &message.enrollment_id)?;
         let reason = programme::validate_withdraw_reason(&message.reason)?;
         let expected_revision = super::expected_revision("etag", &message.etag)?;
+        let caller = scope::caller(&self.store, &context, Object::Enrolment).await?;
+        caller.check_found(
+            Object::Enrolment,
+            "enrollment",
+            &id,
+            self.store.enrollment_owner(&id).await,
+        )?;
         let withdrawn = self
             .store
-            .withdraw(
-                context.audit(None),
-                enrolment_scope(&context),
-                id,
-                reason,
-                expected_revision,
-            )
+            .withdraw(context.audit(None), id, reason, expected_revision)
             .await?;
         tracing::info!(enrollment = %withdrawn.id, "enrollment withdrawn");
         Ok(Response::new(withdrawn.into()))
@@ -615,12 +612,14 @@ impl pb::programme_service_server::ProgrammeService for ProgrammeApi {
     ) -> Result<Response<pb::Enrollment>, Status> {
         let context = auth::context(&request)?;
         let id = required_id("id", &request.get_ref().id)?;
-        let (enrollment, path) = self.store.get_enrollment(&id).await?;
-        let principal = &context.principal;
-        let own = principal.has(Role::Learner) && principal.subject == enrollment.person_id;
-        if !own {
-            enrollment_read_scope(&context).require_path(&path, "this enrolment")?;
-        }
+        let caller = scope::caller(&self.store, &context, Object::LearnerRecord).await?;
+        caller.check_found(
+            Object::LearnerRecord,
+            "enrollment",
+            &id,
+            self.store.enrollment_owner(&id).await,
+        )?;
+        let (enrollment, _) = self.store.get_enrollment(&id).await?;
         Ok(Response::new(enrollment.into()))
     }
 
@@ -640,34 +639,17 @@ impl pb::programme_service_server::ProgrammeService for ProgrammeApi {
             person_id: optional_id_or_error("person_id", &message.person_id)?,
             organization_path_prefix: None,
             state: enum_filter("state", message.state, enrollment_state_from_proto)?,
+            visibility: None,
         };
-        let requested_root =
-            optional_id_or_error("organization_subtree", &message.organization_subtree)?;
-        let requested_path = match &requested_root {
-            Some(root) => Some(self.store.get_organization(root).await?.path),
-            None => None,
-        };
-        let principal = &context.principal;
-        let scope = enrollment_read_scope(&context);
-        let own_only = scope == Scope::Nothing
-            && principal.has(Role::Learner)
-            && filter.person_id.as_deref() == Some(principal.subject.as_str());
-        filter.organization_path_prefix = match (&scope, requested_path) {
-            (Scope::All, requested) => requested,
-            (Scope::Subtree(root), None) => Some(self.store.get_organization(root).await?.path),
-            (Scope::Subtree(_), Some(path)) => {
-                scope.require_path(&path, "organization_subtree")?;
-                Some(path)
-            }
-            (Scope::Nothing, requested) if own_only => requested,
-            (Scope::Nothing, _) => {
-                return Err(Error::permission_denied(
-                    "OWN_RECORDS_ONLY",
-                    "learners list their own enrolments: set person_id to your own id",
-                )
-                .into());
-            }
-        };
+        let caller = scope::list_caller(&self.store, &context, Object::LearnerRecord).await?;
+        if let Some(root) =
+            optional_id_or_error("organization_subtree", &message.organization_subtree)?
+        {
+            let path = self.store.get_organization(&root).await?.path;
+            caller.check_subtree(Object::LearnerRecord, &path)?;
+            filter.organization_path_prefix = Some(path);
+        }
+        filter.visibility = caller.visibility(Object::LearnerRecord);
         let (enrollments, next_page_token) = self.store.list_enrollments(&filter, &page).await?;
         Ok(Response::new(pb::ListEnrollmentsResponse {
             enrollments: enrollments.into_iter().map(Into::into).collect(),

@@ -8,7 +8,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::programme::enrollment_state_to_proto;
-use crate::auth::{self, CallContext, Role, Scope};
+use crate::auth::{
+    self, CallContext, Role,
+    scope::{self, AsOwner as _, Caller, Object},
+};
 use crate::domain::{
     organization::{optional_id_or_error, required_id},
     page::Page,
@@ -107,7 +110,8 @@ fn validate_event(
     })
 }
 
-/// Returns who the caller records as: a learner (own enrolments, APP), staff, or an importer.
+/// Returns who the caller records as: a learner (APP events), staff, or an importer. Which
+/// enrolments they may record on is [`Object::Progress`], checked by [`ProgressApi::check_events`].
 fn recorder(context: &CallContext) -> Recorder {
     let principal = &context.principal;
     let staff = [
@@ -121,7 +125,7 @@ fn recorder(context: &CallContext) -> Recorder {
     } else if principal.has(Role::HrService) {
         Recorder::Importer
     } else {
-        Recorder::Learner(principal.subject.clone())
+        Recorder::Learner
     }
 }
 
@@ -174,10 +178,57 @@ fn refusal_error(error: RecordError) -> Error {
 }
 
 impl ProgressApi {
+    /// Fails unless the caller may record every valid event of `records` on its enrolment
+    /// ([`Object::Progress`]); one out of reach fails the whole call, before anything is written.
+    /// On their own enrolments, callers record as learners do: APP events only.
+    async fn check_events(&self, caller: &Caller, records: &[EventRecord]) -> Result<()> {
+        if caller.reaches_everything(Object::Progress) {
+            return Ok(());
+        }
+        let items: Vec<(String, String)> = records
+            .iter()
+            .enumerate()
+            .filter_map(|(index, record)| {
+                let event = record.as_ref().ok()?;
+                Some((
+                    format!("events[{index}].enrollment_id"),
+                    event.enrollment_id.clone(),
+                ))
+            })
+            .collect();
+        if items.is_empty() {
+            return Ok(());
+        }
+        let mut ids: Vec<String> = items.iter().map(|(_, id)| id.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        let owners = self.store.enrollment_owners(&ids).await?;
+        caller.check_all(Object::Progress, "enrollment", &items, &owners)?;
+        for (index, record) in records.iter().enumerate() {
+            let Ok(event) = record else { continue };
+            let Some(owner) = owners.get(&event.enrollment_id) else {
+                continue;
+            };
+            if event.facts.source != progress::Source::App
+                && !caller.allows_beyond_own(Object::Progress, &owner.owner())
+            {
+                return Err(Error::permission_denied(
+                    "OWN_RECORDS_FROM_APP_ONLY",
+                    format!(
+                        "events[{index}]: on your own enrolment you record APP events only; \
+                         nothing of this call was done"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Records `events`; `grouped` (unary calls) shares a transaction with concurrent calls.
     async fn record(
         &self,
         context: &CallContext,
+        caller: &Caller,
         events: Vec<pb::ProgressEvent>,
         grouped: bool,
     ) -> Result<Vec<pb::ProgressAck>> {
@@ -188,6 +239,7 @@ impl ProgressApi {
             .enumerate()
             .map(|(index, event)| validate_event(index, event, now))
             .collect();
+        self.check_events(caller, &records).await?;
         let actor = context.principal.subject.clone();
         let answers = if grouped {
             self.store
@@ -204,31 +256,6 @@ impl ProgressApi {
             .map(|(id, answer)| ack_to_proto(id, answer))
             .collect())
     }
-
-    /// Fails unless the caller may read the progress of an enrolment of `person_id` in an organisation at `path`.
-    fn check_read(context: &CallContext, person_id: &str, path: &str) -> Result<()> {
-        let principal = &context.principal;
-        if principal.has(Role::Learner) && principal.subject == person_id {
-            return Ok(());
-        }
-        read_scope(context).require_path(path, "this learner's progress")
-    }
-}
-
-/// Returns the organisation-tree scope within which `context` may read progress.
-fn read_scope(context: &CallContext) -> Scope {
-    let principal = &context.principal;
-    let everywhere = [
-        Role::Admin,
-        Role::ProgrammeManager,
-        Role::Trainer,
-        Role::Assessor,
-        Role::HrService,
-    ];
-    if everywhere.iter().any(|role| principal.has(*role)) {
-        return Scope::All;
-    }
-    principal.management_scope()
 }
 
 fn view_to_proto(
@@ -297,7 +324,8 @@ impl pb::progress_service_server::ProgressService for ProgressApi {
             .into_inner()
             .event
             .ok_or_else(|| Error::invalid("event", "is required"))?;
-        let mut acks = self.record(&context, vec![event], true).await?;
+        let caller = scope::caller(&self.store, &context, Object::Progress).await?;
+        let mut acks = self.record(&context, &caller, vec![event], true).await?;
         let ack = acks
             .pop()
             .ok_or_else(|| Error::internal("no ack for the event"))?;
@@ -323,7 +351,8 @@ impl pb::progress_service_server::ProgressService for ProgressApi {
         if events.is_empty() || events.len() > progress::MAX_BATCH_EVENTS {
             return Err(Error::invalid("events", "must hold 1 to 1,000 events").into());
         }
-        let acks = self.record(&context, events, false).await?;
+        let caller = scope::caller(&self.store, &context, Object::Progress).await?;
+        let acks = self.record(&context, &caller, events, false).await?;
         Ok(Response::new(pb::BatchRecordProgressResponse { acks }))
     }
 
@@ -334,6 +363,8 @@ impl pb::progress_service_server::ProgressService for ProgressApi {
         request: Request<Streaming<pb::ProgressEvent>>,
     ) -> Result<Response<Self::StreamProgressStream>, Status> {
         let context = auth::context(&request)?;
+        // Assignments are read once, when the stream opens.
+        let caller = scope::caller(&self.store, &context, Object::Progress).await?;
         let inbound = request.into_inner();
         let (sender, receiver) = mpsc::channel::<Result<pb::ProgressAck, Status>>(STREAM_CHUNK * 2);
         let api = self.clone();
@@ -353,7 +384,7 @@ impl pb::progress_service_server::ProgressService for ProgressApi {
                     }
                 }
                 if !events.is_empty() {
-                    match api.record(&context, events, false).await {
+                    match api.record(&context, &caller, events, false).await {
                         Ok(acks) => {
                             for ack in acks {
                                 if sender.send(Ok(ack)).await.is_err() {
@@ -387,8 +418,20 @@ impl pb::progress_service_server::ProgressService for ProgressApi {
     ) -> Result<Response<pb::EnrollmentProgress>, Status> {
         let context = auth::context(&request)?;
         let id = required_id("enrollment_id", &request.get_ref().enrollment_id)?;
-        let (enrollment, view, path) = self.store.enrollment_progress(&id).await?;
-        Self::check_read(&context, &enrollment.person_id, &path)?;
+        let caller = scope::caller(&self.store, &context, Object::LearnerRecord).await?;
+        let (enrollment, view, path) = match self.store.enrollment_progress(&id).await {
+            Ok(found) => found,
+            Err(error) => {
+                return Err(caller
+                    .hide_missing(Object::LearnerRecord, "enrollment", &id, error)
+                    .into());
+            }
+        };
+        let owner = scope::Owner {
+            cohort_id: Some(enrollment.cohort_id.clone()),
+            ..scope::Owner::person(enrollment.person_id.clone(), path)
+        };
+        caller.check(Object::LearnerRecord, "enrollment", &id, &owner)?;
         Ok(Response::new(view_to_proto(&enrollment, view)))
     }
 
@@ -419,33 +462,17 @@ impl pb::progress_service_server::ProgressService for ProgressApi {
             person_id: optional_id_or_error("person_id", &message.person_id)?,
             cohort_id: optional_id_or_error("cohort_id", &message.cohort_id)?,
             organization_path_prefix: None,
+            visibility: None,
         };
-        let requested =
-            match optional_id_or_error("organization_subtree", &message.organization_subtree)? {
-                Some(root) => Some(self.store.get_organization(&root).await?.path),
-                None => None,
-            };
-        let principal = &context.principal;
-        let scope = read_scope(&context);
-        let own_only = scope == Scope::Nothing
-            && principal.has(Role::Learner)
-            && filter.person_id.as_deref() == Some(principal.subject.as_str());
-        filter.organization_path_prefix = match (&scope, requested) {
-            (Scope::All, requested) => requested,
-            (Scope::Subtree(root), None) => Some(self.store.get_organization(root).await?.path),
-            (Scope::Subtree(_), Some(path)) => {
-                scope.require_path(&path, "organization_subtree")?;
-                Some(path)
-            }
-            (Scope::Nothing, requested) if own_only => requested,
-            (Scope::Nothing, _) => {
-                return Err(Error::permission_denied(
-                    "OWN_RECORDS_ONLY",
-                    "learners list their own progress: set person_id to your own id",
-                )
-                .into());
-            }
-        };
+        let caller = scope::list_caller(&self.store, &context, Object::LearnerRecord).await?;
+        if let Some(root) =
+            optional_id_or_error("organization_subtree", &message.organization_subtree)?
+        {
+            let path = self.store.get_organization(&root).await?.path;
+            caller.check_subtree(Object::LearnerRecord, &path)?;
+            filter.organization_path_prefix = Some(path);
+        }
+        filter.visibility = caller.visibility(Object::LearnerRecord);
         let (rows, next_page_token) = self.store.list_progress(&filter, order, &page).await?;
         let progress = rows
             .into_iter()

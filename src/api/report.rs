@@ -6,7 +6,10 @@ use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use super::programme::cohort_state_to_proto;
-use crate::auth::{self, CallContext, Role, Scope};
+use crate::auth::{
+    self, CallContext, Scope,
+    scope::{self, Object},
+};
 use crate::domain::{
     organization::{optional_id_or_error, required_id},
     report::{self, CompletionRow},
@@ -117,16 +120,9 @@ impl ReportApi {
     }
 }
 
-/// Returns where in the tree the caller may read reports.
+/// Returns where in the tree the caller may read reports ([`Object::Report`]).
 fn report_scope(context: &CallContext) -> Scope {
-    let principal = &context.principal;
-    if [Role::Admin, Role::ProgrammeManager, Role::HrService]
-        .iter()
-        .any(|role| principal.has(*role))
-    {
-        return Scope::All;
-    }
-    principal.management_scope()
+    scope::Caller::new(context.principal.clone()).tree_scope(Object::Report)
 }
 
 fn row_to_proto(row: &CompletionRow) -> pb::CompletionReportRow {

@@ -2,7 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
-use crate::auth::{self, CallContext, Role};
+use crate::auth::{self, CallContext, scope::Caller};
 use crate::domain::{
     organization::{optional_id_or_error, required_id},
     page::Page,
@@ -28,17 +28,10 @@ impl SelectionApi {
     }
 }
 
-/// Returns who is calling, as the selection rules see them.
+/// Returns who is calling, as the selection rules see them (from the scope of
+/// `Object::Application` in `auth::scope`).
 fn viewer(context: &CallContext) -> Viewer {
-    let principal = &context.principal;
-    Viewer {
-        subject: principal.subject.clone(),
-        manager: principal.has(Role::Admin) || principal.has(Role::ProgrammeManager),
-        subtree_root: principal
-            .organization_id
-            .clone()
-            .filter(|_| principal.has(Role::OrgAdmin)),
-    }
+    Caller::new(context.principal.clone()).selection_viewer()
 }
 
 fn application_state_to_proto(state: ApplicationState) -> pb::ApplicationState {
@@ -381,8 +374,11 @@ impl pb::selection_service_server::SelectionService for SelectionApi {
         &self,
         request: Request<pb::GetPanelRequest>,
     ) -> Result<Response<pb::Panel>, Status> {
+        let context = auth::context(&request)?;
         let id = required_id("id", &request.get_ref().id)?;
-        Ok(Response::new(self.store.get_panel(&id).await?.into()))
+        Ok(Response::new(
+            self.store.get_panel(&viewer(&context), &id).await?.into(),
+        ))
     }
 
     async fn assign_applications(

@@ -3,7 +3,10 @@
 
 use tonic::{Request, Response, Status};
 
-use crate::auth::{self, CallContext, Role, Scope};
+use crate::auth::{
+    self,
+    scope::{self, Object},
+};
 use crate::domain::{
     organization::{optional_id_or_error, required_id},
     survey::{
@@ -120,6 +123,7 @@ impl From<SurveyResponse> for pb::SurveyResponse {
             course_version_id: response.course_version_id,
             answers: response.answers.into_iter().map(answer_to_proto).collect(),
             submit_time: Some(super::timestamp(response.submit_time)),
+            submitted_by: response.submitted_by,
         }
     }
 }
@@ -186,21 +190,6 @@ fn results_to_proto(activity_id: String, results: SurveyResults) -> pb::SurveyRe
     }
 }
 
-/// Returns who submits: staff may answer on a learner's behalf, anyone else only for themselves.
-fn respondent(context: &CallContext) -> Respondent {
-    let staff = [
-        Role::Admin,
-        Role::ProgrammeManager,
-        Role::Trainer,
-        Role::Assessor,
-    ];
-    if staff.iter().any(|role| context.principal.has(*role)) {
-        Respondent::Staff
-    } else {
-        Respondent::Learner(context.principal.subject.clone())
-    }
-}
-
 #[tonic::async_trait]
 impl pb::survey_service_server::SurveyService for SurveyApi {
     async fn submit_survey_response(
@@ -212,11 +201,23 @@ impl pb::survey_service_server::SurveyService for SurveyApi {
         let enrollment_id = required_id("enrollment_id", &message.enrollment_id)?;
         let activity_id = required_id("activity_id", &message.activity_id)?;
         let answers = message.answers.into_iter().map(raw_answer).collect();
+        let caller = scope::caller(&self.store, &context, Object::SurveyAnswer).await?;
+        let owner = caller.check_found(
+            Object::SurveyAnswer,
+            "enrollment",
+            &enrollment_id,
+            self.store.enrollment_owner(&enrollment_id).await,
+        )?;
+        let respondent = if owner.person_id == caller.subject() {
+            Respondent::Learner
+        } else {
+            Respondent::Staff
+        };
         let response = self
             .store
             .submit_survey_response(
                 context.audit(None),
-                respondent(&context),
+                respondent,
                 enrollment_id,
                 activity_id,
                 answers,
@@ -241,26 +242,29 @@ impl pb::survey_service_server::SurveyService for SurveyApi {
             default: message.threshold,
             per_question: message.question_thresholds.into_iter().collect(),
         };
+        let caller = scope::list_caller(&self.store, &context, Object::Report).await?;
         let requested =
             match optional_id_or_error("organization_subtree", &message.organization_subtree)? {
                 Some(root) => Some(self.store.get_organization(&root).await?.path),
                 None => None,
             };
-        let scope = context.principal.read_scope();
-        filter.organization_path_prefix = match (&scope, requested) {
-            (Scope::All, requested) => requested,
-            (Scope::Subtree(root), None) => Some(self.store.get_organization(root).await?.path),
-            (Scope::Subtree(_), Some(path)) => {
-                scope.require_path(&path, "organization_subtree")?;
-                Some(path)
-            }
-            (Scope::Nothing, _) => {
-                return Err(Error::permission_denied(
-                    "SURVEY_RESULTS_NOT_ALLOWED",
-                    "survey results are for managers of the organisations concerned",
-                )
-                .into());
-            }
+        if let Some(path) = &requested {
+            caller.check_subtree(Object::Report, path)?;
+        }
+        // An aggregate has no rows to narrow: a limited caller's is rooted at their subtree.
+        filter.organization_path_prefix = match caller.visibility(Object::Report) {
+            None => requested,
+            Some(visible) => match (requested, visible.organization_path_prefix) {
+                (Some(path), _) => Some(path),
+                (None, Some(own)) => Some(own),
+                (None, None) => {
+                    return Err(Error::permission_denied(
+                        "SURVEY_RESULTS_NOT_ALLOWED",
+                        "survey results are for managers of the organisations concerned",
+                    )
+                    .into());
+                }
+            },
         };
         let (questions, responses) = self.store.survey_selection(&activity_id, &filter).await?;
         thresholds.check(&questions)?;

@@ -24,7 +24,16 @@ const MANAGERS: &[Role] = &[Admin, OrgAdmin, HrService];
 const PEOPLE_READERS: &[Role] = &[Admin, OrgAdmin, HrService, ProgrammeManager];
 const CATALOGUE_MANAGERS: &[Role] = &[Admin, ProgrammeManager];
 const ENROLLERS: &[Role] = &[Admin, ProgrammeManager, OrgAdmin];
-const ENROLLMENT_READERS: &[Role] = &[Admin, ProgrammeManager, OrgAdmin, HrService, Learner];
+// Trainers and assessors read the enrolments they are assigned to (`scope::Object::LearnerRecord`).
+const ENROLLMENT_READERS: &[Role] = &[
+    Admin,
+    ProgrammeManager,
+    OrgAdmin,
+    HrService,
+    Trainer,
+    Assessor,
+    Learner,
+];
 const PROGRESS_RECORDERS: &[Role] = &[
     Admin,
     ProgrammeManager,
@@ -68,8 +77,19 @@ const CERTIFICATION_READERS: &[Role] = &[
     HrService,
     OrgAdmin,
 ];
+// Candidacies and certificates are read by their holder too, whatever their role.
+const CANDIDACY_READERS: &[Role] = &[
+    Admin,
+    ProgrammeManager,
+    Assessor,
+    Trainer,
+    HrService,
+    OrgAdmin,
+    Learner,
+];
 
-/// Every `lms.v1` method and who may call it. Object-level checks (subtree, self) follow in the handlers.
+/// Every `lms.v1` method and who may call it. Which objects each caller may touch is
+/// [`super::scope::OBJECT_RULES`], checked in the handlers.
 #[rustfmt::skip]
 pub const METHOD_POLICY: &[(&str, Access)] = &[
     ("/lms.v1.OrganizationService/CreateOrganization", Access::Roles(MANAGERS)),
@@ -136,9 +156,10 @@ pub const METHOD_POLICY: &[(&str, Access)] = &[
     ("/lms.v1.CertificationService/CreateCertificationTrack", Access::Roles(CERTIFICATION_MANAGERS)),
     ("/lms.v1.CertificationService/GetCertificationTrack", Access::Authenticated),
     ("/lms.v1.CertificationService/ListCertificationTracks", Access::Authenticated),
+    ("/lms.v1.CertificationService/SetTrackAssessors", Access::Roles(CERTIFICATION_MANAGERS)),
     ("/lms.v1.CertificationService/CreateCandidacy", Access::Roles(CANDIDACY_MOVERS)),
-    ("/lms.v1.CertificationService/GetCandidacy", Access::Roles(CERTIFICATION_READERS)),
-    ("/lms.v1.CertificationService/ListCandidacies", Access::Roles(CERTIFICATION_READERS)),
+    ("/lms.v1.CertificationService/GetCandidacy", Access::Roles(CANDIDACY_READERS)),
+    ("/lms.v1.CertificationService/ListCandidacies", Access::Roles(CANDIDACY_READERS)),
     ("/lms.v1.CertificationService/StartTraining", Access::Roles(CANDIDACY_MOVERS)),
     ("/lms.v1.CertificationService/BeginSupervisedPractice", Access::Roles(CANDIDACY_MOVERS)),
     ("/lms.v1.CertificationService/SubmitForAssessment", Access::Roles(CANDIDACY_MOVERS)),
@@ -148,8 +169,8 @@ pub const METHOD_POLICY: &[(&str, Access)] = &[
     ("/lms.v1.CertificationService/RevokeCandidacy", Access::Roles(ASSESSORS)),
     ("/lms.v1.CertificationService/RecordSupervisedDelivery", Access::Roles(&[Admin, Trainer])),
     ("/lms.v1.CertificationService/IssueCertificate", Access::Roles(ASSESSORS)),
-    ("/lms.v1.CertificationService/GetCertificate", Access::Roles(CERTIFICATION_READERS)),
-    ("/lms.v1.CertificationService/ListCertificates", Access::Roles(CERTIFICATION_READERS)),
+    ("/lms.v1.CertificationService/GetCertificate", Access::Roles(CANDIDACY_READERS)),
+    ("/lms.v1.CertificationService/ListCertificates", Access::Roles(CANDIDACY_READERS)),
     ("/lms.v1.CertificationService/RenewCertificate", Access::Roles(ASSESSORS)),
     ("/lms.v1.CertificationService/SuspendCertificate", Access::Roles(ASSESSORS)),
     ("/lms.v1.CertificationService/ReinstateCertificate", Access::Roles(ASSESSORS)),

@@ -171,6 +171,9 @@ pub struct Track {
     pub issuer_organization_id: String,
     /// Days a candidacy has.
     pub candidacy_days: i32,
+    /// People who assess the track's candidacies and act on its certificates (filled by the
+    /// store's track reads; empty where a track is loaded for its rules only).
+    pub assessor_ids: Vec<String>,
     /// Revision.
     pub revision: i64,
     /// Created.
@@ -210,6 +213,22 @@ pub struct RawTrack {
     pub issuer_organization_id: String,
     /// Candidacy days (0 = default).
     pub candidacy_days: i32,
+    /// Assessors' person ids.
+    pub assessor_ids: Vec<String>,
+}
+
+/// Most assessors on one track.
+pub const MAX_TRACK_ASSESSORS: usize = 100;
+
+/// Checks a track's assessor ids (at most [`MAX_TRACK_ASSESSORS`] distinct person ids) under
+/// `field`; returns them sorted.
+pub fn validate_assessor_ids(field: &str, ids: &[String]) -> Result<Vec<String>> {
+    let mut violations = Violations::new();
+    check_ids(&mut violations, field, ids);
+    violations.into_result(())?;
+    let mut sorted = ids.to_vec();
+    sorted.sort();
+    Ok(sorted)
 }
 
 fn check_ids(violations: &mut Violations, field: &str, ids: &[String]) {
@@ -305,6 +324,11 @@ impl RawTrack {
             0 => DEFAULT_CANDIDACY_DAYS,
             days => days,
         };
+        check_ids(
+            &mut violations,
+            &format!("{prefix}.assessor_ids"),
+            &self.assessor_ids,
+        );
         if !(1..=MAX_CANDIDACY_DAYS).contains(&candidacy_days) {
             violations.add(
                 format!("{prefix}.candidacy_days"),
@@ -324,6 +348,11 @@ impl RawTrack {
             scope: self.scope.unwrap_or(TrackScope::Any),
             issuer_organization_id: self.issuer_organization_id,
             candidacy_days,
+            assessor_ids: {
+                let mut sorted = self.assessor_ids;
+                sorted.sort();
+                sorted
+            },
             revision: 1,
             create_time: now,
             update_time: now,
@@ -811,6 +840,8 @@ pub struct CascadeNode {
     pub full_name: String,
     /// Organisation.
     pub organization_id: String,
+    /// Materialised path of the organisation (for scope checks; not sent).
+    pub organization_path: String,
     /// Level below the top.
     pub depth: i32,
     /// Trainers one level up.

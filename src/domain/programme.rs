@@ -8,6 +8,22 @@ use crate::domain::organization::{optional_id, path_is_within};
 use crate::domain::person::{PersonStatus, Sector};
 use crate::error::{Error, Result, Violations};
 
+/// The rows of a list a caller with a limited scope may see: a row is visible when any part that
+/// is set matches it; with no part set, no row is. The API fills it from the caller's scope
+/// (`auth::scope`); a filter holding `None` instead shows every row. Used by the lists of
+/// enrolments, progress, candidacies and certificates.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Visibility {
+    /// Rows about these people (the caller themself; an assessor's candidates).
+    pub person_ids: Vec<String>,
+    /// Rows of these cohorts (a trainer's cohorts).
+    pub cohort_ids: Vec<String>,
+    /// Rows of these certification tracks (an assessor's tracks).
+    pub track_ids: Vec<String>,
+    /// Rows about people whose organisation's path starts with this (an org admin's subtree).
+    pub organization_path_prefix: Option<String>,
+}
+
 /// Longest title or name.
 pub const MAX_TITLE_CHARS: usize = 200;
 /// Longest description.

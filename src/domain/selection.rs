@@ -1011,10 +1011,7 @@ impl Viewer {
             return Ok((self.subject != person_id).then(|| self.subject.clone()));
         }
         if self.subject != person_id {
-            return Err(Error::permission_denied(
-                "OWN_APPLICATION_ONLY",
-                "you may apply only for yourself, or nominate people of the organisations you manage",
-            ));
+            return Err(own_application_only());
         }
         if call.nomination_only {
             return Err(Error::FailedPrecondition {
@@ -1034,6 +1031,47 @@ impl Viewer {
             || application.nominated_by.as_deref() == Some(self.subject.as_str())
             || (self.subtree_root.is_some() && self.manages_path(&application.organization_path))
     }
+
+    /// Returns the error for a `resource` that does not exist: NOT_FOUND for a manager, the
+    /// refusal of someone else's for anyone else (who may not learn whether it exists).
+    pub fn missing(&self, resource: &'static str, id: &str) -> Error {
+        if self.manager {
+            Error::not_found(resource, id)
+        } else if resource == "panel" {
+            not_your_panel()
+        } else {
+            not_yours()
+        }
+    }
+
+    /// Returns `error`, with a missing application turned into [`Viewer::missing`].
+    pub fn hide_missing(&self, error: Error) -> Error {
+        match error {
+            Error::NotFound { resource, id } => self.missing(resource, &id),
+            other => other,
+        }
+    }
+}
+
+/// Returns the refusal of a caller applying for someone they may not nominate.
+pub fn own_application_only() -> Error {
+    Error::permission_denied(
+        "OWN_APPLICATION_ONLY",
+        "you may apply only for yourself, or nominate people of the organisations you manage",
+    )
+}
+
+/// Returns the refusal of a judge scoring an application not assigned to them.
+pub fn not_assigned() -> Error {
+    Error::permission_denied("NOT_ASSIGNED", "this application is not assigned to you")
+}
+
+/// Returns the refusal of a caller reading a panel they do not sit on.
+pub fn not_your_panel() -> Error {
+    Error::permission_denied(
+        "NOT_YOUR_PANEL",
+        "only programme managers and the panel's judges may see this panel",
+    )
 }
 
 /// Returns the refusal of a caller who may not read or act on `application`.

@@ -412,28 +412,47 @@ pub struct SurveyResponse {
     pub answers: Vec<Answer>,
     /// When submitted.
     pub submit_time: DateTime<Utc>,
+    /// Who entered the answers: the respondent themself, or a staff member on their behalf.
+    pub submitted_by: String,
 }
 
-/// Who submits a response.
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl SurveyResponse {
+    /// Returns true when the answers were entered by someone other than the respondent.
+    pub fn entered_on_behalf(&self) -> bool {
+        self.submitted_by != self.person_id
+    }
+}
+
+/// Who submits a response. Whose enrolments they may answer for is checked before, by the API
+/// (`auth::scope`, `Object::SurveyAnswer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Respondent {
-    /// A learner, for their own enrolments only (their person id).
-    Learner(String),
+    /// A learner answering for themself.
+    Learner,
     /// Staff entering a response on a learner's behalf.
     Staff,
 }
 
-/// Fails with PERMISSION_DENIED when a learner submits for an enrolment that is not theirs.
-pub fn check_respondent(respondent: &Respondent, enrollment_person_id: &str) -> Result<()> {
-    match respondent {
-        Respondent::Learner(person_id) if person_id != enrollment_person_id => {
-            Err(Error::permission_denied(
-                "OWN_RECORDS_ONLY",
-                "learners answer surveys of their own enrolments only",
-            ))
-        }
-        _ => Ok(()),
+/// Decides a submission by `actor` when the learner's survey holds `earlier` already: the first
+/// response stands. Whoever entered it gets it back (a retry, or second thoughts: nothing changes);
+/// anyone else is refused with FAILED_PRECONDITION `SURVEY_ALREADY_ANSWERED`, so that staff never
+/// replace a learner's own answers, nor a learner's answers silently vanish behind staff's.
+pub fn check_resubmission(earlier: &SurveyResponse, actor: &str) -> Result<()> {
+    if earlier.submitted_by == actor {
+        return Ok(());
     }
+    let by = if earlier.entered_on_behalf() {
+        "entered on the learner's behalf"
+    } else {
+        "given by the learner"
+    };
+    Err(Error::FailedPrecondition {
+        reason: "SURVEY_ALREADY_ANSWERED",
+        subject: format!("survey_response/{}", earlier.id),
+        message: format!(
+            "the learner's answers to this survey were {by} already; they are kept as they are"
+        ),
+    })
 }
 
 /// Fails with INVALID_ARGUMENT on `activity_id` unless the activity is a SURVEY of one of the

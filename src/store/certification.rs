@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::entity::certification::{
     candidacies, candidacy_history, cascade_edges, cascade_lineage, certificates,
-    certification_tracks, supervised_deliveries,
+    certification_track_assessors, certification_tracks, supervised_deliveries,
 };
 use super::entity::delivery::training_sessions;
 use super::entity::programme::enrollments;
@@ -34,7 +34,7 @@ use crate::domain::certification::{
 use crate::domain::delivery::{SessionState, TrainerStanding};
 use crate::domain::event::NewEvent;
 use crate::domain::page::Page;
-use crate::domain::programme::EnrollmentState;
+use crate::domain::programme::{EnrollmentState, Visibility};
 use crate::error::{Error, Result};
 
 /// Advisory lock serialising cascade lineage updates on PostgreSQL (closure rows derive from
@@ -89,6 +89,7 @@ pub(crate) fn track_from(model: certification_tracks::Model) -> Result<Track> {
         validity_months: model.validity_months,
         issuer_organization_id: model.issuer_organization_id,
         candidacy_days: model.candidacy_days,
+        assessor_ids: Vec::new(),
         revision: model.revision,
         create_time: model.create_time,
         update_time: model.update_time,
@@ -220,6 +221,84 @@ async fn load_track(connection: &impl ConnectionTrait, id: &str) -> Result<Track
         .map_err(db_error)?
         .ok_or_else(|| Error::not_found("certification_track", id))?;
     track_from(model)
+}
+
+/// Fills the assessor ids of `tracks` (one query).
+async fn fill_assessors(connection: &impl ConnectionTrait, tracks: &mut [Track]) -> Result<()> {
+    if tracks.is_empty() {
+        return Ok(());
+    }
+    let rows = certification_track_assessors::Entity::find()
+        .filter(
+            certification_track_assessors::Column::TrackId
+                .is_in(tracks.iter().map(|track| track.id.clone())),
+        )
+        .order_by_asc(certification_track_assessors::Column::PersonId)
+        .all(connection)
+        .await
+        .map_err(db_error)?;
+    for track in tracks.iter_mut() {
+        track.assessor_ids = rows
+            .iter()
+            .filter(|row| row.track_id == track.id)
+            .map(|row| row.person_id.clone())
+            .collect();
+    }
+    Ok(())
+}
+
+/// Replaces the assessor rows of `track` with its `assessor_ids`, which must name existing people.
+async fn save_assessors(
+    transaction: &DatabaseTransaction,
+    track: &Track,
+    field: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let found = people::Entity::find()
+        .filter(people::Column::Id.is_in(track.assessor_ids.iter().cloned()))
+        .count(transaction)
+        .await
+        .map_err(db_error)?;
+    if found != track.assessor_ids.len() as u64 {
+        return Err(Error::invalid(field, "must name existing people"));
+    }
+    certification_track_assessors::Entity::delete_many()
+        .filter(certification_track_assessors::Column::TrackId.eq(track.id.as_str()))
+        .exec(transaction)
+        .await
+        .map_err(db_error)?;
+    if track.assessor_ids.is_empty() {
+        return Ok(());
+    }
+    certification_track_assessors::Entity::insert_many(track.assessor_ids.iter().map(
+        |person_id| certification_track_assessors::ActiveModel {
+            track_id: Set(track.id.clone()),
+            person_id: Set(person_id.clone()),
+            create_time: Set(now),
+        },
+    ))
+    .exec(transaction)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+/// Who a candidacy or certificate is about, for the scope checks of the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holding {
+    /// The candidate or holder.
+    pub person_id: String,
+    /// The materialised path of their organisation.
+    pub organization_path: String,
+    /// The track.
+    pub track_id: String,
+}
+
+#[derive(Debug, FromQueryResult)]
+struct HoldingRow {
+    person_id: String,
+    organization_path: String,
+    track_id: String,
 }
 
 async fn lock_candidacy(transaction: &DatabaseTransaction, id: &str) -> Result<Candidacy> {
@@ -543,6 +622,7 @@ struct NodeRow {
     depth: i32,
     full_name: String,
     organization_id: String,
+    organization_path: String,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -592,10 +672,12 @@ impl Store {
                                 db_error(error)
                             }
                         })?;
+                    save_assessors(transaction, &track, "track.assessor_ids", track.create_time)
+                        .await?;
                     let change = AuditChange::new(
                         "certification_track",
                         &track.id,
-                        &json!({"code": track.code, "title": track.title, "level": track.level.as_str()}),
+                        &json!({"code": track.code, "title": track.title, "level": track.level.as_str(), "assessor_ids": track.assessor_ids}),
                     );
                     audit::append(transaction, &context, vec![change]).await?;
                     let answer = StoredAnswer::created(&track.id);
@@ -607,9 +689,122 @@ impl Store {
         .await
     }
 
-    /// Returns one track.
+    /// Returns one track with its assessors.
     pub async fn get_track(&self, id: &str) -> Result<Track> {
-        load_track(self.connection(), id).await
+        let mut track = load_track(self.connection(), id).await?;
+        fill_assessors(self.connection(), std::slice::from_mut(&mut track)).await?;
+        Ok(track)
+    }
+
+    /// Replaces the assessors of a track (people who must exist); bumps its revision.
+    pub async fn set_track_assessors(
+        &self,
+        context: AuditContext,
+        id: String,
+        assessor_ids: Vec<String>,
+        expected_revision: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> Result<Track> {
+        self.write(move |transaction| {
+            Box::pin(async move {
+                let model = for_update(
+                    certification_tracks::Entity::find_by_id(id.clone()),
+                    transaction,
+                )
+                .one(transaction)
+                .await
+                .map_err(db_error)?
+                .ok_or_else(|| Error::not_found("certification_track", &id))?;
+                let mut track = track_from(model)?;
+                check_revision(
+                    "certification_track",
+                    &id,
+                    track.revision,
+                    expected_revision,
+                )?;
+                track.assessor_ids = assessor_ids;
+                track.revision += 1;
+                track.update_time = now;
+                certification_tracks::Entity::update(track_active(&track))
+                    .exec(transaction)
+                    .await
+                    .map_err(db_error)?;
+                save_assessors(transaction, &track, "assessor_ids", now).await?;
+                let change = AuditChange::new(
+                    "certification_track",
+                    &track.id,
+                    &json!({"assessor_ids": track.assessor_ids}),
+                );
+                audit::append(transaction, &context, vec![change]).await?;
+                Ok(track)
+            })
+        })
+        .await
+    }
+
+    /// Returns the tracks naming `person_id` as an assessor.
+    pub async fn assessed_track_ids(&self, person_id: &str) -> Result<HashSet<String>> {
+        let rows = certification_track_assessors::Entity::find()
+            .filter(certification_track_assessors::Column::PersonId.eq(person_id))
+            .all(self.connection())
+            .await
+            .map_err(db_error)?;
+        Ok(rows.into_iter().map(|row| row.track_id).collect())
+    }
+
+    /// Returns the people holding a candidacy (in any state) on a track `person_id` assesses.
+    pub async fn assessed_candidate_ids(&self, person_id: &str) -> Result<HashSet<String>> {
+        #[derive(Debug, FromQueryResult)]
+        struct CandidateRow {
+            person_id: String,
+        }
+        let rows = CandidateRow::find_by_statement(statement(
+            self.backend(),
+            "SELECT DISTINCT c.person_id AS person_id FROM candidacies c \
+             JOIN certification_track_assessors a ON a.track_id = c.track_id \
+             WHERE a.person_id = $1",
+            vec![person_id.into()],
+        ))
+        .all(self.connection())
+        .await
+        .map_err(db_error)?;
+        Ok(rows.into_iter().map(|row| row.person_id).collect())
+    }
+
+    /// Returns who candidacy `id` is about.
+    pub async fn candidacy_holding(&self, id: &str) -> Result<Holding> {
+        self.holding(
+            "SELECT c.person_id AS person_id, o.path AS organization_path, c.track_id AS track_id \
+             FROM candidacies c JOIN people p ON p.id = c.person_id \
+             JOIN organizations o ON o.id = p.organization_id WHERE c.id = $1",
+            id,
+        )
+        .await?
+        .ok_or_else(|| Error::not_found("candidacy", id))
+    }
+
+    /// Returns who certificate `id` is about.
+    pub async fn certificate_holding(&self, id: &str) -> Result<Holding> {
+        self.holding(
+            "SELECT c.person_id AS person_id, o.path AS organization_path, c.track_id AS track_id \
+             FROM certificates c JOIN people p ON p.id = c.person_id \
+             JOIN organizations o ON o.id = p.organization_id WHERE c.id = $1",
+            id,
+        )
+        .await?
+        .ok_or_else(|| Error::not_found("certificate", id))
+    }
+
+    async fn holding(&self, sql: &str, id: &str) -> Result<Option<Holding>> {
+        let row = HoldingRow::find_by_statement(statement(self.backend(), sql, vec![id.into()]))
+            .one(self.connection())
+            .await
+            .map_err(db_error)?;
+        Ok(row.map(|row| Holding {
+            person_id: row.person_id,
+            organization_path: row.organization_path,
+            track_id: row.track_id,
+        }))
     }
 
     /// Lists tracks by id.
@@ -627,7 +822,9 @@ impl Store {
             .into_iter()
             .map(track_from)
             .collect::<Result<Vec<_>>>()?;
-        Ok(page.finish(rows, |track| track.id.clone()))
+        let (mut tracks, next) = page.finish(rows, |track| track.id.clone());
+        fill_assessors(self.connection(), &mut tracks).await?;
+        Ok((tracks, next))
     }
 
     /// Opens a candidacy in state CANDIDATE with a deadline `candidacy_days` after `now`.
@@ -776,15 +973,26 @@ impl Store {
         })
     }
 
-    /// Lists candidacies by id, optionally of one track and/or person.
+    /// Lists candidacies by id, optionally of one track and/or person, of the rows `visibility`
+    /// shows (`None`: every row).
     pub async fn list_candidacies(
         &self,
         track_id: Option<&str>,
         person_id: Option<&str>,
+        visibility: Option<&Visibility>,
         page: &Page,
         now: DateTime<Utc>,
     ) -> Result<(Vec<CandidacyView>, String)> {
         let mut query = candidacies::Entity::find();
+        if let Some(visibility) = visibility {
+            query = query.filter(super::programme::visible_rows(
+                visibility,
+                "candidacies",
+                "person_id",
+                None,
+                Some("track_id"),
+            ));
+        }
         if let Some(track_id) = track_id {
             query = query.filter(candidacies::Column::TrackId.eq(track_id));
         }
@@ -967,11 +1175,8 @@ impl Store {
         self.get_candidacy(&candidacy_id, now).await
     }
 
-    /// Records the lead's sign-off of a candidate's co-delivery of a delivered session.
-    ///
-    /// `acting_lead` is the caller when it must be the session's lead (a trainer); `None` for
-    /// admins.
-    #[allow(clippy::too_many_arguments)]
+    /// Records the lead's sign-off of a candidate's co-delivery of a delivered session. Who may
+    /// (the session's lead, or an admin) is checked before (`auth::scope`).
     pub async fn record_supervised_delivery(
         &self,
         context: AuditContext,
@@ -979,7 +1184,6 @@ impl Store {
         candidate_id: String,
         outcome: SupervisedOutcome,
         notes: String,
-        acting_lead: Option<String>,
         now: DateTime<Utc>,
     ) -> Result<SupervisedDelivery> {
         self.write(move |transaction| {
@@ -992,14 +1196,6 @@ impl Store {
                 .await
                 .map_err(db_error)?
                 .ok_or_else(|| Error::not_found("session", &session_id))?;
-                if let Some(caller) = &acting_lead
-                    && *caller != session.lead_trainer_id
-                {
-                    return Err(Error::permission_denied(
-                        "NOT_SESSION_LEAD",
-                        "only the session's lead trainer signs off supervised deliveries",
-                    ));
-                }
                 if SessionState::parse(&session.state) != Some(SessionState::Delivered) {
                     return Err(Error::FailedPrecondition {
                         reason: "SESSION_NOT_DELIVERED",
@@ -1197,14 +1393,25 @@ impl Store {
         load_certificate(self.connection(), id).await
     }
 
-    /// Lists certificates by id, optionally of one person and/or track.
+    /// Lists certificates by id, optionally of one person and/or track, of the rows `visibility`
+    /// shows (`None`: every row).
     pub async fn list_certificates(
         &self,
         person_id: Option<&str>,
         track_id: Option<&str>,
+        visibility: Option<&Visibility>,
         page: &Page,
     ) -> Result<(Vec<Certificate>, String)> {
         let mut query = certificates::Entity::find();
+        if let Some(visibility) = visibility {
+            query = query.filter(super::programme::visible_rows(
+                visibility,
+                "certificates",
+                "person_id",
+                None,
+                Some("track_id"),
+            ));
+        }
         if let Some(person_id) = person_id {
             query = query.filter(certificates::Column::PersonId.eq(person_id));
         }
@@ -1402,7 +1609,7 @@ impl Store {
         module_id: Option<&str>,
         page: &Page,
         now: DateTime<Utc>,
-    ) -> Result<(Vec<(Certificate, people::Model)>, String)> {
+    ) -> Result<(Vec<(Certificate, people::Model, String)>, String)> {
         let mut query = certificates::Entity::find()
             .filter(certificates::Column::Status.eq(CertificateStatus::Active.as_str()))
             .filter(certificates::Column::ExpiresTime.gt(now));
@@ -1451,13 +1658,29 @@ impl Store {
             .into_iter()
             .map(|person| (person.id.clone(), person))
             .collect();
+        let organization_ids: HashSet<String> = people_by_id
+            .values()
+            .map(|person| person.organization_id.clone())
+            .collect();
+        let paths: HashMap<String, String> = organizations::Entity::find()
+            .filter(organizations::Column::Id.is_in(organization_ids))
+            .all(self.connection())
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .map(|organization| (organization.id, organization.path))
+            .collect();
         let mut trainers = Vec::with_capacity(rows.len());
         for row in rows {
             let person = people_by_id
                 .get(&row.person_id)
                 .cloned()
                 .ok_or_else(|| Error::internal("certificate holder is missing"))?;
-            trainers.push((certificate_from(row)?, person));
+            let path = paths
+                .get(&person.organization_id)
+                .cloned()
+                .unwrap_or_default();
+            trainers.push((certificate_from(row)?, person, path));
         }
         Ok((trainers, next))
     }
@@ -1492,8 +1715,9 @@ impl Store {
         let rows = NodeRow::find_by_statement(statement(
             backend,
             "SELECT l.descendant_id AS person_id, l.depth AS depth, p.full_name AS full_name, \
-                    p.organization_id AS organization_id \
+                    p.organization_id AS organization_id, o.path AS organization_path \
              FROM cascade_lineage l JOIN people p ON p.id = l.descendant_id \
+             JOIN organizations o ON o.id = p.organization_id \
              WHERE l.ancestor_id = $1 AND l.depth <= $2 \
                AND (l.depth > $3 OR (l.depth = $3 AND l.descendant_id > $4)) \
              ORDER BY l.depth, l.descendant_id LIMIT $5",
@@ -1551,6 +1775,7 @@ impl Store {
                         person_id: row.person_id,
                         full_name: row.full_name,
                         organization_id: row.organization_id,
+                        organization_path: row.organization_path,
                         depth: row.depth,
                         trained_by,
                     }

@@ -433,6 +433,26 @@ impl Store {
         session_from(model)
     }
 
+    /// Returns the cohorts with a session (in any state) that `person_id` leads or co-trains:
+    /// the cohorts a trainer is assigned to.
+    pub async fn trained_cohort_ids(&self, person_id: &str) -> Result<HashSet<String>> {
+        let theirs = Query::select()
+            .column(session_trainers::Column::SessionId)
+            .from(session_trainers::Entity)
+            .and_where(Expr::col(session_trainers::Column::PersonId).eq(person_id))
+            .to_owned();
+        let rows = training_sessions::Entity::find()
+            .select_only()
+            .column(training_sessions::Column::CohortId)
+            .distinct()
+            .filter(training_sessions::Column::Id.in_subquery(theirs))
+            .into_tuple::<String>()
+            .all(self.connection())
+            .await
+            .map_err(db_error)?;
+        Ok(rows.into_iter().collect())
+    }
+
     /// Lists sessions by start time then id, after the page's key.
     pub async fn list_sessions(
         &self,
@@ -589,31 +609,21 @@ impl Store {
     }
 
     /// Records attendance marks; PRESENT marks record ATTENDED events (deterministic ids, so a
-    /// repeated call records nothing new) in the same transaction. `acting_trainer` is the
-    /// caller when they must be one of the session's trainers; `None` for managers.
+    /// repeated call records nothing new) in the same transaction. Who may record is checked
+    /// before (`auth::scope`, [`Object::Attendance`](crate::auth::scope::Object)).
     /// Returns the marks and the number of events newly recorded.
-    #[allow(clippy::too_many_arguments)]
     pub async fn record_attendance(
         &self,
         context: AuditContext,
         session_id: String,
         person_ids: Vec<String>,
         status: AttendanceStatus,
-        acting_trainer: Option<String>,
         now: DateTime<Utc>,
     ) -> Result<(Vec<AttendanceMark>, i32)> {
         let store = self.clone();
         self.write(move |transaction| {
             Box::pin(async move {
                 let session = lock_session(transaction, &session_id).await?;
-                if let Some(caller) = &acting_trainer
-                    && !session.trainer_ids().contains(caller)
-                {
-                    return Err(Error::permission_denied(
-                        "NOT_SESSION_TRAINER",
-                        "only the session's trainers record its attendance",
-                    ));
-                }
                 if session.state == SessionState::Cancelled {
                     return Err(Error::FailedPrecondition {
                         reason: "SESSION_CANCELLED",
@@ -779,27 +789,18 @@ impl Store {
     }
 
     /// Marks a session delivered after checking the delivery rules again at `now`; people
-    /// marked PRESENT become the lead's learners in the cascade. `acting_lead` is the caller when
-    /// they must be the lead; `None` for admins. Marking a delivered session again returns it.
+    /// marked PRESENT become the lead's learners in the cascade. Who may is checked before
+    /// (`auth::scope`, the session's lead). Marking a delivered session again returns it.
     pub async fn mark_delivered(
         &self,
         context: AuditContext,
         id: String,
-        acting_lead: Option<String>,
         expected_revision: Option<i64>,
         now: DateTime<Utc>,
     ) -> Result<Session> {
         self.write(move |transaction| {
             Box::pin(async move {
                 let mut session = lock_session(transaction, &id).await?;
-                if let Some(caller) = &acting_lead
-                    && *caller != session.lead_trainer_id
-                {
-                    return Err(Error::permission_denied(
-                        "NOT_SESSION_LEAD",
-                        "only the session's lead trainer marks it delivered",
-                    ));
-                }
                 if session.state == SessionState::Delivered {
                     return Ok(session);
                 }

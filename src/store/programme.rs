@@ -14,7 +14,6 @@ use super::entity::programme::{cohorts, enrollments, programme_phases, programme
 use super::entity::{organizations, people};
 use super::idempotency::{RequestKey, StoredAnswer};
 use super::{Store, audit, db_error, is_unique_violation};
-use crate::auth::Scope;
 use crate::domain::audit::{AuditChange, AuditContext};
 use crate::domain::event::NewEvent;
 use crate::domain::page::Page;
@@ -22,9 +21,79 @@ use crate::domain::person::{PersonStatus, Sector};
 use crate::domain::programme::{
     Cohort, CohortField, CohortSettings, CohortState, Enrollment, EnrollmentState, NewProgramme,
     Phase, PhaseDraft, Placement, Programme, ProgrammePatch, ProgrammeState, RawCohortSettings,
-    Refusal, SeatCounts, check_admissible, check_cohort_transition, check_withdrawable, place,
+    Refusal, SeatCounts, Visibility, check_admissible, check_cohort_transition, check_withdrawable,
+    place,
 };
 use crate::error::{Error, Result};
+
+/// Returns the condition keeping the rows of `table` a [`Visibility`] shows: rows about its
+/// people (`person_column`), of its cohorts or tracks (when the table has those columns), or
+/// about people in its organisation subtree; no row when it shows nothing.
+pub(crate) fn visible_rows(
+    visibility: &Visibility,
+    table: &str,
+    person_column: &str,
+    cohort_column: Option<&str>,
+    track_column: Option<&str>,
+) -> sea_orm::Condition {
+    let column = |name: &str| Expr::col((Alias::new(table), Alias::new(name)));
+    let mut any = sea_orm::Condition::any();
+    let mut parts = 0;
+    if !visibility.person_ids.is_empty() {
+        any = any.add(column(person_column).is_in(visibility.person_ids.clone()));
+        parts += 1;
+    }
+    if let Some(cohort_column) = cohort_column
+        && !visibility.cohort_ids.is_empty()
+    {
+        any = any.add(column(cohort_column).is_in(visibility.cohort_ids.clone()));
+        parts += 1;
+    }
+    if let Some(track_column) = track_column
+        && !visibility.track_ids.is_empty()
+    {
+        any = any.add(column(track_column).is_in(visibility.track_ids.clone()));
+        parts += 1;
+    }
+    if let Some(prefix) = &visibility.organization_path_prefix {
+        any = any.add(column(person_column).in_subquery(people_under(prefix)));
+        parts += 1;
+    }
+    if parts == 0 {
+        return sea_orm::Condition::all().add(Expr::cust("1 = 0"));
+    }
+    any
+}
+
+/// Returns the ids of the people whose organisation's path starts with `prefix`.
+fn people_under(prefix: &str) -> sea_orm::sea_query::SelectStatement {
+    Query::select()
+        .column((people::Entity, people::Column::Id))
+        .from(people::Entity)
+        .inner_join(
+            organizations::Entity,
+            Expr::col((organizations::Entity, organizations::Column::Id))
+                .equals((people::Entity, people::Column::OrganizationId)),
+        )
+        .and_where(
+            Expr::col((organizations::Entity, organizations::Column::Path))
+                .like(super::like_prefix(prefix)),
+        )
+        .to_owned()
+}
+
+/// Who an enrolment is about, for the scope checks of the API.
+#[derive(Debug, Clone, PartialEq, Eq, FromQueryResult)]
+pub struct EnrollmentOwner {
+    /// The enrolment.
+    pub id: String,
+    /// The learner.
+    pub person_id: String,
+    /// The cohort.
+    pub cohort_id: String,
+    /// The materialised path of the learner's organisation.
+    pub organization_path: String,
+}
 
 /// Returns `select` locking its rows for the rest of the transaction on PostgreSQL
 /// (SQLite write transactions are serial already).
@@ -310,6 +379,8 @@ pub struct EnrollmentFilter {
     pub organization_path_prefix: Option<String>,
     /// Only this state.
     pub state: Option<EnrollmentState>,
+    /// Only the rows a caller with a limited scope may see; `None` for every row.
+    pub visibility: Option<Visibility>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -671,7 +742,6 @@ fn refusal(reason: &'static str, message: impl Into<String>) -> Refusal {
 pub(crate) async fn enroll_in_transaction(
     transaction: &DatabaseTransaction,
     context: &AuditContext,
-    scope: &Scope,
     cohort_id: &str,
     person_ids: &[String],
 ) -> Result<EnrollResult> {
@@ -746,12 +816,6 @@ pub(crate) async fn enroll_in_transaction(
                 .get(&person.organization_id)
                 .map(String::as_str)
                 .unwrap_or_default();
-            if !scope.allows_path(path) {
-                return Err(refusal(
-                    "OUTSIDE_ORGANIZATION_SCOPE",
-                    "the person is outside the organisations you manage",
-                ));
-            }
             if existing
                 .get(person_id)
                 .is_some_and(|enrollment| enrollment.state != EnrollmentState::Withdrawn)
@@ -1251,7 +1315,6 @@ impl Store {
     pub async fn enroll(
         &self,
         context: AuditContext,
-        scope: Scope,
         cohort_id: String,
         person_ids: Vec<String>,
         key: Option<RequestKey>,
@@ -1261,14 +1324,9 @@ impl Store {
                 key,
                 move |transaction| {
                     Box::pin(async move {
-                        let result = enroll_in_transaction(
-                            transaction,
-                            &context,
-                            &scope,
-                            &cohort_id,
-                            &person_ids,
-                        )
-                        .await?;
+                        let result =
+                            enroll_in_transaction(transaction, &context, &cohort_id, &person_ids)
+                                .await?;
                         let response =
                             serde_json::to_string(&result.outcomes).map_err(Error::internal)?;
                         let answer = StoredAnswer {
@@ -1328,7 +1386,6 @@ impl Store {
     pub async fn withdraw(
         &self,
         context: AuditContext,
-        scope: Scope,
         id: String,
         reason: String,
         expected_revision: Option<i64>,
@@ -1349,8 +1406,6 @@ impl Store {
                         .map_err(db_error)?
                         .ok_or_else(|| Error::not_found("enrollment", &id))?;
                     let mut enrollment = enrollment_from(model)?;
-                    let path = person_organization_path(transaction, &enrollment.person_id).await?;
-                    scope.require_path(&path, "this person")?;
                     if expected_revision.is_some_and(|revision| revision != enrollment.revision) {
                         return Err(Error::EtagMismatch {
                             resource: "enrollment",
@@ -1429,20 +1484,16 @@ impl Store {
             query = query.filter(enrollments::Column::State.eq(state.as_str()));
         }
         if let Some(prefix) = &filter.organization_path_prefix {
-            let subtree = Query::select()
-                .column((people::Entity, people::Column::Id))
-                .from(people::Entity)
-                .inner_join(
-                    organizations::Entity,
-                    Expr::col((organizations::Entity, organizations::Column::Id))
-                        .equals((people::Entity, people::Column::OrganizationId)),
-                )
-                .and_where(
-                    Expr::col((organizations::Entity, organizations::Column::Path))
-                        .like(super::like_prefix(prefix)),
-                )
-                .to_owned();
-            query = query.filter(enrollments::Column::PersonId.in_subquery(subtree));
+            query = query.filter(enrollments::Column::PersonId.in_subquery(people_under(prefix)));
+        }
+        if let Some(visibility) = &filter.visibility {
+            query = query.filter(visible_rows(
+                visibility,
+                "enrollments",
+                "person_id",
+                Some("cohort_id"),
+                None,
+            ));
         }
         if let Some(after) = &page.after {
             query = query.filter(enrollments::Column::Id.gt(after.as_str()));
@@ -1459,6 +1510,99 @@ impl Store {
             .collect::<Result<Vec<_>>>()?;
         fill_waitlist_positions(self.connection(), &mut list).await?;
         Ok(page.finish(list, |enrollment| enrollment.id.clone()))
+    }
+}
+
+impl Store {
+    /// Returns who the enrolments `ids` are about, by enrolment id (missing ones are absent).
+    pub async fn enrollment_owners(
+        &self,
+        ids: &[String],
+    ) -> Result<HashMap<String, EnrollmentOwner>> {
+        let mut owners = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let query = Query::select()
+                .expr_as(
+                    Expr::col((enrollments::Entity, enrollments::Column::Id)),
+                    Alias::new("id"),
+                )
+                .expr_as(
+                    Expr::col((enrollments::Entity, enrollments::Column::PersonId)),
+                    Alias::new("person_id"),
+                )
+                .expr_as(
+                    Expr::col((enrollments::Entity, enrollments::Column::CohortId)),
+                    Alias::new("cohort_id"),
+                )
+                .expr_as(
+                    Expr::col((organizations::Entity, organizations::Column::Path)),
+                    Alias::new("organization_path"),
+                )
+                .from(enrollments::Entity)
+                .inner_join(
+                    people::Entity,
+                    Expr::col((people::Entity, people::Column::Id))
+                        .equals((enrollments::Entity, enrollments::Column::PersonId)),
+                )
+                .inner_join(
+                    organizations::Entity,
+                    Expr::col((organizations::Entity, organizations::Column::Id))
+                        .equals((people::Entity, people::Column::OrganizationId)),
+                )
+                .and_where(
+                    Expr::col((enrollments::Entity, enrollments::Column::Id)).is_in(chunk.to_vec()),
+                )
+                .to_owned();
+            let rows = EnrollmentOwner::find_by_statement(self.backend().build(&query))
+                .all(self.connection())
+                .await
+                .map_err(db_error)?;
+            owners.extend(rows.into_iter().map(|row| (row.id.clone(), row)));
+        }
+        Ok(owners)
+    }
+
+    /// Returns who enrolment `id` is about.
+    pub async fn enrollment_owner(&self, id: &str) -> Result<EnrollmentOwner> {
+        self.enrollment_owners(&[id.to_owned()])
+            .await?
+            .remove(id)
+            .ok_or_else(|| Error::not_found("enrollment", id))
+    }
+
+    /// Returns the organisation paths of the people `ids`, by person id (missing ones are absent).
+    pub async fn person_paths(&self, ids: &[String]) -> Result<HashMap<String, String>> {
+        let mut paths = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let people: Vec<people::Model> = people::Entity::find()
+                .filter(people::Column::Id.is_in(chunk.iter().cloned()))
+                .all(self.connection())
+                .await
+                .map_err(db_error)?;
+            let organization_ids: HashSet<String> = people
+                .iter()
+                .map(|person| person.organization_id.clone())
+                .collect();
+            let by_organization: HashMap<String, String> = organizations::Entity::find()
+                .filter(organizations::Column::Id.is_in(organization_ids))
+                .all(self.connection())
+                .await
+                .map_err(db_error)?
+                .into_iter()
+                .map(|organization| (organization.id, organization.path))
+                .collect();
+            for person in people {
+                if let Some(path) = by_organization.get(&person.organization_id) {
+                    paths.insert(person.id, path.clone());
+                }
+            }
+        }
+        Ok(paths)
+    }
+
+    /// Returns the organisation path of person `id`.
+    pub async fn person_path(&self, id: &str) -> Result<String> {
+        person_organization_path(self.connection(), id).await
     }
 }
 

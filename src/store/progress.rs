@@ -23,7 +23,7 @@ use crate::domain::course::CompletionRule;
 use crate::domain::event::NewEvent;
 use crate::domain::page::Page;
 use crate::domain::person::RecordError;
-use crate::domain::programme::{Enrollment, EnrollmentState};
+use crate::domain::programme::{Enrollment, EnrollmentState, Visibility};
 use crate::domain::progress::{
     ActivityState, ActivityTally, EventFacts, EventInput, ProgressView, Source, Verb,
     check_against_rule, derive, find_activity,
@@ -98,12 +98,13 @@ impl RuleCache {
     }
 }
 
-/// Who records events, which decides the sources and enrolments they may record for.
+/// Who records events, which decides the sources they may record. Which enrolments they may
+/// record on is checked before, by the API (`auth::scope`, `Object::Progress`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recorder {
-    /// A learner: their own enrolments, from the APP.
-    Learner(String),
-    /// A trainer, assessor, manager or admin: any enrolment, any source.
+    /// A learner (or anyone recording on their own enrolment only): APP events.
+    Learner,
+    /// A trainer, assessor, manager or admin: any source.
     Staff,
     /// An HR system: IMPORT events only.
     Importer,
@@ -113,15 +114,9 @@ impl Recorder {
     fn check(
         &self,
         source: Source,
-        enrollment: &Enrollment,
     ) -> std::result::Result<(), (&'static str, &'static str, String)> {
         match self {
-            Self::Learner(person_id) if *person_id != enrollment.person_id => Err((
-                "enrollment_id",
-                "PERMISSION_DENIED",
-                "learners record progress on their own enrolments only".to_owned(),
-            )),
-            Self::Learner(_) if source != Source::App => Err((
+            Self::Learner if source != Source::App => Err((
                 "source",
                 "PERMISSION_DENIED",
                 "learners record APP events only".to_owned(),
@@ -607,9 +602,7 @@ async fn record_in_transaction(
                 )));
                 continue;
             };
-            if let Err((field, reason, message)) =
-                recorder.check(event.facts.source, &ledger.enrollment)
-            {
+            if let Err((field, reason, message)) = recorder.check(event.facts.source) {
                 answers.push(Err(event_error(
                     index,
                     &event.event_id,
@@ -822,6 +815,8 @@ pub struct ProgressFilter {
     pub cohort_id: Option<String>,
     /// Only learners whose organisation's path starts with this.
     pub organization_path_prefix: Option<String>,
+    /// Only the rows a caller with a limited scope may see; `None` for every row.
+    pub visibility: Option<Visibility>,
 }
 
 /// Order of [`Store::list_progress`].
@@ -1126,6 +1121,15 @@ impl Store {
                 )
                 .to_owned();
             query.and_where(Expr::col((e.clone(), Alias::new("person_id"))).in_subquery(subtree));
+        }
+        if let Some(visibility) = &filter.visibility {
+            query.cond_where(super::programme::visible_rows(
+                visibility,
+                "e",
+                "person_id",
+                Some("cohort_id"),
+                None,
+            ));
         }
         let id = Expr::col((e.clone(), Alias::new("id")));
         match (order, &page.after) {

@@ -18,16 +18,15 @@ use super::entity::selection::{
 use super::idempotency::{RequestKey, StoredAnswer};
 use super::programme::{enroll_in_transaction, enrollment_from, for_update};
 use super::{Store, audit, db_error, is_unique_violation};
-use crate::auth::Scope;
 use crate::domain::audit::{AuditChange, AuditContext};
 use crate::domain::organization::path_is_within;
 use crate::domain::page::Page;
 use crate::domain::programme::{Enrollment, EnrollmentState, KNOWN_REFUSALS};
 use crate::domain::selection::{
-    Application, ApplicationState, Assignment, Call, Criterion, Decision, JudgeSlot, NewCall,
+    self, Application, ApplicationState, Assignment, Call, Criterion, Decision, JudgeSlot, NewCall,
     Panel, Question, RankInput, Ranked, Score, StoredScore, Unassigned, Viewer,
-    blind_scoring_error, check_decidable, check_seats, conflict_error, in_conflict, not_yours,
-    rank, validate_answers, validate_scores, weighted_score,
+    blind_scoring_error, check_decidable, check_seats, conflict_error, in_conflict, not_assigned,
+    not_your_panel, not_yours, rank, validate_answers, validate_scores, weighted_score,
 };
 use crate::error::{Error, Result};
 
@@ -529,7 +528,13 @@ impl Store {
                     let call = load_call(transaction, &call_id).await?;
                     let now = crate::domain::now();
                     call.check_open(now)?;
-                    let path = person_path(transaction, &person_id).await?;
+                    let path = match person_path(transaction, &person_id).await {
+                        // Whether someone exists is no business of a caller who may not nominate them.
+                        Err(Error::NotFound { .. }) if !viewer.manager => {
+                            return Err(selection::own_application_only());
+                        }
+                        found => found?,
+                    };
                     let nominated_by = viewer.check_may_apply(&call, &person_id, &path)?;
                     let answers = validate_answers(&call.questions, answers)?;
                     let cohort = cohorts::Entity::find_by_id(call.cohort_id.clone())
@@ -603,7 +608,7 @@ impl Store {
                     .one(transaction)
                     .await
                     .map_err(db_error)?
-                    .ok_or_else(|| Error::not_found("application", &id))?;
+                    .ok_or_else(|| viewer.missing("application", &id))?;
                 let mut application = application_from(model)?;
                 if !viewer.may_read(&application) {
                     return Err(not_yours());
@@ -640,7 +645,9 @@ impl Store {
 
     /// Returns an application to a viewer who may see it (assigned judges included).
     pub async fn get_application(&self, viewer: &Viewer, id: &str) -> Result<Application> {
-        let application = load_application(self.connection(), id).await?;
+        let application = load_application(self.connection(), id)
+            .await
+            .map_err(|error| viewer.hide_missing(error))?;
         if viewer.may_read(&application) {
             return Ok(application);
         }
@@ -758,19 +765,31 @@ impl Store {
                     Ok((panel, answer))
                 })
             },
-            |answer| async move { self.get_panel(&answer.into_resource_id()?).await },
+            |answer| async move {
+                let id = answer.into_resource_id()?;
+                let model = panels::Entity::find_by_id(id.clone())
+                    .one(self.connection())
+                    .await
+                    .map_err(db_error)?
+                    .ok_or_else(|| Error::not_found("panel", &id))?;
+                panel_from(model)
+            },
         )
         .await
     }
 
     /// Returns one panel.
-    pub async fn get_panel(&self, id: &str) -> Result<Panel> {
+    pub async fn get_panel(&self, viewer: &Viewer, id: &str) -> Result<Panel> {
         let model = panels::Entity::find_by_id(id.to_owned())
             .one(self.connection())
             .await
             .map_err(db_error)?
-            .ok_or_else(|| Error::not_found("panel", id))?;
-        panel_from(model)
+            .ok_or_else(|| viewer.missing("panel", id))?;
+        let panel = panel_from(model)?;
+        if !viewer.manager && !panel.judge_person_ids.contains(&viewer.subject) {
+            return Err(not_your_panel());
+        }
+        Ok(panel)
     }
 
     /// Assigns the pending applications without a judge; returns the panel and the number made.
@@ -899,7 +918,11 @@ impl Store {
             key,
             move |transaction| {
                 Box::pin(async move {
-                    let application = load_application(transaction, &application_id).await?;
+                    let application = match load_application(transaction, &application_id).await {
+                        // A judge learns nothing of applications not given to them.
+                        Err(Error::NotFound { .. }) => return Err(not_assigned()),
+                        found => found?,
+                    };
                     let call = load_call(transaction, &application.call_id).await?;
                     let assignment = for_update(
                         assignments::Entity::find()
@@ -920,10 +943,7 @@ impl Store {
                         if conflicted {
                             return Err(conflict_error(&judge_person_id, &application_id));
                         }
-                        return Err(Error::permission_denied(
-                            "NOT_ASSIGNED",
-                            "this application is not assigned to you",
-                        ));
+                        return Err(not_assigned());
                     };
                     if !application.state.is_pending() {
                         return Err(Error::FailedPrecondition {
@@ -995,7 +1015,9 @@ impl Store {
 
     /// Lists the scores of an application: managers always, a judge only after scoring it.
     pub async fn list_scores(&self, viewer: &Viewer, application_id: &str) -> Result<Vec<Score>> {
-        let application = load_application(self.connection(), application_id).await?;
+        let application = load_application(self.connection(), application_id)
+            .await
+            .map_err(|error| viewer.hide_missing(error))?;
         let call = load_call(self.connection(), &application.call_id).await?;
         let rows = assignments::Entity::find()
             .filter(assignments::Column::ApplicationId.eq(application_id))
@@ -1125,7 +1147,6 @@ impl Store {
                         let result = enroll_in_transaction(
                             transaction,
                             &context,
-                            &Scope::All,
                             &call.cohort_id,
                             &person_ids,
                         )

@@ -25,7 +25,7 @@ use crate::domain::programme::{Enrollment, EnrollmentState};
 use crate::domain::progress::{EventFacts, EventInput, Source, Verb};
 use crate::domain::survey::{
     Answer, RawAnswer, Respondent, SURVEY_RESPONSE, SurveyQuestion, SurveyResponse,
-    check_is_survey, check_respondent, check_survey_activity, completion_event_id,
+    check_is_survey, check_resubmission, check_survey_activity, completion_event_id,
     validate_answers,
 };
 use crate::error::{Error, Result};
@@ -57,6 +57,7 @@ fn response_from(model: survey_responses::Model) -> Result<SurveyResponse> {
         programme_id: model.programme_id,
         answers,
         submit_time: model.submit_time,
+        submitted_by: model.actor,
     })
 }
 
@@ -111,7 +112,7 @@ async fn complete_survey_activity(
         provenance_note: None,
     };
     let recorder = match respondent {
-        Respondent::Learner(person_id) => Recorder::Learner(person_id.clone()),
+        Respondent::Learner => Recorder::Learner,
         Respondent::Staff => Recorder::Staff,
     };
     let mut answers =
@@ -141,7 +142,6 @@ async fn submit_once(
     .map_err(db_error)?
     .ok_or_else(|| Error::not_found("enrollment", enrollment_id))?;
     let enrollment = enrollment_from(model)?;
-    check_respondent(respondent, &enrollment.person_id)?;
     let activity = super::course::load_activity(transaction, activity_id).await?;
     check_survey_activity(
         activity.values.kind,
@@ -160,8 +160,9 @@ async fn submit_once(
         .await
         .map_err(db_error)?;
     if let Some(earlier) = earlier {
-        // Idempotent per learner and survey: the first response stands, whatever was sent now.
+        // The first response stands: its submitter gets it back, anyone else is refused.
         let earlier = response_from(earlier)?;
+        check_resubmission(&earlier, &context.actor)?;
         if active
             && complete_survey_activity(
                 transaction,
@@ -203,6 +204,7 @@ async fn submit_once(
         programme_id: enrollment.programme_id.clone(),
         answers,
         submit_time: crate::domain::now(),
+        submitted_by: context.actor.clone(),
     };
     let answers_json = serde_json::to_string(&response.answers).map_err(Error::internal)?;
     survey_responses::Entity::insert(survey_responses::ActiveModel {
@@ -256,8 +258,9 @@ async fn submit_once(
 
 impl Store {
     /// Stores a response to a SURVEY activity and completes the activity for the enrolment, in
-    /// one transaction; when the learner answered the survey before, returns that first response
-    /// unchanged (and makes sure this enrolment's activity is complete).
+    /// one transaction. When the learner's survey was answered before, the first response stands:
+    /// its submitter gets it back unchanged (and this enrolment's activity is made complete);
+    /// anyone else is refused ([`check_resubmission`]).
     pub async fn submit_survey_response(
         &self,
         context: AuditContext,
@@ -271,7 +274,6 @@ impl Store {
             attempt += 1;
             let store = self.clone();
             let context = context.clone();
-            let respondent = respondent.clone();
             let enrollment_id = enrollment_id.clone();
             let activity_id = activity_id.clone();
             let answers = answers.clone();

@@ -2,7 +2,12 @@
 //! certificates by the clock (expiry, suspension, revocation, renewal), signed credentials and
 //! status lists verified offline, exactly-once issue under a race, public rate-limited verification.
 
-use std::time::{Duration, SystemTime};
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{LazyLock, Mutex},
+    time::{Duration, SystemTime},
+};
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
@@ -31,8 +36,60 @@ fn delivery(app: &TestApp) -> Delivery {
     DeliveryServiceClient::new(app.channel.clone())
 }
 
+/// The assessor every track of these tests names, per test server (by its data dir), made when
+/// the server's first track is created: assessors act on the tracks that name them only.
+static ASSESSORS: LazyLock<Mutex<HashMap<PathBuf, String>>> = LazyLock::new(Mutex::default);
+
+/// Wraps `message` in a request of the assessor the tracks of `app` name.
 fn assessor<T>(app: &TestApp, message: T) -> Request<T> {
-    with_token(message, &app.token("assessor-1", &[Role::Assessor], None))
+    let assessor_id = ASSESSORS
+        .lock()
+        .unwrap()
+        .get(&app.config.data_dir)
+        .cloned()
+        .expect("a track names the assessor: create one first");
+    with_token(message, &app.token(&assessor_id, &[Role::Assessor], None))
+}
+
+/// Returns the person id of the assessor of `app`'s tracks, made on first use.
+async fn assessor_id(app: &TestApp) -> String {
+    if let Some(id) = ASSESSORS.lock().unwrap().get(&app.config.data_dir) {
+        return id.clone();
+    }
+    let board = app
+        .create_organization(
+            "Assessment Board",
+            OrganizationKind::Agency,
+            None,
+            Some("ASSESSORS"),
+        )
+        .await;
+    app.people
+        .clone()
+        .batch_upsert_people(app.admin(pb::BatchUpsertPeopleRequest {
+            people: vec![crate::helpers::person_record("ASSESSOR-1", "ASSESSORS")],
+            request_id: String::new(),
+        }))
+        .await
+        .expect("assessor");
+    let id = app
+        .people
+        .clone()
+        .list_people(app.admin(pb::ListPeopleRequest {
+            organization_subtree: board.id,
+            ..Default::default()
+        }))
+        .await
+        .expect("list assessors")
+        .into_inner()
+        .people
+        .remove(0)
+        .id;
+    ASSESSORS
+        .lock()
+        .unwrap()
+        .insert(app.config.data_dir.clone(), id.clone());
+    id
 }
 
 fn as_trainer<T>(app: &TestApp, person_id: &str, message: T) -> Request<T> {
@@ -85,6 +142,7 @@ async fn create_track(
     issuer: &str,
     validity_months: i32,
 ) -> pb::CertificationTrack {
+    let assessor_id = assessor_id(app).await;
     certs(app)
         .create_certification_track(app.admin(pb::CreateCertificationTrackRequest {
             track: Some(pb::CertificationTrack {
@@ -96,6 +154,7 @@ async fn create_track(
                 validity_months,
                 scope: scope.into(),
                 issuer_organization_id: issuer.to_owned(),
+                assessor_ids: vec![assessor_id],
                 ..Default::default()
             }),
             request_id: String::new(),

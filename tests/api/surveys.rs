@@ -75,7 +75,7 @@ struct Pilot {
 
 /// Creates a DRAFT version with a lecture and a survey carrying `questions`; returns
 /// (course id, version id, module id, lecture id, survey id).
-async fn draft_with_survey(
+pub(crate) async fn draft_with_survey(
     app: &TestApp,
     code: &str,
     provider_id: &str,
@@ -144,7 +144,7 @@ async fn draft_with_survey(
     (course.id, version.id, module.id, lecture_id, survey_id)
 }
 
-async fn publish(app: &TestApp, version_id: &str) -> pb::CourseVersion {
+pub(crate) async fn publish(app: &TestApp, version_id: &str) -> pb::CourseVersion {
     courses(app)
         .publish_course_version(app.admin(pb::PublishCourseVersionRequest {
             id: version_id.to_owned(),
@@ -687,22 +687,43 @@ async fn a_second_submission_returns_the_first_response_unchanged() {
         "the submission is audited"
     );
 
-    // The same call again, then different answers, then the same by a trainer on their behalf.
+    assert_eq!(&first.submitted_by, person_id, "the learner's own answers");
+
+    // The same call again, then different answers: the first response comes back.
     let other_answers = vec![
         answer("saved_time", Value::Choice("No".to_owned())),
         answer("hours_saved", Value::Number(0.0)),
     ];
-    let trainer = app.token("trainer-1", &[Role::Trainer], None);
-    for (token, answers) in [
-        (&learner, first_answers.clone()),
-        (&learner, other_answers.clone()),
-        (&trainer, other_answers),
-    ] {
-        let again = submit(&app, token, enrollment_id, &pilot.survey_id, answers)
+    for answers in [first_answers.clone(), other_answers.clone()] {
+        let again = submit(&app, &learner, enrollment_id, &pilot.survey_id, answers)
             .await
             .expect("again");
         assert_eq!(again, first);
     }
+    // Staff never replace the learner's own answers: a trainer of no session of the cohort may
+    // not answer for them at all, and a manager who may is refused, not silently ignored.
+    let trainer = app.token(&uuid::Uuid::now_v7().to_string(), &[Role::Trainer], None);
+    let foreign = submit(
+        &app,
+        &trainer,
+        enrollment_id,
+        &pilot.survey_id,
+        other_answers.clone(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(foreign.code(), Code::PermissionDenied);
+    let on_behalf = submit(
+        &app,
+        &app.admin_token(),
+        enrollment_id,
+        &pilot.survey_id,
+        other_answers,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(on_behalf.code(), Code::FailedPrecondition);
+    assert_eq!(error_reason(&on_behalf), "SURVEY_ALREADY_ANSWERED");
     assert_eq!(
         app.audit_length().await,
         audit_after_first,
@@ -736,6 +757,58 @@ async fn a_second_submission_returns_the_first_response_unchanged() {
     .unwrap();
     assert_eq!(results.response_count, 1);
     assert_eq!(question_result(&results, "hours_saved").mean, Some(3.25));
+}
+
+#[tokio::test]
+async fn answers_entered_on_a_learners_behalf_are_marked_and_the_learner_is_told_not_ignored() {
+    let (app, _database) = spawn_app().await;
+    let pilot = pilot(&app, &[1]).await;
+    let (person_id, enrollment_id, _) = &pilot.officers[0];
+    let staff_answers = vec![
+        answer("saved_time", Value::Choice("Yes".to_owned())),
+        answer("hours_saved", Value::Number(2.0)),
+    ];
+    let entered = submit(
+        &app,
+        &app.admin_token(),
+        enrollment_id,
+        &pilot.survey_id,
+        staff_answers.clone(),
+    )
+    .await
+    .expect("entered on the learner's behalf");
+    assert_eq!(&entered.person_id, person_id);
+    assert_eq!(entered.submitted_by, "admin-1");
+
+    let learner = app.token(person_id, &[Role::Learner], None);
+    let audit_before = app.audit_length().await;
+    let refused = submit(
+        &app,
+        &learner,
+        enrollment_id,
+        &pilot.survey_id,
+        vec![
+            answer("saved_time", Value::Choice("No".to_owned())),
+            answer("hours_saved", Value::Number(0.0)),
+        ],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert_eq!(error_reason(&refused), "SURVEY_ALREADY_ANSWERED");
+    assert_eq!(app.audit_length().await, audit_before, "nothing written");
+
+    // The staff member's retry is a replay.
+    let again = submit(
+        &app,
+        &app.admin_token(),
+        enrollment_id,
+        &pilot.survey_id,
+        staff_answers,
+    )
+    .await
+    .expect("replay");
+    assert_eq!(again, entered);
 }
 
 #[tokio::test]

@@ -35,6 +35,28 @@ pub mod certification_tracks {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+/// Table `certification_track_assessors`: who assesses which track.
+pub mod certification_track_assessors {
+    use sea_orm::entity::prelude::*;
+
+    /// A row of `certification_track_assessors`.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "certification_track_assessors")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub track_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub person_id: String,
+        pub create_time: DateTimeUtc,
+    }
+
+    /// No relations are navigated through sea-orm.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 /// Table `candidacies`.
 pub mod candidacies {
     use sea_orm::entity::prelude::*;
