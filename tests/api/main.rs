@@ -3,6 +3,7 @@
 
 mod audit;
 mod auth;
+mod bola;
 mod certification;
 mod courses;
 mod events;
