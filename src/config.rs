@@ -249,6 +249,65 @@ pub struct AuthConfig {
     /// last longer (a leaked "never expires" token) is refused.
     #[arg(long, env = "LMS_JWT_MAX_LIFETIME", default_value = "24h", value_parser = humantime::parse_duration, global = true)]
     pub jwt_max_lifetime: Duration,
+
+    /// JWKS URL of the production token issuer (disables the development HS256 key); fetched at
+    /// start, every 15 minutes, and again on an unknown `kid` (at most once per cooldown).
+    #[arg(long, env = "LMS_JWKS_URL", global = true)]
+    pub jwks_url: Option<String>,
+
+    /// OIDC issuer URL: its `/.well-known/openid-configuration` names the JWKS URL (`jwks_uri`).
+    #[arg(long, env = "LMS_OIDC_ISSUER_URL", global = true)]
+    pub oidc_issuer_url: Option<String>,
+
+    /// Least time between two key-set fetches caused by tokens with an unknown `kid`.
+    #[arg(long, env = "LMS_JWKS_REFRESH_COOLDOWN", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
+    pub jwks_refresh_cooldown: Duration,
+
+    /// Dotted claim path(s) holding role or group names, e.g. `realm_access.roles`,
+    /// `resource_access.lms-api.roles`, `groups`; every path is read and the names joined.
+    #[arg(
+        long,
+        env = "LMS_JWT_ROLES_CLAIM",
+        value_delimiter = ',',
+        default_value = "roles",
+        global = true
+    )]
+    pub jwt_roles_claim: Vec<String>,
+
+    /// Issuer group or role name mapped to an LMS role, as `name=role` (repeatable or
+    /// comma-separated); names not mapped still count when they are LMS role names.
+    #[arg(long, env = "LMS_JWT_ROLE_MAP", value_delimiter = ',', global = true)]
+    pub jwt_role_map: Vec<String>,
+
+    /// Dotted claim path naming the person (default `sub`).
+    #[arg(
+        long,
+        env = "LMS_JWT_PERSON_CLAIM",
+        default_value = "sub",
+        global = true
+    )]
+    pub jwt_person_claim: String,
+
+    /// What the person claim holds: the LMS person id, the person's `external_id` or email.
+    #[arg(
+        long,
+        env = "LMS_JWT_PERSON_MATCH",
+        default_value = "id",
+        global = true
+    )]
+    pub jwt_person_match: PersonMatch,
+}
+
+/// What the person claim of a token is matched against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PersonMatch {
+    /// The LMS person id itself.
+    Id,
+    /// The person's `external_id` (an HR employee number).
+    #[value(name = "external_id")]
+    ExternalId,
+    /// The person's email (case-insensitive; must be unique).
+    Email,
 }
 
 /// Log output format.
@@ -319,6 +378,13 @@ impl Config {
                 jwt_algorithm: PublicKeyAlgorithm::Rs256,
                 jwks_file: None,
                 jwt_max_lifetime: DEFAULT_JWT_MAX_LIFETIME,
+                jwks_url: None,
+                oidc_issuer_url: None,
+                jwks_refresh_cooldown: Duration::from_secs(30),
+                jwt_roles_claim: vec!["roles".to_owned()],
+                jwt_role_map: Vec::new(),
+                jwt_person_claim: "sub".to_owned(),
+                jwt_person_match: PersonMatch::Id,
             },
             certification: CertificationConfig::default(),
         }

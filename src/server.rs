@@ -59,6 +59,7 @@ impl App {
             store.migrate().await?;
         }
         let verifier = Arc::new(TokenVerifier::from_config(&config.auth, &config.data_dir)?);
+        verifier.attach_store(store.clone());
         let listener = TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("binding {}", config.server.listen))?;

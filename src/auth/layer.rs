@@ -46,38 +46,35 @@ pub struct AuthService<S> {
     verifier: Arc<TokenVerifier>,
 }
 
-impl<S> AuthService<S> {
-    fn authorize<B>(&self, request: &http::Request<B>) -> Result<Option<CallContext>, Error> {
-        let path = request.uri().path();
-        let Some(access) = policy::method_access(path) else {
-            return Err(Error::permission_denied(
-                "METHOD_NOT_ALLOWED",
-                format!("no caller may call {path}"),
-            ));
-        };
-        if access == Access::Public {
-            return Ok(None);
-        }
-        let token = request
-            .headers()
-            .get(http::header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(bearer_token)
-            .ok_or_else(|| {
-                Error::Unauthenticated("missing bearer token (authorization: Bearer <jwt>)".into())
-            })?;
-        let principal = self.verifier.verify(token.trim())?;
-        if !policy::allows(access, &principal.roles) {
-            return Err(Error::permission_denied(
-                "ROLE_NOT_ALLOWED",
-                format!("your roles may not call {path}"),
-            ));
-        }
-        Ok(Some(CallContext {
-            principal,
-            method: path.trim_start_matches('/').to_owned(),
-        }))
+/// Authenticates a call to `path` with the `authorization` header value, and checks the policy.
+async fn authorize(
+    verifier: &TokenVerifier,
+    path: &str,
+    authorization: Option<&str>,
+) -> Result<Option<CallContext>, Error> {
+    let Some(access) = policy::method_access(path) else {
+        return Err(Error::permission_denied(
+            "METHOD_NOT_ALLOWED",
+            format!("no caller may call {path}"),
+        ));
+    };
+    if access == Access::Public {
+        return Ok(None);
     }
+    let token = authorization.and_then(bearer_token).ok_or_else(|| {
+        Error::Unauthenticated("missing bearer token (authorization: Bearer <jwt>)".into())
+    })?;
+    let principal = verifier.verify(token.trim()).await?;
+    if !policy::allows(access, &principal.roles) {
+        return Err(Error::permission_denied(
+            "ROLE_NOT_ALLOWED",
+            format!("your roles may not call {path}"),
+        ));
+    }
+    Ok(Some(CallContext {
+        principal,
+        method: path.trim_start_matches('/').to_owned(),
+    }))
 }
 
 impl<S, B> Service<http::Request<B>> for AuthService<S>
@@ -98,21 +95,28 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        match self.authorize(&request) {
-            Ok(context) => {
-                if let Some(context) = context {
-                    request.extensions_mut().insert(context);
+        let verifier = self.verifier.clone();
+        let path = request.uri().path().to_owned();
+        let authorization = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        // Take the service that was driven to readiness; leave a fresh clone behind.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        // Verification may wait for the token key set or a person lookup, so it runs in the future.
+        Box::pin(async move {
+            match authorize(&verifier, &path, authorization.as_deref()).await {
+                Ok(context) => {
+                    if let Some(context) = context {
+                        request.extensions_mut().insert(context);
+                    }
+                    inner.call(request).await
                 }
-                // Take the service that was driven to readiness; leave a fresh clone behind.
-                let clone = self.inner.clone();
-                let mut inner = std::mem::replace(&mut self.inner, clone);
-                Box::pin(async move { inner.call(request).await })
+                Err(error) => Ok(tonic::Status::from(error).into_http()),
             }
-            Err(error) => {
-                let response = tonic::Status::from(error).into_http();
-                Box::pin(async move { Ok(response) })
-            }
-        }
+        })
     }
 }
 

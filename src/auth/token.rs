@@ -1,10 +1,12 @@
-//! Bearer tokens: the development HS256 key, production public keys (PEM or JWKS), verification and signing.
+//! Bearer tokens: the development HS256 key, production public keys (PEM, a JWKS file, a JWKS
+//! URL or OIDC discovery), verification of OIDC-shaped claims, and signing.
 
 use std::{
+    collections::HashMap,
     fs,
     io::Write as _,
     path::{Path, PathBuf},
-    sync::{Mutex, RwLock},
+    sync::{Arc, Mutex, OnceLock, RwLock, Weak},
     time::{Duration, Instant},
 };
 
@@ -16,8 +18,9 @@ use jsonwebtoken::{
 use serde::{Deserialize, Serialize};
 
 use super::{Principal, Role};
-use crate::config::{AuthConfig, PublicKeyAlgorithm};
+use crate::config::{AuthConfig, PersonMatch, PublicKeyAlgorithm};
 use crate::error::{Error, Result};
+use crate::store::Store;
 
 /// File in the data dir holding the development signing key.
 pub const DEV_KEY_FILE: &str = "jwt-dev-hs256.key";
@@ -25,8 +28,45 @@ pub const DEV_KEY_FILE: &str = "jwt-dev-hs256.key";
 const JWKS_RELOAD_COOLDOWN: Duration = Duration::from_secs(30);
 /// Clock skew tolerated on `exp` and `nbf`.
 const LEEWAY_SECONDS: u64 = 30;
+/// Time between two background fetches of a remote key set that loaded.
+const JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(15 * 60);
+/// Time between two background fetches of a remote key set while none has loaded yet.
+const JWKS_RETRY_INTERVAL: Duration = Duration::from_secs(10);
+/// Longest wait for a discovery document or key set.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest discovery document or key set accepted.
+const FETCH_MAX_BYTES: usize = 1024 * 1024;
+/// How long a person claim resolved through the store stays cached.
+const PERSON_CACHE_TTL: Duration = Duration::from_secs(60);
+/// Most person claims cached at once (the cache is emptied when full).
+const PERSON_CACHE_MAX: usize = 100_000;
 
-/// Claims of an LMS bearer token.
+/// The `aud` claim: one audience or several (RFC 7519 section 4.1.3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    /// A single audience, as a string.
+    One(String),
+    /// Several audiences, as an array.
+    Many(Vec<String>),
+}
+
+impl From<String> for Audience {
+    fn from(audience: String) -> Self {
+        Self::One(audience)
+    }
+}
+
+impl From<&str> for Audience {
+    fn from(audience: &str) -> Self {
+        Self::One(audience.to_owned())
+    }
+}
+
+/// Claims of an LMS bearer token, as `lms token` signs them.
+///
+/// Verification reads more shapes than this: `aud` as a string or an array, `nbf` and `iat`
+/// optional, roles at configured claim paths and the person at a configured claim.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
     /// Subject: a person id or a service name.
@@ -39,14 +79,16 @@ pub struct Claims {
     pub org: Option<String>,
     /// Issuer.
     pub iss: String,
-    /// Audience.
-    pub aud: String,
+    /// Audience: a string or an array.
+    pub aud: Audience,
     /// Expiry (seconds since the epoch).
     pub exp: u64,
-    /// Not before (seconds since the epoch).
-    pub nbf: u64,
-    /// Issued at (seconds since the epoch).
-    pub iat: u64,
+    /// Not before (seconds since the epoch), optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// Issued at (seconds since the epoch), optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
 }
 
 enum Keys {
@@ -60,6 +102,156 @@ enum Keys {
         set: RwLock<JwkSet>,
         last_reload: Mutex<Option<Instant>>,
     },
+    /// A JWKS fetched over HTTP(S), directly or through OIDC discovery.
+    Remote(Arc<RemoteKeys>),
+}
+
+/// Where a remote key set is found.
+enum RemoteSource {
+    /// The JWKS URL itself.
+    Jwks(String),
+    /// An OIDC issuer: its discovery document names the JWKS URL.
+    Discovery(String),
+}
+
+/// A remote key set: fetched at start and every [`JWKS_REFRESH_INTERVAL`], and on an unknown
+/// `kid` at most once per cooldown, one fetch at a time.
+struct RemoteKeys {
+    source: RemoteSource,
+    client: reqwest::Client,
+    /// `None` until a fetch succeeded.
+    set: RwLock<Option<JwkSet>>,
+    /// The JWKS URL once discovery found it.
+    jwks_uri: Mutex<Option<String>>,
+    /// When a token with an unknown `kid` last caused a fetch; held during that fetch, so
+    /// concurrent unknown kids wait for it instead of fetching again (single flight).
+    last_refetch: tokio::sync::Mutex<Option<Instant>>,
+    cooldown: Duration,
+}
+
+impl RemoteKeys {
+    fn find(&self, kid: &str) -> Option<Jwk> {
+        self.set
+            .read()
+            .expect("jwks lock")
+            .as_ref()
+            .and_then(|set| set.find(kid).cloned())
+    }
+
+    fn loaded(&self) -> bool {
+        self.set.read().expect("jwks lock").is_some()
+    }
+
+    /// Returns the key `kid`, fetching the set again if it is unknown and the cooldown allows.
+    async fn find_or_refetch(&self, kid: &str) -> Result<Jwk> {
+        if let Some(jwk) = self.find(kid) {
+            return Ok(jwk);
+        }
+        let mut last = self.last_refetch.lock().await;
+        // A fetch we waited for may have brought the key.
+        if let Some(jwk) = self.find(kid) {
+            return Ok(jwk);
+        }
+        if last.is_none_or(|at| at.elapsed() >= self.cooldown) {
+            *last = Some(Instant::now());
+            if let Err(error) = self.fetch().await {
+                tracing::warn!(error = %format!("{error:#}"), "fetching the token key set failed");
+            }
+        }
+        drop(last);
+        match self.find(kid) {
+            Some(jwk) => Ok(jwk),
+            None if !self.loaded() => Err(unauthenticated("token keys not loaded yet")),
+            None => Err(unauthenticated("token signed by an unknown key")),
+        }
+    }
+
+    /// Fetches the key set (after discovery, the first time) and replaces the cached one.
+    async fn fetch(&self) -> anyhow::Result<()> {
+        let url = self.jwks_url().await?;
+        let body = self.get(&url).await?;
+        let set: JwkSet = serde_json::from_slice(&body)
+            .with_context(|| format!("parsing the key set at {url} as a JWK set"))?;
+        tracing::info!(url = %url, keys = set.keys.len(), "token key set loaded");
+        *self.set.write().expect("jwks lock") = Some(set);
+        Ok(())
+    }
+
+    async fn jwks_url(&self) -> anyhow::Result<String> {
+        let issuer = match &self.source {
+            RemoteSource::Jwks(url) => return Ok(url.clone()),
+            RemoteSource::Discovery(issuer) => issuer,
+        };
+        if let Some(url) = self.jwks_uri.lock().expect("jwks uri lock").clone() {
+            return Ok(url);
+        }
+        #[derive(Deserialize)]
+        struct Discovery {
+            jwks_uri: String,
+        }
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
+        let body = self.get(&url).await?;
+        let discovery: Discovery = serde_json::from_slice(&body)
+            .with_context(|| format!("{url} is not an OIDC discovery document with a jwks_uri"))?;
+        *self.jwks_uri.lock().expect("jwks uri lock") = Some(discovery.jwks_uri.clone());
+        Ok(discovery.jwks_uri)
+    }
+
+    async fn get(&self, url: &str) -> anyhow::Result<Vec<u8>> {
+        let mut response = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .with_context(|| format!("fetching {url}"))?
+            .error_for_status()
+            .with_context(|| format!("fetching {url}"))?;
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .with_context(|| format!("reading {url}"))?
+        {
+            if body.len() + chunk.len() > FETCH_MAX_BYTES {
+                anyhow::bail!("{url} answered more than {FETCH_MAX_BYTES} bytes");
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+}
+
+/// Fetches `keys` now and then every [`JWKS_REFRESH_INTERVAL`] (every [`JWKS_RETRY_INTERVAL`]
+/// while none loaded), until the verifier is dropped.
+async fn refresh_in_background(keys: Weak<RemoteKeys>) {
+    loop {
+        let Some(strong) = keys.upgrade() else { return };
+        // Under the single-flight lock: tokens with an unknown kid wait for this fetch rather
+        // than start another; the refetch cooldown is left to them.
+        let fetched = {
+            let _flight = strong.last_refetch.lock().await;
+            strong.fetch().await
+        };
+        let wait = match fetched {
+            Ok(()) => JWKS_REFRESH_INTERVAL,
+            Err(error) => {
+                tracing::warn!(
+                    error = %format!("{error:#}"),
+                    "fetching the token key set failed; tokens are refused until it loads"
+                );
+                if strong.loaded() {
+                    JWKS_REFRESH_INTERVAL
+                } else {
+                    JWKS_RETRY_INTERVAL
+                }
+            }
+        };
+        drop(strong);
+        tokio::time::sleep(wait).await;
+    }
 }
 
 /// Verifies bearer tokens against the configured keys.
@@ -68,12 +260,62 @@ pub struct TokenVerifier {
     issuer: String,
     audience: String,
     max_lifetime_seconds: u64,
+    /// Dotted claim paths holding role or group names.
+    role_paths: Vec<String>,
+    /// Issuer role or group names to LMS roles.
+    role_map: HashMap<String, Vec<Role>>,
+    /// Dotted claim path naming the person.
+    person_claim: String,
+    person_match: PersonMatch,
+    /// Where person claims are looked up (see [`TokenVerifier::attach_store`]).
+    store: OnceLock<Store>,
+    /// Person claim value to person id, with when it was looked up.
+    person_cache: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 impl TokenVerifier {
-    /// Builds the verifier the configuration asks for: a JWKS file, a PEM key, or the development key in `data_dir`.
+    /// Builds the verifier the configuration asks for: a JWKS URL or OIDC discovery, a JWKS file,
+    /// a PEM key, or the development key in `data_dir`.
+    ///
+    /// A remote key set is fetched in the background (when called inside a Tokio runtime): the
+    /// server starts even if the issuer is unreachable, and refuses tokens as UNAUTHENTICATED
+    /// ("token keys not loaded yet") until a fetch succeeds.
     pub fn from_config(config: &AuthConfig, data_dir: &Path) -> anyhow::Result<Self> {
-        let keys = if let Some(path) = &config.jwks_file {
+        let remote = match (&config.jwks_url, &config.oidc_issuer_url) {
+            (Some(_), Some(_)) => {
+                anyhow::bail!("set --jwks-url or --oidc-issuer-url, not both")
+            }
+            (Some(url), None) => Some(RemoteSource::Jwks(check_url(url, "--jwks-url")?)),
+            (None, Some(url)) => Some(RemoteSource::Discovery(check_url(
+                url,
+                "--oidc-issuer-url",
+            )?)),
+            (None, None) => None,
+        };
+        let keys = if let Some(source) = remote {
+            if config.jwks_file.is_some() || config.jwt_public_key.is_some() {
+                anyhow::bail!(
+                    "a JWKS URL or OIDC issuer excludes --jwks-file and --jwt-public-key"
+                );
+            }
+            let client = reqwest::Client::builder()
+                .timeout(FETCH_TIMEOUT)
+                .connect_timeout(FETCH_TIMEOUT)
+                .build()
+                .context("building the HTTP client for the token key set")?;
+            let remote = Arc::new(RemoteKeys {
+                source,
+                client,
+                set: RwLock::new(None),
+                jwks_uri: Mutex::new(None),
+                last_refetch: tokio::sync::Mutex::new(None),
+                cooldown: config.jwks_refresh_cooldown,
+            });
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(refresh_in_background(Arc::downgrade(&remote)));
+            }
+            Keys::Remote(remote)
+        } else if let Some(path) = &config.jwks_file {
             Keys::Jwks {
                 set: RwLock::new(read_jwks(path)?),
                 path: path.clone(),
@@ -90,25 +332,53 @@ impl TokenVerifier {
         } else {
             Keys::Shared(DecodingKey::from_secret(&load_or_create_dev_key(data_dir)?))
         };
+        let role_paths: Vec<String> = config
+            .jwt_roles_claim
+            .iter()
+            .map(|path| path.trim().to_owned())
+            .filter(|path| !path.is_empty())
+            .collect();
+        if role_paths.is_empty() {
+            anyhow::bail!("--jwt-roles-claim names no claim");
+        }
+        let person_claim = config.jwt_person_claim.trim().to_owned();
+        if person_claim.is_empty() {
+            anyhow::bail!("--jwt-person-claim names no claim");
+        }
         Ok(Self {
             keys,
             issuer: config.jwt_issuer.clone(),
             audience: config.jwt_audience.clone(),
             max_lifetime_seconds: config.jwt_max_lifetime.as_secs(),
+            role_paths,
+            role_map: parse_role_map(&config.jwt_role_map)?,
+            person_claim,
+            person_match: config.jwt_person_match,
+            store: OnceLock::new(),
+            person_cache: Mutex::new(HashMap::new()),
         })
     }
 
+    /// Gives the verifier the store in which `--jwt-person-match external_id|email` looks
+    /// people up; without it such tokens are refused. Only the first store given is kept.
+    pub fn attach_store(&self, store: Store) {
+        let _ = self.store.set(store);
+    }
+
     /// Verifies `token` and returns its principal, or UNAUTHENTICATED saying why not.
-    pub fn verify(&self, token: &str) -> Result<Principal> {
+    pub async fn verify(&self, token: &str) -> Result<Principal> {
         let header = decode_header(token).map_err(|_| unauthenticated("malformed token"))?;
         let claims = match &self.keys {
             Keys::Shared(key) => self.decode(token, key, Algorithm::HS256)?,
             Keys::Public(key, algorithm) => self.decode(token, key, *algorithm)?,
-            Keys::Jwks { .. } => {
+            Keys::Jwks { .. } | Keys::Remote(_) => {
                 let kid = header
                     .kid
                     .ok_or_else(|| unauthenticated("token has no key id (kid)"))?;
-                let jwk = self.find_jwk(&kid)?;
+                let jwk = match &self.keys {
+                    Keys::Remote(remote) => remote.find_or_refetch(&kid).await?,
+                    _ => self.find_jwk(&kid)?,
+                };
                 let algorithm = jwk_algorithm(&jwk)?;
                 let key =
                     DecodingKey::from_jwk(&jwk).map_err(|_| unauthenticated("unusable key"))?;
@@ -116,23 +386,33 @@ impl TokenVerifier {
             }
         };
         let now = jsonwebtoken::get_current_timestamp();
-        if claims.exp > now + self.max_lifetime_seconds + LEEWAY_SECONDS {
+        let exp = claims.get("exp").and_then(serde_json::Value::as_u64);
+        if exp.is_none_or(|exp| exp > now + self.max_lifetime_seconds + LEEWAY_SECONDS) {
             return Err(unauthenticated(
                 "token lives longer than this server accepts (see --jwt-max-lifetime)",
             ));
         }
-        principal_from_claims(claims)
+        let mut principal = self.principal_from_claims(&claims)?;
+        principal.subject = self.person_id(&claims, principal.subject).await?;
+        Ok(principal)
     }
 
-    fn decode(&self, token: &str, key: &DecodingKey, algorithm: Algorithm) -> Result<Claims> {
+    fn decode(
+        &self,
+        token: &str,
+        key: &DecodingKey,
+        algorithm: Algorithm,
+    ) -> Result<serde_json::Value> {
         // One pinned algorithm per key: `alg: none` and algorithm confusion are refused by jsonwebtoken.
         let mut validation = Validation::new(algorithm);
         validation.set_issuer(&[&self.issuer]);
+        // `aud` may be a string or an array; one of its values must be ours.
         validation.set_audience(&[&self.audience]);
+        // `nbf` and `iat` are optional (OIDC issuers often omit `nbf`); `nbf` is checked when present.
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
         validation.leeway = LEEWAY_SECONDS;
-        decode::<Claims>(token, key, &validation)
+        decode::<serde_json::Value>(token, key, &validation)
             .map(|data| data.claims)
             .map_err(|error| {
                 use jsonwebtoken::errors::ErrorKind;
@@ -178,6 +458,160 @@ impl TokenVerifier {
             .cloned()
             .ok_or_else(|| unauthenticated("token signed by an unknown key"))
     }
+
+    /// Reads subject, roles (at every configured path, through the role map) and organisation.
+    fn principal_from_claims(&self, claims: &serde_json::Value) -> Result<Principal> {
+        let subject = match claims.get("sub") {
+            Some(serde_json::Value::String(sub)) if !sub.is_empty() => sub.clone(),
+            _ => return Err(unauthenticated("token has an empty subject")),
+        };
+        let mut roles = Vec::new();
+        for path in &self.role_paths {
+            for name in names_at(claims, path) {
+                // Unknown names are ignored rather than refused, so issuers may add their own.
+                let mapped = self.role_map.get(name).map(Vec::as_slice);
+                let parsed = Role::parse(name);
+                for role in mapped.unwrap_or_default().iter().copied().chain(parsed) {
+                    if !roles.contains(&role) {
+                        roles.push(role);
+                    }
+                }
+            }
+        }
+        let organization_id = match claims.get("org") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(org)) if org.is_empty() => None,
+            Some(serde_json::Value::String(org)) if crate::domain::is_uuid(org) => {
+                Some(org.clone())
+            }
+            Some(_) => {
+                return Err(unauthenticated(
+                    "the org claim is not an organisation id (a UUID)",
+                ));
+            }
+        };
+        if roles.contains(&Role::OrgAdmin) && organization_id.is_none() {
+            return Err(unauthenticated(
+                "an org_admin token must name its organisation (org)",
+            ));
+        }
+        Ok(Principal {
+            subject,
+            roles,
+            organization_id,
+        })
+    }
+
+    /// Returns the LMS person id the token names: its person claim, looked up as configured;
+    /// a token without the person claim (a service) keeps its `sub`.
+    async fn person_id(&self, claims: &serde_json::Value, sub: String) -> Result<String> {
+        let value = match claim_at(claims, &self.person_claim) {
+            None | Some(serde_json::Value::Null) => return Ok(sub),
+            Some(serde_json::Value::String(value)) if !value.is_empty() => value.clone(),
+            Some(serde_json::Value::Number(number)) => number.to_string(),
+            Some(_) => {
+                return Err(unauthenticated(
+                    "the token's person claim is not a string (see --jwt-person-claim)",
+                ));
+            }
+        };
+        if self.person_match == PersonMatch::Id {
+            return Ok(value);
+        }
+        if let Some((id, at)) = self
+            .person_cache
+            .lock()
+            .expect("person cache lock")
+            .get(&value)
+            && at.elapsed() < PERSON_CACHE_TTL
+        {
+            return Ok(id.clone());
+        }
+        let store = self
+            .store
+            .get()
+            .ok_or_else(|| unauthenticated("person lookup is not available"))?;
+        let ids = store
+            .person_ids_matching(self.person_match, &value)
+            .await
+            .map_err(|error| {
+                tracing::warn!(error = %error, "looking up a token's person failed");
+                Error::Unavailable("could not look up the token's person; retry".to_owned())
+            })?;
+        let [id] = ids.as_slice() else {
+            return Err(unauthenticated(if ids.is_empty() {
+                "no person matches the token's person claim"
+            } else {
+                "several people match the token's person claim"
+            }));
+        };
+        let mut cache = self.person_cache.lock().expect("person cache lock");
+        if cache.len() >= PERSON_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(value, (id.clone(), Instant::now()));
+        Ok(id.clone())
+    }
+}
+
+/// Returns `url` if it is an http(s) URL.
+fn check_url(url: &str, setting: &str) -> anyhow::Result<String> {
+    let parsed = reqwest::Url::parse(url).with_context(|| format!("{setting} {url}"))?;
+    if !matches!(parsed.scheme(), "https" | "http") {
+        anyhow::bail!("{setting} must be an https (or http) URL, not {url}");
+    }
+    Ok(url.to_owned())
+}
+
+/// Parses `name=role` pairs into issuer name → LMS roles.
+fn parse_role_map(pairs: &[String]) -> anyhow::Result<HashMap<String, Vec<Role>>> {
+    let mut map: HashMap<String, Vec<Role>> = HashMap::new();
+    for pair in pairs
+        .iter()
+        .map(|pair| pair.trim())
+        .filter(|pair| !pair.is_empty())
+    {
+        let Some((name, role)) = pair.rsplit_once('=') else {
+            anyhow::bail!("--jwt-role-map wants name=role, not {pair}");
+        };
+        let Some(role) = Role::parse(role.trim()) else {
+            anyhow::bail!("--jwt-role-map: {role} is not an LMS role (in {pair})");
+        };
+        let roles = map.entry(name.trim().to_owned()).or_default();
+        if !roles.contains(&role) {
+            roles.push(role);
+        }
+    }
+    Ok(map)
+}
+
+/// Returns the claim at a dotted `path`. At each level the longest key that matches is taken, so
+/// keys that themselves hold dots (`https://example.com/roles`) are found too.
+fn claim_at<'a>(claims: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
+    fn walk<'a>(value: &'a serde_json::Value, segments: &[&str]) -> Option<&'a serde_json::Value> {
+        if segments.is_empty() {
+            return Some(value);
+        }
+        let object = value.as_object()?;
+        (1..=segments.len()).rev().find_map(|take| {
+            object
+                .get(&segments[..take].join("."))
+                .and_then(|inner| walk(inner, &segments[take..]))
+        })
+    }
+    let segments: Vec<&str> = path.split('.').collect();
+    walk(claims, &segments)
+}
+
+/// Returns the names at `path`: an array of strings, or one string.
+fn names_at<'a>(claims: &'a serde_json::Value, path: &str) -> Vec<&'a str> {
+    match claim_at(claims, path) {
+        Some(serde_json::Value::String(name)) => vec![name.as_str()],
+        Some(serde_json::Value::Array(items)) => {
+            items.iter().filter_map(serde_json::Value::as_str).collect()
+        }
+        _ => Vec::new(),
+    }
 }
 
 fn unauthenticated(why: &str) -> Error {
@@ -207,38 +641,6 @@ fn jwk_algorithm(jwk: &Jwk) -> Result<Algorithm> {
 fn read_jwks(path: &Path) -> anyhow::Result<JwkSet> {
     let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {} as a JWK set", path.display()))
-}
-
-fn principal_from_claims(claims: Claims) -> Result<Principal> {
-    let mut roles = Vec::with_capacity(claims.roles.len());
-    for name in &claims.roles {
-        // Unknown roles are ignored rather than refused, so issuers may add their own.
-        if let Some(role) = Role::parse(name) {
-            roles.push(role);
-        }
-    }
-    if claims.sub.is_empty() {
-        return Err(unauthenticated("token has an empty subject"));
-    }
-    if roles.contains(&Role::OrgAdmin) && claims.org.as_deref().is_none_or(str::is_empty) {
-        return Err(unauthenticated(
-            "an org_admin token must name its organisation (org)",
-        ));
-    }
-    let organization_id = claims.org.filter(|org| !org.is_empty());
-    if organization_id
-        .as_deref()
-        .is_some_and(|org| !crate::domain::is_uuid(org))
-    {
-        return Err(unauthenticated(
-            "the org claim is not an organisation id (a UUID)",
-        ));
-    }
-    Ok(Principal {
-        subject: claims.sub,
-        roles,
-        organization_id,
-    })
 }
 
 /// Returns the development signing key from `data_dir`, creating it (mode 0600) on first use.
@@ -294,10 +696,10 @@ pub fn sign_dev_token(
             .collect(),
         org: request.organization_id.clone(),
         iss: config.jwt_issuer.clone(),
-        aud: config.jwt_audience.clone(),
+        aud: Audience::One(config.jwt_audience.clone()),
         exp: now + request.ttl.as_secs(),
-        nbf: now,
-        iat: now,
+        nbf: Some(now),
+        iat: Some(now),
     };
     Ok(encode(
         &Header::new(Algorithm::HS256),

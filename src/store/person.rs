@@ -13,6 +13,7 @@ use super::entity::{organizations, people};
 use super::idempotency::{self, RequestKey, StoredAnswer};
 use super::{Store, audit, db_error};
 use crate::auth::Scope;
+use crate::config::PersonMatch;
 use crate::domain::audit::{AuditChange, AuditContext};
 use crate::domain::event::NewEvent;
 use crate::domain::page::Page;
@@ -553,4 +554,29 @@ fn replayed_outcome(answer: StoredAnswer) -> Result<UpsertOutcome> {
         .response
         .ok_or_else(|| Error::internal("stored answer has no response"))?;
     serde_json::from_str(&response).map_err(Error::internal)
+}
+
+impl Store {
+    /// Returns the ids of at most two people whose `external_id` (or email, compared without
+    /// case) is `value`: what a token's person claim resolves to (`--jwt-person-match`). Two
+    /// ids mean the value is ambiguous; [`PersonMatch::Id`] looks nothing up and returns `value`.
+    pub async fn person_ids_matching(&self, by: PersonMatch, value: &str) -> Result<Vec<String>> {
+        let condition = match by {
+            PersonMatch::Id => return Ok(vec![value.to_owned()]),
+            PersonMatch::ExternalId => people::Column::ExternalId.eq(value),
+            PersonMatch::Email => sea_orm::sea_query::ExprTrait::eq(
+                sea_orm::sea_query::Func::lower(Expr::col(people::Column::Email)),
+                value.to_lowercase(),
+            ),
+        };
+        people::Entity::find()
+            .select_only()
+            .column(people::Column::Id)
+            .filter(condition)
+            .limit(2)
+            .into_tuple::<String>()
+            .all(self.connection())
+            .await
+            .map_err(db_error)
+    }
 }

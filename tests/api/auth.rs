@@ -15,10 +15,10 @@ fn claims(app: &TestApp, roles: &[&str]) -> Claims {
         roles: roles.iter().map(|role| (*role).to_owned()).collect(),
         org: None,
         iss: app.config.auth.jwt_issuer.clone(),
-        aud: app.config.auth.jwt_audience.clone(),
+        aud: app.config.auth.jwt_audience.clone().into(),
         exp: now + 600,
-        nbf: now,
-        iat: now,
+        nbf: Some(now),
+        iat: Some(now),
     }
 }
 
@@ -89,11 +89,11 @@ async fn bad_tokens_are_unauthenticated() {
 
     let expired = Claims {
         exp: now - 3600,
-        nbf: now - 7200,
+        nbf: Some(now - 7200),
         ..claims(&app, &["admin"])
     };
     let wrong_audience = Claims {
-        aud: "someone-else".to_owned(),
+        aud: "someone-else".into(),
         ..claims(&app, &["admin"])
     };
     let wrong_issuer = Claims {
@@ -101,7 +101,7 @@ async fn bad_tokens_are_unauthenticated() {
         ..claims(&app, &["admin"])
     };
     let not_yet_valid = Claims {
-        nbf: now + 3600,
+        nbf: Some(now + 3600),
         ..claims(&app, &["admin"])
     };
     // Signed by the right key, but valid until the year 2999: longer than --jwt-max-lifetime.
