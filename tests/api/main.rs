@@ -14,6 +14,7 @@ mod hygiene;
 mod lockout;
 mod lifecycle;
 mod limits;
+mod oidc;
 mod organizations;
 mod people;
 mod programmes;
