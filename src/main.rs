@@ -98,7 +98,12 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Token(args) => {
-            if config.auth.jwt_public_key.is_some() || config.auth.jwks_file.is_some() {
+            let auth = &config.auth;
+            if auth.jwt_public_key.is_some()
+                || auth.jwks_file.is_some()
+                || auth.jwks_url.is_some()
+                || auth.oidc_issuer_url.is_some()
+            {
                 anyhow::bail!(
                     "a production key is configured; tokens come from its issuer, not from lms token"
                 );
