@@ -707,3 +707,51 @@ pub fn sign_dev_token(
         &EncodingKey::from_secret(&key),
     )?)
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{Role, claim_at, names_at, parse_role_map};
+
+    #[test]
+    fn claim_paths_walk_objects_and_keys_holding_dots() {
+        let claims = json!({
+            "realm_access": { "roles": ["offline_access", "lms-administrators"] },
+            "resource_access": { "lms-api": { "roles": ["trainer"] } },
+            "https://example.com/roles": ["assessor"],
+            "groups": "hr",
+            "employee_number": 12345,
+        });
+        assert_eq!(
+            names_at(&claims, "realm_access.roles"),
+            ["offline_access", "lms-administrators"]
+        );
+        assert_eq!(
+            names_at(&claims, "resource_access.lms-api.roles"),
+            ["trainer"]
+        );
+        assert_eq!(names_at(&claims, "https://example.com/roles"), ["assessor"]);
+        assert_eq!(names_at(&claims, "groups"), ["hr"]);
+        assert!(names_at(&claims, "roles").is_empty());
+        assert!(names_at(&claims, "realm_access.roles.more").is_empty());
+        assert_eq!(claim_at(&claims, "employee_number"), Some(&json!(12345)));
+    }
+
+    #[test]
+    fn the_role_map_refuses_what_is_not_an_lms_role() {
+        let map = parse_role_map(&[
+            "lms-administrators=admin".to_owned(),
+            " /hr/sync = hr_service ".to_owned(),
+            "lms-administrators=programme_manager".to_owned(),
+        ])
+        .unwrap();
+        assert_eq!(
+            map["lms-administrators"],
+            [Role::Admin, Role::ProgrammeManager]
+        );
+        assert_eq!(map["/hr/sync"], [Role::HrService]);
+        assert!(parse_role_map(&["group=superuser".to_owned()]).is_err());
+        assert!(parse_role_map(&["no-equals-sign".to_owned()]).is_err());
+    }
+}
