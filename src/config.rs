@@ -89,11 +89,12 @@ pub struct CertificationConfig {
     #[arg(long, env = "LMS_ISSUER_SEED_FILE", global = true)]
     pub issuer_seed_file: Option<PathBuf>,
 
-    /// `VerifyCertificate` calls per second allowed per client address (refilled continuously).
+    /// Calls per second to the public methods (VerifyCertificate, GetIssuerKeys,
+    /// GetStatusListCredential) allowed per client address (refilled continuously).
     #[arg(long, env = "LMS_VERIFY_RATE", default_value_t = DEFAULT_VERIFY_RATE, global = true)]
     pub verify_rate_per_second: u32,
 
-    /// Burst of `VerifyCertificate` calls allowed per client address.
+    /// Burst of public calls allowed per client address.
     #[arg(long, env = "LMS_VERIFY_BURST", default_value_t = DEFAULT_VERIFY_BURST, global = true)]
     pub verify_burst: u32,
 

@@ -2,12 +2,8 @@
 //! signed credentials and status lists, and the cascade.
 
 use std::{
-    collections::HashMap,
     io::Write as _,
-    net::{IpAddr, Ipv4Addr},
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
-    time::Instant,
 };
 
 use anyhow::Context as _;
@@ -33,52 +29,6 @@ use crate::store::{Store, certification::MAX_CASCADE_DEPTH};
 
 /// File in the data dir holding the issuer seed when none is configured.
 pub const ISSUER_SEED_FILE: &str = "issuer-ed25519.seed";
-/// Most client addresses tracked by the verification rate limiter before idle ones are dropped.
-const MAX_TRACKED_CLIENTS: usize = 100_000;
-
-/// A token bucket per client address (or one shared bucket when the address is unknown).
-#[derive(Debug)]
-struct RateLimiter {
-    rate_per_second: f64,
-    burst: f64,
-    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
-}
-
-impl RateLimiter {
-    fn new(rate_per_second: u32, burst: u32) -> Self {
-        Self {
-            rate_per_second: f64::from(rate_per_second.max(1)),
-            burst: f64::from(burst.max(1)),
-            buckets: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Takes a token for `client`; false when its bucket is empty.
-    fn allow(&self, client: Option<IpAddr>) -> bool {
-        let key = client.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        let now = Instant::now();
-        let Ok(mut buckets) = self.buckets.lock() else {
-            return false;
-        };
-        if buckets.len() >= MAX_TRACKED_CLIENTS {
-            let (rate, burst) = (self.rate_per_second, self.burst);
-            buckets.retain(|_, (tokens, last)| {
-                *tokens + now.duration_since(*last).as_secs_f64() * rate < burst
-            });
-        }
-        let (tokens, last) = buckets.entry(key).or_insert((self.burst, now));
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rate_per_second)
-            .min(self.burst);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 /// Returns the issuer seed from `path`, creating it (mode 0600) on first use.
 pub fn load_or_create_issuer_seed(path: &Path) -> anyhow::Result<IssuerSeed> {
     if let Some(parent) = path.parent() {
@@ -115,7 +65,6 @@ pub struct CertificationApi {
     clock: Clock,
     seed: IssuerSeed,
     public_url: String,
-    limiter: Arc<RateLimiter>,
 }
 
 impl CertificationApi {
@@ -131,10 +80,6 @@ impl CertificationApi {
             clock: settings.clock.clone(),
             seed: load_or_create_issuer_seed(&path)?,
             public_url: settings.public_url.clone(),
-            limiter: Arc::new(RateLimiter::new(
-                settings.verify_rate_per_second,
-                settings.verify_burst,
-            )),
         })
     }
 }
@@ -855,13 +800,8 @@ impl pb::certification_service_server::CertificationService for CertificationApi
         &self,
         request: Request<pb::VerifyCertificateRequest>,
     ) -> Result<Response<pb::VerifyCertificateResponse>, Status> {
-        let client = request.remote_addr().map(|address| address.ip());
-        if !self.limiter.allow(client) {
-            return Err(Error::ResourceExhausted(
-                "too many verification requests from this address; slow down".to_owned(),
-            )
-            .into());
-        }
+        // Rate-limited per client address with the other public methods, before the call
+        // gets here (src/server/rate_limit.rs).
         let now = self.clock.now();
         let verification = self
             .store

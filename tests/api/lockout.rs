@@ -295,3 +295,56 @@ async fn thousands_of_idle_watchers_share_one_database_reader() {
         "calls wait behind the watchers: {twenty_calls:?}"
     );
 }
+
+#[tokio::test]
+async fn public_calls_are_limited_per_client_and_forwarded_addresses_count_only_from_trusted_proxies()
+ {
+    use lms::pb::certification_service_client::CertificationServiceClient;
+    let keys = |app: &TestApp, forwarded: &str| {
+        let mut client = CertificationServiceClient::new(app.channel.clone());
+        let mut request = tonic::Request::new(pb::GetIssuerKeysRequest::default());
+        request
+            .metadata_mut()
+            .insert("x-forwarded-for", forwarded.parse().unwrap());
+        async move { client.get_issuer_keys(request).await.map(|_| ()) }
+    };
+    // Direct clients: a forged X-Forwarded-For does not give a fresh bucket.
+    let database = TestDatabase::fresh().await;
+    let mut config = test_config(&database);
+    config.certification.verify_rate_per_second = 1;
+    config.certification.verify_burst = 2;
+    let app = spawn_app_with(config.clone()).await;
+    keys(&app, "198.51.100.1").await.unwrap();
+    keys(&app, "198.51.100.2").await.unwrap();
+    let status = keys(&app, "198.51.100.3").await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert_eq!(error_reason(&status), "RATE_LIMITED");
+    {
+        use tonic_types::StatusExt as _;
+        assert!(status.get_error_details().retry_info().is_some());
+    }
+    app.stop().await;
+
+    // Behind a trusted proxy (the test's loopback): each forwarded client has its own bucket.
+    config.server.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    let app = spawn_app_with(config).await;
+    for _ in 0..2 {
+        keys(&app, "198.51.100.1").await.unwrap();
+    }
+    assert_eq!(
+        keys(&app, "198.51.100.1").await.unwrap_err().code(),
+        Code::ResourceExhausted
+    );
+    keys(&app, "198.51.100.2")
+        .await
+        .expect("another client behind the same proxy has its own bucket");
+    // A client forging a left-hand hop is still judged by the hop the proxy added.
+    assert_eq!(
+        keys(&app, "203.0.113.50, 198.51.100.1")
+            .await
+            .unwrap_err()
+            .code(),
+        Code::ResourceExhausted
+    );
+    app.stop().await;
+}
