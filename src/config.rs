@@ -14,6 +14,32 @@ pub const DEFAULT_CONCURRENCY_LIMIT: usize = 512;
 pub const DEFAULT_CONCURRENCY_PER_CONNECTION: usize = 128;
 /// Default HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`.
 pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 200;
+/// Default HTTP/2 receive window of one stream (`SETTINGS_INITIAL_WINDOW_SIZE`), in bytes.
+///
+/// It bounds what one stream can have buffered unread in the server: 256 KiB, so at most
+/// 200 streams × 256 KiB = 50 MiB per connection, and at most 262,144 DATA frames (1 byte each)
+/// per stream. At 50 ms round trip it still carries 5 MB/s per stream, above the rate an import
+/// commits. See docs/http2-limits.md for the arithmetic.
+pub const DEFAULT_HTTP2_STREAM_WINDOW: u32 = 256 * 1024;
+/// Default HTTP/2 receive window of a whole connection, in bytes.
+///
+/// It allocates nothing by itself (the stream windows bound the buffered bytes), but h2 0.4 sizes
+/// its per-connection budget for small DATA frames from it: half the connection window, 128 MiB.
+/// Each unread DATA frame below 256 bytes costs `256 - len` of that budget; exhausting it closes
+/// the connection (GOAWAY ENHANCE_YOUR_CALM `too_many_data_frames`). 128 MiB is 512 stream
+/// windows: one stream can never exhaust it (1-byte frames cost at most 255 × 256 KiB =
+/// 63.75 MiB), and 200 streams can only with DATA frames under 72 bytes, all unread at once.
+pub const DEFAULT_HTTP2_CONNECTION_WINDOW: u32 = 256 * 1024 * 1024;
+/// Streams a client may reset before the server accepted them, at once, per connection (h2's
+/// default); beyond it the connection is closed with GOAWAY ENHANCE_YOUR_CALM (rapid reset).
+pub const HTTP2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
+/// Streams the server may reset for the client's protocol errors over a connection's life
+/// (hyper's default, which tonic would otherwise lift); beyond it GOAWAY ENHANCE_YOUR_CALM.
+pub const HTTP2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
+/// Smallest HTTP/2 window accepted by the settings: the protocol's initial window.
+pub const MIN_HTTP2_WINDOW: u32 = 65_535;
+/// Largest HTTP/2 window the protocol allows (2^31 - 1).
+pub const MAX_HTTP2_WINDOW: u32 = 2_147_483_647;
 /// Default largest decoded request message.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Default time given to in-flight calls at shutdown.
@@ -160,6 +186,27 @@ pub struct ServerConfig {
     #[arg(long, env = "LMS_MAX_CONCURRENT_STREAMS", default_value_t = DEFAULT_MAX_CONCURRENT_STREAMS, global = true)]
     pub max_concurrent_streams: u32,
 
+    /// HTTP/2 receive window of one stream, in bytes: what one call may have in flight unread.
+    #[arg(
+        long,
+        env = "LMS_HTTP2_STREAM_WINDOW",
+        default_value_t = DEFAULT_HTTP2_STREAM_WINDOW,
+        value_parser = clap::value_parser!(u32).range(MIN_HTTP2_WINDOW as i64..=MAX_HTTP2_WINDOW as i64),
+        global = true
+    )]
+    pub http2_stream_window: u32,
+
+    /// HTTP/2 receive window of a connection, in bytes; half of it is the connection's budget
+    /// for small unread DATA frames (docs/http2-limits.md).
+    #[arg(
+        long,
+        env = "LMS_HTTP2_CONNECTION_WINDOW",
+        default_value_t = DEFAULT_HTTP2_CONNECTION_WINDOW,
+        value_parser = clap::value_parser!(u32).range(MIN_HTTP2_WINDOW as i64..=MAX_HTTP2_WINDOW as i64),
+        global = true
+    )]
+    pub http2_connection_window: u32,
+
     /// Largest request message accepted, in bytes (after decompression).
     #[arg(long, env = "LMS_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES, global = true)]
     pub max_message_bytes: usize,
@@ -188,7 +235,12 @@ pub struct ServerConfig {
 
     /// Proxies (addresses or CIDR blocks, comma-separated) whose `X-Forwarded-For` is believed
     /// when rate-limiting public calls per client address.
-    #[arg(long, env = "LMS_TRUSTED_PROXIES", value_delimiter = ',', global = true)]
+    #[arg(
+        long,
+        env = "LMS_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        global = true
+    )]
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
@@ -358,6 +410,8 @@ impl Config {
                 concurrency_limit: DEFAULT_CONCURRENCY_LIMIT,
                 concurrency_per_connection: DEFAULT_CONCURRENCY_PER_CONNECTION,
                 max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+                http2_stream_window: DEFAULT_HTTP2_STREAM_WINDOW,
+                http2_connection_window: DEFAULT_HTTP2_CONNECTION_WINDOW,
                 max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
                 shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
                 streams_per_caller: DEFAULT_STREAMS_PER_CALLER,

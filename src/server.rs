@@ -1,6 +1,7 @@
 //! The server: binds the listener, stacks the tower layers, registers every service and shuts down gracefully.
 
 pub mod gate;
+pub mod goaway;
 pub mod rate_limit;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
@@ -19,7 +20,7 @@ use crate::api::{
     programme::ProgrammeApi,
 };
 use crate::auth::{layer::AuthLayer, token::TokenVerifier};
-use crate::config::Config;
+use crate::config::{Config, HTTP2_MAX_LOCAL_ERROR_RESETS, HTTP2_MAX_PENDING_ACCEPT_RESETS};
 use crate::pb;
 use crate::store::Store;
 
@@ -202,6 +203,9 @@ impl App {
             .with_nodelay(Some(true))
             .with_keepalive(Some(Duration::from_secs(60)));
         let local_addr = incoming.local_addr()?;
+        // Every connection is watched for the GOAWAY frames the server writes, so that closing one
+        // for abuse or a protocol error is logged with the reason (h2 itself logs it at debug).
+        let incoming = futures::TryStreamExt::map_ok(incoming, goaway::Watched::tcp);
 
         let router = Server::builder()
             .concurrency_limit_per_connection(server_config.concurrency_per_connection)
@@ -210,6 +214,17 @@ impl App {
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .http2_max_header_list_size(16 * 1024)
+            // Flow-control windows sized so that bulk clients sending one small message per DATA
+            // frame never exhaust h2's small-frame budget (half the connection window): see
+            // DEFAULT_HTTP2_CONNECTION_WINDOW and docs/http2-limits.md. Adaptive windows stay off:
+            // they would move the connection window, and with it that budget, at run time.
+            .initial_stream_window_size(server_config.http2_stream_window)
+            .initial_connection_window_size(server_config.http2_connection_window)
+            .http2_adaptive_window(Some(false))
+            // Reset floods (CVE-2023-44487, RUSTSEC-2024-0003): tonic passes `None` through to
+            // hyper, which means no limit at all; these are h2's and hyper's own defaults.
+            .http2_max_pending_accept_reset_streams(Some(HTTP2_MAX_PENDING_ACCEPT_RESETS))
+            .http2_max_local_error_reset_streams(Some(HTTP2_MAX_LOCAL_ERROR_RESETS))
             .accept_http1(true)
             .layer(trace)
             .layer(cors_layer(&server_config.cors_origins)?)
