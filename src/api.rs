@@ -1,8 +1,8 @@
 //! gRPC handlers: translate proto to domain, call the store, translate back. No business rules here.
 
 pub mod audit;
-pub mod codec;
 pub mod certification;
+pub mod codec;
 pub mod course;
 pub mod delivery;
 pub mod event;
