@@ -41,6 +41,10 @@ pub struct Store {
     feed: std::sync::Arc<tokio::sync::Notify>,
     group: std::sync::Arc<progress::GroupCommit>,
     storage: Arc<StorageHealth>,
+    /// SQLite only: write transactions queue here, first come first served. SQLite runs one
+    /// writer at a time anyway; without this queue, writers wait in SQLite's busy handler, which
+    /// is not fair, and under many concurrent writers some waited past the busy timeout.
+    sqlite_writers: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// Whether writes fail on the database's storage: set when a write fails on storage (disk
@@ -165,6 +169,7 @@ impl Store {
                     .unwrap_or(if is_sqlite { 1 } else { 2 }),
             )),
             storage: Arc::default(),
+            sqlite_writers: is_sqlite.then(|| Arc::new(tokio::sync::Semaphore::new(1))),
         })
     }
 
@@ -281,8 +286,18 @@ impl Store {
     {
         let db = self.db.clone();
         let feed = self.feed.clone();
+        let writers = self.sqlite_writers.clone();
         let published = std::cell::Cell::new(false);
         let task = tokio::spawn(event::PUBLISHED.scope(published, async move {
+            let _turn = match writers {
+                Some(writers) => Some(
+                    writers
+                        .acquire_owned()
+                        .await
+                        .map_err(|_| Error::internal("the SQLite write queue closed"))?,
+                ),
+                None => None,
+            };
             let options = TransactionOptions {
                 sqlite_transaction_mode: (db.get_database_backend() == DbBackend::Sqlite)
                     .then_some(SqliteTransactionMode::Immediate),
