@@ -22,7 +22,17 @@ use tonic::transport::server::TcpConnectInfo;
 use tonic_types::{ErrorDetails, StatusExt as _};
 use tower::{Layer, Service};
 
-use crate::auth::policy::{Access, method_access};
+use crate::auth::policy::{Access, METHOD_POLICY};
+
+/// The `lms.v1` methods callable without a token, taken once from the policy: a handful of
+/// paths to compare per call instead of a scan of the whole policy.
+static PUBLIC_METHODS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+    METHOD_POLICY
+        .iter()
+        .filter(|(_, access)| *access == Access::Public)
+        .map(|(method, _)| *method)
+        .collect()
+});
 
 /// Limits public calls per client address.
 #[derive(Clone)]
@@ -88,7 +98,7 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let path = request.uri().path();
-        if path.starts_with("/lms.v1.") && method_access(path) == Some(Access::Public) {
+        if PUBLIC_METHODS.contains(&path) {
             let peer = request
                 .extensions()
                 .get::<TcpConnectInfo>()
