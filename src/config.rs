@@ -88,6 +88,10 @@ pub struct Config {
 
     #[command(flatten)]
     #[allow(missing_docs)]
+    pub telemetry: TelemetryConfig,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
     pub server: ServerConfig,
 
     #[command(flatten)]
@@ -145,6 +149,20 @@ impl Default for CertificationConfig {
             clock: crate::domain::certification::Clock::default(),
         }
     }
+}
+
+/// Settings of metrics and traces (docs/monitoring.md).
+#[derive(Debug, Clone, Default, Args)]
+pub struct TelemetryConfig {
+    /// Address of the Prometheus metrics endpoint (`GET /metrics`), e.g. `127.0.0.1:9464`; off
+    /// when unset. It has no authentication: bind it to localhost or a private network.
+    #[arg(long, env = "LMS_METRICS_LISTEN", global = true)]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Base URL of an OpenTelemetry collector's OTLP/HTTP receiver (e.g.
+    /// `http://127.0.0.1:4318`); spans are exported to its `/v1/traces` when set.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Settings of the gRPC server.
@@ -242,6 +260,84 @@ pub struct ServerConfig {
         global = true
     )]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub tls: TlsConfig,
+}
+
+/// Default interval at which the TLS certificate, key and client CA files are checked for changes.
+pub const DEFAULT_TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
+/// Default longest time a client may take to complete the TLS handshake.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Settings of TLS on the listener and of client certificates (docs/tls.md).
+#[derive(Debug, Clone, Args)]
+pub struct TlsConfig {
+    /// PEM certificate chain of the server (leaf first); with `--tls-key`, the listener speaks
+    /// TLS only. Reloaded when the file changes and on SIGHUP.
+    #[arg(long, env = "LMS_TLS_CERT", global = true)]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `--tls-cert` (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "LMS_TLS_KEY", global = true)]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM certificate(s) of the CA(s) that sign client certificates; turns on mTLS.
+    #[arg(long, env = "LMS_TLS_CLIENT_CA", global = true)]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Whether a client must present a certificate signed by `--tls-client-ca`: `optional` lets
+    /// clients that call with a bearer token (or only public methods) connect without one.
+    #[arg(
+        long,
+        env = "LMS_TLS_CLIENT_AUTH",
+        default_value = "optional",
+        global = true
+    )]
+    pub tls_client_auth: ClientAuth,
+
+    /// Client certificate mapped to a principal, as `KIND:VALUE=SUBJECT:ROLE[,ROLE...][@ORG]`
+    /// with KIND one of `cn`, `dns`, `uri`, `email` (repeatable; `;`-separated in the variable).
+    #[arg(
+        long,
+        env = "LMS_TLS_CLIENT_PRINCIPAL",
+        value_delimiter = ';',
+        global = true
+    )]
+    pub tls_client_principal: Vec<String>,
+
+    /// How often the certificate, key and client CA files are checked for changes.
+    #[arg(long, env = "LMS_TLS_RELOAD_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration, global = true)]
+    pub tls_reload_interval: Duration,
+
+    /// Longest a new connection may take to complete the TLS handshake before it is closed.
+    #[arg(long, env = "LMS_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration, global = true)]
+    pub tls_handshake_timeout: Duration,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            tls_client_auth: ClientAuth::Optional,
+            tls_client_principal: Vec::new(),
+            tls_reload_interval: DEFAULT_TLS_RELOAD_INTERVAL,
+            tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+        }
+    }
+}
+
+/// Whether the TLS listener requires a client certificate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum ClientAuth {
+    /// A client certificate is verified when presented; clients may also connect without one.
+    #[default]
+    Optional,
+    /// Every connection must present a certificate that verifies against the client CA.
+    Required,
 }
 
 /// Settings of the database pool.
@@ -400,6 +496,7 @@ impl Config {
             data_dir,
             database_url: None,
             log_format: LogFormat::Pretty,
+            telemetry: TelemetryConfig::default(),
             server: ServerConfig {
                 listen: DEFAULT_LISTEN
                     .parse()
@@ -419,6 +516,7 @@ impl Config {
                 body_idle_timeout: DEFAULT_BODY_IDLE_TIMEOUT,
                 stream_idle_timeout: DEFAULT_STREAM_IDLE_TIMEOUT,
                 trusted_proxies: Vec::new(),
+                tls: TlsConfig::default(),
             },
             database: DatabaseConfig {
                 db_max_connections: None,

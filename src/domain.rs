@@ -5,6 +5,7 @@ pub mod certification;
 pub mod course;
 pub mod delivery;
 pub mod event;
+pub mod feed;
 pub mod field_mask;
 pub mod organization;
 pub mod page;

@@ -78,6 +78,9 @@ pub enum Error {
         field: &'static str,
         /// Value that collided.
         value: String,
+        /// Id of the resource that holds the value, when known: sent in `ResourceInfo` and as
+        /// `existing_id` in the `ErrorInfo` metadata, so a client can go on with it.
+        existing_id: Option<String>,
     },
     /// The etag sent does not match the current resource (AIP-154).
     #[error("etag does not match the current {resource}")]
@@ -250,17 +253,30 @@ impl From<Error> for Status {
                 resource,
                 field,
                 value,
+                existing_id,
             } => {
                 let value = &clip(value, ECHO_CHARS);
-                details.set_resource_info(*resource, value.clone(), "", "already exists");
-                (
-                    Code::AlreadyExists,
-                    format!("{resource} with {field} {value} already exists"),
-                    vec![
-                        ("field".into(), (*field).into()),
-                        ("value".into(), value.clone()),
-                    ],
-                )
+                let mut metadata = vec![
+                    ("field".into(), (*field).into()),
+                    ("value".into(), value.clone()),
+                ];
+                let message = match existing_id {
+                    Some(id) => {
+                        details.set_resource_info(
+                            *resource,
+                            id.clone(),
+                            "",
+                            format!("already exists with {field} {value}"),
+                        );
+                        metadata.push(("existing_id".into(), id.clone()));
+                        format!("{resource} with {field} {value} already exists: {id}")
+                    }
+                    None => {
+                        details.set_resource_info(*resource, value.clone(), "", "already exists");
+                        format!("{resource} with {field} {value} already exists")
+                    }
+                };
+                (Code::AlreadyExists, message, metadata)
             }
             Error::EtagMismatch { resource, id } => {
                 let id = &clip(id, ECHO_CHARS);

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use lms::auth::{Role, token};
 use lms::config::Config;
 
@@ -35,10 +35,36 @@ enum Command {
     Token(TokenArgs),
     /// Delete feed events older than a retention period (cursors are never reused).
     PruneEvents(PruneEventsArgs),
+    /// Copy the SQLite database to a file while servers serve, and check the copy.
+    Backup(lms::tools::backup::BackupArgs),
+    /// Replace the stopped SQLite database with a backup; the feed gets a new history.
+    Restore(lms::tools::backup::RestoreArgs),
+    /// Give the feed a new history (after a PostgreSQL restore): earlier resume tokens are refused.
+    RotateFeedHistory,
     /// Fill the database through the API with a deterministic data set (demo or national).
     Seed(lms::tools::seed::SeedArgs),
     /// Load-test a running server (or, `bench report`, write BENCHMARKS.md from results).
     Bench(lms::tools::bench::BenchArgs),
+    /// Probe a running server's health (exit 0 when SERVING, 1 otherwise), for container and
+    /// orchestrator health checks.
+    Health(lms::tools::health::HealthArgs),
+    /// Print a generated reference page of docs/reference/ (kept in step by tests/docs.rs).
+    #[command(hide = true)]
+    Reference(ReferenceArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ReferenceArgs {
+    /// The page: `config` (docs/reference/configuration.md), `api` or `security`.
+    #[arg(value_enum)]
+    page: ReferencePage,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ReferencePage {
+    Config,
+    Api,
+    Security,
 }
 
 #[derive(Debug, clap::Args)]
@@ -77,7 +103,10 @@ async fn main() -> anyhow::Result<()> {
     let config = cli.config;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
-            lms::telemetry::init(config.log_format);
+            let _telemetry = lms::telemetry::init_with(
+                config.log_format,
+                config.telemetry.otlp_endpoint.as_deref(),
+            )?;
             let app = lms::App::build(config).await?;
             app.run_until_stopped(shutdown_signal()).await
         }
@@ -124,8 +153,23 @@ async fn main() -> anyhow::Result<()> {
             println!("{jwt}");
             Ok(())
         }
+        Command::Backup(args) => lms::tools::backup::backup(config, args).await,
+        Command::Restore(args) => lms::tools::backup::restore(config, args).await,
+        Command::RotateFeedHistory => lms::tools::backup::rotate_feed_history(config).await,
         Command::Seed(args) => lms::tools::seed::run(config, args).await,
         Command::Bench(args) => lms::tools::bench::run(config, args).await,
+        Command::Health(args) => std::process::exit(lms::tools::health::run(&config, args).await),
+        Command::Reference(args) => {
+            let page = match args.page {
+                ReferencePage::Config => {
+                    lms::tools::reference::configuration_markdown(&Cli::command())
+                }
+                ReferencePage::Api => lms::tools::reference::api_markdown()?,
+                ReferencePage::Security => lms::tools::reference::security_markdown(),
+            };
+            print!("{page}");
+            Ok(())
+        }
     }
 }
 

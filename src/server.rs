@@ -2,7 +2,10 @@
 
 pub mod gate;
 pub mod goaway;
+pub mod metrics;
 pub mod rate_limit;
+pub mod request_id;
+pub mod tls;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -12,8 +15,6 @@ use tokio::net::TcpListener;
 use tonic::transport::{Server, server::TcpIncoming};
 use tonic_health::ServingStatus;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
-use tower_http::trace::TraceLayer;
-use tracing::Span;
 
 use crate::api::{
     audit::AuditApi, course::CourseApi, organization::OrganizationApi, person::PersonApi,
@@ -50,6 +51,11 @@ pub struct App {
     listener: TcpListener,
     store: Store,
     verifier: Arc<TokenVerifier>,
+    /// TLS on the listener, when `--tls-cert` and `--tls-key` are set.
+    tls: Option<tls::Tls>,
+    metrics: metrics::Metrics,
+    /// The metrics endpoint's listener, when `--metrics-listen` is set.
+    metrics_listener: Option<TcpListener>,
 }
 
 impl App {
@@ -61,15 +67,31 @@ impl App {
         }
         let verifier = Arc::new(TokenVerifier::from_config(&config.auth, &config.data_dir)?);
         verifier.attach_store(store.clone());
+        let mut tls = tls::Tls::from_config(&config.server.tls).context("TLS settings")?;
+        if let Some(tls) = &mut tls {
+            tls.listen_for_hangup()?;
+        }
         let listener = TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("binding {}", config.server.listen))?;
+        let metrics = metrics::Metrics::new(&store);
+        let metrics_listener = metrics::bind(config.telemetry.metrics_listen).await?;
         Ok(Self {
             config,
             listener,
             store,
             verifier,
+            tls,
+            metrics,
+            metrics_listener,
         })
+    }
+
+    /// Returns the metrics endpoint's bound address, when `--metrics-listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
     }
 
     /// Returns the bound address (the real port when configured with port 0).
@@ -98,6 +120,9 @@ impl App {
             listener,
             store,
             verifier,
+            mut tls,
+            metrics,
+            metrics_listener,
         } = self;
         let server_config = &config.server;
         let max_message = server_config.max_message_bytes;
@@ -136,10 +161,21 @@ impl App {
             crate::api::report::ReportApi::new(store.clone(), config.certification.clock.clone()),
         )
         .max_decoding_message_size(max_message);
-        let events = pb::event_service_server::EventServiceServer::new(
-            crate::api::event::EventApi::new(store.clone()),
-        )
-        .max_decoding_message_size(max_message);
+        let events_api = crate::api::event::EventApi::new(store.clone());
+        let watchers = events_api.watchers();
+        let events = pb::event_service_server::EventServiceServer::new(events_api)
+            .max_decoding_message_size(max_message);
+        let metrics_endpoint = metrics_listener.map(|listener| {
+            if let Ok(address) = listener.local_addr() {
+                tracing::info!(address = %address, "serving metrics at /metrics");
+            }
+            tokio::spawn(metrics::serve(
+                listener,
+                metrics.clone(),
+                store.clone(),
+                watchers,
+            ))
+        });
         let progress = pb::progress_service_server::ProgressServiceServer::new(
             crate::api::progress::ProgressApi::new(store.clone()),
         )
@@ -167,24 +203,6 @@ impl App {
         )
         .max_decoding_message_size(max_message);
 
-        let trace = TraceLayer::new_for_grpc()
-            .make_span_with(|request: &http::Request<_>| {
-                tracing::info_span!("rpc", method = %request.uri().path())
-            })
-            .on_request(())
-            .on_response(|response: &http::Response<_>, latency: Duration, _span: &Span| {
-                // Trailers-only responses (errors) carry the status in the headers.
-                if let Some(status) = response.headers().get("grpc-status") {
-                    log_call(status.to_str().unwrap_or("?"), latency);
-                }
-            })
-            .on_eos(|trailers: Option<&http::HeaderMap>, latency: Duration, _span: &Span| {
-                if let Some(status) = trailers.and_then(|trailers| trailers.get("grpc-status")) {
-                    log_call(status.to_str().unwrap_or("?"), latency);
-                }
-            })
-            .on_failure(());
-
         let public_rate_limit = rate_limit::PublicRateLimitLayer::new(
             config.certification.verify_rate_per_second,
             config.certification.verify_burst,
@@ -199,17 +217,16 @@ impl App {
             }
         });
 
-        let incoming = TcpIncoming::from(listener)
-            .with_nodelay(Some(true))
-            .with_keepalive(Some(Duration::from_secs(60)));
-        let local_addr = incoming.local_addr()?;
-        // Every connection is watched for the GOAWAY frames the server writes, so that closing one
-        // for abuse or a protocol error is logged with the reason (h2 itself logs it at debug).
-        let incoming = futures::TryStreamExt::map_ok(incoming, goaway::Watched::tcp);
+        let local_addr = listener.local_addr()?;
+        let mut auth = AuthLayer::new(verifier);
+        let tls_reloader = tls.as_mut().map(|tls| {
+            auth = auth.clone().with_client_principals(tls.principals());
+            tls.spawn_reloader()
+        });
 
+        // Calls per connection are limited by the gate (`Limits::per_connection`), which counts
+        // its refusals, instead of tower's limit and load shed inside tonic, which cannot be seen.
         let router = Server::builder()
-            .concurrency_limit_per_connection(server_config.concurrency_per_connection)
-            .load_shed(true)
             .max_concurrent_streams(server_config.max_concurrent_streams)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
@@ -226,21 +243,28 @@ impl App {
             .http2_max_pending_accept_reset_streams(Some(HTTP2_MAX_PENDING_ACCEPT_RESETS))
             .http2_max_local_error_reset_streams(Some(HTTP2_MAX_LOCAL_ERROR_RESETS))
             .accept_http1(true)
-            .layer(trace)
+            // Outermost: request id, trace context, metrics and the call's log line see every call.
+            .layer(metrics::ObserveLayer::new(metrics.clone()))
             .layer(cors_layer(&server_config.cors_origins)?)
             .layer(tonic_web::GrpcWebLayer::new())
+            // Under TLS the peer address sits inside `TlsConnectInfo`: copy it out for the rate limit.
+            .layer(tls::ExposeTcpConnectInfoLayer)
             // Public methods are rate-limited per client address before anything else runs.
             .layer(public_rate_limit.clone())
             // Authentication first: a caller without a valid token never holds a slot.
-            .layer(AuthLayer::new(verifier))
-            .layer(gate::GateLayer::new(gate::Limits {
-                concurrency: server_config.concurrency_limit,
-                ceiling: server_config.request_timeout,
-                streams_per_caller: server_config.streams_per_caller,
-                max_streams: server_config.max_streams,
-                body_idle: server_config.body_idle_timeout,
-                stream_idle: server_config.stream_idle_timeout,
-            }))
+            .layer(auth)
+            .layer(gate::GateLayer::new(
+                gate::Limits {
+                    concurrency: server_config.concurrency_limit,
+                    ceiling: server_config.request_timeout,
+                    streams_per_caller: server_config.streams_per_caller,
+                    max_streams: server_config.max_streams,
+                    body_idle: server_config.body_idle_timeout,
+                    stream_idle: server_config.stream_idle_timeout,
+                    per_connection: server_config.concurrency_per_connection,
+                },
+                metrics.clone(),
+            ))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -269,8 +293,22 @@ impl App {
             }
             let _ = draining_sender.send(());
         };
-        tracing::info!(address = %local_addr, "serving gRPC, gRPC-Web, reflection and health");
-        let serve = router.serve_with_incoming_shutdown(incoming, signal);
+        // Every connection is watched for the GOAWAY frames the server writes, so that closing one
+        // for abuse or a protocol error is logged with the reason (h2 itself logs it at debug);
+        // under TLS the watch sits inside the TLS layer, where the frames are plain.
+        let serve: std::pin::Pin<
+            Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
+        > = if let Some(tls) = &tls {
+            tracing::info!(address = %local_addr, "serving gRPC, gRPC-Web, reflection and health over TLS");
+            Box::pin(router.serve_with_incoming_shutdown(tls.incoming(listener), signal))
+        } else {
+            let incoming = TcpIncoming::from(listener)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(Duration::from_secs(60)));
+            let incoming = futures::TryStreamExt::map_ok(incoming, goaway::Watched::tcp);
+            tracing::info!(address = %local_addr, "serving gRPC, gRPC-Web, reflection and health");
+            Box::pin(router.serve_with_incoming_shutdown(incoming, signal))
+        };
         tokio::pin!(serve);
         let grace = server_config.shutdown_grace;
         tokio::select! {
@@ -288,6 +326,12 @@ impl App {
         probe.abort();
         relay.abort();
         rate_limit_sweep.abort();
+        if let Some(endpoint) = metrics_endpoint {
+            endpoint.abort();
+        }
+        if let Some(reloader) = tls_reloader {
+            reloader.abort();
+        }
         // A sweep in flight commits or rolls back as a whole: its transaction runs in a task of its own.
         expiry_sweep.abort();
         store.close().await;
@@ -305,11 +349,6 @@ fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
         .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
-}
-
-fn log_call(status: &str, latency: Duration) {
-    let latency_ms = latency.as_secs_f64() * 1000.0;
-    tracing::info!(grpc_status = status, latency_ms, "rpc finished");
 }
 
 /// Relays other replicas' feed notifications (PostgreSQL LISTEN) to this process's watchers,
@@ -415,11 +454,15 @@ fn cors_layer(origins: &[String]) -> anyhow::Result<CorsLayer> {
             header("grpc-timeout"),
             header("x-grpc-web"),
             header("x-user-agent"),
+            header("x-request-id"),
+            header("traceparent"),
+            header("tracestate"),
         ])
         .expose_headers([
             header("grpc-status"),
             header("grpc-message"),
             header("grpc-status-details-bin"),
+            header("x-request-id"),
         ])
         .max_age(Duration::from_secs(24 * 60 * 60)))
 }

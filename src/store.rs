@@ -1,6 +1,7 @@
 //! Persistence: the connection pool, write transactions, and one module per area. Transactions live here.
 
 pub mod audit;
+pub mod backup;
 pub mod certification;
 pub mod course;
 pub mod delivery;
@@ -45,6 +46,41 @@ pub struct Store {
     /// writer at a time anyway; without this queue, writers wait in SQLite's busy handler, which
     /// is not fair, and under many concurrent writers some waited past the busy timeout.
     sqlite_writers: Option<Arc<tokio::sync::Semaphore>>,
+    metrics: Arc<StoreMetrics>,
+}
+
+/// Measurements the store takes; the metrics endpoint (`src/server/metrics.rs`) registers them.
+#[derive(Debug)]
+pub struct StoreMetrics {
+    /// Seconds a write transaction waited for its turn (the SQLite write queue) and a pooled
+    /// connection before its `BEGIN` returned.
+    pub write_wait: prometheus_client::metrics::histogram::Histogram,
+    /// Calls committed together per group-commit transaction (unary RecordProgress).
+    pub group_sizes: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for StoreMetrics {
+    fn default() -> Self {
+        use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+        Self {
+            // 100 µs .. about 6.5 s: an idle pool answers in microseconds, a starved one waits
+            // up to the acquire timeout.
+            write_wait: Histogram::new(exponential_buckets(0.0001, 3.0, 11)),
+            // 1, 2, 4 .. 1024 calls.
+            group_sizes: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
+        }
+    }
+}
+
+/// Connections of the database pool at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Connections open (idle or in use).
+    pub size: u32,
+    /// Connections open and idle.
+    pub idle: u32,
+    /// Most connections the pool opens.
+    pub max: u32,
 }
 
 /// Whether writes fail on the database's storage: set when a write fails on storage (disk
@@ -170,6 +206,7 @@ impl Store {
             )),
             storage: Arc::default(),
             sqlite_writers: is_sqlite.then(|| Arc::new(tokio::sync::Semaphore::new(1))),
+            metrics: Arc::default(),
         })
     }
 
@@ -206,6 +243,26 @@ impl Store {
     /// Returns the database kind.
     pub fn backend(&self) -> DbBackend {
         self.db.get_database_backend()
+    }
+
+    /// Returns the store's measurements (write waits, group-commit sizes).
+    pub fn metrics(&self) -> &StoreMetrics {
+        &self.metrics
+    }
+
+    /// Returns the pool's connections now: open, idle and the most it opens.
+    pub fn pool_stats(&self) -> PoolStats {
+        fn stats<DB: sea_orm::sqlx::Database>(pool: &sea_orm::sqlx::Pool<DB>) -> PoolStats {
+            PoolStats {
+                size: pool.size(),
+                idle: u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
+                max: pool.options().get_max_connections(),
+            }
+        }
+        match self.backend() {
+            DbBackend::Postgres => stats(self.db.get_postgres_connection_pool()),
+            _ => stats(self.db.get_sqlite_connection_pool()),
+        }
     }
 
     /// Returns the connection, for reads.
@@ -287,8 +344,10 @@ impl Store {
         let db = self.db.clone();
         let feed = self.feed.clone();
         let writers = self.sqlite_writers.clone();
+        let metrics = self.metrics.clone();
         let published = std::cell::Cell::new(false);
         let task = tokio::spawn(event::PUBLISHED.scope(published, async move {
+            let waiting = std::time::Instant::now();
             let _turn = match writers {
                 Some(writers) => Some(
                     writers
@@ -304,6 +363,7 @@ impl Store {
                 ..TransactionOptions::default()
             };
             let transaction = db.begin_with_options(options).await.map_err(db_error)?;
+            metrics.write_wait.observe(waiting.elapsed().as_secs_f64());
             let value = match work(&transaction).await {
                 Ok(value) => value,
                 Err(error) => {

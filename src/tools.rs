@@ -1,7 +1,10 @@
 //! Operator tools built into the `lms` binary: the data-set generator (`lms seed`) and the
 //! load generator (`lms bench`). Both talk to the server only through its gRPC API.
 
+pub mod backup;
 pub mod bench;
+pub mod health;
+pub mod reference;
 pub mod seed;
 
 use sha2::{Digest as _, Sha256};

@@ -14,6 +14,8 @@ mod m20261128_000009_certificate_expiry;
 mod m20261128_000010_course_report_counters;
 mod m20261202_000011_health_probe;
 mod m20261203_000012_track_assessors;
+mod m20261204_000013_event_external_keys;
+mod m20261204_000014_feed_history;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -34,6 +36,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000010_course_report_counters::Migration),
             Box::new(m20261202_000011_health_probe::Migration),
             Box::new(m20261203_000012_track_assessors::Migration),
+            Box::new(m20261204_000013_event_external_keys::Migration),
+            Box::new(m20261204_000014_feed_history::Migration),
         ]
     }
 }

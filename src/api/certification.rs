@@ -27,6 +27,36 @@ use crate::error::{Error, Result};
 use crate::pb;
 use crate::store::{Store, certification::MAX_CASCADE_DEPTH};
 
+/// What every candidacy transition and certificate status change carries: each RPC has its own
+/// request message (docs/api-style.md), all with these three fields.
+struct StateChange {
+    id: String,
+    reason: String,
+    etag: String,
+}
+
+macro_rules! state_change_from {
+    ($($message:ty),+ $(,)?) => {
+        $(impl From<$message> for StateChange {
+            fn from(message: $message) -> Self {
+                Self { id: message.id, reason: message.reason, etag: message.etag }
+            }
+        })+
+    };
+}
+
+state_change_from!(
+    pb::StartTrainingRequest,
+    pb::BeginSupervisedPracticeRequest,
+    pb::SubmitForAssessmentRequest,
+    pb::WithdrawCandidacyRequest,
+    pb::RevokeCandidacyRequest,
+    pb::RenewCertificateRequest,
+    pb::SuspendCertificateRequest,
+    pb::ReinstateCertificateRequest,
+    pb::RevokeCertificateRequest,
+);
+
 /// File in the data dir holding the issuer seed when none is configured.
 pub const ISSUER_SEED_FILE: &str = "issuer-ed25519.seed";
 /// Returns the issuer seed from `path`, creating it (mode 0600) on first use.
@@ -293,7 +323,7 @@ impl CertificationApi {
     async fn transition(
         &self,
         context: CallContext,
-        message: pb::TransitionCandidacyRequest,
+        message: StateChange,
         event: CandidacyEvent,
     ) -> Result<pb::Candidacy> {
         let id = required_id("id", &message.id)?;
@@ -326,7 +356,7 @@ impl CertificationApi {
     async fn change(
         &self,
         context: CallContext,
-        message: pb::ChangeCertificateRequest,
+        message: StateChange,
         action: CertificateAction,
     ) -> Result<pb::Certificate> {
         let id = required_id("id", &message.id)?;
@@ -510,24 +540,28 @@ impl pb::certification_service_server::CertificationService for CertificationApi
 
     async fn start_training(
         &self,
-        request: Request<pb::TransitionCandidacyRequest>,
+        request: Request<pb::StartTrainingRequest>,
     ) -> Result<Response<pb::Candidacy>, Status> {
         let context = auth::context(&request)?;
         let reply = self
-            .transition(context, request.into_inner(), CandidacyEvent::StartTraining)
+            .transition(
+                context,
+                request.into_inner().into(),
+                CandidacyEvent::StartTraining,
+            )
             .await?;
         Ok(Response::new(reply))
     }
 
     async fn begin_supervised_practice(
         &self,
-        request: Request<pb::TransitionCandidacyRequest>,
+        request: Request<pb::BeginSupervisedPracticeRequest>,
     ) -> Result<Response<pb::Candidacy>, Status> {
         let context = auth::context(&request)?;
         let reply = self
             .transition(
                 context,
-                request.into_inner(),
+                request.into_inner().into(),
                 CandidacyEvent::BeginSupervisedPractice,
             )
             .await?;
@@ -536,13 +570,13 @@ impl pb::certification_service_server::CertificationService for CertificationApi
 
     async fn submit_for_assessment(
         &self,
-        request: Request<pb::TransitionCandidacyRequest>,
+        request: Request<pb::SubmitForAssessmentRequest>,
     ) -> Result<Response<pb::Candidacy>, Status> {
         let context = auth::context(&request)?;
         let reply = self
             .transition(
                 context,
-                request.into_inner(),
+                request.into_inner().into(),
                 CandidacyEvent::SubmitForAssessment,
             )
             .await?;
@@ -610,22 +644,26 @@ impl pb::certification_service_server::CertificationService for CertificationApi
 
     async fn withdraw_candidacy(
         &self,
-        request: Request<pb::TransitionCandidacyRequest>,
+        request: Request<pb::WithdrawCandidacyRequest>,
     ) -> Result<Response<pb::Candidacy>, Status> {
         let context = auth::context(&request)?;
         let reply = self
-            .transition(context, request.into_inner(), CandidacyEvent::Withdraw)
+            .transition(
+                context,
+                request.into_inner().into(),
+                CandidacyEvent::Withdraw,
+            )
             .await?;
         Ok(Response::new(reply))
     }
 
     async fn revoke_candidacy(
         &self,
-        request: Request<pb::TransitionCandidacyRequest>,
+        request: Request<pb::RevokeCandidacyRequest>,
     ) -> Result<Response<pb::Candidacy>, Status> {
         let context = auth::context(&request)?;
         let reply = self
-            .transition(context, request.into_inner(), CandidacyEvent::Revoke)
+            .transition(context, request.into_inner().into(), CandidacyEvent::Revoke)
             .await?;
         Ok(Response::new(reply))
     }
@@ -754,44 +792,60 @@ impl pb::certification_service_server::CertificationService for CertificationApi
 
     async fn renew_certificate(
         &self,
-        request: Request<pb::ChangeCertificateRequest>,
+        request: Request<pb::RenewCertificateRequest>,
     ) -> Result<Response<pb::Certificate>, Status> {
         let context = auth::context(&request)?;
         let reply = self
-            .change(context, request.into_inner(), CertificateAction::Renew)
+            .change(
+                context,
+                request.into_inner().into(),
+                CertificateAction::Renew,
+            )
             .await?;
         Ok(Response::new(reply))
     }
 
     async fn suspend_certificate(
         &self,
-        request: Request<pb::ChangeCertificateRequest>,
+        request: Request<pb::SuspendCertificateRequest>,
     ) -> Result<Response<pb::Certificate>, Status> {
         let context = auth::context(&request)?;
         let reply = self
-            .change(context, request.into_inner(), CertificateAction::Suspend)
+            .change(
+                context,
+                request.into_inner().into(),
+                CertificateAction::Suspend,
+            )
             .await?;
         Ok(Response::new(reply))
     }
 
     async fn reinstate_certificate(
         &self,
-        request: Request<pb::ChangeCertificateRequest>,
+        request: Request<pb::ReinstateCertificateRequest>,
     ) -> Result<Response<pb::Certificate>, Status> {
         let context = auth::context(&request)?;
         let reply = self
-            .change(context, request.into_inner(), CertificateAction::Reinstate)
+            .change(
+                context,
+                request.into_inner().into(),
+                CertificateAction::Reinstate,
+            )
             .await?;
         Ok(Response::new(reply))
     }
 
     async fn revoke_certificate(
         &self,
-        request: Request<pb::ChangeCertificateRequest>,
+        request: Request<pb::RevokeCertificateRequest>,
     ) -> Result<Response<pb::Certificate>, Status> {
         let context = auth::context(&request)?;
         let reply = self
-            .change(context, request.into_inner(), CertificateAction::Revoke)
+            .change(
+                context,
+                request.into_inner().into(),
+                CertificateAction::Revoke,
+            )
             .await?;
         Ok(Response::new(reply))
     }

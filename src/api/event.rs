@@ -6,6 +6,7 @@
 //! again if it falls too far behind the fan-out); live events reach it through the hub.
 
 use std::{
+    collections::HashMap,
     pin::Pin,
     sync::{Arc, Mutex},
     time::Duration,
@@ -14,10 +15,12 @@ use std::{
 use futures::Stream;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt as _};
 
 use crate::domain::{
     event::{self, FeedEvent},
+    feed::{self, FeedRefusal, FeedState},
     organization::optional_id_or_error,
 };
 use crate::pb;
@@ -36,6 +39,7 @@ const FAN_OUT_BUFFER: usize = 4096;
 pub struct EventApi {
     store: Store,
     hub: Arc<FeedHub>,
+    watchers: Arc<crate::telemetry::Watchers>,
 }
 
 impl EventApi {
@@ -44,7 +48,13 @@ impl EventApi {
         Self {
             hub: Arc::new(FeedHub::new(store.clone())),
             store,
+            watchers: Arc::default(),
         }
+    }
+
+    /// Returns the open watchers' positions, for the lag metrics.
+    pub fn watchers(&self) -> Arc<crate::telemetry::Watchers> {
+        self.watchers.clone()
     }
 }
 
@@ -149,12 +159,15 @@ impl pb::event_service_server::EventService for EventApi {
         &self,
         request: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let subject = crate::auth::context(&request)
+            .map(|context| context.principal.subject)
+            .unwrap_or_default();
         let message = request.into_inner();
-        if message.after_cursor < 0 {
-            return Err(
-                crate::error::Error::invalid("after_cursor", "must not be negative").into(),
-            );
-        }
+        let position = feed::parse_resume_point(
+            &message.resume_token,
+            message.after_cursor,
+            &message.history,
+        )?;
         let types = event::validate_types(&message.types)?;
         let organization_path_prefix =
             match optional_id_or_error("organization_subtree", &message.organization_subtree)? {
@@ -165,98 +178,186 @@ impl pb::event_service_server::EventService for EventApi {
             types,
             organization_path_prefix,
         };
+        let state = self.store.feed_state().await?;
+        if let Err(refusal) = feed::check_resume(&state, &position) {
+            return Err(refusal_status(refusal, &state, position.cursor));
+        }
         let store = self.store.clone();
         let hub = self.hub.clone();
         let until_caught_up = message.until_caught_up;
-        let cursor = message.after_cursor;
+        let cursor = position.cursor;
+        let history = state.history.clone();
+        let watching = self.watchers.register(subject, cursor);
         let (sender, receiver) = mpsc::channel::<Result<pb::DomainEvent, Status>>(PAGE as usize);
         tokio::spawn(async move {
-            if let Err(status) = watch(store, hub, filter, cursor, until_caught_up, &sender).await {
-                let _ = sender.send(Err(status)).await;
+            let watcher = Watcher {
+                store,
+                hub,
+                filter,
+                history,
+                sender,
+                watching,
+            };
+            if let Err(status) = watcher.watch(cursor, until_caught_up).await {
+                let _ = watcher.sender.send(Err(status)).await;
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        let mut response: Response<Self::WatchEventsStream> =
+            Response::new(Box::pin(ReceiverStream::new(receiver)));
+        let headers = response.metadata_mut();
+        if let Ok(value) = state.history.parse() {
+            headers.insert(HISTORY_HEADER, value);
+        }
+        headers.insert(HEAD_HEADER, state.head.into());
+        Ok(response)
     }
 }
 
-/// Sends `sender` every event after `cursor` that passes `filter`: first from the database until
-/// caught up, then live from the hub. Returns when the watcher hangs up (or, with
-/// `until_caught_up`, once caught up).
-async fn watch(
+/// One watcher's stream: where its events come from, what it wants, and where they go.
+struct Watcher {
     store: Store,
     hub: Arc<FeedHub>,
     filter: EventFilter,
-    mut cursor: i64,
-    until_caught_up: bool,
-    sender: &mpsc::Sender<Result<pb::DomainEvent, Status>>,
-) -> Result<(), Status> {
-    loop {
-        // Subscribed before catching up, and the catch-up ends after the hub's tail has
-        // started: every event after the tail's start arrives through the hub, and every event
-        // up to it is in the database for the catch-up to read. Live events the catch-up already
-        // sent are skipped by cursor.
-        let mut live = hub.subscribe();
-        catch_up(&store, &filter, &mut cursor, sender).await?;
-        if until_caught_up || sender.is_closed() {
-            return Ok(());
-        }
-        let mut started = hub.started.subscribe();
-        if started.wait_for(Option::is_some).await.is_err() {
-            return Ok(());
-        }
-        catch_up(&store, &filter, &mut cursor, sender).await?;
+    /// The feed history the stream started in; every event sent carries it.
+    history: String,
+    sender: mpsc::Sender<Result<pb::DomainEvent, Status>>,
+    /// The watcher's cursor as the lag metrics see it.
+    watching: crate::telemetry::WatcherPosition,
+}
+
+impl Watcher {
+    /// Sends every event after `cursor` that passes the filter: first from the database until
+    /// caught up, then live from the hub. Returns when the watcher hangs up (or, with
+    /// `until_caught_up`, once caught up).
+    async fn watch(&self, mut cursor: i64, until_caught_up: bool) -> Result<(), Status> {
         loop {
-            let received = tokio::select! {
-                received = live.recv() => received,
-                () = sender.closed() => return Ok(()),
-            };
-            match received {
-                Ok(event) => {
-                    if event.cursor <= cursor {
-                        continue;
+            // Subscribed before catching up, and the catch-up ends after the hub's tail has
+            // started: every event after the tail's start arrives through the hub, and every
+            // event up to it is in the database for the catch-up to read. Live events the
+            // catch-up already sent are skipped by cursor.
+            let mut live = self.hub.subscribe();
+            self.catch_up(&mut cursor).await?;
+            if until_caught_up || self.sender.is_closed() {
+                return Ok(());
+            }
+            let mut started = self.hub.started.subscribe();
+            if started.wait_for(Option::is_some).await.is_err() {
+                return Ok(());
+            }
+            self.catch_up(&mut cursor).await?;
+            loop {
+                let received = tokio::select! {
+                    received = live.recv() => received,
+                    () = self.sender.closed() => return Ok(()),
+                };
+                match received {
+                    Ok(event) => {
+                        if event.cursor <= cursor {
+                            continue;
+                        }
+                        cursor = event.cursor;
+                        self.watching.set(cursor);
+                        if self.filter.matches(&event)
+                            && self
+                                .sender
+                                .send(Ok(to_proto(FeedEvent::clone(&event), &self.history)))
+                                .await
+                                .is_err()
+                        {
+                            return Ok(());
+                        }
                     }
-                    cursor = event.cursor;
-                    if filter.matches(&event)
-                        && sender
-                            .send(Ok(to_proto(FeedEvent::clone(&event))))
-                            .await
-                            .is_err()
-                    {
-                        return Ok(());
-                    }
+                    // Too slow for the fan-out buffer: catch up from the database again.
+                    Err(broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
                 }
-                // Too slow for the fan-out buffer: catch up from the database again.
-                Err(broadcast::error::RecvError::Lagged(_)) => break,
-                Err(broadcast::error::RecvError::Closed) => return Ok(()),
             }
         }
     }
-}
 
-/// Sends every event after `cursor` that the database holds now, page by page, moving `cursor`.
-async fn catch_up(
-    store: &Store,
-    filter: &EventFilter,
-    cursor: &mut i64,
-    sender: &mpsc::Sender<Result<pb::DomainEvent, Status>>,
-) -> Result<(), Status> {
-    loop {
-        let events = store.events_after(*cursor, filter, PAGE).await?;
-        let caught_up = (events.len() as u64) < PAGE;
-        for event in events {
-            *cursor = event.cursor;
-            if sender.send(Ok(to_proto(event))).await.is_err() {
+    /// Sends every event after `cursor` that the database holds now, page by page, moving
+    /// `cursor`.
+    ///
+    /// After each page the feed is read again: a page read while retention deleted events after
+    /// the watcher's position, or after the feed's history changed, is not sent (CURSOR_EXPIRED,
+    /// FEED_HISTORY_CHANGED). The check follows the read, so a deletion it does not see had not
+    /// reached the page's events when they were read.
+    async fn catch_up(&self, cursor: &mut i64) -> Result<(), Status> {
+        loop {
+            let events = self.store.events_after(*cursor, &self.filter, PAGE).await?;
+            let state = self.store.feed_state().await?;
+            let position = feed::ResumePoint {
+                history: Some(self.history.clone()),
+                cursor: *cursor,
+            };
+            if let Err(refusal @ (FeedRefusal::HistoryChanged | FeedRefusal::Expired)) =
+                feed::check_resume(&state, &position)
+            {
+                return Err(refusal_status(refusal, &state, *cursor));
+            }
+            let caught_up = (events.len() as u64) < PAGE;
+            for event in events {
+                *cursor = event.cursor;
+                self.watching.set(*cursor);
+                if self
+                    .sender
+                    .send(Ok(to_proto(event, &self.history)))
+                    .await
+                    .is_err()
+                {
+                    return Ok(());
+                }
+            }
+            if caught_up {
+                // Events past the cursor up to the head read above, if any, were filtered out.
+                self.watching.set((*cursor).max(state.head));
                 return Ok(());
             }
         }
-        if caught_up {
-            return Ok(());
-        }
     }
 }
 
-fn to_proto(event: FeedEvent) -> pb::DomainEvent {
+/// Response header naming the feed history when a stream opens.
+pub const HISTORY_HEADER: &str = "lms-feed-history";
+/// Response header carrying the feed's head (last cursor) when a stream opens.
+pub const HEAD_HEADER: &str = "lms-feed-head";
+
+/// Returns FAILED_PRECONDITION for `refusal` of a watcher at `cursor`: `ErrorInfo` with the
+/// reason and the feed's `history`, `head`, `pruned_through` and `head_resume_token` (where to
+/// watch from after a resynchronisation), and a `PreconditionFailure`.
+fn refusal_status(refusal: FeedRefusal, state: &FeedState, cursor: i64) -> Status {
+    let message = format!(
+        "{}; resynchronise from a snapshot (read the current state), then watch from \
+         head_resume_token {}",
+        refusal.explanation(),
+        feed::resume_token(&state.history, state.head),
+    );
+    let mut details = ErrorDetails::new();
+    details.set_error_info(
+        refusal.reason(),
+        crate::error::ERROR_DOMAIN,
+        HashMap::from([
+            ("history".to_owned(), state.history.clone()),
+            ("head".to_owned(), state.head.to_string()),
+            (
+                "pruned_through".to_owned(),
+                state.pruned_through.to_string(),
+            ),
+            (
+                "head_resume_token".to_owned(),
+                feed::resume_token(&state.history, state.head),
+            ),
+            ("cursor".to_owned(), cursor.to_string()),
+        ]),
+    );
+    details.add_precondition_failure_violation(refusal.reason(), "feed", refusal.explanation());
+    Status::with_error_details(Code::FailedPrecondition, message, details)
+}
+
+fn to_proto(event: FeedEvent, history: &str) -> pb::DomainEvent {
     pb::DomainEvent {
+        resume_token: feed::resume_token(history, event.cursor),
+        history: history.to_owned(),
         cursor: event.cursor,
         id: event.id,
         r#type: event.event_type,
@@ -265,5 +366,7 @@ fn to_proto(event: FeedEvent) -> pb::DomainEvent {
         organization_id: event.organization_id.unwrap_or_default(),
         time: Some(super::timestamp(event.time)),
         payload_json: event.payload,
+        person_external_id: event.person_external_id.unwrap_or_default(),
+        organization_external_code: event.organization_external_code.unwrap_or_default(),
     }
 }

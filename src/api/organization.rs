@@ -1,5 +1,7 @@
 //! `lms.v1.OrganizationService`.
 
+use std::collections::HashMap;
+
 use tonic::{Request, Response, Status};
 
 use crate::auth;
@@ -7,8 +9,10 @@ use crate::domain::{
     field_mask,
     organization::{
         NewOrganization, Organization, OrganizationField, OrganizationKind, OrganizationPatch,
+        parse_external_code,
     },
     page::Page,
+    person::parse_lookup_keys,
 };
 use crate::error::Error;
 use crate::pb;
@@ -112,6 +116,51 @@ impl pb::organization_service_server::OrganizationService for OrganizationApi {
         Ok(Response::new(
             self.store.get_organization(&id).await?.into(),
         ))
+    }
+
+    async fn lookup_organization(
+        &self,
+        request: Request<pb::LookupOrganizationRequest>,
+    ) -> Result<Response<pb::Organization>, Status> {
+        let code = parse_external_code("external_code", &request.get_ref().external_code)?;
+        let found = self
+            .store
+            .organizations_by_external_code(std::slice::from_ref(&code))
+            .await?;
+        let organization = found
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::not_found("organization", code))?;
+        Ok(Response::new(organization.into()))
+    }
+
+    async fn batch_lookup_organizations(
+        &self,
+        request: Request<pb::BatchLookupOrganizationsRequest>,
+    ) -> Result<Response<pb::BatchLookupOrganizationsResponse>, Status> {
+        let codes = parse_lookup_keys(
+            "external_codes",
+            &request.get_ref().external_codes,
+            parse_external_code,
+        )?;
+        let mut by_code: HashMap<String, Organization> = self
+            .store
+            .organizations_by_external_code(&codes)
+            .await?
+            .into_iter()
+            .filter_map(|organization| {
+                let code = organization.external_code.clone()?;
+                Some((code, organization))
+            })
+            .collect();
+        let mut response = pb::BatchLookupOrganizationsResponse::default();
+        for code in codes {
+            match by_code.remove(&code) {
+                Some(organization) => response.organizations.push(organization.into()),
+                None => response.missing_external_codes.push(code),
+            }
+        }
+        Ok(Response::new(response))
     }
 
     async fn list_organizations(

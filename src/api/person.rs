@@ -1,14 +1,19 @@
 //! `lms.v1.PersonService`.
 
+use std::{collections::HashMap, pin::Pin};
+
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::auth::{self, Role, Scope};
+use crate::auth::{self, CallContext, Principal, Role, Scope};
 use crate::domain::{
     field_mask,
     page::Page,
     person::{
-        self, Person, PersonField, PersonPatch, PersonStatus, RawPersonRecord, RecordError, Sector,
-        UpsertCounts, UpsertOutcome,
+        self, Person, PersonField, PersonPatch, PersonStatus, RawPersonRecord, RecordError,
+        RecordOutcome, RecordResult, Sector, UpsertCounts, UpsertOutcome,
     },
 };
 use crate::error::{Error, Result};
@@ -101,6 +106,48 @@ impl From<RecordError> for pb::RecordError {
     }
 }
 
+impl From<RecordResult> for pb::PersonResult {
+    fn from(result: RecordResult) -> Self {
+        let outcome = match result.outcome {
+            RecordOutcome::Created => pb::RecordOutcome::Created,
+            RecordOutcome::Updated => pb::RecordOutcome::Updated,
+            RecordOutcome::Unchanged => pb::RecordOutcome::Unchanged,
+            RecordOutcome::Refused => pb::RecordOutcome::Refused,
+        };
+        let error = result.error.unwrap_or(RecordError {
+            index: result.index,
+            key: String::new(),
+            field: String::new(),
+            reason: String::new(),
+            message: String::new(),
+        });
+        Self {
+            index: result.index,
+            external_id: result.external_id,
+            id: result.id.unwrap_or_default(),
+            outcome: outcome.into(),
+            field: error.field,
+            reason: error.reason,
+            message: error.message,
+        }
+    }
+}
+
+/// Fails with PERMISSION_DENIED unless `principal` may read `person`, whose organisation has
+/// the materialised path `organization_path` (a learner reads their own record), as `GetPerson`.
+fn require_readable(
+    principal: &Principal,
+    person: &Person,
+    organization_path: &str,
+    what: &str,
+) -> Result<()> {
+    let is_self = principal.has(Role::Learner) && principal.subject == person.id;
+    if is_self {
+        return Ok(());
+    }
+    principal.read_scope().require_path(organization_path, what)
+}
+
 /// Validates one record of a batch or stream at position `index`.
 fn batch_record(index: i64, record: pb::PersonRecord) -> BatchRecord {
     let key = record.external_id.clone();
@@ -158,14 +205,71 @@ impl pb::person_service_server::PersonService for PersonApi {
         let context = auth::context(&request)?;
         let id = crate::domain::organization::required_id("id", &request.get_ref().id)?;
         let (person, organization_path) = self.store.get_person(&id).await?;
-        let principal = &context.principal;
-        let is_self = principal.has(Role::Learner) && principal.subject == person.id;
-        if !is_self {
-            principal
-                .read_scope()
-                .require_path(&organization_path, "this person")?;
-        }
+        require_readable(
+            &context.principal,
+            &person,
+            &organization_path,
+            "this person",
+        )?;
         Ok(Response::new(person.into()))
+    }
+
+    async fn lookup_person(
+        &self,
+        request: Request<pb::LookupPersonRequest>,
+    ) -> Result<Response<pb::Person>, Status> {
+        let context = auth::context(&request)?;
+        let external_id = person::parse_external_id("external_id", &request.get_ref().external_id)?;
+        let (person, organization_path) = self
+            .store
+            .people_by_external_id(std::slice::from_ref(&external_id))
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::not_found("person", external_id))?;
+        require_readable(
+            &context.principal,
+            &person,
+            &organization_path,
+            "this person",
+        )?;
+        Ok(Response::new(person.into()))
+    }
+
+    async fn batch_lookup_people(
+        &self,
+        request: Request<pb::BatchLookupPeopleRequest>,
+    ) -> Result<Response<pb::BatchLookupPeopleResponse>, Status> {
+        let context = auth::context(&request)?;
+        let keys = person::parse_lookup_keys(
+            "external_ids",
+            &request.get_ref().external_ids,
+            person::parse_external_id,
+        )?;
+        let mut found: HashMap<String, (Person, String)> = self
+            .store
+            .people_by_external_id(&keys)
+            .await?
+            .into_iter()
+            .map(|(person, path)| (person.external_id.clone(), (person, path)))
+            .collect();
+        // Every person is checked before any is returned: one out of reach fails the call.
+        for (key, (person, path)) in &found {
+            require_readable(
+                &context.principal,
+                person,
+                path,
+                &format!("the person with external_id {key}"),
+            )?;
+        }
+        let mut response = pb::BatchLookupPeopleResponse::default();
+        for key in keys {
+            match found.remove(&key) {
+                Some((person, _)) => response.people.push(person.into()),
+                None => response.missing_external_ids.push(key),
+            }
+        }
+        Ok(Response::new(response))
     }
 
     async fn list_people(
@@ -192,9 +296,13 @@ impl pb::person_service_server::PersonService for PersonApi {
             "organization_subtree",
             &message.organization_subtree,
         )?;
+        let external_id = match message.external_id.as_str() {
+            "" => None,
+            value => Some(person::parse_external_id("external_id", value)?),
+        };
         let filters = format!(
-            "subtree={};sector={};status={}",
-            message.organization_subtree, message.sector, message.status
+            "subtree={};sector={};status={};external_id={}",
+            message.organization_subtree, message.sector, message.status, message.external_id
         );
         let page = Page::parse(message.page_size, &message.page_token, &filters)?;
         let filter = PersonFilter {
@@ -203,6 +311,7 @@ impl pb::person_service_server::PersonService for PersonApi {
                 .await?,
             sector,
             status,
+            external_id,
         };
         let (people, next_page_token) = self.store.list_people(&filter, &page).await?;
         Ok(Response::new(pb::ListPeopleResponse {
@@ -293,7 +402,27 @@ impl pb::person_service_server::PersonService for PersonApi {
         Ok(Response::new(pb::BatchUpsertPeopleResponse {
             counts: Some(outcome.counts.into()),
             errors: outcome.errors.into_iter().map(Into::into).collect(),
+            results: outcome.results.into_iter().map(Into::into).collect(),
         }))
+    }
+
+    type SyncPeopleStream = SyncStream;
+
+    async fn sync_people(
+        &self,
+        request: Request<Streaming<pb::SyncPeopleRequest>>,
+    ) -> Result<Response<Self::SyncPeopleStream>, Status> {
+        let context = auth::context(&request)?;
+        let records = request.into_inner();
+        // Two answers in flight at most: a client that stops reading stops the import too.
+        let (sender, receiver) = mpsc::channel(2);
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            if let Err(error) = sync(&store, &context, records, &sender).await {
+                let _ = sender.send(Err(error.into())).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 
     async fn import_people(
@@ -462,8 +591,129 @@ fn interrupted(
     error
 }
 
+/// Adds a chunk's outcome to an import's totals; per-record results are not kept (`SyncPeople`
+/// sends them as each chunk commits instead).
 fn merge(total: &mut UpsertOutcome, outcome: UpsertOutcome) {
     total.counts.add(outcome.counts);
     let room = MAX_IMPORT_ERRORS.saturating_sub(total.errors.len());
     total.errors.extend(outcome.errors.into_iter().take(room));
+}
+
+/// The answers of `SyncPeople`.
+type SyncStream = Pin<Box<dyn Stream<Item = Result<pb::SyncPeopleResponse, Status>> + Send>>;
+
+/// Returns the ABORTED answer of a sync that did not finish, with how far it got.
+fn sync_incomplete(
+    total: &UpsertOutcome,
+    received: i64,
+    reason: &'static str,
+    message: String,
+) -> Error {
+    Error::Aborted {
+        reason,
+        message,
+        metadata: vec![
+            ("received", received.to_string()),
+            ("applied", total.counts.applied().to_string()),
+            ("created", total.counts.created.to_string()),
+            ("updated", total.counts.updated.to_string()),
+            ("unchanged", total.counts.unchanged.to_string()),
+            ("failed", total.counts.failed.to_string()),
+        ],
+    }
+}
+
+/// Runs one `SyncPeople` stream: applies each full chunk and answers it with its records'
+/// results, then the last chunk once the commit message checks out. Returns quietly when the
+/// client stops listening; an error is the stream's final status.
+async fn sync(
+    store: &Store,
+    context: &CallContext,
+    mut records: Streaming<pb::SyncPeopleRequest>,
+    sender: &mpsc::Sender<Result<pb::SyncPeopleResponse, Status>>,
+) -> Result<()> {
+    let scope = context.principal.management_scope();
+    let mut received: i64 = 0;
+    let mut total = UpsertOutcome::default();
+    let mut chunk: Vec<BatchRecord> = Vec::with_capacity(IMPORT_CHUNK);
+    loop {
+        let next = match records.message().await {
+            Ok(next) => next,
+            Err(status) if status.code() == tonic::Code::InvalidArgument => {
+                return Err(refused_record(&status, received, &total));
+            }
+            Err(status) => {
+                tracing::info!(code = ?status.code(), received, "sync stream broke off");
+                None
+            }
+        };
+        let commit = match next.and_then(|request| request.message) {
+            Some(pb::sync_people_request::Message::Person(record)) => {
+                chunk.push(batch_record(received, record));
+                received += 1;
+                if chunk.len() < IMPORT_CHUNK {
+                    continue;
+                }
+                None
+            }
+            Some(pb::sync_people_request::Message::Commit(commit)) => Some(commit),
+            None => {
+                return Err(sync_incomplete(
+                    &total,
+                    received,
+                    "IMPORT_NOT_COMMITTED",
+                    "the stream ended without a commit message; the unanswered records were dropped"
+                        .to_owned(),
+                ));
+            }
+        };
+        if let Some(commit) = &commit
+            && commit.record_count != received
+        {
+            return Err(sync_incomplete(
+                &total,
+                received,
+                "IMPORT_COUNT_MISMATCH",
+                format!(
+                    "commit says {} records but {received} arrived; the unanswered records were dropped",
+                    commit.record_count
+                ),
+            ));
+        }
+        let mut results = Vec::new();
+        if !chunk.is_empty() {
+            let batch = std::mem::take(&mut chunk);
+            let outcome = match store
+                .upsert_people(context.audit(None), scope.clone(), batch, None)
+                .await
+            {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    return Err(interrupted(&total, received, error, &sync_incomplete));
+                }
+            };
+            results = outcome.results.clone();
+            merge(&mut total, outcome);
+        }
+        let committed = commit.is_some();
+        let answer = pb::SyncPeopleResponse {
+            results: results.into_iter().map(Into::into).collect(),
+            counts: Some(total.counts.into()),
+            record_count: received,
+            committed,
+        };
+        if sender.send(Ok(answer)).await.is_err() {
+            tracing::info!(received, "sync client stopped listening");
+            return Ok(());
+        }
+        if committed {
+            tracing::info!(
+                received,
+                created = total.counts.created,
+                updated = total.counts.updated,
+                "sync committed"
+            );
+            return Ok(());
+        }
+    }
 }

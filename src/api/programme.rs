@@ -232,6 +232,7 @@ fn refusal_error(person_id: &str, cohort_id: &str, reason: &str, message: String
             resource: "enrollment",
             field: "person_id",
             value: person_id.to_owned(),
+            existing_id: None,
         },
         _ => {
             let reason = programme::KNOWN_REFUSALS

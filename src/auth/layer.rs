@@ -1,4 +1,10 @@
 //! The tower layer that authenticates every call and applies the per-method policy before any handler runs.
+//!
+//! A caller is authenticated by a bearer token, or by a client certificate verified in the TLS
+//! handshake and mapped to a principal (`--tls-client-principal`, [`ClientPrincipals`]). When a
+//! call carries both, the token wins: a gateway holding a certificate may call on behalf of the
+//! user whose token it forwards. A verified certificate that no rule maps gets PERMISSION_DENIED
+//! (`CLIENT_CERTIFICATE_NOT_MAPPED`): the caller is known, but granted nothing.
 
 use std::{
     sync::Arc,
@@ -9,22 +15,34 @@ use futures::future::BoxFuture;
 use tower::{Layer, Service};
 
 use super::{
-    CallContext,
+    CallContext, Principal,
     policy::{self, Access},
     token::TokenVerifier,
 };
 use crate::error::Error;
+use crate::server::tls::{self, ClientPrincipals};
 
 /// Authenticates bearer tokens and checks [`policy::METHOD_POLICY`]; fails closed.
 #[derive(Clone)]
 pub struct AuthLayer {
     verifier: Arc<TokenVerifier>,
+    principals: Option<Arc<ClientPrincipals>>,
 }
 
 impl AuthLayer {
     /// Returns a layer verifying tokens with `verifier`.
     pub fn new(verifier: Arc<TokenVerifier>) -> Self {
-        Self { verifier }
+        Self {
+            verifier,
+            principals: None,
+        }
+    }
+
+    /// Also authenticates calls without a token by their verified client certificate, mapped
+    /// with `principals`.
+    pub fn with_client_principals(mut self, principals: Arc<ClientPrincipals>) -> Self {
+        self.principals = Some(principals);
+        self
     }
 }
 
@@ -35,6 +53,7 @@ impl<S> Layer<S> for AuthLayer {
         AuthService {
             inner,
             verifier: self.verifier.clone(),
+            principals: self.principals.clone(),
         }
     }
 }
@@ -44,13 +63,21 @@ impl<S> Layer<S> for AuthLayer {
 pub struct AuthService<S> {
     inner: S,
     verifier: Arc<TokenVerifier>,
+    principals: Option<Arc<ClientPrincipals>>,
 }
 
-/// Authenticates a call to `path` with the `authorization` header value, and checks the policy.
+/// How a call presents itself: its `authorization` header value and its connection's verified
+/// client certificate mapped to a principal (`Some(None)`: verified, but mapped by no rule).
+struct Credentials {
+    authorization: Option<String>,
+    certificate: Option<Option<Principal>>,
+}
+
+/// Authenticates a call to `path` with its credentials, and checks the policy.
 async fn authorize(
     verifier: &TokenVerifier,
     path: &str,
-    authorization: Option<&str>,
+    credentials: Credentials,
 ) -> Result<Option<CallContext>, Error> {
     let Some(access) = policy::method_access(path) else {
         return Err(Error::permission_denied(
@@ -61,10 +88,23 @@ async fn authorize(
     if access == Access::Public {
         return Ok(None);
     }
-    let token = authorization.and_then(bearer_token).ok_or_else(|| {
-        Error::Unauthenticated("missing bearer token (authorization: Bearer <jwt>)".into())
-    })?;
-    let principal = verifier.verify(token.trim()).await?;
+    let token = credentials.authorization.as_deref().and_then(bearer_token);
+    let principal = match (token, credentials.certificate) {
+        // The token wins over a certificate (see the module docs).
+        (Some(token), _) => verifier.verify(token.trim()).await?,
+        (None, Some(Some(principal))) => principal,
+        (None, Some(None)) => {
+            return Err(Error::permission_denied(
+                "CLIENT_CERTIFICATE_NOT_MAPPED",
+                "your client certificate is verified but maps to no principal (see --tls-client-principal)",
+            ));
+        }
+        (None, None) => {
+            return Err(Error::Unauthenticated(
+                "missing bearer token (authorization: Bearer <jwt>) or client certificate".into(),
+            ));
+        }
+    };
     if !policy::allows(access, &principal.roles) {
         return Err(Error::permission_denied(
             "ROLE_NOT_ALLOWED",
@@ -102,12 +142,22 @@ where
             .get(http::header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
             .map(str::to_owned);
+        // A certificate is only there when the handshake verified it against the client CA.
+        let certificate = tls::client_certificate(&request).map(|certificate| {
+            self.principals
+                .as_ref()
+                .and_then(|principals| principals.principal_for(&certificate))
+        });
+        let credentials = Credentials {
+            authorization,
+            certificate,
+        };
         // Take the service that was driven to readiness; leave a fresh clone behind.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         // Verification may wait for the token key set or a person lookup, so it runs in the future.
         Box::pin(async move {
-            match authorize(&verifier, &path, authorization.as_deref()).await {
+            match authorize(&verifier, &path, credentials).await {
                 Ok(context) => {
                     if let Some(context) = context {
                         request.extensions_mut().insert(context);

@@ -14,7 +14,7 @@ pub enum Access {
 }
 
 /// Path prefixes served without a token.
-const PUBLIC_PREFIXES: [&str; 3] = [
+pub const PUBLIC_PREFIXES: [&str; 3] = [
     "/grpc.health.v1.Health/",
     "/grpc.reflection.v1.ServerReflection/",
     "/grpc.reflection.v1alpha.ServerReflection/",
@@ -94,14 +94,19 @@ const CANDIDACY_READERS: &[Role] = &[
 pub const METHOD_POLICY: &[(&str, Access)] = &[
     ("/lms.v1.OrganizationService/CreateOrganization", Access::Roles(MANAGERS)),
     ("/lms.v1.OrganizationService/GetOrganization", Access::Authenticated),
+    ("/lms.v1.OrganizationService/LookupOrganization", Access::Authenticated),
+    ("/lms.v1.OrganizationService/BatchLookupOrganizations", Access::Authenticated),
     ("/lms.v1.OrganizationService/ListOrganizations", Access::Authenticated),
     ("/lms.v1.OrganizationService/UpdateOrganization", Access::Roles(MANAGERS)),
     ("/lms.v1.OrganizationService/MoveOrganization", Access::Roles(MANAGERS)),
     ("/lms.v1.PersonService/GetPerson", Access::Roles(&[Admin, OrgAdmin, HrService, ProgrammeManager, Learner])),
+    ("/lms.v1.PersonService/LookupPerson", Access::Roles(&[Admin, OrgAdmin, HrService, ProgrammeManager, Learner])),
+    ("/lms.v1.PersonService/BatchLookupPeople", Access::Roles(PEOPLE_READERS)),
     ("/lms.v1.PersonService/ListPeople", Access::Roles(PEOPLE_READERS)),
     ("/lms.v1.PersonService/UpdatePerson", Access::Roles(MANAGERS)),
     ("/lms.v1.PersonService/BatchUpsertPeople", Access::Roles(MANAGERS)),
     ("/lms.v1.PersonService/ImportPeople", Access::Roles(MANAGERS)),
+    ("/lms.v1.PersonService/SyncPeople", Access::Roles(MANAGERS)),
     ("/lms.v1.CourseService/CreateCourse", Access::Roles(CATALOGUE_MANAGERS)),
     ("/lms.v1.CourseService/GetCourse", Access::Authenticated),
     ("/lms.v1.CourseService/ListCourses", Access::Authenticated),
@@ -280,6 +285,8 @@ mod tests {
             "/lms.v1.OrganizationService/CreateOrganization",
             "/lms.v1.PersonService/BatchUpsertPeople",
             "/lms.v1.PersonService/ImportPeople",
+            "/lms.v1.PersonService/SyncPeople",
+            "/lms.v1.PersonService/BatchLookupPeople",
             "/lms.v1.AuditService/ListAuditEntries",
         ] {
             assert!(

@@ -54,6 +54,10 @@ pub struct FeedEvent {
     pub time: chrono::DateTime<chrono::Utc>,
     /// Body (JSON).
     pub payload: String,
+    /// The person's `external_id` when the event was written, if there is a person.
+    pub person_external_id: Option<String>,
+    /// The `external_code` of the person's organisation when the event was written, if any.
+    pub organization_external_code: Option<String>,
 }
 
 /// Returns the id of the organisation a materialised path ends with.

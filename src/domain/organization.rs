@@ -299,6 +299,16 @@ pub fn validate_external_code(
     Some(code.to_owned())
 }
 
+/// Validates an `external_code` to look up: required, and shaped as codes are stored.
+pub fn parse_external_code(field: &str, code: &str) -> Result<String> {
+    if code.is_empty() {
+        return Err(Error::invalid(field, "is required"));
+    }
+    let mut violations = Violations::new();
+    let code = validate_external_code(&mut violations, field, code);
+    violations.into_result(code.unwrap_or_default())
+}
+
 /// Validates an optional resource id: empty means none.
 pub fn optional_id(violations: &mut Violations, field: &str, id: &str) -> Option<String> {
     if id.is_empty() {

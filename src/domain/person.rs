@@ -13,6 +13,8 @@ pub const MAX_FULL_NAME_CHARS: usize = 200;
 pub const MAX_EMAIL_CHARS: usize = 254;
 /// Most records in one `BatchUpsertPeople` call.
 pub const MAX_BATCH_RECORDS: usize = 1000;
+/// Most keys in one `BatchLookupPeople` or `BatchLookupOrganizations` call.
+pub const MAX_LOOKUP_KEYS: usize = 1000;
 
 /// Public or private sector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -428,13 +430,100 @@ pub struct RecordError {
     pub message: String,
 }
 
-/// What an upsert did: counts and refused records.
+/// What happened to one record of an upsert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RecordOutcome {
+    /// The person did not exist and was created.
+    Created,
+    /// The person existed and changed.
+    Updated,
+    /// The person existed and was already identical.
+    Unchanged,
+    /// The record was refused and wrote nothing.
+    Refused,
+}
+
+/// One record's result: which person it is and what happened to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordResult {
+    /// Position in the batch or stream.
+    pub index: i64,
+    /// The record's `external_id` as sent.
+    pub external_id: String,
+    /// The person created or matched; for a refused record, the existing person the caller
+    /// may see, if any.
+    pub id: Option<String>,
+    /// What happened.
+    pub outcome: RecordOutcome,
+    /// Why, for a refused record.
+    pub error: Option<RecordError>,
+}
+
+/// What an upsert did: counts, refused records, and a result per record.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpsertOutcome {
     /// Counts.
     pub counts: UpsertCounts,
     /// Refused records.
     pub errors: Vec<RecordError>,
+    /// One result per record, by position (absent from answers stored before results existed).
+    #[serde(default)]
+    pub results: Vec<RecordResult>,
+}
+
+/// Validates an `external_id` to look up; returns it trimmed, as upserts store it.
+pub fn parse_external_id(field: &str, external_id: &str) -> Result<String> {
+    let trimmed = external_id.trim();
+    if trimmed.is_empty() {
+        return Err(Error::invalid(field, "is required"));
+    }
+    if trimmed.chars().count() > MAX_EXTERNAL_ID_CHARS {
+        return Err(Error::invalid(
+            field,
+            format!("must be at most {MAX_EXTERNAL_ID_CHARS} characters"),
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// Validates the keys of a batch lookup with `parse_one` (given the field path of each key):
+/// 1 to [`MAX_LOOKUP_KEYS`] of them. Returns them in request order, each once.
+pub fn parse_lookup_keys(
+    field: &str,
+    keys: &[String],
+    parse_one: impl Fn(&str, &str) -> Result<String>,
+) -> Result<Vec<String>> {
+    if keys.is_empty() {
+        return Err(Error::invalid(field, "must hold at least one key"));
+    }
+    if keys.len() > MAX_LOOKUP_KEYS {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "must hold at most {MAX_LOOKUP_KEYS} keys (got {}); split the lookup",
+                keys.len()
+            ),
+        ));
+    }
+    let mut violations = Violations::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut parsed = Vec::with_capacity(keys.len());
+    for (index, key) in keys.iter().enumerate() {
+        match parse_one(&format!("{field}[{index}]"), key) {
+            Ok(key) => {
+                if seen.insert(key.clone()) {
+                    parsed.push(key);
+                }
+            }
+            Err(Error::InvalidArgument(found)) => {
+                for violation in found.as_slice() {
+                    violations.add(violation.field.clone(), violation.description.clone());
+                }
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    violations.into_result(parsed)
 }
 
 /// Checks the size of a batch.
@@ -475,6 +564,25 @@ mod tests {
             valid.organization,
             OrganizationRef::ExternalCode("MOF".to_owned())
         );
+    }
+
+    #[test]
+    fn lookup_keys_are_trimmed_deduplicated_and_bounded() {
+        let keys = vec![" E-1 ".to_owned(), "E-2".to_owned(), "E-1".to_owned()];
+        assert_eq!(
+            parse_lookup_keys("external_ids", &keys, parse_external_id).unwrap(),
+            vec!["E-1".to_owned(), "E-2".to_owned()]
+        );
+        let too_many = vec!["E".to_owned(); MAX_LOOKUP_KEYS + 1];
+        assert!(parse_lookup_keys("external_ids", &too_many, parse_external_id).is_err());
+        let Err(Error::InvalidArgument(violations)) = parse_lookup_keys(
+            "external_ids",
+            &["E".to_owned(), " ".to_owned()],
+            parse_external_id,
+        ) else {
+            panic!("a blank key is refused");
+        };
+        assert_eq!(violations.as_slice()[0].field, "external_ids[1]");
     }
 
     #[test]

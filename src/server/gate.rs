@@ -12,9 +12,14 @@
 //! for too long ends the call (`--body-idle-timeout` for unary calls, `--stream-idle-timeout`
 //! between the messages of a client stream), so a connection that opens calls and never sends
 //! a body cannot hold anything for long.
+//! One connection may have at most `--concurrency-per-connection` calls waiting for their
+//! response headers (tower's per-connection limit, kept here so that its refusals are counted).
+//! Every refusal is counted in `lms_rpc_shed_total` by the limit reached, and every open stream
+//! in `lms_streams_open`.
 
 use std::{
     collections::HashMap,
+    net::SocketAddr,
     pin::Pin,
     sync::{Arc, Mutex},
     task::{Context, Poll},
@@ -23,10 +28,13 @@ use std::{
 
 use futures::future::BoxFuture;
 use http_body::Frame;
+use prometheus_client::metrics::gauge::Gauge;
 use prost::bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
 
+use super::metrics::{Metrics, ShedReason};
 use crate::auth::CallContext;
 use crate::error::Error;
 
@@ -66,6 +74,8 @@ pub struct Limits {
     pub body_idle: Duration,
     /// Longest a client stream may send no message.
     pub stream_idle: Duration,
+    /// Calls on one connection waiting for their response headers at once.
+    pub per_connection: usize,
 }
 
 /// Applies the concurrency limits, stream caps, idle timeouts and deadlines.
@@ -73,28 +83,124 @@ pub struct Limits {
 pub struct GateLayer {
     calls: Arc<Caps>,
     streams: Arc<Caps>,
+    connections: Arc<ConnectionCaps>,
     limits: Limits,
+    metrics: Metrics,
 }
 
 impl GateLayer {
-    /// Returns a gate applying `limits`.
-    pub fn new(limits: Limits) -> Self {
+    /// Returns a gate applying `limits`, counting refusals and open streams in `metrics`.
+    pub fn new(limits: Limits, metrics: Metrics) -> Self {
         Self {
             calls: Arc::new(Caps::new(
                 limits.concurrency,
                 // One caller may take half the unary slots, never all of them.
                 (limits.concurrency / 2).max(1),
-                "the server is at its concurrency limit; retry with backoff",
-                "you have as many calls in progress as one caller may; retry with backoff",
+                (
+                    ShedReason::ServerConcurrency,
+                    "the server is at its concurrency limit; retry with backoff",
+                ),
+                (
+                    ShedReason::CallerConcurrency,
+                    "you have as many calls in progress as one caller may; retry with backoff",
+                ),
             )),
             streams: Arc::new(Caps::new(
                 limits.max_streams,
                 limits.streams_per_caller,
-                "the server has as many streams open as it allows; retry later",
-                "you have as many streams open as one caller may; close one first",
+                (
+                    ShedReason::ServerStreams,
+                    "the server has as many streams open as it allows; retry later",
+                ),
+                (
+                    ShedReason::CallerStreams,
+                    "you have as many streams open as one caller may; close one first",
+                ),
             )),
+            connections: Arc::new(ConnectionCaps {
+                limit: limits.per_connection.max(1),
+                open: Mutex::default(),
+            }),
             limits,
+            metrics,
         }
+    }
+}
+
+/// A refusal: the limit reached and the message the caller gets.
+type Refusal = (ShedReason, &'static str);
+
+/// Calls waiting for their response headers, per connection.
+struct ConnectionCaps {
+    limit: usize,
+    open: Mutex<HashMap<(SocketAddr, SocketAddr), usize>>,
+}
+
+impl ConnectionCaps {
+    /// Takes a slot on `connection` (local and remote address); `None` when it has none left.
+    fn take(self: &Arc<Self>, connection: (SocketAddr, SocketAddr)) -> Option<ConnectionSlot> {
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let count = open.entry(connection).or_default();
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(ConnectionSlot {
+            caps: self.clone(),
+            connection,
+        })
+    }
+}
+
+/// A call's slot on its connection, released when its response headers are ready.
+struct ConnectionSlot {
+    caps: Arc<ConnectionCaps>,
+    connection: (SocketAddr, SocketAddr),
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .caps
+            .open
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if let Some(count) = open.get_mut(&self.connection) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.connection);
+            }
+        }
+    }
+}
+
+/// Returns the local and remote address of the connection a request came on, plain or TLS.
+fn connection_of<B>(request: &http::Request<B>) -> Option<(SocketAddr, SocketAddr)> {
+    let extensions = request.extensions();
+    let tcp = extensions.get::<TcpConnectInfo>().or_else(|| {
+        extensions
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .map(TlsConnectInfo::get_ref)
+    })?;
+    Some((tcp.local_addr()?, tcp.remote_addr()?))
+}
+
+/// An open stream, counted in `lms_streams_open` until dropped.
+struct OpenStream(Gauge);
+
+impl OpenStream {
+    fn new(gauge: Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -103,12 +209,12 @@ struct Caps {
     total: Arc<Semaphore>,
     per_caller: usize,
     open: Mutex<HashMap<String, usize>>,
-    full: &'static str,
-    caller_full: &'static str,
+    full: Refusal,
+    caller_full: Refusal,
 }
 
 impl Caps {
-    fn new(total: usize, per_caller: usize, full: &'static str, caller_full: &'static str) -> Self {
+    fn new(total: usize, per_caller: usize, full: Refusal, caller_full: Refusal) -> Self {
         Self {
             total: Arc::new(Semaphore::new(total)),
             per_caller,
@@ -119,7 +225,7 @@ impl Caps {
     }
 
     /// Takes a slot for `caller`, or says which cap is reached.
-    fn take(self: &Arc<Self>, caller: &str) -> Result<Slot, &'static str> {
+    fn take(self: &Arc<Self>, caller: &str) -> Result<Slot, Refusal> {
         let Ok(total) = self.total.clone().try_acquire_owned() else {
             return Err(self.full);
         };
@@ -216,6 +322,25 @@ where
             .get::<CallContext>()
             .map(|context| context.principal.subject.clone())
             .unwrap_or_default();
+        // The observing layer's span is current: every later log line of the call names the caller.
+        tracing::Span::current().record("subject", caller.as_str());
+        let connection_slot = match connection_of(&request) {
+            Some(connection) => match self.layer.connections.take(connection) {
+                Some(slot) => Some(slot),
+                None => {
+                    let response = self.shed(
+                        &caller,
+                        &path,
+                        (
+                            ShedReason::ConnectionConcurrency,
+                            "this connection has as many calls in progress as it may; retry with backoff",
+                        ),
+                    );
+                    return Box::pin(async move { Ok(response) });
+                }
+            },
+            None => None,
+        };
         let client_deadline = request
             .headers()
             .get("grpc-timeout")
@@ -229,10 +354,8 @@ where
         };
         let slot = match caps.take(&caller) {
             Ok(slot) => slot,
-            Err(why) => {
-                tracing::warn!(caller, method = path, why, "call shed");
-                let response =
-                    tonic::Status::from(Error::ResourceExhausted(why.into())).into_http();
+            Err(refusal) => {
+                let response = self.shed(&caller, &path, refusal);
                 return Box::pin(async move { Ok(response) });
             }
         };
@@ -241,6 +364,7 @@ where
                 .contains(&path.as_str())
                 .then_some(limits.stream_idle);
             let request = request.map(|body| tonic::body::Body::new(IdleBody::new(body, idle)));
+            let open = OpenStream::new(self.layer.metrics.streams_open(&path));
             return Box::pin(async move {
                 let call = inner.call(request);
                 let response = match client_deadline {
@@ -250,8 +374,15 @@ where
                     },
                     None => call.await?,
                 };
+                drop(connection_slot);
                 // The slot is held by the response body: until the stream ends or is dropped.
-                Ok(response.map(|body| tonic::body::Body::new(HoldingBody { body, _slot: slot })))
+                Ok(response.map(|body| {
+                    tonic::body::Body::new(HoldingBody {
+                        body,
+                        _slot: slot,
+                        _open: open,
+                    })
+                }))
             });
         }
         let deadline = client_deadline.map_or(limits.ceiling, |client| client.min(limits.ceiling));
@@ -263,8 +394,29 @@ where
                 Err(_) => Ok(deadline_exceeded().into_http()),
             };
             drop(slot);
+            drop(connection_slot);
             response
         })
+    }
+}
+
+impl<S> Gate<S> {
+    /// Returns the RESOURCE_EXHAUSTED answer to a refused call, counting and logging why.
+    fn shed(
+        &self,
+        caller: &str,
+        path: &str,
+        (reason, why): Refusal,
+    ) -> http::Response<tonic::body::Body> {
+        self.layer.metrics.count_shed(reason);
+        tracing::warn!(
+            caller,
+            method = path,
+            reason = reason.as_str(),
+            why,
+            "call shed"
+        );
+        tonic::Status::from(Error::ResourceExhausted(why.into())).into_http()
     }
 }
 
@@ -343,6 +495,7 @@ where
 struct HoldingBody {
     body: tonic::body::Body,
     _slot: Slot,
+    _open: OpenStream,
 }
 
 impl http_body::Body for HoldingBody {

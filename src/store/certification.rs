@@ -651,11 +651,12 @@ impl Store {
                         .one(transaction)
                         .await
                         .map_err(db_error)?;
-                    if taken.is_some() {
+                    if let Some(taken) = taken {
                         return Err(Error::AlreadyExists {
                             resource: "certification_track",
                             field: "code",
                             value: track.code.clone(),
+                            existing_id: Some(taken.id),
                         });
                     }
                     certification_tracks::Entity::insert(track_active(&track))
@@ -667,6 +668,7 @@ impl Store {
                                     resource: "certification_track",
                                     field: "code",
                                     value: track.code.clone(),
+                                    existing_id: None,
                                 }
                             } else {
                                 db_error(error)

@@ -297,11 +297,12 @@ fn activity_change(activity: &Activity, deleted: bool) -> AuditChange {
     )
 }
 
-fn code_taken(code: &str) -> Error {
+fn code_taken(code: &str, existing_id: Option<String>) -> Error {
     Error::AlreadyExists {
         resource: COURSE,
         field: "code",
         value: code.to_owned(),
+        existing_id,
     }
 }
 
@@ -521,8 +522,8 @@ impl Store {
                         .one(transaction)
                         .await
                         .map_err(db_error)?;
-                    if taken.is_some() {
-                        return Err(code_taken(&new.code));
+                    if let Some(taken) = taken {
+                        return Err(code_taken(&new.code, Some(taken.id)));
                     }
                     let now = crate::domain::now();
                     let course = Course {
@@ -541,7 +542,7 @@ impl Store {
                         .await
                         .map_err(|error| {
                             if is_unique_violation(&error) {
-                                code_taken(&course.code)
+                                code_taken(&course.code, None)
                             } else {
                                 db_error(error)
                             }

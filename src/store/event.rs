@@ -19,6 +19,7 @@ use sea_orm::{
 use super::entity::progress::outbox_events;
 use super::{Store, db_error};
 use crate::domain::event::{FeedEvent, NewEvent, organization_of};
+use crate::domain::feed::FeedState;
 use crate::error::{Error, Result};
 
 tokio::task_local! {
@@ -36,6 +37,8 @@ pub(crate) async fn append(transaction: &DatabaseTransaction, events: Vec<NewEve
     }
     let backend = transaction.get_database_backend();
     let count = events.len() as i64;
+    // Read before the head is taken, so the head is held no longer than before.
+    let keys = external_keys(transaction, &events).await?;
     // One statement moves the head past this transaction's events and locks the row until
     // commit; on PostgreSQL it also queues the notification that every replica's listener
     // receives when (and only if) the transaction commits.
@@ -59,6 +62,15 @@ pub(crate) async fn append(transaction: &DatabaseTransaction, events: Vec<NewEve
         .into_iter()
         .map(|event| {
             sequence += 1;
+            let person_external_id = event
+                .person_id
+                .as_ref()
+                .and_then(|id| keys.people.get(id).cloned());
+            let organization_external_code = event
+                .organization_path
+                .as_deref()
+                .and_then(organization_of)
+                .and_then(|id| keys.organizations.get(&id).cloned());
             outbox_events::ActiveModel {
                 sequence: Set(sequence),
                 id: Set(crate::domain::new_id()),
@@ -68,6 +80,8 @@ pub(crate) async fn append(transaction: &DatabaseTransaction, events: Vec<NewEve
                 organization_path: Set(event.organization_path),
                 payload: Set(event.payload.to_string()),
                 create_time: Set(now),
+                person_external_id: Set(person_external_id),
+                organization_external_code: Set(organization_external_code),
             }
         })
         .collect();
@@ -79,6 +93,67 @@ pub(crate) async fn append(transaction: &DatabaseTransaction, events: Vec<NewEve
     }
     let _ = PUBLISHED.try_with(|published| published.set(true));
     Ok(())
+}
+
+/// The HR keys of the people and organisations a batch of events names.
+#[derive(Debug, Default)]
+struct ExternalKeys {
+    /// `external_id` by person id.
+    people: std::collections::HashMap<String, String>,
+    /// `external_code` by organisation id (organisations without one are absent).
+    organizations: std::collections::HashMap<String, String>,
+}
+
+/// Reads the `external_id` of each person and the `external_code` of each organisation that
+/// `events` name: two indexed lookups per publishing transaction (inside it, so people created
+/// by the same transaction are found), stored with the events so the feed carries the keys as
+/// they were and no reader resolves them again.
+async fn external_keys(
+    transaction: &DatabaseTransaction,
+    events: &[NewEvent],
+) -> Result<ExternalKeys> {
+    use super::entity::{organizations, people};
+    let mut person_ids: Vec<String> = events
+        .iter()
+        .filter_map(|event| event.person_id.clone())
+        .collect();
+    person_ids.sort();
+    person_ids.dedup();
+    let mut organization_ids: Vec<String> = events
+        .iter()
+        .filter_map(|event| event.organization_path.as_deref().and_then(organization_of))
+        .collect();
+    organization_ids.sort();
+    organization_ids.dedup();
+    let mut keys = ExternalKeys::default();
+    for chunk in person_ids.chunks(1000) {
+        let rows: Vec<(String, String)> = people::Entity::find()
+            .select_only()
+            .column(people::Column::Id)
+            .column(people::Column::ExternalId)
+            .filter(people::Column::Id.is_in(chunk.iter().cloned()))
+            .into_tuple()
+            .all(transaction)
+            .await
+            .map_err(db_error)?;
+        keys.people.extend(rows);
+    }
+    for chunk in organization_ids.chunks(1000) {
+        let rows: Vec<(String, Option<String>)> = organizations::Entity::find()
+            .select_only()
+            .column(organizations::Column::Id)
+            .column(organizations::Column::ExternalCode)
+            .filter(organizations::Column::Id.is_in(chunk.iter().cloned()))
+            .into_tuple()
+            .all(transaction)
+            .await
+            .map_err(db_error)?;
+        keys.organizations.extend(
+            rows.into_iter()
+                .filter_map(|(id, code)| code.map(|code| (id, code))),
+        );
+    }
+    Ok(keys)
 }
 
 /// Filters of [`Store::events_after`].
@@ -144,6 +219,8 @@ impl Store {
                 person_id: row.person_id,
                 time: row.create_time,
                 payload: row.payload,
+                person_external_id: row.person_external_id,
+                organization_external_code: row.organization_external_code,
             })
             .collect())
     }
@@ -161,13 +238,108 @@ impl Store {
     }
 
     /// Deletes events created before `before`; returns how many. Cursors are never reused.
+    ///
+    /// Retention deletes a prefix of the feed: every event up to the last one created before
+    /// `before`. That cursor is recorded first, as the feed's `pruned_through`, in a short
+    /// transaction of its own, so a watcher below it is refused (CURSOR_EXPIRED) before any of
+    /// the events it would miss are gone; the bulk delete then runs without holding the head.
     pub async fn prune_events(&self, before: chrono::DateTime<chrono::Utc>) -> Result<u64> {
+        let through = self
+            .write(move |transaction| {
+                Box::pin(async move {
+                    let last_expired = outbox_events::Entity::find()
+                        .select_only()
+                        .column_as(outbox_events::Column::Sequence.max(), "last")
+                        .filter(outbox_events::Column::CreateTime.lt(before))
+                        .into_tuple::<Option<i64>>()
+                        .one(transaction)
+                        .await
+                        .map_err(db_error)?
+                        .flatten()
+                        .unwrap_or_default();
+                    let backend = transaction.get_database_backend();
+                    transaction
+                        .execute_raw(super::statement(
+                            backend,
+                            "UPDATE outbox_head SET pruned_through = $1 \
+                             WHERE id = 1 AND pruned_through < $1",
+                            [last_expired.into()],
+                        ))
+                        .await
+                        .map_err(db_error)?;
+                    // Never lowered: also finishes a delete an earlier run did not complete.
+                    transaction
+                        .query_one_raw(super::statement(
+                            backend,
+                            "SELECT pruned_through FROM outbox_head WHERE id = 1",
+                            [],
+                        ))
+                        .await
+                        .map_err(db_error)?
+                        .ok_or_else(|| Error::internal("outbox head row is missing"))?
+                        .try_get::<i64>("", "pruned_through")
+                        .map_err(db_error)
+                })
+            })
+            .await?;
         let deleted = outbox_events::Entity::delete_many()
-            .filter(outbox_events::Column::CreateTime.lt(before))
+            .filter(outbox_events::Column::Sequence.lte(through))
             .exec(self.connection())
             .await
             .map_err(db_error)?;
         Ok(deleted.rows_affected)
+    }
+
+    /// Returns the feed's history, head and retention watermark, as committed.
+    pub async fn feed_state(&self) -> Result<FeedState> {
+        let backend = self.backend();
+        let row = self
+            .connection()
+            .query_one_raw(super::statement(
+                backend,
+                "SELECT history, sequence, pruned_through FROM outbox_head WHERE id = 1",
+                [],
+            ))
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| Error::internal("outbox head row is missing"))?;
+        Ok(FeedState {
+            history: row.try_get("", "history").map_err(db_error)?,
+            head: row.try_get("", "sequence").map_err(db_error)?,
+            pruned_through: row.try_get("", "pruned_through").map_err(db_error)?,
+        })
+    }
+
+    /// Gives the feed a new history, as the restore procedure does: every resume token issued
+    /// before is refused from now on (FEED_HISTORY_CHANGED). Returns the old and the new history.
+    pub async fn rotate_feed_history(&self) -> Result<(String, String)> {
+        self.write(|transaction| {
+            Box::pin(async move {
+                let backend = transaction.get_database_backend();
+                let old: String = transaction
+                    .query_one_raw(super::statement(
+                        backend,
+                        "SELECT history FROM outbox_head WHERE id = 1",
+                        [],
+                    ))
+                    .await
+                    .map_err(db_error)?
+                    .ok_or_else(|| Error::internal("outbox head row is missing"))?
+                    .try_get("", "history")
+                    .map_err(db_error)?;
+                let new = crate::domain::feed::new_history();
+                transaction
+                    .execute_raw(super::statement(
+                        backend,
+                        "UPDATE outbox_head SET history = $1 WHERE id = 1",
+                        [new.clone().into()],
+                    ))
+                    .await
+                    .map_err(db_error)?;
+                Ok((old, new))
+            })
+        })
+        .await
     }
 
     /// Returns the feed's wake-up signal: notified after every commit that published events.

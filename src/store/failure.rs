@@ -113,6 +113,7 @@ pub(crate) fn db_error(error: DbErr) -> Error {
             resource: "resource",
             field: "key",
             value: String::new(),
+            existing_id: None,
         },
         Failure::StorageFull => {
             tracing::warn!(error = %error, "database storage is full");

@@ -17,6 +17,8 @@ use crate::domain::page::Page;
 use crate::error::{Error, Result};
 
 const RESOURCE: &str = "organization";
+/// Keys per `IN (...)` lookup.
+const LOOKUP_BATCH: usize = 1000;
 
 /// Filters of [`Store::list_organizations`].
 #[derive(Debug, Clone, Default)]
@@ -66,11 +68,12 @@ fn change_of(organization: &Organization) -> AuditChange {
     )
 }
 
-fn external_code_taken(code: &str) -> Error {
+fn external_code_taken(code: &str, existing_id: Option<String>) -> Error {
     Error::AlreadyExists {
         resource: RESOURCE,
         field: "external_code",
         value: code.to_owned(),
+        existing_id,
     }
 }
 
@@ -94,8 +97,8 @@ async fn check_external_code_free(
     if let Some(id) = except_id {
         query = query.filter(organizations::Column::Id.ne(id));
     }
-    if query.one(transaction).await.map_err(db_error)?.is_some() {
-        return Err(external_code_taken(code));
+    if let Some(holder) = query.one(transaction).await.map_err(db_error)? {
+        return Err(external_code_taken(code, Some(holder.id)));
     }
     Ok(())
 }
@@ -161,7 +164,7 @@ impl Store {
                     .await
                     .map_err(|error| {
                         match (&organization.external_code, is_unique_violation(&error)) {
-                            (Some(code), true) => external_code_taken(code),
+                            (Some(code), true) => external_code_taken(code, None),
                             _ => db_error(error),
                         }
                     })?;
@@ -200,6 +203,26 @@ impl Store {
     /// Returns one organisation.
     pub async fn get_organization(&self, id: &str) -> Result<Organization> {
         load(self.connection(), id).await
+    }
+
+    /// Returns the organisations whose `external_code` is one of `codes` (in no particular
+    /// order; codes that match nothing are simply absent).
+    pub async fn organizations_by_external_code(
+        &self,
+        codes: &[String],
+    ) -> Result<Vec<Organization>> {
+        let mut found = Vec::with_capacity(codes.len());
+        for chunk in codes.chunks(LOOKUP_BATCH) {
+            let rows = organizations::Entity::find()
+                .filter(organizations::Column::ExternalCode.is_in(chunk.iter().cloned()))
+                .all(self.connection())
+                .await
+                .map_err(db_error)?;
+            for row in rows {
+                found.push(from_model(row)?);
+            }
+        }
+        Ok(found)
     }
 
     /// Lists organisations by id after the page's key.

@@ -19,7 +19,7 @@ use crate::domain::event::NewEvent;
 use crate::domain::page::Page;
 use crate::domain::person::{
     OrganizationRef, Person, PersonPatch, PersonRecord, PersonStatus, PersonValues, RecordError,
-    Sector, UpsertOutcome,
+    RecordOutcome, RecordResult, Sector, UpsertOutcome,
 };
 use crate::error::{Error, Result};
 
@@ -38,6 +38,8 @@ pub struct PersonFilter {
     pub sector: Option<Sector>,
     /// Only this status.
     pub status: Option<PersonStatus>,
+    /// Only the person with this `external_id`.
+    pub external_id: Option<String>,
 }
 
 /// One record of a batch: its position and either a validated record or why it is invalid.
@@ -167,6 +169,27 @@ async fn organization_paths(
     Ok((by_id, by_code))
 }
 
+/// Returns the result of a refused record; `id` names the existing person the caller may see.
+fn refused(error: &RecordError, id: Option<String>) -> RecordResult {
+    RecordResult {
+        index: error.index,
+        external_id: error.key.clone(),
+        id,
+        outcome: RecordOutcome::Refused,
+        error: Some(error.clone()),
+    }
+}
+
+fn applied(index: i64, person: &Person, outcome: RecordOutcome) -> RecordResult {
+    RecordResult {
+        index,
+        external_id: person.external_id.clone(),
+        id: Some(person.id.clone()),
+        outcome,
+        error: None,
+    }
+}
+
 fn record_error(index: i64, key: &str, field: &str, reason: &str, message: String) -> RecordError {
     RecordError {
         index,
@@ -189,15 +212,21 @@ async fn upsert_in_transaction(
     let mut seen = HashSet::new();
     for (index, record) in records {
         match record {
-            Err(error) => outcome.errors.push(error),
+            Err(error) => {
+                outcome.results.push(refused(&error, None));
+                outcome.errors.push(error);
+            }
             Ok(record) if !seen.insert(record.external_id.clone()) => {
-                outcome.errors.push(record_error(
+                let error = record_error(
                     index,
                     &record.external_id,
                     "external_id",
                     "DUPLICATE_IN_BATCH",
                     "this external_id appears earlier in the same batch".to_owned(),
-                ))
+                );
+                // The id is the first occurrence's, filled in once that one is decided.
+                outcome.results.push(refused(&error, None));
+                outcome.errors.push(error);
             }
             Ok(record) => valid.push((index, record)),
         }
@@ -261,13 +290,18 @@ async fn upsert_in_transaction(
                 OrganizationRef::Id(id) => ("organization_id", id),
                 OrganizationRef::ExternalCode(code) => ("organization_external_code", code),
             };
-            outcome.errors.push(record_error(
+            let error = record_error(
                 index,
                 &key,
                 field,
                 "ORGANIZATION_NOT_FOUND",
                 format!("no organization {value}"),
+            );
+            outcome.results.push(refused(
+                &error,
+                visible_id(&existing, &current_paths, scope, &key),
             ));
+            outcome.errors.push(error);
             continue;
         };
         let current_path = existing
@@ -276,18 +310,28 @@ async fn upsert_in_transaction(
         let in_scope =
             scope.allows_path(&path) && current_path.is_none_or(|path| scope.allows_path(path));
         if !in_scope {
-            outcome.errors.push(record_error(
+            let error = record_error(
                 index,
                 &key,
                 "organization_id",
                 "OUTSIDE_ORGANIZATION_SCOPE",
                 "the person's organization is outside the organisations you manage".to_owned(),
+            );
+            outcome.results.push(refused(
+                &error,
+                visible_id(&existing, &current_paths, scope, &key),
             ));
+            outcome.errors.push(error);
             continue;
         }
         let values = record.values(organization_id);
         match existing.get_mut(&key) {
-            Some(person) if person.values == values => outcome.counts.unchanged += 1,
+            Some(person) if person.values == values => {
+                outcome
+                    .results
+                    .push(applied(index, person, RecordOutcome::Unchanged));
+                outcome.counts.unchanged += 1;
+            }
             Some(person) => {
                 let previous_revision = person.revision;
                 person.values = values;
@@ -300,6 +344,9 @@ async fn upsert_in_transaction(
                 }
                 changes.push(change_of(person));
                 published.push(person_event("person.updated", person, &path));
+                outcome
+                    .results
+                    .push(applied(index, person, RecordOutcome::Updated));
                 outcome.counts.updated += 1;
             }
             None => {
@@ -314,6 +361,9 @@ async fn upsert_in_transaction(
                 changes.push(change_of(&person));
                 published.push(person_event("person.created", &person, &path));
                 inserts.push(to_active(&person));
+                outcome
+                    .results
+                    .push(applied(index, &person, RecordOutcome::Created));
                 // A later duplicate would have been refused above, so this key is final.
                 existing.insert(key, person);
                 outcome.counts.created += 1;
@@ -344,7 +394,46 @@ async fn upsert_in_transaction(
     super::event::append(transaction, published).await?;
     outcome.counts.failed = outcome.errors.len() as i64;
     outcome.errors.sort_by_key(|error| error.index);
+    outcome.results.sort_by_key(|result| result.index);
+    name_repeats(&mut outcome.results);
     Ok(outcome)
+}
+
+/// Returns the id of the existing person with `key` when the caller's scope reaches them.
+fn visible_id(
+    existing: &HashMap<String, Person>,
+    current_paths: &HashMap<String, String>,
+    scope: &Scope,
+    key: &str,
+) -> Option<String> {
+    let person = existing.get(key)?;
+    let path = current_paths.get(&person.values.organization_id);
+    let visible = match path {
+        Some(path) => scope.allows_path(path),
+        None => *scope == Scope::All,
+    };
+    visible.then(|| person.id.clone())
+}
+
+/// Gives each record refused as a repeat in its batch the id of the first occurrence's result.
+fn name_repeats(results: &mut [RecordResult]) {
+    let mut first: HashMap<String, Option<String>> = HashMap::new();
+    for result in results.iter_mut() {
+        match first.get(&result.external_id) {
+            Some(id) => {
+                let repeat = result
+                    .error
+                    .as_ref()
+                    .is_some_and(|error| error.reason == "DUPLICATE_IN_BATCH");
+                if repeat && result.id.is_none() {
+                    result.id.clone_from(id);
+                }
+            }
+            None => {
+                first.insert(result.external_id.clone(), result.id.clone());
+            }
+        }
+    }
 }
 
 /// Returns the materialised organisation path of each of `person_ids` that exists.
@@ -389,6 +478,40 @@ impl Store {
         Ok((person, organization.path))
     }
 
+    /// Returns the people whose `external_id` is one of `external_ids`, each with the
+    /// materialised path of their organisation (in no particular order; keys that match nobody
+    /// are simply absent).
+    pub async fn people_by_external_id(
+        &self,
+        external_ids: &[String],
+    ) -> Result<Vec<(Person, String)>> {
+        let mut found = Vec::with_capacity(external_ids.len());
+        for chunk in external_ids.chunks(LOOKUP_BATCH) {
+            let rows = people::Entity::find()
+                .filter(people::Column::ExternalId.is_in(chunk.iter().cloned()))
+                .all(self.connection())
+                .await
+                .map_err(db_error)?;
+            let mut organization_ids: Vec<String> =
+                rows.iter().map(|row| row.organization_id.clone()).collect();
+            organization_ids.sort();
+            organization_ids.dedup();
+            let (paths, _) =
+                organization_paths(self.connection(), organization_ids, Vec::new()).await?;
+            for row in rows {
+                let person = from_model(row)?;
+                let path = paths
+                    .get(&person.values.organization_id)
+                    .cloned()
+                    .ok_or_else(|| {
+                        Error::internal(format!("person {} has no organization", person.id))
+                    })?;
+                found.push((person, path));
+            }
+        }
+        Ok(found)
+    }
+
     /// Lists people by id after the page's key.
     pub async fn list_people(
         &self,
@@ -412,6 +535,9 @@ impl Store {
         }
         if let Some(status) = filter.status {
             query = query.filter(people::Column::Status.eq(status.as_str()));
+        }
+        if let Some(external_id) = &filter.external_id {
+            query = query.filter(people::Column::ExternalId.eq(external_id.as_str()));
         }
         if let Some(after) = &page.after {
             query = query.filter(people::Column::Id.gt(after.as_str()));

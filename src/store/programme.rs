@@ -342,11 +342,12 @@ async fn write_phases(
     Ok(())
 }
 
-fn code_taken(resource: &'static str, code: &str) -> Error {
+fn code_taken(resource: &'static str, code: &str, existing_id: Option<String>) -> Error {
     Error::AlreadyExists {
         resource,
         field: "code",
         value: code.to_owned(),
+        existing_id,
     }
 }
 
@@ -958,6 +959,15 @@ impl Store {
                     organizations.extend(new.partner_organization_ids.iter().cloned());
                     require_organizations(transaction, &organizations).await?;
                     require_published_versions(transaction, &new.phases).await?;
+                    // Looked up first so the refusal names the programme holding the code.
+                    let taken = programmes::Entity::find()
+                        .filter(programmes::Column::Code.eq(new.code.as_str()))
+                        .one(transaction)
+                        .await
+                        .map_err(db_error)?;
+                    if let Some(taken) = taken {
+                        return Err(code_taken("programme", &new.code, Some(taken.id)));
+                    }
                     let now = crate::domain::now();
                     let programme = Programme {
                         id: crate::domain::new_id(),
@@ -997,7 +1007,7 @@ impl Store {
                     .await
                     .map_err(|error| {
                         if is_unique_violation(&error) {
-                            code_taken("programme", &programme.code)
+                            code_taken("programme", &programme.code, None)
                         } else {
                             db_error(error)
                         }

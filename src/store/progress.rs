@@ -915,6 +915,7 @@ impl Store {
             // Shared, not copied: the transaction reads the calls, and only a failed group needs
             // them again.
             let calls = Arc::new(calls);
+            self.metrics().group_sizes.observe(calls.len() as f64);
             let started = std::time::Instant::now();
             let committed = self.record_calls(calls.clone()).await;
             tracing::debug!(

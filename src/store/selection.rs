@@ -576,6 +576,7 @@ impl Store {
                                     resource: "application",
                                     field: "person_id",
                                     value: person_id.clone(),
+                                    existing_id: None,
                                 }
                             } else {
                                 db_error(error)
@@ -744,6 +745,7 @@ impl Store {
                                 resource: "panel",
                                 field: "call_id",
                                 value: call.id.clone(),
+                                existing_id: None,
                             }
                         } else {
                             db_error(error)

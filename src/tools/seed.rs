@@ -2522,11 +2522,6 @@ async fn certify(
     let needs_assessment =
         requirements.min_assessment_score > 0 || requirements.assessor_approval_required;
     let candidacy_id = candidacy.id.clone();
-    let step = |reason: &str| pb::TransitionCandidacyRequest {
-        id: candidacy_id.clone(),
-        reason: reason.to_owned(),
-        etag: String::new(),
-    };
     // At most one call per state, in order; the loop ends at CERTIFIED.
     for _ in 0..8 {
         let mut client = clients.certification.clone();
@@ -2535,17 +2530,29 @@ async fn certify(
             State::Certified => return Ok(()),
             State::Candidate => {
                 client
-                    .start_training(step("enrolled in the ambassadors' course"))
+                    .start_training(pb::StartTrainingRequest {
+                        id: candidacy_id.clone(),
+                        reason: "enrolled in the ambassadors' course".to_owned(),
+                        etag: String::new(),
+                    })
                     .await
             }
             State::Training => {
                 client
-                    .begin_supervised_practice(step("trainer course completed"))
+                    .begin_supervised_practice(pb::BeginSupervisedPracticeRequest {
+                        id: candidacy_id.clone(),
+                        reason: "trainer course completed".to_owned(),
+                        etag: String::new(),
+                    })
                     .await
             }
             State::SupervisedPractice => {
                 client
-                    .submit_for_assessment(step("ready for assessment"))
+                    .submit_for_assessment(pb::SubmitForAssessmentRequest {
+                        id: candidacy_id.clone(),
+                        reason: "ready for assessment".to_owned(),
+                        etag: String::new(),
+                    })
                     .await
             }
             State::AwaitingAssessment

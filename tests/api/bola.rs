@@ -34,7 +34,9 @@ use lms::pb::{
 };
 use tonic::{Code, Request, Response, Status};
 
-use crate::helpers::{TestApp, TestDatabase, error_reason, person_record, spawn_app, with_token};
+use crate::helpers::{
+    StateChange, TestApp, TestDatabase, error_reason, person_record, spawn_app, with_token,
+};
 use crate::programmes::{create_programme, import_people, open_cohort, phase, programmes};
 
 /// The objects of one side of the world; for the missing side, fresh ids of nothing.
@@ -257,20 +259,12 @@ fn batch(own: &str, target: &str) -> Vec<String> {
     }
 }
 
-fn transition(id: &str) -> pb::TransitionCandidacyRequest {
-    pb::TransitionCandidacyRequest {
-        id: id.to_owned(),
-        reason: "bola matrix".to_owned(),
-        etag: String::new(),
-    }
+fn transition<R: StateChange>(id: &str) -> R {
+    R::state_change(id, "bola matrix")
 }
 
-fn change(id: &str) -> pb::ChangeCertificateRequest {
-    pb::ChangeCertificateRequest {
-        id: id.to_owned(),
-        reason: "bola matrix".to_owned(),
-        etag: String::new(),
-    }
+fn change<R: StateChange>(id: &str) -> R {
+    R::state_change(id, "bola matrix")
 }
 
 fn completion_report(world: &World, side: &Side) -> pb::GetCompletionReportRequest {
@@ -351,6 +345,35 @@ async fn call(world: &World, method: &str, role: Role, side: &Side) -> Outcome {
                     role,
                     pb::GetPersonRequest {
                         id: side.learner.clone(),
+                    },
+                ))
+                .await,
+        ),
+        "LookupPerson" => unit(
+            world
+                .app
+                .people
+                .clone()
+                .lookup_person(world.request(
+                    role,
+                    pb::LookupPersonRequest {
+                        external_id: external_id_of(world, &side.learner).await,
+                    },
+                ))
+                .await,
+        ),
+        "BatchLookupPeople" => unit(
+            world
+                .app
+                .people
+                .clone()
+                .batch_lookup_people(world.request(
+                    role,
+                    pb::BatchLookupPeopleRequest {
+                        external_ids: vec![
+                            external_id_of(world, &own.learner).await,
+                            external_id_of(world, &side.learner).await,
+                        ],
                     },
                 ))
                 .await,
@@ -450,6 +473,50 @@ async fn call(world: &World, method: &str, role: Role, side: &Side) -> Outcome {
                     Some(error) => Outcome::RecordsRefused(error.reason.clone()),
                     None => Outcome::Done(None),
                 },
+                Err(status) => Outcome::Failed(status),
+            }
+        }
+        "SyncPeople" => {
+            let code = side.ministry_code.clone();
+            let messages = [
+                pb::SyncPeopleRequest {
+                    message: Some(pb::sync_people_request::Message::Person(person_record(
+                        &format!("SYNC-{code}-0"),
+                        &code,
+                    ))),
+                },
+                pb::SyncPeopleRequest {
+                    message: Some(pb::sync_people_request::Message::Commit(pb::ImportCommit {
+                        record_count: 1,
+                    })),
+                },
+            ];
+            match world
+                .app
+                .people
+                .clone()
+                .sync_people(world.request(role, tokio_stream::iter(messages)))
+                .await
+            {
+                Ok(response) => {
+                    let mut answers = response.into_inner();
+                    let mut outcome = Outcome::Done(None);
+                    loop {
+                        match answers.message().await {
+                            Ok(Some(answer)) => {
+                                if let Some(refused) = answer
+                                    .results
+                                    .iter()
+                                    .find(|result| !result.reason.is_empty())
+                                {
+                                    outcome = Outcome::RecordsRefused(refused.reason.clone());
+                                }
+                            }
+                            Ok(None) => break outcome,
+                            Err(status) => break Outcome::Failed(status),
+                        }
+                    }
+                }
                 Err(status) => Outcome::Failed(status),
             }
         }
@@ -983,6 +1050,20 @@ async fn call(world: &World, method: &str, role: Role, side: &Side) -> Outcome {
     }
 }
 
+/// Returns the `external_id` of person `id`, read as admin; a made-up key for a missing person.
+async fn external_id_of(world: &World, id: &str) -> String {
+    match world
+        .app
+        .people
+        .clone()
+        .get_person(world.app.admin(pb::GetPersonRequest { id: id.to_owned() }))
+        .await
+    {
+        Ok(person) => person.into_inner().external_id,
+        Err(_) => format!("MISSING-{id}"),
+    }
+}
+
 /// Methods in the order the own-object calls run: reads and mild changes first, then what ends
 /// an object's life (a withdrawn application takes no score; a revoked certificate no renewal).
 const LAST: &[&str] = &[
@@ -1246,20 +1327,19 @@ async fn world() -> World {
                 .await
                 .expect("candidacy")
                 .into_inner();
-            let step = || transition(&candidacy.id);
             certs
                 .clone()
-                .start_training(app.admin(step()))
+                .start_training(app.admin(transition(&candidacy.id)))
                 .await
                 .unwrap();
             certs
                 .clone()
-                .begin_supervised_practice(app.admin(step()))
+                .begin_supervised_practice(app.admin(transition(&candidacy.id)))
                 .await
                 .unwrap();
             certs
                 .clone()
-                .submit_for_assessment(app.admin(step()))
+                .submit_for_assessment(app.admin(transition(&candidacy.id)))
                 .await
                 .unwrap();
             let certificate = certs

@@ -20,7 +20,9 @@ use lms::pb::{
 use sha2::{Digest as _, Sha256};
 use tonic::{Code, Request, Status};
 
-use crate::helpers::{TestApp, error_reason, spawn_app, spawn_app_with, test_config, with_token};
+use crate::helpers::{
+    StateChange, TestApp, error_reason, spawn_app, spawn_app_with, test_config, with_token,
+};
 use crate::programmes::{
     courses, create_programme, import_people, open_cohort, phase, programmes, published_version,
 };
@@ -164,12 +166,8 @@ async fn create_track(
         .into_inner()
 }
 
-fn step(id: &str, reason: &str) -> pb::TransitionCandidacyRequest {
-    pb::TransitionCandidacyRequest {
-        id: id.to_owned(),
-        reason: reason.to_owned(),
-        etag: String::new(),
-    }
+fn step<R: StateChange>(id: &str, reason: &str) -> R {
+    R::state_change(id, reason)
 }
 
 async fn open_candidacy(app: &TestApp, track_id: &str, person_id: &str) -> pb::Candidacy {
@@ -914,17 +912,29 @@ async fn holder(app: &TestApp) -> Holder {
 }
 
 async fn change(app: &TestApp, id: &str, action: &str) -> Result<pb::Certificate, Status> {
-    let request = pb::ChangeCertificateRequest {
-        id: id.to_owned(),
-        reason: format!("{action} by the assessor"),
-        etag: String::new(),
-    };
+    let reason = format!("{action} by the assessor");
     let mut client = certs(app);
     let response = match action {
-        "suspend" => client.suspend_certificate(assessor(app, request)).await,
-        "reinstate" => client.reinstate_certificate(assessor(app, request)).await,
-        "renew" => client.renew_certificate(assessor(app, request)).await,
-        _ => client.revoke_certificate(assessor(app, request)).await,
+        "suspend" => {
+            client
+                .suspend_certificate(assessor(app, step(id, &reason)))
+                .await
+        }
+        "reinstate" => {
+            client
+                .reinstate_certificate(assessor(app, step(id, &reason)))
+                .await
+        }
+        "renew" => {
+            client
+                .renew_certificate(assessor(app, step(id, &reason)))
+                .await
+        }
+        _ => {
+            client
+                .revoke_certificate(assessor(app, step(id, &reason)))
+                .await
+        }
     };
     response.map(tonic::Response::into_inner)
 }
@@ -1249,7 +1259,7 @@ async fn verification_is_public_and_rate_limited_while_the_rest_needs_roles() {
     let learner = app.token(&world.person_id, &[Role::Learner], None);
     let denied = certs(&app)
         .revoke_certificate(with_token(
-            pb::ChangeCertificateRequest {
+            pb::RevokeCertificateRequest {
                 id: world.certificate.id.clone(),
                 reason: "x".to_owned(),
                 etag: String::new(),
@@ -1270,7 +1280,7 @@ async fn verification_is_public_and_rate_limited_while_the_rest_needs_roles() {
     let missing_reason = certs(&app)
         .suspend_certificate(assessor(
             &app,
-            pb::ChangeCertificateRequest {
+            pb::SuspendCertificateRequest {
                 id: world.certificate.id.clone(),
                 reason: " ".to_owned(),
                 etag: String::new(),

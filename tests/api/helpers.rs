@@ -112,6 +112,8 @@ async fn create_postgres_database(admin_url: &str) -> (String, String) {
 pub(crate) struct TestApp {
     /// Bound address.
     pub(crate) addr: std::net::SocketAddr,
+    /// The metrics endpoint's address, when `--metrics-listen` is set.
+    pub(crate) metrics_addr: Option<std::net::SocketAddr>,
     /// The server's configuration.
     pub(crate) config: Config,
     /// `OrganizationService` client.
@@ -149,23 +151,38 @@ pub(crate) async fn spawn_app_on(database: &TestDatabase) -> TestApp {
 
 /// Starts a server with `config`.
 pub(crate) async fn spawn_app_with(config: Config) -> TestApp {
+    spawn_app_connecting(config, |addr| async move {
+        Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect to the test server")
+    })
+    .await
+}
+
+/// Starts a server with `config`; its clients use the channel `connect` opens to its address
+/// (a TLS server needs a TLS channel).
+pub(crate) async fn spawn_app_connecting<F, C>(config: Config, connect: F) -> TestApp
+where
+    F: FnOnce(std::net::SocketAddr) -> C,
+    C: std::future::Future<Output = Channel>,
+{
     LazyLock::force(&TRACING);
     let app = lms::App::build(config.clone())
         .await
         .expect("server builds");
     let addr = app.local_addr();
+    let metrics_addr = app.metrics_addr();
     let (shutdown, shutdown_signal) = oneshot::channel::<()>();
     let handle = tokio::spawn(app.run_until_stopped(async {
         let _ = shutdown_signal.await;
     }));
     // The listener is bound already: connecting needs no sleep.
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .expect("connect to the test server");
+    let channel = connect(addr).await;
     TestApp {
         addr,
+        metrics_addr,
         config,
         organizations: OrganizationServiceClient::new(channel.clone()),
         people: PersonServiceClient::new(channel.clone()),
@@ -262,6 +279,35 @@ impl TestApp {
             .into_inner()
     }
 }
+
+/// A request of a candidacy transition or a certificate status change: each RPC has its own
+/// message, all with `id`, `reason` and `etag`; tests build any of them from an id and a reason.
+pub(crate) trait StateChange {
+    /// Returns the request moving `id`, giving `reason`, with no etag.
+    fn state_change(id: &str, reason: &str) -> Self;
+}
+
+macro_rules! impl_state_change {
+    ($($message:ty),+ $(,)?) => {
+        $(impl StateChange for $message {
+            fn state_change(id: &str, reason: &str) -> Self {
+                Self { id: id.to_owned(), reason: reason.to_owned(), etag: String::new() }
+            }
+        })+
+    };
+}
+
+impl_state_change!(
+    lms::pb::StartTrainingRequest,
+    lms::pb::BeginSupervisedPracticeRequest,
+    lms::pb::SubmitForAssessmentRequest,
+    lms::pb::WithdrawCandidacyRequest,
+    lms::pb::RevokeCandidacyRequest,
+    lms::pb::RenewCertificateRequest,
+    lms::pb::SuspendCertificateRequest,
+    lms::pb::ReinstateCertificateRequest,
+    lms::pb::RevokeCertificateRequest,
+);
 
 /// Wraps `message` in a request carrying `token`.
 pub(crate) fn with_token<T>(message: T, token: &str) -> Request<T> {

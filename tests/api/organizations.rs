@@ -414,3 +414,188 @@ async fn listing_pages_through_every_organization_once() {
         assert_eq!(violated_fields(&status), [field]);
     }
 }
+
+/// Returns the `existing_id` of the ErrorInfo and the ResourceInfo name of an ALREADY_EXISTS.
+fn existing_id_of(status: &tonic::Status) -> (String, String) {
+    let details = status.get_error_details();
+    let metadata = details
+        .error_info()
+        .map(|info| {
+            info.metadata
+                .get("existing_id")
+                .cloned()
+                .unwrap_or_default()
+        })
+        .unwrap_or_default();
+    let resource = details
+        .resource_info()
+        .map(|info| info.resource_name.clone())
+        .unwrap_or_default();
+    (metadata, resource)
+}
+
+#[tokio::test]
+async fn already_exists_names_the_resource_holding_the_key() {
+    let (app, _database) = spawn_app().await;
+    let health = app
+        .create_organization(
+            "Ministry of Health",
+            OrganizationKind::Ministry,
+            None,
+            Some("MOH"),
+        )
+        .await;
+    let finance = app
+        .create_organization(
+            "Ministry of Finance",
+            OrganizationKind::Ministry,
+            None,
+            Some("MOF"),
+        )
+        .await;
+    let mut request = new_organization("Another", OrganizationKind::Ministry, "");
+    request.organization.as_mut().unwrap().external_code = "MOH".to_owned();
+    let status = app
+        .organizations
+        .clone()
+        .create_organization(app.admin(request))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::AlreadyExists);
+    assert_eq!(error_reason(&status), "ORGANIZATION_ALREADY_EXISTS");
+    assert_eq!(
+        existing_id_of(&status),
+        (health.id.clone(), health.id.clone())
+    );
+
+    // An update taking another organisation's code names that organisation too.
+    let status = app
+        .organizations
+        .clone()
+        .update_organization(app.admin(pb::UpdateOrganizationRequest {
+            organization: Some(pb::Organization {
+                id: finance.id.clone(),
+                external_code: "MOH".to_owned(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["external_code".to_owned()],
+            }),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::AlreadyExists);
+    assert_eq!(existing_id_of(&status).0, health.id);
+
+    // Other creates keyed by a natural code do the same: a course code.
+    let course = pb::CreateCourseRequest {
+        course: Some(pb::Course {
+            code: "DUP-101".to_owned(),
+            title: "Duplicated".to_owned(),
+            provider_organization_id: health.id.clone(),
+            ..Default::default()
+        }),
+        request_id: String::new(),
+    };
+    let first = crate::programmes::courses(&app)
+        .create_course(app.admin(course.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    let status = crate::programmes::courses(&app)
+        .create_course(app.admin(course))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::AlreadyExists);
+    assert_eq!(existing_id_of(&status), (first.id.clone(), first.id));
+}
+
+#[tokio::test]
+async fn organizations_are_found_by_external_code_one_or_many() {
+    let (app, _database) = spawn_app().await;
+    let health = app
+        .create_organization(
+            "Ministry of Health",
+            OrganizationKind::Ministry,
+            None,
+            Some("MOH"),
+        )
+        .await;
+    let finance = app
+        .create_organization(
+            "Ministry of Finance",
+            OrganizationKind::Ministry,
+            None,
+            Some("MOF"),
+        )
+        .await;
+    app.create_organization("No code", OrganizationKind::Ministry, None, None)
+        .await;
+    let found = app
+        .organizations
+        .clone()
+        .lookup_organization(app.admin(pb::LookupOrganizationRequest {
+            external_code: "MOH".to_owned(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(found, health);
+    let status = app
+        .organizations
+        .clone()
+        .lookup_organization(app.admin(pb::LookupOrganizationRequest {
+            external_code: "NOPE".to_owned(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+
+    let batch = app
+        .organizations
+        .clone()
+        .batch_lookup_organizations(app.admin(pb::BatchLookupOrganizationsRequest {
+            external_codes: ["MOF", "NOPE", "MOH", "MOF"].map(str::to_owned).to_vec(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<&str> = batch
+        .organizations
+        .iter()
+        .map(|organization| organization.id.as_str())
+        .collect();
+    assert_eq!(ids, vec![finance.id.as_str(), health.id.as_str()]);
+    assert_eq!(batch.missing_external_codes, vec!["NOPE".to_owned()]);
+
+    for (codes, field) in [
+        (vec!["MOH".to_owned(); 1001], "external_codes"),
+        (vec![], "external_codes"),
+        (
+            vec!["MOH".to_owned(), "bad code!".to_owned()],
+            "external_codes[1]",
+        ),
+    ] {
+        let status = app
+            .organizations
+            .clone()
+            .batch_lookup_organizations(app.admin(pb::BatchLookupOrganizationsRequest {
+                external_codes: codes,
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(violated_fields(&status), vec![field.to_owned()]);
+    }
+    // 1,000 keys is the limit, not above it.
+    let most = app
+        .organizations
+        .clone()
+        .batch_lookup_organizations(app.admin(pb::BatchLookupOrganizationsRequest {
+            external_codes: (0..1000).map(|index| format!("C-{index}")).collect(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(most.missing_external_codes.len(), 1000);
+}

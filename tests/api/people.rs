@@ -1,12 +1,15 @@
 //! PersonService: idempotent imports by external_id, per-record errors, commits, updates.
 
+use lms::auth::Role;
 use lms::pb::{self, OrganizationKind};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use tonic_types::StatusExt as _;
 
-use crate::helpers::{TestApp, error_reason, person_record, spawn_app, violated_fields};
+use crate::helpers::{
+    TestApp, error_reason, person_record, spawn_app, violated_fields, with_token,
+};
 
 pub(crate) fn person_message(record: pb::PersonRecord) -> pb::ImportPeopleRequest {
     pb::ImportPeopleRequest {
@@ -425,4 +428,429 @@ async fn updating_a_person_checks_the_etag_and_the_mask() {
         .unwrap()
         .into_inner();
     assert_eq!(subtree.people, vec![updated]);
+}
+
+/// Two ministries with three officers each (`A-0000`.. under `MIN-A`, `B-0000`.. under `MIN-B`).
+async fn two_ministries(app: &TestApp) -> (pb::Organization, pb::Organization) {
+    let a = app
+        .create_organization(
+            "Ministry A",
+            OrganizationKind::Ministry,
+            None,
+            Some("MIN-A"),
+        )
+        .await;
+    let b = app
+        .create_organization(
+            "Ministry B",
+            OrganizationKind::Ministry,
+            None,
+            Some("MIN-B"),
+        )
+        .await;
+    let people = ["A", "B"]
+        .iter()
+        .flat_map(|letter| {
+            (0..3).map(move |index| {
+                person_record(&format!("{letter}-{index:04}"), &format!("MIN-{letter}"))
+            })
+        })
+        .collect();
+    app.people
+        .clone()
+        .batch_upsert_people(app.admin(pb::BatchUpsertPeopleRequest {
+            people,
+            request_id: String::new(),
+        }))
+        .await
+        .unwrap();
+    (a, b)
+}
+
+async fn lookup(
+    app: &TestApp,
+    token: &str,
+    external_id: &str,
+) -> Result<pb::Person, tonic::Status> {
+    app.people
+        .clone()
+        .lookup_person(with_token(
+            pb::LookupPersonRequest {
+                external_id: external_id.to_owned(),
+            },
+            token,
+        ))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn batch_lookup(
+    app: &TestApp,
+    token: &str,
+    external_ids: Vec<String>,
+) -> Result<pb::BatchLookupPeopleResponse, tonic::Status> {
+    app.people
+        .clone()
+        .batch_lookup_people(with_token(
+            pb::BatchLookupPeopleRequest { external_ids },
+            token,
+        ))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test]
+async fn people_are_found_by_external_id_one_or_many() {
+    let (app, _database) = spawn_app().await;
+    two_ministries(&app).await;
+    let admin = app.admin_token();
+    let person = lookup(&app, &admin, " A-0001 ").await.unwrap();
+    assert_eq!(person.external_id, "A-0001");
+    let by_id = app
+        .people
+        .clone()
+        .get_person(app.admin(pb::GetPersonRequest {
+            id: person.id.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(by_id, person);
+    let status = lookup(&app, &admin, "Z-9999").await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    let status = lookup(&app, &admin, "").await.unwrap_err();
+    assert_eq!(violated_fields(&status), vec!["external_id".to_owned()]);
+
+    let keys = ["B-0002", "Z-9999", "A-0001", "B-0002", "A-0000"].map(str::to_owned);
+    let batch = batch_lookup(&app, &admin, keys.to_vec()).await.unwrap();
+    let found: Vec<&str> = batch
+        .people
+        .iter()
+        .map(|person| person.external_id.as_str())
+        .collect();
+    assert_eq!(found, vec!["B-0002", "A-0001", "A-0000"]);
+    assert_eq!(batch.people[1], person);
+    assert_eq!(batch.missing_external_ids, vec!["Z-9999".to_owned()]);
+
+    let status = batch_lookup(&app, &admin, vec!["A-0000".to_owned(); 1001])
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&status), vec!["external_ids".to_owned()]);
+    let status = batch_lookup(&app, &admin, vec!["A-0000".to_owned(), "x".repeat(65)])
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&status), vec!["external_ids[1]".to_owned()]);
+    let thousand = (0..1000).map(|index| format!("A-{index:04}")).collect();
+    let most = batch_lookup(&app, &admin, thousand).await.unwrap();
+    assert_eq!(
+        (most.people.len(), most.missing_external_ids.len()),
+        (3, 997)
+    );
+
+    let listed = app
+        .people
+        .clone()
+        .list_people(app.admin(pb::ListPeopleRequest {
+            external_id: "A-0001".to_owned(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.people, vec![person]);
+}
+
+#[tokio::test]
+async fn an_org_admin_looks_people_up_in_their_subtree_only() {
+    let (app, _database) = spawn_app().await;
+    let (a, _b) = two_ministries(&app).await;
+    let org_admin = app.token("org-admin-a", &[Role::OrgAdmin], Some(&a.id));
+    assert_eq!(
+        lookup(&app, &org_admin, "A-0000")
+            .await
+            .unwrap()
+            .external_id,
+        "A-0000"
+    );
+    let status = lookup(&app, &org_admin, "B-0000").await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert_eq!(error_reason(&status), "OUTSIDE_ORGANIZATION_SCOPE");
+    // One key out of reach fails the whole batch; missing keys do not.
+    let status = batch_lookup(
+        &app,
+        &org_admin,
+        vec!["A-0000".to_owned(), "B-0001".to_owned()],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(status.message().contains("B-0001"), "{}", status.message());
+    let own = batch_lookup(
+        &app,
+        &org_admin,
+        vec!["A-0000".to_owned(), "Z-0000".to_owned()],
+    )
+    .await
+    .unwrap();
+    assert_eq!(own.people.len(), 1);
+    assert_eq!(own.missing_external_ids, vec!["Z-0000".to_owned()]);
+
+    // A learner looks up themself, and nobody else; a batch is not for learners.
+    let me = lookup(&app, &app.admin_token(), "A-0002").await.unwrap();
+    let learner = app.token(&me.id, &[Role::Learner], None);
+    assert_eq!(lookup(&app, &learner, "A-0002").await.unwrap(), me);
+    let status = lookup(&app, &learner, "A-0001").await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let status = batch_lookup(&app, &learner, vec!["A-0002".to_owned()])
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+}
+
+#[tokio::test]
+async fn a_batch_upsert_answers_each_record_with_its_id_and_outcome() {
+    let (app, _database) = spawn_app().await;
+    two_ministries(&app).await;
+    let admin = app.admin_token();
+    let existing = lookup(&app, &admin, "A-0001").await.unwrap();
+    let renamed = pb::PersonRecord {
+        full_name: "Renamed Officer".to_owned(),
+        ..person_record("A-0000", "MIN-A")
+    };
+    let people = vec![
+        person_record("A-0100", "MIN-A"),
+        renamed,
+        person_record("A-0001", "MIN-A"),
+        pb::PersonRecord {
+            email: "not-an-email".to_owned(),
+            ..person_record("A-0101", "MIN-A")
+        },
+        person_record("A-0002", "NO-SUCH-CODE"),
+        person_record("A-0100", "MIN-B"),
+    ];
+    let request = pb::BatchUpsertPeopleRequest {
+        people,
+        request_id: uuid::Uuid::new_v4().to_string(),
+    };
+    let response = app
+        .people
+        .clone()
+        .batch_upsert_people(app.admin(request.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    let outcomes: Vec<(i64, &str, pb::RecordOutcome, &str, &str)> = response
+        .results
+        .iter()
+        .map(|result| {
+            (
+                result.index,
+                result.external_id.as_str(),
+                result.outcome(),
+                result.reason.as_str(),
+                result.field.as_str(),
+            )
+        })
+        .collect();
+    use pb::RecordOutcome::{Created, Refused, Unchanged, Updated};
+    assert_eq!(
+        outcomes,
+        vec![
+            (0, "A-0100", Created, "", ""),
+            (1, "A-0000", Updated, "", ""),
+            (2, "A-0001", Unchanged, "", ""),
+            (3, "A-0101", Refused, "INVALID_FIELD", "email"),
+            (
+                4,
+                "A-0002",
+                Refused,
+                "ORGANIZATION_NOT_FOUND",
+                "organization_external_code"
+            ),
+            (5, "A-0100", Refused, "DUPLICATE_IN_BATCH", "external_id"),
+        ]
+    );
+    // Every id is the one the people have now.
+    let batch = batch_lookup(
+        &app,
+        &admin,
+        ["A-0100", "A-0000", "A-0001", "A-0002"]
+            .map(str::to_owned)
+            .to_vec(),
+    )
+    .await
+    .unwrap();
+    let ids: Vec<&str> = batch
+        .people
+        .iter()
+        .map(|person| person.id.as_str())
+        .collect();
+    let results = &response.results;
+    assert_eq!(
+        ids,
+        vec![
+            results[0].id.as_str(),
+            results[1].id.as_str(),
+            results[2].id.as_str(),
+            results[4].id.as_str(),
+        ]
+    );
+    assert_eq!(results[2].id, existing.id);
+    assert_eq!(results[3].id, "", "nobody has A-0101");
+    assert_eq!(results[5].id, results[0].id, "a repeat names the first");
+    let counts = response.counts.unwrap();
+    assert_eq!(
+        (
+            counts.created,
+            counts.updated,
+            counts.unchanged,
+            counts.failed
+        ),
+        (1, 1, 1, 3)
+    );
+
+    // A retry with the same request id answers the same, results included.
+    let replay = app
+        .people
+        .clone()
+        .batch_upsert_people(app.admin(request))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(replay.results, response.results);
+}
+
+fn sync_person(record: pb::PersonRecord) -> pb::SyncPeopleRequest {
+    pb::SyncPeopleRequest {
+        message: Some(pb::sync_people_request::Message::Person(record)),
+    }
+}
+
+fn sync_commit(record_count: i64) -> pb::SyncPeopleRequest {
+    pb::SyncPeopleRequest {
+        message: Some(pb::sync_people_request::Message::Commit(pb::ImportCommit {
+            record_count,
+        })),
+    }
+}
+
+/// Runs a sync of `messages`; returns the answers and the final status (`None` when it ended OK).
+async fn sync(
+    app: &TestApp,
+    messages: Vec<pb::SyncPeopleRequest>,
+) -> (Vec<pb::SyncPeopleResponse>, Option<tonic::Status>) {
+    let mut answers = app
+        .people
+        .clone()
+        .sync_people(app.admin(tokio_stream::iter(messages)))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut received = Vec::new();
+    loop {
+        match answers.message().await {
+            Ok(Some(answer)) => received.push(answer),
+            Ok(None) => return (received, None),
+            Err(status) => return (received, Some(status)),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_sync_answers_each_committed_chunk_with_every_records_id_and_outcome() {
+    let (app, _database) = spawn_app().await;
+    app.create_organization("Ministry", OrganizationKind::Ministry, None, Some("MIN"))
+        .await;
+    let records: Vec<pb::PersonRecord> = (0..4500)
+        .map(|index| {
+            let record = person_record(&format!("S-{index:05}"), "MIN");
+            if index % 1000 == 7 {
+                pb::PersonRecord {
+                    organization_external_code: "NOWHERE".to_owned(),
+                    ..record
+                }
+            } else {
+                record
+            }
+        })
+        .collect();
+    let messages: Vec<_> = records
+        .iter()
+        .cloned()
+        .map(sync_person)
+        .chain([sync_commit(4500)])
+        .collect();
+    let (answers, status) = sync(&app, messages.clone()).await;
+    assert!(status.is_none(), "{status:?}");
+    let sizes: Vec<usize> = answers.iter().map(|answer| answer.results.len()).collect();
+    assert_eq!(sizes, vec![2000, 2000, 500]);
+    assert_eq!(
+        answers
+            .iter()
+            .map(|answer| answer.committed)
+            .collect::<Vec<_>>(),
+        vec![false, false, true]
+    );
+    let results: Vec<&pb::PersonResult> =
+        answers.iter().flat_map(|answer| &answer.results).collect();
+    for (index, result) in results.iter().enumerate() {
+        assert_eq!(result.index, index as i64);
+        assert_eq!(result.external_id, format!("S-{index:05}"));
+        let expected = if index % 1000 == 7 {
+            pb::RecordOutcome::Refused
+        } else {
+            pb::RecordOutcome::Created
+        };
+        assert_eq!(result.outcome(), expected, "record {index}");
+    }
+    let last = answers.last().unwrap();
+    let counts = last.counts.unwrap();
+    assert_eq!(
+        (counts.created, counts.failed, last.record_count),
+        (4495, 5, 4500)
+    );
+    // The ids answered are the people's ids.
+    let sample: Vec<String> = [0usize, 1999, 2000, 4499]
+        .iter()
+        .map(|index| format!("S-{index:05}"))
+        .collect();
+    let found = batch_lookup(&app, &app.admin_token(), sample)
+        .await
+        .unwrap();
+    for (person, index) in found.people.iter().zip([0usize, 1999, 2000, 4499]) {
+        assert_eq!(person.id, results[index].id);
+    }
+
+    // The same sync again changes nothing and says so, with the same ids.
+    let (again, status) = sync(&app, messages).await;
+    assert!(status.is_none(), "{status:?}");
+    let again: Vec<&pb::PersonResult> = again.iter().flat_map(|answer| &answer.results).collect();
+    assert_eq!(again.len(), 4500);
+    for (first, second) in results.iter().zip(&again) {
+        assert_eq!(first.id, second.id);
+        if first.outcome() == pb::RecordOutcome::Created {
+            assert_eq!(second.outcome(), pb::RecordOutcome::Unchanged);
+        }
+    }
+
+    // A stream without its commit is answered for its full chunks only, then ABORTED.
+    let unfinished: Vec<_> = (0..2100)
+        .map(|index| sync_person(person_record(&format!("U-{index:05}"), "MIN")))
+        .collect();
+    let (answers, status) = sync(&app, unfinished).await;
+    let status = status.expect("an unfinished sync fails");
+    assert_eq!(status.code(), Code::Aborted);
+    assert_eq!(error_reason(&status), "IMPORT_NOT_COMMITTED");
+    assert_eq!(answers.len(), 1);
+    assert_eq!(answers[0].results.len(), 2000);
+    let kept = batch_lookup(
+        &app,
+        &app.admin_token(),
+        vec!["U-01999".to_owned(), "U-02000".to_owned()],
+    )
+    .await
+    .unwrap();
+    assert_eq!(kept.missing_external_ids, vec!["U-02000".to_owned()]);
+    assert_eq!(kept.people[0].id, answers[0].results[1999].id);
 }

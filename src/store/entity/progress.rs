@@ -102,6 +102,8 @@ pub mod outbox_events {
         pub organization_path: Option<String>,
         pub payload: String,
         pub create_time: DateTimeUtc,
+        pub person_external_id: Option<String>,
+        pub organization_external_code: Option<String>,
     }
 
     /// No relations are navigated through sea-orm.
