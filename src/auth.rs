@@ -104,12 +104,18 @@ impl Scope {
         if self.allows_path(path) {
             Ok(())
         } else {
-            Err(Error::permission_denied(
-                "OUTSIDE_ORGANIZATION_SCOPE",
-                format!("{what} is outside the organisations you manage"),
-            ))
+            Err(outside_organization_scope(what))
         }
     }
+}
+
+/// Returns the refusal of `what`, outside the organisations the caller manages (or missing, for
+/// a caller who may not learn whether it exists).
+pub fn outside_organization_scope(what: &str) -> Error {
+    Error::permission_denied(
+        "OUTSIDE_ORGANIZATION_SCOPE",
+        format!("{what} is outside the organisations you manage"),
+    )
 }
 
 impl Principal {

@@ -148,6 +148,18 @@ fn require_readable(
     principal.read_scope().require_path(organization_path, what)
 }
 
+/// Returns the answer for an `external_id` no person has: NOT_FOUND for a caller who reads every
+/// person, and otherwise the very refusal a person outside the caller's subtree gets (`what`
+/// names the person as that refusal would), so that employee numbers cannot be probed for
+/// existence outside the caller's reach.
+fn missing_person(principal: &Principal, external_id: &str, what: &str) -> Error {
+    if principal.read_scope() == Scope::All {
+        Error::not_found("person", external_id)
+    } else {
+        auth::outside_organization_scope(what)
+    }
+}
+
 /// Validates one record of a batch or stream at position `index`.
 fn batch_record(index: i64, record: pb::PersonRecord) -> BatchRecord {
     let key = record.external_id.clone();
@@ -226,7 +238,7 @@ impl pb::person_service_server::PersonService for PersonApi {
             .await?
             .into_iter()
             .next()
-            .ok_or_else(|| Error::not_found("person", external_id))?;
+            .ok_or_else(|| missing_person(&context.principal, &external_id, "this person"))?;
         require_readable(
             &context.principal,
             &person,
@@ -253,14 +265,18 @@ impl pb::person_service_server::PersonService for PersonApi {
             .into_iter()
             .map(|(person, path)| (person.external_id.clone(), (person, path)))
             .collect();
-        // Every person is checked before any is returned: one out of reach fails the call.
-        for (key, (person, path)) in &found {
-            require_readable(
-                &context.principal,
-                person,
-                path,
-                &format!("the person with external_id {key}"),
-            )?;
+        // Every key is checked, in the order asked, before any person is returned: one out of
+        // reach fails the call, and so does a missing one for a caller who does not read every
+        // person (the same refusal, so existence outside the caller's reach stays hidden).
+        for key in &keys {
+            let what = format!("the person with external_id {key}");
+            match found.get(key) {
+                Some((person, path)) => require_readable(&context.principal, person, path, &what)?,
+                None if context.principal.read_scope() != Scope::All => {
+                    return Err(missing_person(&context.principal, key, &what).into());
+                }
+                None => {}
+            }
         }
         let mut response = pb::BatchLookupPeopleResponse::default();
         for key in keys {

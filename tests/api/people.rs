@@ -576,7 +576,14 @@ async fn an_org_admin_looks_people_up_in_their_subtree_only() {
     let status = lookup(&app, &org_admin, "B-0000").await.unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
     assert_eq!(error_reason(&status), "OUTSIDE_ORGANIZATION_SCOPE");
-    // One key out of reach fails the whole batch; missing keys do not.
+    // A key nobody has gets the very same answer: employee numbers of other ministries cannot
+    // be probed for existence.
+    let missing = lookup(&app, &org_admin, "Z-0000").await.unwrap_err();
+    assert_eq!(
+        (missing.code(), error_reason(&missing), missing.message()),
+        (status.code(), error_reason(&status), status.message())
+    );
+    // One key out of reach, or missing, fails the whole batch, naming the first such key.
     let status = batch_lookup(
         &app,
         &org_admin,
@@ -586,15 +593,31 @@ async fn an_org_admin_looks_people_up_in_their_subtree_only() {
     .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
     assert!(status.message().contains("B-0001"), "{}", status.message());
+    let foreign = status;
+    let status = batch_lookup(
+        &app,
+        &org_admin,
+        vec!["A-0000".to_owned(), "Z-0001".to_owned()],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        (status.code(), error_reason(&status)),
+        (foreign.code(), error_reason(&foreign))
+    );
+    assert_eq!(
+        status.message().replace("Z-0001", "B-0001"),
+        foreign.message()
+    );
     let own = batch_lookup(
         &app,
         &org_admin,
-        vec!["A-0000".to_owned(), "Z-0000".to_owned()],
+        vec!["A-0000".to_owned(), "A-0001".to_owned()],
     )
     .await
     .unwrap();
-    assert_eq!(own.people.len(), 1);
-    assert_eq!(own.missing_external_ids, vec!["Z-0000".to_owned()]);
+    assert_eq!(own.people.len(), 2);
+    assert!(own.missing_external_ids.is_empty());
 
     // A learner looks up themself, and nobody else; a batch is not for learners.
     let me = lookup(&app, &app.admin_token(), "A-0002").await.unwrap();
