@@ -15,7 +15,9 @@ bin="${LMS_BIN:-target/debug/lms}"
 if ! command -v prometheus >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "prometheus-check: installing prometheus (apt-get)" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq --no-install-recommends prometheus >/dev/null ||
+      { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
   else
     echo "prometheus-check: prometheus is required (apt-get install prometheus)" >&2
     exit 1
