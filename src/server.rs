@@ -6,6 +6,7 @@ pub mod metrics;
 pub mod rate_limit;
 pub mod request_id;
 pub mod tls;
+pub mod verifier;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -191,8 +192,10 @@ impl App {
             ),
         )
         .max_decoding_message_size(max_message);
+        let certification_api =
+            crate::api::certification::CertificationApi::new(store.clone(), &config)?;
         let certification = pb::certification_service_server::CertificationServiceServer::new(
-            crate::api::certification::CertificationApi::new(store.clone(), &config)?,
+            certification_api.clone(),
         )
         .max_decoding_message_size(max_message);
         let courses =
@@ -208,6 +211,14 @@ impl App {
             config.certification.verify_burst,
             server_config.trusted_proxies.clone(),
         );
+        // Status lists, issuer profiles, verification pages and PDFs over plain HTTP, for people and
+        // standard verifiers (src/server/verifier.rs); they share the public rate limit.
+        let verifier_http = verifier::VerifierLayer::new(
+            certification_api,
+            public_rate_limit.clone(),
+            server_config.concurrency_limit,
+            server_config.request_timeout,
+        );
         let forget = public_rate_limit.clone();
         let rate_limit_sweep = tokio::spawn(async move {
             let mut ticks = tokio::time::interval(Duration::from_secs(60));
@@ -218,7 +229,9 @@ impl App {
         });
 
         let local_addr = listener.local_addr()?;
-        let mut auth = AuthLayer::new(verifier);
+        // A refused HTTP/1.1 call's body is read (within bounds) so its client gets the answer.
+        let mut auth =
+            AuthLayer::new(verifier).with_body_drain(max_message, server_config.body_idle_timeout);
         let tls_reloader = tls.as_mut().map(|tls| {
             auth = auth.clone().with_client_principals(tls.principals());
             tls.spawn_reloader()
@@ -246,9 +259,12 @@ impl App {
             // Outermost: request id, trace context, metrics and the call's log line see every call.
             .layer(metrics::ObserveLayer::new(metrics.clone()))
             .layer(cors_layer(&server_config.cors_origins)?)
-            .layer(tonic_web::GrpcWebLayer::new())
             // Under TLS the peer address sits inside `TlsConnectInfo`: copy it out for the rate limit.
             .layer(tls::ExposeTcpConnectInfoLayer)
+            // Plain HTTP GETs of the verification surface, before gRPC-Web, which answers any other
+            // HTTP/1.1 request with 400.
+            .layer(verifier_http)
+            .layer(tonic_web::GrpcWebLayer::new())
             // Public methods are rate-limited per client address before anything else runs.
             .layer(public_rate_limit.clone())
             // Authentication first: a caller without a valid token never holds a slot.
@@ -430,7 +446,8 @@ async fn probe_database(store: Store, reporter: tonic_health::server::HealthRepo
     }
 }
 
-/// Returns the CORS policy for gRPC-Web callers from `origins` (`*` allows any).
+/// Returns the CORS policy for gRPC-Web callers from `origins` (`*` allows any): POST with the
+/// gRPC-Web headers, a token, and trace context (`traceparent`, `tracestate`, `x-request-id`).
 fn cors_layer(origins: &[String]) -> anyhow::Result<CorsLayer> {
     let allow_origin = if origins.iter().any(|origin| origin == "*") {
         AllowOrigin::from(Any)
@@ -458,11 +475,16 @@ fn cors_layer(origins: &[String]) -> anyhow::Result<CorsLayer> {
             header("traceparent"),
             header("tracestate"),
         ])
+        // What browser code reads: the status and its details (also in the body for gRPC-Web,
+        // but a trailers-only refusal sends them as headers), the request id to quote, and where
+        // the event feed stood when a WatchEvents stream opened.
         .expose_headers([
             header("grpc-status"),
             header("grpc-message"),
             header("grpc-status-details-bin"),
             header("x-request-id"),
+            header(crate::api::event::HISTORY_HEADER),
+            header(crate::api::event::HEAD_HEADER),
         ])
         .max_age(Duration::from_secs(24 * 60 * 60)))
 }

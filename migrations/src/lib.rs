@@ -16,6 +16,8 @@ mod m20261202_000011_health_probe;
 mod m20261203_000012_track_assessors;
 mod m20261204_000013_event_external_keys;
 mod m20261204_000014_feed_history;
+mod m20261205_000015_selection_score_visibility;
+mod m20261205_000016_progress_anchors;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -38,6 +40,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000012_track_assessors::Migration),
             Box::new(m20261204_000013_event_external_keys::Migration),
             Box::new(m20261204_000014_feed_history::Migration),
+            Box::new(m20261205_000015_selection_score_visibility::Migration),
+            Box::new(m20261205_000016_progress_anchors::Migration),
         ]
     }
 }

@@ -2,7 +2,10 @@
 
 use tonic::{Request, Response, Status};
 
-use crate::domain::{audit::AuditEntry, page::Page};
+use crate::domain::{
+    audit::{AuditEntry, ProgressProblemKind},
+    page::Page,
+};
 use crate::pb;
 use crate::store::{Store, audit::AuditFilter};
 
@@ -34,6 +37,16 @@ impl From<AuditEntry> for pb::AuditEntry {
             previous_hash: entry.previous_hash,
             hash: entry.hash,
         }
+    }
+}
+
+fn problem_kind_to_proto(kind: ProgressProblemKind) -> pb::ProgressIntegrityProblem {
+    match kind {
+        ProgressProblemKind::EventEdited => pb::ProgressIntegrityProblem::EventEdited,
+        ProgressProblemKind::EventDeleted => pb::ProgressIntegrityProblem::EventDeleted,
+        ProgressProblemKind::EventUnanchored => pb::ProgressIntegrityProblem::EventUnanchored,
+        ProgressProblemKind::AnchorTampered => pb::ProgressIntegrityProblem::AnchorTampered,
+        ProgressProblemKind::AnchorMissing => pb::ProgressIntegrityProblem::AnchorMissing,
     }
 }
 
@@ -76,15 +89,32 @@ impl pb::audit_service_server::AuditService for AuditApi {
         _request: Request<pb::VerifyAuditChainRequest>,
     ) -> Result<Response<pb::VerifyAuditChainResponse>, Status> {
         let report = self.store.verify_audit_chain().await?;
-        let (first_broken_sequence, problem) = report.broken.unwrap_or_default();
+        let (first_broken_sequence, problem) = report.chain.broken.unwrap_or_default();
         if first_broken_sequence != 0 {
             tracing::warn!(sequence = first_broken_sequence, problem = %problem, "audit chain is broken");
         }
-        Ok(Response::new(pb::VerifyAuditChainResponse {
-            valid: first_broken_sequence == 0,
-            entries_checked: report.checked,
+        let progress = report.progress;
+        let mut response = pb::VerifyAuditChainResponse {
+            valid: first_broken_sequence == 0 && progress.problem.is_none(),
+            entries_checked: report.chain.checked,
             first_broken_sequence,
             problem,
-        }))
+            progress_events_checked: progress.events_checked,
+            progress_anchors_checked: progress.anchors_checked,
+            ..Default::default()
+        };
+        if let Some(bad) = progress.problem {
+            tracing::warn!(
+                event_id = %bad.event_id,
+                anchor_sequence = bad.anchor_sequence,
+                problem = %bad.message,
+                "progress log does not match its anchors"
+            );
+            response.set_progress_problem_kind(problem_kind_to_proto(bad.kind));
+            response.first_bad_progress_event_id = bad.event_id;
+            response.progress_anchor_sequence = bad.anchor_sequence;
+            response.progress_problem = bad.message;
+        }
+        Ok(Response::new(response))
     }
 }

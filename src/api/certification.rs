@@ -17,8 +17,9 @@ use crate::config::Config;
 use crate::domain::certification::{
     CandidacyEvent, CandidacyState, CandidacyView, Certificate, CertificateAction,
     CertificateStatus, Clock, RawTrack, Requirements, SupervisedOutcome, Track, TrackLevel,
-    TrackScope, certificate_status_at,
-    credential::{self, CertificateClaims, IssuerSeed},
+    TrackScope, Verification, certificate_status_at,
+    credential::{self, CertificateClaims, Issuer, IssuerSeed},
+    document::{self, DocumentClaims},
     validate_assessor_ids, validate_reason,
 };
 use crate::domain::organization::{optional_id_or_error, required_id};
@@ -111,6 +112,151 @@ impl CertificationApi {
             seed: load_or_create_issuer_seed(&path)?,
             public_url: settings.public_url.clone(),
         })
+    }
+
+    /// Returns the public base URL credentials and status lists are named under.
+    pub fn public_url(&self) -> &str {
+        self.public_url.trim_end_matches('/')
+    }
+
+    /// Returns the verification page of the certificate with `code`: `<public url>/verify/<code>`.
+    pub fn verify_url(&self, code: &str) -> String {
+        format!("{}/verify/{code}", self.public_url())
+    }
+
+    /// Returns the URL of issuer `organization_id`'s profile: `<public url>/issuers/<id>`.
+    pub fn issuer_profile_url(&self, organization_id: &str) -> String {
+        format!("{}/issuers/{organization_id}", self.public_url())
+    }
+
+    /// Returns what anyone holding its verification code may know of a certificate, with its
+    /// signed credential; INVALID_ARGUMENT for a string that is no code, NOT_FOUND for an unknown code.
+    pub async fn public_certificate(&self, code: &str) -> Result<PublicCertificate> {
+        let checked_time = self.clock.now();
+        let verification = self.store.verify_certificate(code, checked_time).await?;
+        let certificate = &verification.certificate;
+        let organization_id = &certificate.issuer_organization_id;
+        let issuer = self.seed.issuer(organization_id);
+        let claims = CertificateClaims {
+            certificate_id: &certificate.id,
+            holder_name: &verification.holder_name,
+            track_id: &verification.track.id,
+            track_code: &verification.track.code,
+            track_title: &verification.track.title,
+            level: verification.track.level.as_str(),
+            issuer_name: &verification.issuer_name,
+            issuer_url: &self.issuer_profile_url(organization_id),
+            issued_time: certificate.issued_time,
+            expires_time: certificate.expires_time,
+            status_list_index: certificate.status_list_index,
+            base_url: &self.public_url,
+        };
+        let credential = credential::sign(
+            credential::certificate_credential(&claims, &issuer),
+            &self.seed.signing_key(organization_id),
+            &issuer,
+            certificate.issued_time,
+        );
+        Ok(PublicCertificate {
+            verification,
+            issuer,
+            credential,
+            checked_time,
+        })
+    }
+
+    /// Returns the signed BitstringStatusListCredential (JSON) of issuer `organization_id` for
+    /// `purpose` (`revocation` or `suspension`); NOT_FOUND when the organisation issues nothing.
+    pub async fn status_list(&self, organization_id: &str, purpose: &str) -> Result<String> {
+        let organization_id = required_id("issuer_organization_id", organization_id)?;
+        let status = match purpose {
+            "revocation" => CertificateStatus::Revoked,
+            "suspension" => CertificateStatus::Suspended,
+            _ => {
+                return Err(Error::invalid(
+                    "purpose",
+                    "must be `revocation` or `suspension`",
+                ));
+            }
+        };
+        if self
+            .store
+            .issuer_organizations(Some(&organization_id))
+            .await?
+            .is_empty()
+        {
+            return Err(Error::not_found("issuer", organization_id));
+        }
+        let positions = self
+            .store
+            .status_list_positions(&organization_id, status)
+            .await?;
+        Ok(self.status_list_json(&organization_id, purpose, &positions))
+    }
+
+    /// Returns the Open Badges 3.0 Profile of issuer `organization_id` (JSON-LD): its `did:key`
+    /// id, name, and public key as a Multikey verification method for assertions, the way a DID
+    /// document lists it; NOT_FOUND when the organisation issues nothing.
+    pub async fn issuer_profile(&self, organization_id: &str) -> Result<serde_json::Value> {
+        let organization_id = required_id("issuer_organization_id", organization_id)?;
+        let Some((_, name)) = self
+            .store
+            .issuer_organizations(Some(&organization_id))
+            .await?
+            .into_iter()
+            .next()
+        else {
+            return Err(Error::not_found("issuer", organization_id));
+        };
+        let issuer = self.seed.issuer(&organization_id);
+        Ok(credential::issuer_profile(
+            &issuer,
+            &name,
+            &self.issuer_profile_url(&organization_id),
+        ))
+    }
+
+    /// Returns the printable PDF of a certificate.
+    pub fn certificate_document(&self, public: &PublicCertificate) -> Result<Vec<u8>> {
+        let verification = &public.verification;
+        let certificate = &verification.certificate;
+        let credential_json = public.credential.to_string();
+        let verify_url = self.verify_url(&certificate.verification_code);
+        document::certificate_pdf(&DocumentClaims {
+            holder_name: &verification.holder_name,
+            track_title: &verification.track.title,
+            track_code: &verification.track.code,
+            level: verification.track.level,
+            issuer_name: &verification.issuer_name,
+            issued_time: certificate.issued_time,
+            expires_time: certificate.expires_time,
+            verification_code: &certificate.verification_code,
+            status: verification.status,
+            verify_url: &verify_url,
+            credential_json: &credential_json,
+        })
+        .map_err(|error| Error::internal(error.to_string()))
+    }
+}
+
+/// A certificate as its verification code shows it to anyone: the verification (status judged
+/// at `checked_time`), the issuer's key and the signed credential.
+#[derive(Debug, Clone)]
+pub struct PublicCertificate {
+    /// Certificate, holder's name, track and issuer's name, with the status now.
+    pub verification: Verification,
+    /// The issuer's public identity.
+    pub issuer: Issuer,
+    /// The Open Badges 3.0 credential with its `eddsa-jcs-2022` proof.
+    pub credential: serde_json::Value,
+    /// When the status was judged.
+    pub checked_time: chrono::DateTime<chrono::Utc>,
+}
+
+impl PublicCertificate {
+    /// Whether the certificate is valid now (ACTIVE and not expired).
+    pub fn valid(&self) -> bool {
+        self.verification.status == CertificateStatus::Active
     }
 }
 
@@ -756,6 +902,26 @@ impl pb::certification_service_server::CertificationService for CertificationApi
         )))
     }
 
+    async fn get_certificate_document(
+        &self,
+        request: Request<pb::GetCertificateDocumentRequest>,
+    ) -> Result<Response<pb::CertificateDocument>, Status> {
+        let context = auth::context(&request)?;
+        let id = required_id("id", &request.get_ref().id)?;
+        self.check_certificate(&context, Object::CertificateRead, &id)
+            .await?;
+        let certificate = self.store.get_certificate(&id).await?;
+        let public = self
+            .public_certificate(&certificate.verification_code)
+            .await?;
+        let content = self.certificate_document(&public)?;
+        Ok(Response::new(pb::CertificateDocument {
+            content,
+            content_type: document::PDF_MEDIA_TYPE.to_owned(),
+            file_name: format!("certificate-{}.pdf", certificate.verification_code),
+        }))
+    }
+
     async fn list_certificates(
         &self,
         request: Request<pb::ListCertificatesRequest>,
@@ -856,35 +1022,18 @@ impl pb::certification_service_server::CertificationService for CertificationApi
     ) -> Result<Response<pb::VerifyCertificateResponse>, Status> {
         // Rate-limited per client address with the other public methods, before the call
         // gets here (src/server/rate_limit.rs).
-        let now = self.clock.now();
-        let verification = self
-            .store
-            .verify_certificate(&request.get_ref().verification_code, now)
+        let public = self
+            .public_certificate(&request.get_ref().verification_code)
             .await?;
+        let valid = public.valid();
+        let PublicCertificate {
+            verification,
+            credential,
+            ..
+        } = public;
         let certificate = &verification.certificate;
-        let organization_id = &certificate.issuer_organization_id;
-        let issuer = self.seed.issuer(organization_id);
-        let claims = CertificateClaims {
-            certificate_id: &certificate.id,
-            holder_name: &verification.holder_name,
-            track_id: &verification.track.id,
-            track_code: &verification.track.code,
-            track_title: &verification.track.title,
-            level: verification.track.level.as_str(),
-            issuer_name: &verification.issuer_name,
-            issued_time: certificate.issued_time,
-            expires_time: certificate.expires_time,
-            status_list_index: certificate.status_list_index,
-            base_url: &self.public_url,
-        };
-        let signed = credential::sign(
-            credential::certificate_credential(&claims, &issuer),
-            &self.seed.signing_key(organization_id),
-            &issuer,
-            certificate.issued_time,
-        );
         Ok(Response::new(pb::VerifyCertificateResponse {
-            valid: verification.status == CertificateStatus::Active,
+            valid,
             status: certificate_status_to_proto(verification.status).into(),
             holder_name: verification.holder_name.clone(),
             track_code: verification.track.code.clone(),
@@ -893,7 +1042,7 @@ impl pb::certification_service_server::CertificationService for CertificationApi
             issuer_name: verification.issuer_name.clone(),
             issued_time: Some(super::timestamp(certificate.issued_time)),
             expires_time: Some(super::timestamp(certificate.expires_time)),
-            credential_json: signed.to_string(),
+            credential_json: credential.to_string(),
         }))
     }
 
@@ -928,31 +1077,11 @@ impl pb::certification_service_server::CertificationService for CertificationApi
         request: Request<pb::GetStatusListCredentialRequest>,
     ) -> Result<Response<pb::GetStatusListCredentialResponse>, Status> {
         let message = request.into_inner();
-        let organization_id =
-            required_id("issuer_organization_id", &message.issuer_organization_id)?;
-        let status = match message.purpose.as_str() {
-            "revocation" => CertificateStatus::Revoked,
-            "suspension" => CertificateStatus::Suspended,
-            _ => {
-                return Err(
-                    Error::invalid("purpose", "must be `revocation` or `suspension`").into(),
-                );
-            }
-        };
-        if self
-            .store
-            .issuer_organizations(Some(&organization_id))
-            .await?
-            .is_empty()
-        {
-            return Err(Error::not_found("issuer", organization_id).into());
-        }
-        let positions = self
-            .store
-            .status_list_positions(&organization_id, status)
+        let credential_json = self
+            .status_list(&message.issuer_organization_id, &message.purpose)
             .await?;
         Ok(Response::new(pb::GetStatusListCredentialResponse {
-            credential_json: self.status_list_json(&organization_id, &message.purpose, &positions),
+            credential_json,
         }))
     }
 

@@ -4,11 +4,12 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::{self, CallContext, scope::Caller};
 use crate::domain::{
+    field_mask,
     organization::{optional_id_or_error, required_id},
     page::Page,
     selection::{
-        self, Application, ApplicationState, Assignment, Call, CallState, Criterion, NewCall,
-        Panel, Question, Ranked, Score, Viewer,
+        self, Application, ApplicationState, Assignment, Call, CallField, CallPatch, CallState,
+        Criterion, NewCall, Panel, Question, Ranked, Score, ScoreVisibility, Viewer,
     },
 };
 use crate::error::{Error, Result};
@@ -56,6 +57,28 @@ fn application_state_from_proto(state: i32) -> Result<Option<ApplicationState>> 
     }
 }
 
+fn score_visibility_to_proto(visibility: ScoreVisibility) -> pb::ScoreVisibility {
+    match visibility {
+        ScoreVisibility::HiddenUntilDecided => pb::ScoreVisibility::HiddenUntilDecided,
+        ScoreVisibility::AfterOwnScore => pb::ScoreVisibility::AfterOwnScore,
+        ScoreVisibility::ManagersOnly => pb::ScoreVisibility::ManagersOnly,
+    }
+}
+
+/// Returns the visibility named by `value` (`None` when unspecified); INVALID_ARGUMENT on
+/// `field` for a value this service does not know.
+fn score_visibility_from_proto(field: &str, value: i32) -> Result<Option<ScoreVisibility>> {
+    match pb::ScoreVisibility::try_from(value) {
+        Ok(pb::ScoreVisibility::Unspecified) => Ok(None),
+        Ok(pb::ScoreVisibility::HiddenUntilDecided) => {
+            Ok(Some(ScoreVisibility::HiddenUntilDecided))
+        }
+        Ok(pb::ScoreVisibility::AfterOwnScore) => Ok(Some(ScoreVisibility::AfterOwnScore)),
+        Ok(pb::ScoreVisibility::ManagersOnly) => Ok(Some(ScoreVisibility::ManagersOnly)),
+        Err(_) => Err(Error::invalid(field, "is not a known value")),
+    }
+}
+
 fn call_to_proto(call: Call) -> pb::Call {
     let state = match call.state_at(crate::domain::now()) {
         CallState::Scheduled => pb::CallState::Scheduled,
@@ -89,6 +112,7 @@ fn call_to_proto(call: Call) -> pb::Call {
             .collect(),
         seats: call.seats,
         nomination_only: call.nomination_only,
+        score_visibility: score_visibility_to_proto(call.score_visibility).into(),
         state: state.into(),
         accepted_count: call.accepted_count,
         etag: crate::domain::etag(call.revision),
@@ -128,6 +152,8 @@ impl From<Panel> for pb::Panel {
             judge_person_ids: panel.judge_person_ids,
             judges_per_application: panel.judges_per_application,
             assignment_count: panel.assignment_count,
+            min_judge_load: i32::try_from(panel.min_judge_load).unwrap_or(i32::MAX),
+            max_judge_load: i32::try_from(panel.max_judge_load).unwrap_or(i32::MAX),
             etag: crate::domain::etag(panel.revision),
             create_time: Some(super::timestamp(panel.create_time)),
             update_time: Some(super::timestamp(panel.update_time)),
@@ -198,6 +224,9 @@ impl pb::selection_service_server::SelectionService for SelectionApi {
         let call = message
             .call
             .ok_or_else(|| Error::invalid("call", "is required"))?;
+        let score_visibility =
+            score_visibility_from_proto("call.score_visibility", call.score_visibility)?
+                .unwrap_or_default();
         let new = NewCall::parse(
             "call",
             &call.cohort_id,
@@ -222,6 +251,7 @@ impl pb::selection_service_server::SelectionService for SelectionApi {
                 .collect(),
             call.seats,
             call.nomination_only,
+            score_visibility,
         )?;
         let audit = context.audit(key.as_ref().map(|key| key.request_id.clone()));
         let created = self.store.create_call(audit, new, key).await?;
@@ -252,6 +282,47 @@ impl pb::selection_service_server::SelectionService for SelectionApi {
             calls: calls.into_iter().map(call_to_proto).collect(),
             next_page_token,
         }))
+    }
+
+    async fn update_call(
+        &self,
+        request: Request<pb::UpdateCallRequest>,
+    ) -> Result<Response<pb::Call>, Status> {
+        let context = auth::context(&request)?;
+        let message = request.into_inner();
+        let call = message
+            .call
+            .ok_or_else(|| Error::invalid("call", "is required"))?;
+        let id = required_id("call.id", &call.id)?;
+        let score_visibility =
+            score_visibility_from_proto("call.score_visibility", call.score_visibility)?;
+        let paths = super::mask_paths(message.update_mask);
+        let fields = field_mask::resolve(
+            &paths,
+            CallField::parse,
+            &CallField::OUTPUT_ONLY,
+            &CallField::ALL,
+            |field| match field {
+                CallField::Title => !call.title.is_empty(),
+                CallField::Seats => call.seats != 0,
+                CallField::NominationOnly => call.nomination_only,
+                CallField::ScoreVisibility => score_visibility.is_some(),
+            },
+        )?;
+        let patch = CallPatch::parse(
+            "call",
+            &fields,
+            &call.title,
+            call.seats,
+            call.nomination_only,
+            score_visibility,
+        )?;
+        let expected_revision = super::expected_revision("call.etag", &call.etag)?;
+        let updated = self
+            .store
+            .update_call(context.audit(None), id, patch, expected_revision)
+            .await?;
+        Ok(Response::new(call_to_proto(updated)))
     }
 
     async fn close_call(
@@ -451,12 +522,13 @@ impl pb::selection_service_server::SelectionService for SelectionApi {
     ) -> Result<Response<pb::ListScoresResponse>, Status> {
         let context = auth::context(&request)?;
         let application_id = required_id("application_id", &request.get_ref().application_id)?;
-        let scores = self
+        let (scores, others_hidden) = self
             .store
             .list_scores(&viewer(&context), &application_id)
             .await?;
         Ok(Response::new(pb::ListScoresResponse {
             scores: scores.into_iter().map(Into::into).collect(),
+            others_hidden,
         }))
     }
 

@@ -2,6 +2,7 @@
 //! state, event and evidence), certificate status by time, verification codes and the injectable clock.
 
 pub mod credential;
+pub mod document;
 
 use std::sync::{
     Arc,

@@ -4,6 +4,12 @@
 //! Conflict of interest: a judge's *ministry* is the top-level organisation of the judge's
 //! organisation path (the first id of `/root/.../self/`). A judge is in conflict with an applicant
 //! whose organisation lies in that subtree, and is never assigned to (nor may score) them.
+//!
+//! Assignment is balanced by maximum flow (`selection/assignment.rs`): the judges' loads are as
+//! even as any conflict-free assignment allows. Score visibility is a policy of the call ([`ScoreVisibility`]).
+
+mod assignment;
+mod flow;
 
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
@@ -94,6 +100,62 @@ impl ApplicationState {
     pub fn is_pending(self) -> bool {
         matches!(self, Self::Submitted | Self::Waitlisted)
     }
+
+    /// Returns true once the application is accepted or rejected: it takes no more scores and
+    /// no other decision.
+    pub fn is_finally_decided(self) -> bool {
+        matches!(self, Self::Accepted | Self::Rejected)
+    }
+}
+
+/// Who besides managers (who always may) reads the judges' scores of an application: a policy
+/// of the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ScoreVisibility {
+    /// A judge reads only their own score until the application is accepted or rejected, then
+    /// every score of it. The default.
+    #[default]
+    HiddenUntilDecided,
+    /// A judge reads the other judges' scores of an application once they have submitted their
+    /// own (or once it is accepted or rejected).
+    AfterOwnScore,
+    /// A judge reads only their own scores, ever; only managers read the others.
+    ManagersOnly,
+}
+
+impl ScoreVisibility {
+    const NAMES: [(Self, &'static str); 3] = [
+        (Self::HiddenUntilDecided, "HIDDEN_UNTIL_DECIDED"),
+        (Self::AfterOwnScore, "AFTER_OWN_SCORE"),
+        (Self::ManagersOnly, "MANAGERS_ONLY"),
+    ];
+
+    /// Returns the stored name.
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|(visibility, _)| *visibility == self)
+            .map(|(_, name)| *name)
+            .unwrap_or("HIDDEN_UNTIL_DECIDED")
+    }
+
+    /// Parses a stored name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::NAMES
+            .iter()
+            .find(|(_, stored)| *stored == name)
+            .map(|(visibility, _)| *visibility)
+    }
+
+    /// Returns true when a judge assigned to an application in `state` reads the other judges'
+    /// scores of it; `scored_own` says whether the judge has submitted their own.
+    pub fn reveals_others_to_judge(self, state: ApplicationState, scored_own: bool) -> bool {
+        match self {
+            Self::HiddenUntilDecided => state.is_finally_decided(),
+            Self::AfterOwnScore => scored_own || state.is_finally_decided(),
+            Self::ManagersOnly => false,
+        }
+    }
 }
 
 /// A question of a call.
@@ -137,6 +199,8 @@ pub struct NewCall {
     pub seats: i32,
     /// Nominations only.
     pub nomination_only: bool,
+    /// Who reads the judges' scores.
+    pub score_visibility: ScoreVisibility,
 }
 
 /// A call as stored.
@@ -162,6 +226,8 @@ pub struct Call {
     pub seats: i32,
     /// Nominations only.
     pub nomination_only: bool,
+    /// Who reads the judges' scores.
+    pub score_visibility: ScoreVisibility,
     /// Applications accepted so far.
     pub accepted_count: i32,
     /// Revision (etag).
@@ -246,6 +312,7 @@ impl NewCall {
         rubric: Vec<Criterion>,
         seats: i32,
         nomination_only: bool,
+        score_visibility: ScoreVisibility,
     ) -> Result<Self> {
         let mut violations = Violations::new();
         if cohort_id.is_empty() {
@@ -355,7 +422,136 @@ impl NewCall {
                 .collect(),
             seats,
             nomination_only,
+            score_visibility,
         })
+    }
+}
+
+/// A field of a call that `UpdateCall` may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallField {
+    /// `title`.
+    Title,
+    /// `seats`.
+    Seats,
+    /// `nomination_only`.
+    NominationOnly,
+    /// `score_visibility`.
+    ScoreVisibility,
+}
+
+impl CallField {
+    /// Every updatable field.
+    pub const ALL: [Self; 4] = [
+        Self::Title,
+        Self::Seats,
+        Self::NominationOnly,
+        Self::ScoreVisibility,
+    ];
+    /// Fields a mask may name but an update ignores.
+    pub const OUTPUT_ONLY: [&'static str; 7] = [
+        "id",
+        "programme_id",
+        "state",
+        "accepted_count",
+        "etag",
+        "create_time",
+        "update_time",
+    ];
+
+    /// Parses a mask path; the cohort, times, questions and rubric never change.
+    pub fn parse(path: &str) -> Option<Self> {
+        match path {
+            "title" => Some(Self::Title),
+            "seats" => Some(Self::Seats),
+            "nomination_only" => Some(Self::NominationOnly),
+            "score_visibility" => Some(Self::ScoreVisibility),
+            _ => None,
+        }
+    }
+}
+
+/// Validated new values of a call update.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallPatch {
+    /// New title.
+    pub title: Option<String>,
+    /// New seats.
+    pub seats: Option<i32>,
+    /// New nomination rule.
+    pub nomination_only: Option<bool>,
+    /// New score visibility.
+    pub score_visibility: Option<ScoreVisibility>,
+}
+
+impl CallPatch {
+    /// Validates the values of the fields named in `fields`; paths are reported under `prefix`.
+    /// `score_visibility` is `None` when the request leaves it unspecified.
+    pub fn parse(
+        prefix: &str,
+        fields: &[CallField],
+        title: &str,
+        seats: i32,
+        nomination_only: bool,
+        score_visibility: Option<ScoreVisibility>,
+    ) -> Result<Self> {
+        let mut violations = Violations::new();
+        let mut patch = Self::default();
+        for field in fields {
+            match field {
+                CallField::Title if !text_between(title, MAX_TITLE_CHARS) => violations.add(
+                    format!("{prefix}.title"),
+                    format!("must be 1 to {MAX_TITLE_CHARS} characters"),
+                ),
+                CallField::Title => patch.title = Some(title.trim().to_owned()),
+                CallField::Seats if !(1..=MAX_SEATS).contains(&seats) => violations.add(
+                    format!("{prefix}.seats"),
+                    format!("must be 1 to {MAX_SEATS}"),
+                ),
+                CallField::Seats => patch.seats = Some(seats),
+                CallField::NominationOnly => patch.nomination_only = Some(nomination_only),
+                CallField::ScoreVisibility => match score_visibility {
+                    Some(visibility) => patch.score_visibility = Some(visibility),
+                    None => violations.add(
+                        format!("{prefix}.score_visibility"),
+                        "must be set when named in update_mask",
+                    ),
+                },
+            }
+        }
+        violations.into_result(patch)
+    }
+}
+
+impl Call {
+    /// Applies `patch`; returns true when anything changed.
+    ///
+    /// Fails with `PLACES_ALREADY_TAKEN` when the seats would drop below the applications
+    /// accepted already.
+    pub fn apply(&mut self, patch: &CallPatch) -> Result<bool> {
+        let before = self.clone();
+        if let Some(seats) = patch.seats {
+            if seats < self.accepted_count {
+                return Err(self.precondition(
+                    "PLACES_ALREADY_TAKEN",
+                    &format!(
+                        "{} applications are accepted already; seats cannot drop to {seats}",
+                        self.accepted_count
+                    ),
+                ));
+            }
+            self.seats = seats;
+        }
+        if let Some(title) = &patch.title {
+            self.title.clone_from(title);
+        }
+        if let Some(nomination_only) = patch.nomination_only {
+            self.nomination_only = nomination_only;
+        }
+        if let Some(visibility) = patch.score_visibility {
+            self.score_visibility = visibility;
+        }
+        Ok(*self != before)
     }
 }
 
@@ -542,6 +738,10 @@ pub struct Panel {
     pub judges_per_application: i32,
     /// Assignments made so far.
     pub assignment_count: i32,
+    /// Fewest applications any judge is assigned (withdrawn applications not counted).
+    pub min_judge_load: usize,
+    /// Most applications any judge is assigned (withdrawn applications not counted).
+    pub max_judge_load: usize,
     /// Revision (etag).
     pub revision: i64,
     /// Creation time.
@@ -676,31 +876,45 @@ pub struct Unassigned {
 
 /// Assigns each application to `per_application` judges (0: every judge not in conflict).
 ///
-/// Applications are taken in the given order; each goes to the least-loaded judges not in
-/// conflict with it (ties broken by panel order), so loads stay within one of each other
-/// whenever conflicts allow. Returns `(application id, judge person id)` pairs, or
-/// `NOT_ENOUGH_JUDGES` naming the first application that cannot get its judges.
+/// The judges' total loads (`load` plus the new applications) end with the smallest maximum
+/// any conflict-free assignment reaches and, with it, the largest minimum: within one of each
+/// other whenever some conflict-free assignment is, and as close as possible otherwise (see
+/// `selection/assignment.rs`). Judges and applications are taken in id order, so the result
+/// depends on the input alone, not on its order. `load` is updated.
+///
+/// Returns `(application id, judge person id)` pairs in the order of `applications`, each
+/// application's judges in panel order, or `NOT_ENOUGH_JUDGES` naming the first application
+/// that has too few judges free of conflict of interest.
 pub fn assign(
     judges: &mut [JudgeSlot],
     applications: &[Unassigned],
     per_application: usize,
 ) -> Result<Vec<(String, String)>> {
-    let mut pairs = Vec::new();
+    let mut judge_order: Vec<usize> = (0..judges.len()).collect();
+    judge_order.sort_by(|left, right| judges[*left].person_id.cmp(&judges[*right].person_id));
+    let mut application_order: Vec<usize> = (0..applications.len()).collect();
+    application_order.sort_by(|left, right| applications[*left].id.cmp(&applications[*right].id));
+    // Judges are named by their rank in `judge_order`.
+    let mut eligible: Vec<Vec<usize>> = Vec::with_capacity(applications.len());
+    let mut required: Vec<usize> = Vec::with_capacity(applications.len());
     for application in applications {
-        let mut eligible: Vec<usize> = (0..judges.len())
-            .filter(|index| {
+        let free: Vec<usize> = judge_order
+            .iter()
+            .enumerate()
+            .filter(|(_, judge)| {
                 !in_conflict(
-                    &judges[*index].organization_path,
+                    &judges[**judge].organization_path,
                     &application.organization_path,
                 )
             })
+            .map(|(rank, _)| rank)
             .collect();
         let wanted = if per_application == 0 {
-            eligible.len()
+            free.len()
         } else {
             per_application
         };
-        if eligible.len() < wanted || wanted == 0 {
+        if free.len() < wanted || wanted == 0 {
             return Err(Error::FailedPrecondition {
                 reason: "NOT_ENOUGH_JUDGES",
                 subject: format!("application/{}", application.id),
@@ -708,17 +922,54 @@ pub fn assign(
                     "application {} needs {} judges but only {} of the panel are free of conflict of interest",
                     application.id,
                     wanted.max(1),
-                    eligible.len()
+                    free.len()
                 ),
             });
         }
-        eligible.sort_by_key(|index| (judges[*index].load, *index));
-        for index in eligible.into_iter().take(wanted) {
-            judges[index].load += 1;
-            pairs.push((application.id.clone(), judges[index].person_id.clone()));
+        eligible.push(free);
+        required.push(wanted);
+    }
+    let existing: Vec<usize> = judge_order
+        .iter()
+        .map(|judge| judges[*judge].load)
+        .collect();
+    let ordered_eligible: Vec<Vec<usize>> = application_order
+        .iter()
+        .map(|application| eligible[*application].clone())
+        .collect();
+    let ordered_required: Vec<usize> = application_order
+        .iter()
+        .map(|application| required[*application])
+        .collect();
+    let chosen = assignment::balance(&existing, &ordered_eligible, &ordered_required)
+        .ok_or_else(|| Error::internal("a feasible panel assignment was not found"))?;
+    let mut judges_of: Vec<Vec<usize>> = vec![Vec::new(); applications.len()];
+    for (position, ranks) in chosen.into_iter().enumerate() {
+        let mut panel_indices: Vec<usize> =
+            ranks.into_iter().map(|rank| judge_order[rank]).collect();
+        panel_indices.sort_unstable();
+        judges_of[application_order[position]] = panel_indices;
+    }
+    let mut pairs = Vec::with_capacity(required.iter().sum());
+    for (application, panel_indices) in applications.iter().zip(judges_of) {
+        for judge in panel_indices {
+            judges[judge].load += 1;
+            pairs.push((application.id.clone(), judges[judge].person_id.clone()));
         }
     }
     Ok(pairs)
+}
+
+/// Returns the fewest and the most applications any judge carries, given each judge's load.
+pub fn load_range(loads: impl IntoIterator<Item = usize>) -> (usize, usize) {
+    let mut range: Option<(usize, usize)> = None;
+    for load in loads {
+        range = Some(match range {
+            None => (load, load),
+            Some((low, high)) => (low.min(load), high.max(load)),
+        });
+    }
+    range.unwrap_or((0, 0))
 }
 
 /// One submitted score, as the ranking reads it.
@@ -1082,16 +1333,6 @@ pub fn not_yours() -> Error {
     )
 }
 
-/// Returns the `BLIND_SCORING` refusal of a judge reading scores before submitting their own.
-pub fn blind_scoring_error(application_id: &str) -> Error {
-    Error::permission_denied(
-        "BLIND_SCORING",
-        format!(
-            "submit your own score of application {application_id} before reading other judges' scores"
-        ),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -1187,6 +1428,123 @@ mod tests {
     }
 
     #[test]
+    fn judges_read_other_scores_as_the_call_s_visibility_says() {
+        use ApplicationState::{Accepted, Rejected, Submitted, Waitlisted, Withdrawn};
+        // Per state, without then with the judge's own score.
+        let states = [Submitted, Waitlisted, Accepted, Rejected, Withdrawn];
+        for (visibility, expected) in [
+            (
+                ScoreVisibility::HiddenUntilDecided,
+                [
+                    [false, false],
+                    [false, false],
+                    [true, true],
+                    [true, true],
+                    [false, false],
+                ],
+            ),
+            (
+                ScoreVisibility::AfterOwnScore,
+                [
+                    [false, true],
+                    [false, true],
+                    [true, true],
+                    [true, true],
+                    [false, true],
+                ],
+            ),
+            (ScoreVisibility::ManagersOnly, [[false, false]; 5]),
+        ] {
+            let seen: Vec<[bool; 2]> = states
+                .iter()
+                .map(|state| {
+                    [false, true].map(|own| visibility.reveals_others_to_judge(*state, own))
+                })
+                .collect();
+            assert_eq!(seen, expected, "{visibility:?}");
+            assert_eq!(
+                ScoreVisibility::parse(visibility.as_str()),
+                Some(visibility)
+            );
+        }
+        assert_eq!(
+            ScoreVisibility::default(),
+            ScoreVisibility::HiddenUntilDecided
+        );
+    }
+
+    #[test]
+    fn a_call_update_validates_what_it_names_and_keeps_the_accepted_seated() {
+        let Err(Error::InvalidArgument(violations)) = CallPatch::parse(
+            "call",
+            &[
+                CallField::Title,
+                CallField::ScoreVisibility,
+                CallField::Seats,
+            ],
+            " ",
+            0,
+            false,
+            None,
+        ) else {
+            panic!("expected invalid argument");
+        };
+        let fields: Vec<&str> = violations
+            .as_slice()
+            .iter()
+            .map(|v| v.field.as_str())
+            .collect();
+        assert_eq!(
+            fields,
+            ["call.title", "call.score_visibility", "call.seats"]
+        );
+        let patch = CallPatch::parse(
+            "call",
+            &[CallField::ScoreVisibility, CallField::Seats],
+            "",
+            3,
+            false,
+            Some(ScoreVisibility::ManagersOnly),
+        )
+        .unwrap();
+        let mut call = Call {
+            id: "c".into(),
+            cohort_id: "h".into(),
+            programme_id: "p".into(),
+            title: "Call".into(),
+            opens_time: time(0),
+            closes_time: time(60),
+            questions: Vec::new(),
+            rubric: rubric(),
+            seats: 10,
+            nomination_only: false,
+            score_visibility: ScoreVisibility::HiddenUntilDecided,
+            accepted_count: 3,
+            revision: 1,
+            create_time: time(0),
+            update_time: time(0),
+        };
+        assert!(call.apply(&patch).unwrap());
+        assert_eq!(
+            (call.seats, call.score_visibility, call.title.as_str()),
+            (3, ScoreVisibility::ManagersOnly, "Call")
+        );
+        assert!(
+            !call.apply(&patch).unwrap(),
+            "the same patch changes nothing"
+        );
+        let fewer = CallPatch {
+            seats: Some(2),
+            ..CallPatch::default()
+        };
+        assert_eq!(
+            call.apply(&fewer).unwrap_err().reason(),
+            "PLACES_ALREADY_TAKEN"
+        );
+        assert_eq!(call.seats, 3);
+    }
+
+    #[test]
     fn an_application_decided_twice_in_one_request_is_invalid() {
         let id = crate::domain::new_id();
         assert!(
@@ -1220,43 +1578,95 @@ mod tests {
 
     proptest! {
         #[test]
-        fn assignment_is_balanced_distinct_and_conflict_free(
-            ministries in proptest::collection::vec(0usize..6, 1..80),
-            judge_ministries in proptest::collection::vec(0usize..10, 3..8),
-            per in 1usize..3,
+        fn random_panels_are_assigned_conflict_free_complete_and_balanced(
+            ministry_count in 1usize..8,
+            application_ministries in proptest::collection::vec(0usize..8, 0..60),
+            judge_setup in proptest::collection::vec((0usize..8, 0usize..4), 1..12),
+            per in 1usize..=3,
         ) {
-            let paths: Vec<String> = judge_ministries.iter().map(|m| format!("/m{m}/judges/")).collect();
-            let path_refs: Vec<&str> = paths.iter().map(String::as_str).collect();
-            let mut panel = judges(&path_refs);
-            let applications: Vec<Unassigned> = ministries
+            let judge_paths: Vec<String> = judge_setup
+                .iter()
+                .map(|(ministry, _)| format!("/m{}/judges/", ministry % ministry_count))
+                .collect();
+            let mut panel: Vec<JudgeSlot> = judge_setup
+                .iter()
+                .zip(&judge_paths)
+                .enumerate()
+                .map(|(index, ((_, load), path))| JudgeSlot {
+                    person_id: format!("j{index:02}"),
+                    organization_path: path.clone(),
+                    load: *load,
+                })
+                .collect();
+            let applications: Vec<Unassigned> = application_ministries
                 .iter()
                 .enumerate()
-                .map(|(index, m)| Unassigned { id: format!("a{index:03}"), organization_path: format!("/m{m}/unit/") })
+                .map(|(index, ministry)| Unassigned {
+                    id: format!("a{index:03}"),
+                    organization_path: format!("/m{}/unit/", ministry % ministry_count),
+                })
                 .collect();
-            match assign(&mut panel, &applications, per) {
-                Ok(pairs) => {
-                    prop_assert_eq!(pairs.len(), applications.len() * per);
-                    let mut by_application: HashMap<&str, HashSet<&str>> = HashMap::new();
-                    for (application, judge) in &pairs {
-                        prop_assert!(by_application.entry(application).or_default().insert(judge));
-                        let judge_path = &panel.iter().find(|slot| &slot.person_id == judge).unwrap().organization_path;
-                        let application_path = &applications.iter().find(|a| &a.id == application).unwrap().organization_path;
-                        prop_assert!(!in_conflict(judge_path, application_path));
-                    }
-                    // Judges outside every applicant ministry are never constrained: their loads
-                    // stay within one of each other.
-                    let free: Vec<usize> = panel
-                        .iter()
-                        .filter(|slot| applications.iter().all(|a| !in_conflict(&slot.organization_path, &a.organization_path)))
-                        .map(|slot| slot.load)
-                        .collect();
-                    if free.len() == panel.len() {
-                        let high = free.iter().max().copied().unwrap_or(0);
-                        let low = free.iter().min().copied().unwrap_or(0);
-                        prop_assert!(high - low <= 1);
+            let free_of = |application: &Unassigned| -> Vec<usize> {
+                (0..judge_paths.len())
+                    .filter(|judge| !in_conflict(&judge_paths[*judge], &application.organization_path))
+                    .collect()
+            };
+            let feasible = applications.iter().all(|application| free_of(application).len() >= per);
+            let before: Vec<usize> = panel.iter().map(|slot| slot.load).collect();
+            let mut again = panel.clone();
+            let outcome = assign(&mut panel, &applications, per);
+            let Ok(pairs) = outcome else {
+                prop_assert!(!feasible, "refused a feasible panel");
+                prop_assert_eq!(outcome.unwrap_err().reason(), "NOT_ENOUGH_JUDGES");
+                return Ok(());
+            };
+            prop_assert!(feasible);
+            prop_assert_eq!(pairs.len(), applications.len() * per);
+            let mut judges_of: HashMap<&str, HashSet<usize>> = HashMap::new();
+            for (application, judge) in &pairs {
+                let judge_index = panel.iter().position(|slot| &slot.person_id == judge).unwrap();
+                let source = applications.iter().find(|a| &a.id == application).unwrap();
+                prop_assert!(!in_conflict(&panel[judge_index].organization_path, &source.organization_path));
+                prop_assert!(judges_of.entry(application).or_default().insert(judge_index), "a judge twice on one application");
+            }
+            let new_loads: Vec<usize> = (0..panel.len())
+                .map(|judge| pairs.iter().filter(|(_, id)| *id == panel[judge].person_id).count())
+                .collect();
+            for judge in 0..panel.len() {
+                prop_assert_eq!(panel[judge].load, before[judge] + new_loads[judge]);
+            }
+            // No single move of an application to a judge at least two below improves it.
+            for application in &applications {
+                let assigned = &judges_of[application.id.as_str()];
+                for from in assigned {
+                    for to in free_of(application) {
+                        prop_assert!(
+                            assigned.contains(&to) || panel[to].load + 2 > panel[*from].load,
+                            "moving {} from judge {} to judge {} would balance better",
+                            application.id, from, to
+                        );
                     }
                 }
-                Err(error) => prop_assert_eq!(error.reason(), "NOT_ENOUGH_JUDGES"),
+            }
+            // The same input in another order gives the same assignment.
+            let mut reversed = applications.clone();
+            reversed.reverse();
+            let mut second = assign(&mut again, &reversed, per).unwrap();
+            let mut first = pairs.clone();
+            first.sort();
+            second.sort();
+            prop_assert_eq!(first, second);
+            // Small panels: as balanced as the best of every conflict-free assignment.
+            if applications.len() <= 6 && panel.len() <= 4 {
+                let eligible: Vec<Vec<usize>> = applications.iter().map(free_of).collect();
+                let best =
+                    assignment::exhaustive_best(&before, &eligible, &vec![per; applications.len()])
+                        .expect("feasible");
+                let mut sorted_loads: Vec<usize> = panel.iter().map(|slot| slot.load).collect();
+                sorted_loads.sort_unstable_by(|a, b| b.cmp(a));
+                let (low, high) = load_range(sorted_loads.iter().copied());
+                prop_assert_eq!(high - low, best.spread);
+                prop_assert_eq!(sorted_loads, best.sorted_loads);
             }
         }
 

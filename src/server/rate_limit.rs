@@ -53,6 +53,27 @@ impl PublicRateLimitLayer {
         }
     }
 
+    /// Takes one public call from the bucket of `request`'s client; `Err` says how long the client
+    /// must wait. The plain HTTP verification surface (src/server/verifier.rs) shares the buckets.
+    pub fn check<B>(&self, request: &http::Request<B>) -> Result<(), Duration> {
+        let peer = request
+            .extensions()
+            .get::<TcpConnectInfo>()
+            .and_then(TcpConnectInfo::remote_addr)
+            .map(|address| address.ip());
+        let forwarded = request
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .collect::<Vec<_>>();
+        let client = client_address(peer, &forwarded, &self.trusted);
+        self.limiter.check_key(&client).map_err(|not_until| {
+            not_until.wait_time_from(governor::clock::DefaultClock::default().now())
+        })
+    }
+
     /// Forgets clients whose buckets are full again, so the table stays as small as the set of
     /// recent clients; call it now and then.
     pub fn forget_idle_clients(&self) {
@@ -98,25 +119,11 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let path = request.uri().path();
-        if PUBLIC_METHODS.contains(&path) {
-            let peer = request
-                .extensions()
-                .get::<TcpConnectInfo>()
-                .and_then(TcpConnectInfo::remote_addr)
-                .map(|address| address.ip());
-            let forwarded = request
-                .headers()
-                .get_all("x-forwarded-for")
-                .iter()
-                .filter_map(|value| value.to_str().ok())
-                .flat_map(|value| value.split(','))
-                .collect::<Vec<_>>();
-            let client = client_address(peer, &forwarded, &self.layer.trusted);
-            if let Err(not_until) = self.layer.limiter.check_key(&client) {
-                let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
-                let response = rate_limited(wait).into_http();
-                return Box::pin(async move { Ok(response) });
-            }
+        if PUBLIC_METHODS.contains(&path)
+            && let Err(wait) = self.layer.check(&request)
+        {
+            let response = rate_limited(wait).into_http();
+            return Box::pin(async move { Ok(response) });
         }
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);

@@ -490,7 +490,13 @@ pub(crate) async fn record_in_caller_transaction(
         recorder: recorder.clone(),
         events,
     };
-    let mut answers = record_in_transaction(transaction, &store.rules, &[call]).await?;
+    let mut answers = record_in_transaction(
+        transaction,
+        &store.rules,
+        &[call],
+        audit::ProgressWrite::WithinChange,
+    )
+    .await?;
     Ok(answers.pop().unwrap_or_default())
 }
 
@@ -506,11 +512,13 @@ pub(crate) struct Call {
 type Answers = Vec<std::result::Result<Ack, RecordError>>;
 
 /// Records the events of `calls` in `transaction` (one call, or a group of unary calls committed
-/// together); returns each call's answers in its own order.
+/// together, as `write` says) and anchors them in the audit chain; returns each call's answers
+/// in its own order.
 async fn record_in_transaction(
     transaction: &DatabaseTransaction,
     rule_cache: &RuleCache,
     calls: &[Call],
+    write: audit::ProgressWrite,
 ) -> Result<Vec<Answers>> {
     let now = crate::domain::now();
     let mut enrollment_ids: Vec<String> = calls
@@ -731,6 +739,8 @@ async fn record_in_transaction(
             }
         })?;
     }
+    // Before save_ledgers: the audit head is locked before the outbox head, as everywhere.
+    audit::anchor_progress(transaction, write, &inserts).await?;
     save_ledgers(transaction, &mut ledgers, now).await?;
     Ok(all_answers)
 }
@@ -882,7 +892,9 @@ impl Store {
             recorder,
             events,
         };
-        let mut answers = self.record_calls(Arc::new(vec![call])).await?;
+        let mut answers = self
+            .record_calls(Arc::new(vec![call]), audit::ProgressWrite::Call)
+            .await?;
         Ok(answers.pop().unwrap_or_default())
     }
 
@@ -917,7 +929,9 @@ impl Store {
             let calls = Arc::new(calls);
             self.metrics().group_sizes.observe(calls.len() as f64);
             let started = std::time::Instant::now();
-            let committed = self.record_calls(calls.clone()).await;
+            let committed = self
+                .record_calls(calls.clone(), audit::ProgressWrite::GroupCommit)
+                .await;
             tracing::debug!(
                 calls = calls.len(),
                 micros = started.elapsed().as_micros() as u64,
@@ -933,9 +947,12 @@ impl Store {
                     let mut results = Vec::with_capacity(calls.len());
                     for call in calls.iter() {
                         results.push(
-                            self.record_calls(Arc::new(vec![call.clone()]))
-                                .await
-                                .map(|mut answers| answers.pop().unwrap_or_default()),
+                            self.record_calls(
+                                Arc::new(vec![call.clone()]),
+                                audit::ProgressWrite::GroupCommit,
+                            )
+                            .await
+                            .map(|mut answers| answers.pop().unwrap_or_default()),
                         );
                     }
                     results
@@ -948,10 +965,14 @@ impl Store {
         }
     }
 
-    async fn record_calls(&self, calls: Arc<Vec<Call>>) -> Result<Vec<Answers>> {
+    async fn record_calls(
+        &self,
+        calls: Arc<Vec<Call>>,
+        write: audit::ProgressWrite,
+    ) -> Result<Vec<Answers>> {
         let cache = self.rules.clone();
         self.write(move |transaction| {
-            Box::pin(async move { record_in_transaction(transaction, &cache, &calls).await })
+            Box::pin(async move { record_in_transaction(transaction, &cache, &calls, write).await })
         })
         .await
     }

@@ -23,10 +23,11 @@ use crate::domain::organization::path_is_within;
 use crate::domain::page::Page;
 use crate::domain::programme::{Enrollment, EnrollmentState, KNOWN_REFUSALS};
 use crate::domain::selection::{
-    self, Application, ApplicationState, Assignment, Call, Criterion, Decision, JudgeSlot, NewCall,
-    Panel, Question, RankInput, Ranked, Score, StoredScore, Unassigned, Viewer,
-    blind_scoring_error, check_decidable, check_seats, conflict_error, in_conflict, not_assigned,
-    not_your_panel, not_yours, rank, validate_answers, validate_scores, weighted_score,
+    self, Application, ApplicationState, Assignment, Call, CallPatch, Criterion, Decision,
+    JudgeSlot, NewCall, Panel, Question, RankInput, Ranked, Score, ScoreVisibility, StoredScore,
+    Unassigned, Viewer, check_decidable, check_seats, conflict_error, in_conflict, load_range,
+    not_assigned, not_your_panel, not_yours, rank, validate_answers, validate_scores,
+    weighted_score,
 };
 use crate::error::{Error, Result};
 
@@ -43,7 +44,14 @@ fn from_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T
 // Calls
 
 fn call_from(model: calls::Model) -> Result<Call> {
+    let score_visibility = ScoreVisibility::parse(&model.score_visibility).ok_or_else(|| {
+        Error::internal(format!(
+            "stored score visibility {} is unknown",
+            model.score_visibility
+        ))
+    })?;
     Ok(Call {
+        score_visibility,
         questions: from_json::<Vec<Question>>(&model.questions, "questions")?,
         rubric: from_json::<Vec<Criterion>>(&model.rubric, "rubric")?,
         id: model.id,
@@ -73,6 +81,7 @@ fn call_active(call: &Call) -> Result<calls::ActiveModel> {
         rubric: Set(to_json(&call.rubric)?),
         seats: Set(call.seats),
         nomination_only: Set(call.nomination_only),
+        score_visibility: Set(call.score_visibility.as_str().to_owned()),
         accepted_count: Set(call.accepted_count),
         revision: Set(call.revision),
         create_time: Set(call.create_time),
@@ -89,7 +98,7 @@ fn call_change(call: &Call) -> AuditChange {
             "opens_time": call.opens_time.to_rfc3339(), "closes_time": call.closes_time.to_rfc3339(),
             "questions": call.questions, "rubric": call.rubric, "seats": call.seats,
             "nomination_only": call.nomination_only, "accepted_count": call.accepted_count,
-            "revision": call.revision,
+            "score_visibility": call.score_visibility.as_str(), "revision": call.revision,
         }),
     )
 }
@@ -255,6 +264,8 @@ fn panel_from(model: panels::Model) -> Result<Panel> {
         call_id: model.call_id,
         judges_per_application: model.judges_per_application,
         assignment_count: model.assignment_count,
+        min_judge_load: 0,
+        max_judge_load: 0,
         revision: model.revision,
         create_time: model.create_time,
         update_time: model.update_time,
@@ -296,17 +307,7 @@ async fn assign_in_transaction(
     changes: &mut Vec<AuditChange>,
 ) -> Result<i32> {
     let paths = person_paths(transaction, &panel.judge_person_ids).await?;
-    let existing = assignments::Entity::find()
-        .filter(assignments::Column::PanelId.eq(panel.id.as_str()))
-        .all(transaction)
-        .await
-        .map_err(db_error)?;
-    let mut loads: HashMap<&str, usize> = HashMap::new();
-    let mut assigned: HashSet<&str> = HashSet::new();
-    for row in &existing {
-        *loads.entry(row.judge_person_id.as_str()).or_default() += 1;
-        assigned.insert(row.application_id.as_str());
-    }
+    let PanelLoads { loads, assigned } = panel_loads(transaction, panel).await?;
     let mut judges: Vec<JudgeSlot> = panel
         .judge_person_ids
         .iter()
@@ -339,6 +340,8 @@ async fn assign_in_transaction(
         &pending,
         panel.judges_per_application as usize,
     )?;
+    (panel.min_judge_load, panel.max_judge_load) =
+        load_range(judges.iter().map(|judge| judge.load));
     let now = crate::domain::now();
     let mut rows = Vec::with_capacity(pairs.len());
     for (application_id, judge_person_id) in &pairs {
@@ -374,6 +377,60 @@ async fn assign_in_transaction(
     let made = pairs.len() as i32;
     panel.assignment_count += made;
     Ok(made)
+}
+
+/// Who carries what on a panel.
+struct PanelLoads {
+    /// Each judge's load: assignments of applications that are not withdrawn.
+    loads: HashMap<String, usize>,
+    /// Applications assigned to at least one judge.
+    assigned: HashSet<String>,
+}
+
+/// Returns the loads of the panel's judges and the applications it has assigned.
+async fn panel_loads(connection: &impl ConnectionTrait, panel: &Panel) -> Result<PanelLoads> {
+    let withdrawn: HashSet<String> = applications::Entity::find()
+        .select_only()
+        .column(applications::Column::Id)
+        .filter(applications::Column::CallId.eq(panel.call_id.as_str()))
+        .filter(applications::Column::State.eq(ApplicationState::Withdrawn.as_str()))
+        .into_tuple::<String>()
+        .all(connection)
+        .await
+        .map_err(db_error)?
+        .into_iter()
+        .collect();
+    let rows: Vec<(String, String)> = assignments::Entity::find()
+        .select_only()
+        .column(assignments::Column::ApplicationId)
+        .column(assignments::Column::JudgePersonId)
+        .filter(assignments::Column::PanelId.eq(panel.id.as_str()))
+        .into_tuple()
+        .all(connection)
+        .await
+        .map_err(db_error)?;
+    let mut loads: HashMap<String, usize> = HashMap::new();
+    let mut assigned = HashSet::new();
+    for (application_id, judge_person_id) in rows {
+        if !withdrawn.contains(&application_id) {
+            *loads.entry(judge_person_id).or_default() += 1;
+        }
+        assigned.insert(application_id);
+    }
+    Ok(PanelLoads { loads, assigned })
+}
+
+/// Loads a panel with its judges' load range.
+async fn load_panel(connection: &impl ConnectionTrait, model: panels::Model) -> Result<Panel> {
+    let mut panel = panel_from(model)?;
+    let PanelLoads { loads, .. } = panel_loads(connection, &panel).await?;
+    (panel.min_judge_load, panel.max_judge_load) = load_range(
+        panel
+            .judge_person_ids
+            .iter()
+            .map(|id| loads.get(id).copied().unwrap_or(0)),
+    );
+    Ok(panel)
 }
 
 /// Filters of [`Store::list_applications`].
@@ -426,6 +483,7 @@ impl Store {
                         rubric: new.rubric,
                         seats: new.seats,
                         nomination_only: new.nomination_only,
+                        score_visibility: new.score_visibility,
                         accepted_count: 0,
                         revision: 1,
                         create_time: now,
@@ -474,6 +532,40 @@ impl Store {
             .map(call_from)
             .collect::<Result<Vec<_>>>()?;
         Ok(page.finish(list, |call| call.id.clone()))
+    }
+
+    /// Updates a call's title, seats, nomination rule or score visibility; an update that
+    /// changes nothing returns the call unchanged.
+    pub async fn update_call(
+        &self,
+        context: AuditContext,
+        id: String,
+        patch: CallPatch,
+        expected_revision: Option<i64>,
+    ) -> Result<Call> {
+        self.write(move |transaction| {
+            Box::pin(async move {
+                let mut call = lock_call(transaction, &id).await?;
+                if expected_revision.is_some_and(|revision| revision != call.revision) {
+                    return Err(Error::EtagMismatch {
+                        resource: "call",
+                        id,
+                    });
+                }
+                if !call.apply(&patch)? {
+                    return Ok(call);
+                }
+                call.revision += 1;
+                call.update_time = crate::domain::now();
+                calls::Entity::update(call_active(&call)?)
+                    .exec(transaction)
+                    .await
+                    .map_err(db_error)?;
+                audit::append(transaction, &context, vec![call_change(&call)]).await?;
+                Ok(call)
+            })
+        })
+        .await
     }
 
     /// Closes a call now; a call closed already is returned unchanged.
@@ -723,6 +815,8 @@ impl Store {
                         judge_person_ids,
                         judges_per_application,
                         assignment_count: 0,
+                        min_judge_load: 0,
+                        max_judge_load: 0,
                         revision: 1,
                         create_time: now,
                         update_time: now,
@@ -774,7 +868,7 @@ impl Store {
                     .await
                     .map_err(db_error)?
                     .ok_or_else(|| Error::not_found("panel", &id))?;
-                panel_from(model)
+                load_panel(self.connection(), model).await
             },
         )
         .await
@@ -787,11 +881,11 @@ impl Store {
             .await
             .map_err(db_error)?
             .ok_or_else(|| viewer.missing("panel", id))?;
-        let panel = panel_from(model)?;
-        if !viewer.manager && !panel.judge_person_ids.contains(&viewer.subject) {
+        let judge_person_ids: Vec<String> = from_json(&model.judge_person_ids, "judge ids")?;
+        if !viewer.manager && !judge_person_ids.contains(&viewer.subject) {
             return Err(not_your_panel());
         }
-        Ok(panel)
+        load_panel(self.connection(), model).await
     }
 
     /// Assigns the pending applications without a judge; returns the panel and the number made.
@@ -1015,8 +1109,14 @@ impl Store {
         score_from(&row, &call.rubric)?.ok_or_else(|| Error::not_found("score", assignment_id))
     }
 
-    /// Lists the scores of an application: managers always, a judge only after scoring it.
-    pub async fn list_scores(&self, viewer: &Viewer, application_id: &str) -> Result<Vec<Score>> {
+    /// Lists the scores of an application a viewer may read: managers every score, an assigned
+    /// judge their own and, as the call's score visibility allows, the others. Also returns true
+    /// when the visibility withheld the other judges' scores.
+    pub async fn list_scores(
+        &self,
+        viewer: &Viewer,
+        application_id: &str,
+    ) -> Result<(Vec<Score>, bool)> {
         let application = load_application(self.connection(), application_id)
             .await
             .map_err(|error| viewer.hide_missing(error))?;
@@ -1027,25 +1127,29 @@ impl Store {
             .all(self.connection())
             .await
             .map_err(db_error)?;
+        let mut readable: Vec<&assignments::Model> = rows.iter().collect();
+        let mut others_hidden = false;
         if !viewer.manager {
-            match rows
+            let own = rows
                 .iter()
                 .find(|row| row.judge_person_id == viewer.subject)
+                .ok_or_else(not_yours)?;
+            let scored_own = own.scores.is_some();
+            if !call
+                .score_visibility
+                .reveals_others_to_judge(application.state, scored_own)
             {
-                None => return Err(not_yours()),
-                Some(own) if own.scores.is_none() => {
-                    return Err(blind_scoring_error(application_id));
-                }
-                Some(_) => {}
+                readable = vec![own];
+                others_hidden = true;
             }
         }
         let mut scores = Vec::new();
-        for row in &rows {
+        for row in readable {
             if let Some(score) = score_from(row, &call.rubric)? {
                 scores.push(score);
             }
         }
-        Ok(scores)
+        Ok((scores, others_hidden))
     }
 
     /// Ranks a call's applications from the stored scores.

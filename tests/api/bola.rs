@@ -852,6 +852,17 @@ async fn call(world: &World, method: &str, role: Role, side: &Side) -> Outcome {
                 ))
                 .await,
         ),
+        "GetCertificateDocument" => unit(
+            world
+                .certs()
+                .get_certificate_document(world.request(
+                    role,
+                    pb::GetCertificateDocumentRequest {
+                        id: side.certificate_for(role).to_owned(),
+                    },
+                ))
+                .await,
+        ),
         "ListCertificates" => done(
             world
                 .certs()

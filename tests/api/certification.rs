@@ -863,15 +863,15 @@ async fn ai_at_work_ambassadors_train_their_own_departments_and_reach_is_counted
 }
 
 /// A certified person on a track without requirements; returns (app-level ids).
-struct Holder {
-    issuer_id: String,
-    cohort_id: String,
-    module_id: String,
-    person_id: String,
-    certificate: pb::Certificate,
+pub(crate) struct Holder {
+    pub(crate) issuer_id: String,
+    pub(crate) cohort_id: String,
+    pub(crate) module_id: String,
+    pub(crate) person_id: String,
+    pub(crate) certificate: pb::Certificate,
 }
 
-async fn holder(app: &TestApp) -> Holder {
+pub(crate) async fn holder(app: &TestApp) -> Holder {
     let issuer = app
         .create_organization(
             "Vendor academy",
@@ -911,7 +911,11 @@ async fn holder(app: &TestApp) -> Holder {
     }
 }
 
-async fn change(app: &TestApp, id: &str, action: &str) -> Result<pb::Certificate, Status> {
+pub(crate) async fn change(
+    app: &TestApp,
+    id: &str,
+    action: &str,
+) -> Result<pb::Certificate, Status> {
     let reason = format!("{action} by the assessor");
     let mut client = certs(app);
     let response = match action {

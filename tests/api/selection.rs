@@ -1,6 +1,7 @@
 //! SelectionService: a talent-programme call with 60 applicants from 14 ministries, a panel of 5
 //! judges (2 per application, conflict of interest respected), blind scoring, a ranking checked
-//! against a hand-computed weighted mean, and a decision that enrols exactly the accepted.
+//! against a hand-computed weighted mean, and a decision that enrols exactly the accepted; panels
+//! balanced where taking applications in order is not; score visibility as a call policy.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
@@ -720,8 +721,69 @@ async fn a_closed_call_refuses_applications_and_a_learner_cannot_decide() {
     assert_eq!(application.state(), pb::ApplicationState::Submitted);
 }
 
+/// Lists the scores of `application_id` as `token` sees them: (judges whose scores are listed,
+/// whether other judges' scores were withheld).
+async fn scores_seen(app: &TestApp, token: &str, application_id: &str) -> (Vec<String>, bool) {
+    let response = selection(app)
+        .list_scores(with_token(
+            pb::ListScoresRequest {
+                application_id: application_id.to_owned(),
+            },
+            token,
+        ))
+        .await
+        .expect("list scores")
+        .into_inner();
+    let mut judges: Vec<String> = response
+        .scores
+        .into_iter()
+        .map(|score| score.judge_person_id)
+        .collect();
+    judges.sort();
+    (judges, response.others_hidden)
+}
+
+fn sorted(ids: &[&String]) -> Vec<String> {
+    let mut ids: Vec<String> = ids.iter().map(|id| (*id).clone()).collect();
+    ids.sort();
+    ids
+}
+
+async fn update_call(
+    app: &TestApp,
+    token: &str,
+    call: pb::Call,
+    paths: &[&str],
+) -> Result<pb::Call, tonic::Status> {
+    selection(app)
+        .update_call(with_token(
+            pb::UpdateCallRequest {
+                call: Some(call),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: paths.iter().map(|path| (*path).to_owned()).collect(),
+                }),
+            },
+            token,
+        ))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn get_call(app: &TestApp, world: &World) -> pb::Call {
+    selection(app)
+        .get_call(with_token(
+            pb::GetCallRequest {
+                id: world.call.id.clone(),
+            },
+            &world.manager,
+        ))
+        .await
+        .expect("get call")
+        .into_inner()
+}
+
 #[tokio::test]
-async fn a_judge_cannot_read_other_scores_before_scoring_nor_judge_their_own_ministry() {
+async fn a_judge_cannot_read_other_scores_before_the_decision_nor_judge_their_own_ministry() {
     let (app, _database) = spawn_app().await;
     let world = world(&app, 14, 10, 10).await;
     let mut applications = Vec::new();
@@ -738,17 +800,11 @@ async fn a_judge_cannot_read_other_scores_before_scoring_nor_judge_their_own_min
         .expect("first judge scores");
 
     let second_token = app.token(second_judge, &[Role::Assessor], None);
-    let blind = selection(&app)
-        .list_scores(with_token(
-            pb::ListScoresRequest {
-                application_id: target.id.clone(),
-            },
-            &second_token,
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(blind.code(), Code::PermissionDenied);
-    assert_eq!(error_reason(&blind), "BLIND_SCORING");
+    assert_eq!(
+        scores_seen(&app, &second_token, &target.id).await,
+        (Vec::new(), true),
+        "before scoring, a judge reads no other judge's score"
+    );
     let mine = my_assignments(&app, second_judge, &world.call.id).await;
     let own_view = mine
         .iter()
@@ -764,18 +820,11 @@ async fn a_judge_cannot_read_other_scores_before_scoring_nor_judge_their_own_min
     score(&app, second_judge, &target.id, &[3, 4, 5])
         .await
         .expect("second judge scores");
-    let seen = selection(&app)
-        .list_scores(with_token(
-            pb::ListScoresRequest {
-                application_id: target.id.clone(),
-            },
-            &second_token,
-        ))
-        .await
-        .expect("scores after scoring")
-        .into_inner()
-        .scores;
-    assert_eq!(seen.len(), 2);
+    assert_eq!(
+        scores_seen(&app, &second_token, &target.id).await,
+        (vec![second_judge.clone()], true),
+        "until the decision, a judge reads only their own score (the call's default)"
+    );
     let again = score(&app, second_judge, &target.id, &[10, 10, 10])
         .await
         .unwrap_err();
@@ -1142,4 +1191,490 @@ async fn retried_calls_panels_and_scores_return_the_first_answer() {
         .await
         .unwrap_err();
     assert_eq!(error_reason(&fresh), "SCORE_ALREADY_SUBMITTED");
+}
+
+#[tokio::test]
+async fn a_panel_that_taking_applications_in_order_loads_7_8_8_9_is_balanced_8_each() {
+    let (app, _database) = spawn_app().await;
+    let world = world(&app, 30, 40, 40).await;
+    // Two applicants of INTAN: its three judges may not judge them, the judge of ministry 0 may.
+    let intan_applicants = import_people(&app, "A-INTAN", "INTAN", 2, pb::Sector::Public).await;
+    let mut applications = Vec::new();
+    for person_id in world
+        .applicants
+        .iter()
+        .map(|(person_id, _)| person_id)
+        .chain(&intan_applicants)
+    {
+        applications.push(apply(&app, &world.call.id, person_id).await.expect("apply"));
+    }
+    // Three judges of INTAN, then the judge of ministry 0. Taking the applications in order, each
+    // to the least loaded free judge (ties to the earlier), loads them 8/8/7/9: the last two
+    // applications can only go to the judge of ministry 0. 8/8/8/8 is possible.
+    let judges: Vec<String> = [0, 1, 2, 4]
+        .iter()
+        .map(|index| world.judges[*index].clone())
+        .collect();
+    let panel = selection(&app)
+        .create_panel(with_token(
+            pb::CreatePanelRequest {
+                panel: Some(pb::Panel {
+                    call_id: world.call.id.clone(),
+                    judge_person_ids: judges.clone(),
+                    judges_per_application: 1,
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+            &world.manager,
+        ))
+        .await
+        .expect("create panel")
+        .into_inner();
+    assert_eq!(panel.assignment_count, 32);
+    assert_eq!((panel.min_judge_load, panel.max_judge_load), (8, 8));
+
+    let ministry_zero: HashSet<&str> = applications
+        .iter()
+        .zip(&world.applicants)
+        .filter(|(_, (_, ministry))| *ministry == 0)
+        .map(|(application, _)| application.id.as_str())
+        .collect();
+    let from_intan: HashSet<&str> = applications[30..]
+        .iter()
+        .map(|application| application.id.as_str())
+        .collect();
+    let mut judged: HashSet<String> = HashSet::new();
+    for (index, judge) in judges.iter().enumerate() {
+        let assigned = my_assignments(&app, judge, &world.call.id).await;
+        assert_eq!(assigned.len(), 8, "judge {index} carries 8");
+        for assignment in &assigned {
+            let id = assignment
+                .application
+                .as_ref()
+                .expect("application")
+                .id
+                .clone();
+            if index == 3 {
+                assert!(!ministry_zero.contains(id.as_str()), "conflict of interest");
+            } else {
+                assert!(!from_intan.contains(id.as_str()), "conflict of interest");
+            }
+            assert!(judged.insert(id), "one judge per application");
+        }
+    }
+    assert_eq!(judged.len(), 32);
+    let last_judge = my_assignments(&app, &judges[3], &world.call.id).await;
+    for id in &from_intan {
+        assert!(
+            last_judge.iter().any(|assignment| assignment
+                .application
+                .as_ref()
+                .map(|a| a.id.as_str())
+                == Some(*id)),
+            "only the judge of ministry 0 may judge INTAN's applicants"
+        );
+    }
+
+    // Assigning again makes nothing and moves nothing.
+    let again = selection(&app)
+        .assign_applications(with_token(
+            pb::AssignApplicationsRequest {
+                panel_id: panel.id.clone(),
+            },
+            &world.manager,
+        ))
+        .await
+        .expect("assign again")
+        .into_inner();
+    assert_eq!(again.assigned, 0);
+    let again_panel = again.panel.expect("panel");
+    assert_eq!(again_panel.etag, panel.etag);
+    assert_eq!(
+        (again_panel.min_judge_load, again_panel.max_judge_load),
+        (8, 8)
+    );
+
+    // A late applicant goes to one judge (8/8/8/9); withdrawn, it no longer counts.
+    let late = import_people(&app, "A-LATE", "MIN-01", 1, pb::Sector::Public).await;
+    let late_application = apply(&app, &world.call.id, &late[0]).await.expect("apply");
+    let assigned = selection(&app)
+        .assign_applications(with_token(
+            pb::AssignApplicationsRequest {
+                panel_id: panel.id.clone(),
+            },
+            &world.manager,
+        ))
+        .await
+        .expect("assign the late application")
+        .into_inner();
+    assert_eq!(assigned.assigned, 1);
+    let after = assigned.panel.expect("panel");
+    assert_eq!((after.min_judge_load, after.max_judge_load), (8, 9));
+    selection(&app)
+        .withdraw_application(with_token(
+            pb::WithdrawApplicationRequest {
+                id: late_application.id.clone(),
+                etag: String::new(),
+            },
+            &app.token(&late[0], &[Role::Learner], None),
+        ))
+        .await
+        .expect("withdraw");
+    let read = selection(&app)
+        .get_panel(with_token(
+            pb::GetPanelRequest {
+                id: panel.id.clone(),
+            },
+            &app.token(&judges[0], &[Role::Assessor], None),
+        ))
+        .await
+        .expect("a judge reads their panel")
+        .into_inner();
+    assert_eq!((read.min_judge_load, read.max_judge_load), (8, 8));
+}
+
+#[tokio::test]
+async fn by_default_a_judge_reads_other_scores_only_once_the_application_is_decided() {
+    let (app, _database) = spawn_app().await;
+    let world = world(&app, 3, 10, 10).await;
+    assert_eq!(
+        world.call.score_visibility(),
+        pb::ScoreVisibility::HiddenUntilDecided
+    );
+    let mut applications = Vec::new();
+    for (person_id, _) in &world.applicants {
+        applications.push(apply(&app, &world.call.id, person_id).await.expect("apply"));
+    }
+    // Every judge is assigned every application outside their conflicts of interest.
+    create_panel(&app, &world, 0).await;
+    let (accepted, waitlisted) = (&applications[1], &applications[2]);
+    let (first, second, third) = (&world.judges[0], &world.judges[1], &world.judges[2]);
+    let token = |judge: &str| app.token(judge, &[Role::Assessor], None);
+    for target in [accepted, waitlisted] {
+        score(&app, first, &target.id, &[9, 8, 7])
+            .await
+            .expect("first judge scores");
+    }
+    assert_eq!(
+        scores_seen(&app, &token(second), &accepted.id).await,
+        (Vec::new(), true)
+    );
+    for target in [accepted, waitlisted] {
+        score(&app, second, &target.id, &[3, 4, 5])
+            .await
+            .expect("second judge scores");
+    }
+    assert_eq!(
+        scores_seen(&app, &token(second), &accepted.id).await,
+        (vec![second.clone()], true),
+        "having scored does not reveal the others' scores"
+    );
+    assert_eq!(
+        scores_seen(&app, &token(first), &accepted.id).await,
+        (vec![first.clone()], true)
+    );
+    let both = sorted(&[first, second]);
+    assert_eq!(
+        scores_seen(&app, &world.manager, &accepted.id).await,
+        (both.clone(), false),
+        "a programme manager reads every score"
+    );
+    assert_eq!(
+        scores_seen(&app, &app.admin_token(), &accepted.id).await,
+        (both.clone(), false),
+        "an admin reads every score"
+    );
+
+    close_call(&app, &world).await;
+    decide(
+        &app,
+        &world.manager,
+        &world.call.id,
+        std::slice::from_ref(&accepted.id),
+        std::slice::from_ref(&waitlisted.id),
+        &[],
+        "",
+    )
+    .await
+    .expect("decide");
+    assert_eq!(
+        scores_seen(&app, &token(second), &accepted.id).await,
+        (both.clone(), false),
+        "once accepted, the judges read every score"
+    );
+    assert_eq!(
+        scores_seen(&app, &token(third), &accepted.id).await,
+        (both.clone(), false),
+        "a judge who never scored reads them too: nothing is left to score"
+    );
+    assert_eq!(
+        scores_seen(&app, &token(second), &waitlisted.id).await,
+        (vec![second.clone()], true),
+        "a waitlisted application may still be scored: its scores stay hidden"
+    );
+    let outsider = app.token(&world.applicants[0].0, &[Role::Assessor], None);
+    let refused = selection(&app)
+        .list_scores(with_token(
+            pb::ListScoresRequest {
+                application_id: accepted.id.clone(),
+            },
+            &outsider,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    assert_eq!(error_reason(&refused), "NOT_YOUR_APPLICATION");
+}
+
+#[tokio::test]
+async fn score_visibility_is_a_call_policy_a_manager_sets_and_changes() {
+    let (app, _database) = spawn_app().await;
+    let world = world(&app, 3, 10, 10).await;
+    let before = get_call(&app, &world).await;
+    let audited = audit_count(&app, "selection_call").await;
+
+    let after_own = update_call(
+        &app,
+        &world.manager,
+        pb::Call {
+            id: world.call.id.clone(),
+            etag: before.etag.clone(),
+            score_visibility: pb::ScoreVisibility::AfterOwnScore.into(),
+            // Not in the mask: ignored.
+            title: "Ignored".to_owned(),
+            ..Default::default()
+        },
+        &["score_visibility"],
+    )
+    .await
+    .expect("update the policy");
+    assert_eq!(
+        after_own.score_visibility(),
+        pb::ScoreVisibility::AfterOwnScore
+    );
+    assert_eq!(after_own.title, before.title);
+    assert_eq!(after_own.seats, before.seats);
+    assert_ne!(after_own.etag, before.etag);
+    assert_eq!(get_call(&app, &world).await, after_own);
+    assert_eq!(audit_count(&app, "selection_call").await, audited + 1);
+
+    let mut applications = Vec::new();
+    for (person_id, _) in &world.applicants {
+        applications.push(apply(&app, &world.call.id, person_id).await.expect("apply"));
+    }
+    create_panel(&app, &world, 0).await;
+    let target = &applications[1];
+    let (first, second) = (&world.judges[0], &world.judges[1]);
+    let second_token = app.token(second, &[Role::Assessor], None);
+    let both = sorted(&[first, second]);
+    score(&app, first, &target.id, &[9, 8, 7])
+        .await
+        .expect("first judge scores");
+    assert_eq!(
+        scores_seen(&app, &second_token, &target.id).await,
+        (Vec::new(), true)
+    );
+    score(&app, second, &target.id, &[3, 4, 5])
+        .await
+        .expect("second judge scores");
+    assert_eq!(
+        scores_seen(&app, &second_token, &target.id).await,
+        (both.clone(), false),
+        "after their own score, a judge reads the others'"
+    );
+
+    // Managers only, with an empty mask (every populated field): judges read only their own,
+    // even after the decision.
+    let managers_only = update_call(
+        &app,
+        &world.manager,
+        pb::Call {
+            id: world.call.id.clone(),
+            score_visibility: pb::ScoreVisibility::ManagersOnly.into(),
+            ..Default::default()
+        },
+        &[],
+    )
+    .await
+    .expect("update the policy");
+    assert_eq!(
+        managers_only.score_visibility(),
+        pb::ScoreVisibility::ManagersOnly
+    );
+    assert_eq!(managers_only.title, before.title);
+    assert_eq!(
+        scores_seen(&app, &second_token, &target.id).await,
+        (vec![second.clone()], true)
+    );
+    close_call(&app, &world).await;
+    decide(
+        &app,
+        &world.manager,
+        &world.call.id,
+        std::slice::from_ref(&target.id),
+        &[],
+        &[],
+        "",
+    )
+    .await
+    .expect("decide");
+    assert_eq!(
+        scores_seen(&app, &second_token, &target.id).await,
+        (vec![second.clone()], true),
+        "managers only: a decision reveals nothing to judges"
+    );
+    assert_eq!(
+        scores_seen(&app, &world.manager, &target.id).await,
+        (both.clone(), false)
+    );
+
+    // Back to the default: the application is decided, so its judges read every score.
+    update_call(
+        &app,
+        &world.manager,
+        pb::Call {
+            id: world.call.id.clone(),
+            score_visibility: pb::ScoreVisibility::HiddenUntilDecided.into(),
+            ..Default::default()
+        },
+        &["score_visibility"],
+    )
+    .await
+    .expect("update the policy");
+    assert_eq!(
+        scores_seen(&app, &second_token, &target.id).await,
+        (both, false)
+    );
+
+    // A call is created with its policy, or with the default when it names none.
+    let mut second_call = before.clone();
+    second_call.title = "Second intake".to_owned();
+    second_call.score_visibility = pb::ScoreVisibility::ManagersOnly.into();
+    let created = selection(&app)
+        .create_call(with_token(
+            pb::CreateCallRequest {
+                call: Some(second_call),
+                request_id: String::new(),
+            },
+            &world.manager,
+        ))
+        .await
+        .expect("create a call with a policy")
+        .into_inner();
+    assert_eq!(
+        created.score_visibility(),
+        pb::ScoreVisibility::ManagersOnly
+    );
+}
+
+#[tokio::test]
+async fn a_bad_call_update_names_its_field_and_changes_nothing() {
+    let (app, _database) = spawn_app().await;
+    let world = world(&app, 2, 10, 10).await;
+    let id = world.call.id.clone();
+    let call = |fill: fn(&mut pb::Call)| {
+        let mut call = pb::Call {
+            id: id.clone(),
+            ..Default::default()
+        };
+        fill(&mut call);
+        call
+    };
+    let renamed = update_call(
+        &app,
+        &world.manager,
+        call(|call| call.title = "Vendor talent programme 2025, second round".to_owned()),
+        &["title"],
+    )
+    .await
+    .expect("rename");
+    assert_eq!(renamed.title, "Vendor talent programme 2025, second round");
+
+    for (request, paths, fields) in [
+        (call(|_| {}), vec!["rubric"], vec!["update_mask"]),
+        (call(|_| {}), vec!["cohort_id"], vec!["update_mask"]),
+        (
+            call(|_| {}),
+            vec!["score_visibility"],
+            vec!["call.score_visibility"],
+        ),
+        (
+            call(|call| call.score_visibility = 99),
+            vec!["score_visibility"],
+            vec!["call.score_visibility"],
+        ),
+        (
+            call(|call| call.seats = -1),
+            vec!["title", "seats"],
+            vec!["call.title", "call.seats"],
+        ),
+    ] {
+        let refused = update_call(&app, &world.manager, request, &paths)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{paths:?}");
+        assert_eq!(violated_fields(&refused), fields, "{paths:?}");
+    }
+    let mut stale = call(|call| call.score_visibility = pb::ScoreVisibility::ManagersOnly.into());
+    stale.etag = world.call.etag.clone();
+    let aborted = update_call(&app, &world.manager, stale, &["score_visibility"])
+        .await
+        .unwrap_err();
+    assert_eq!(aborted.code(), Code::Aborted);
+    let learner = app.token(&world.applicants[0].0, &[Role::Learner], None);
+    let denied = update_call(
+        &app,
+        &learner,
+        call(|call| call.score_visibility = pb::ScoreVisibility::AfterOwnScore.into()),
+        &["score_visibility"],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let refused_create = selection(&app)
+        .create_call(with_token(
+            pb::CreateCallRequest {
+                call: Some(pb::Call {
+                    score_visibility: 42,
+                    ..world.call.clone()
+                }),
+                request_id: String::new(),
+            },
+            &world.manager,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&refused_create), ["call.score_visibility"]);
+
+    // Seats never drop below the accepted.
+    let mut applications = Vec::new();
+    for (person_id, _) in &world.applicants {
+        applications.push(apply(&app, &id, person_id).await.expect("apply"));
+    }
+    close_call(&app, &world).await;
+    let accepted: Vec<String> = applications.iter().map(|a| a.id.clone()).collect();
+    decide(&app, &world.manager, &id, &accepted, &[], &[], "")
+        .await
+        .expect("accept both");
+    let unchanged = get_call(&app, &world).await;
+    let too_few = update_call(
+        &app,
+        &world.manager,
+        call(|call| call.seats = 1),
+        &["seats"],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(too_few.code(), Code::FailedPrecondition);
+    assert_eq!(error_reason(&too_few), "PLACES_ALREADY_TAKEN");
+    assert_eq!(
+        get_call(&app, &world).await,
+        unchanged,
+        "nothing was written"
+    );
+    assert_eq!(
+        unchanged.score_visibility(),
+        pb::ScoreVisibility::HiddenUntilDecided
+    );
 }

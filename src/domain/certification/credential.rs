@@ -288,6 +288,8 @@ pub struct CertificateClaims<'a> {
     pub level: &'a str,
     /// Issuer organisation name.
     pub issuer_name: &'a str,
+    /// Where the issuer's profile is served (`<public url>/issuers/<id>`).
+    pub issuer_url: &'a str,
     /// Issued.
     pub issued_time: DateTime<Utc>,
     /// Expires.
@@ -323,6 +325,7 @@ pub fn certificate_credential(claims: &CertificateClaims<'_>, issuer: &Issuer) -
             "id": issuer.did,
             "type": ["Profile"],
             "name": claims.issuer_name,
+            "url": claims.issuer_url,
         },
         "validFrom": rfc3339(claims.issued_time),
         "validUntil": rfc3339(claims.expires_time),
@@ -339,6 +342,31 @@ pub fn certificate_credential(claims: &CertificateClaims<'_>, issuer: &Issuer) -
             },
         },
         "credentialStatus": [entry("revocation"), entry("suspension")],
+    })
+}
+
+/// Returns the Open Badges 3.0 Profile of an issuer served at `url`: its `did:key` id and name,
+/// and its public key as a Multikey verification method for assertions, listed the way the
+/// issuer's DID document lists it (so the profile also serves as a controller document).
+pub fn issuer_profile(issuer: &Issuer, name: &str, url: &str) -> Value {
+    json!({
+        "@context": [
+            "https://www.w3.org/ns/credentials/v2",
+            "https://purl.imsglobal.org/spec/ob/v3p0/context-3.0.3.json",
+            "https://www.w3.org/ns/did/v1",
+            "https://w3id.org/security/multikey/v1"
+        ],
+        "id": issuer.did,
+        "type": ["Profile"],
+        "name": name,
+        "url": url,
+        "verificationMethod": [{
+            "id": issuer.verification_method,
+            "type": "Multikey",
+            "controller": issuer.did,
+            "publicKeyMultibase": issuer.public_key_multibase,
+        }],
+        "assertionMethod": [issuer.verification_method],
     })
 }
 
@@ -416,6 +444,7 @@ mod tests {
             track_title: "TVET telecom trainer",
             level: "TRAINER",
             issuer_name: "JTM",
+            issuer_url: "https://lms.example.gov.my/issuers/org-1",
             issued_time: now,
             expires_time: now + chrono::Duration::days(365),
             status_list_index: 42,

@@ -19,6 +19,7 @@ pub mod selection_calls {
         pub rubric: String,
         pub seats: i32,
         pub nomination_only: bool,
+        pub score_visibility: String,
         pub accepted_count: i32,
         pub revision: i64,
         pub create_time: DateTimeUtc,
