@@ -210,7 +210,8 @@ impl App {
             config.certification.verify_rate_per_second,
             config.certification.verify_burst,
             server_config.trusted_proxies.clone(),
-        );
+        )
+        .with_metrics(metrics.clone());
         // Status lists, issuer profiles, verification pages and PDFs over plain HTTP, for people and
         // standard verifiers (src/server/verifier.rs); they share the public rate limit.
         let verifier_http = verifier::VerifierLayer::new(

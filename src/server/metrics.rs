@@ -63,6 +63,9 @@ pub enum ShedReason {
     ServerStreams,
     /// One caller's open streams (`--streams-per-caller`).
     CallerStreams,
+    /// One client address's public calls and verification pages (`--verify-rate`,
+    /// `--verify-burst`).
+    PublicRate,
 }
 
 impl ShedReason {
@@ -74,6 +77,7 @@ impl ShedReason {
             Self::ConnectionConcurrency => "connection_concurrency",
             Self::ServerStreams => "server_streams",
             Self::CallerStreams => "caller_streams",
+            Self::PublicRate => "public_rate",
         }
     }
 }

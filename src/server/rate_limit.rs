@@ -39,6 +39,8 @@ static PUBLIC_METHODS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyL
 pub struct PublicRateLimitLayer {
     limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
     trusted: Arc<[IpNet]>,
+    /// Where refusals are counted (`lms_rpc_shed_total{reason="public_rate"}`).
+    metrics: Option<super::metrics::Metrics>,
 }
 
 impl PublicRateLimitLayer {
@@ -50,7 +52,14 @@ impl PublicRateLimitLayer {
         Self {
             limiter: Arc::new(RateLimiter::keyed(quota)),
             trusted: trusted.into(),
+            metrics: None,
         }
+    }
+
+    /// Counts every refusal in `metrics`.
+    pub fn with_metrics(mut self, metrics: super::metrics::Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Takes one public call from the bucket of `request`'s client; `Err` says how long the client
@@ -70,6 +79,9 @@ impl PublicRateLimitLayer {
             .collect::<Vec<_>>();
         let client = client_address(peer, &forwarded, &self.trusted);
         self.limiter.check_key(&client).map_err(|not_until| {
+            if let Some(metrics) = &self.metrics {
+                metrics.count_shed(super::metrics::ShedReason::PublicRate);
+            }
             not_until.wait_time_from(governor::clock::DefaultClock::default().now())
         })
     }

@@ -436,3 +436,41 @@ fn hex(text: &str) -> Vec<u8> {
         .map(|at| u8::from_str_radix(&text[at..at + 2], 16).unwrap())
         .collect()
 }
+
+#[tokio::test]
+async fn public_calls_over_the_rate_limit_are_counted_as_shed() {
+    let database = TestDatabase::fresh().await;
+    let mut config = test_config(&database);
+    config.telemetry.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    config.certification.verify_rate_per_second = 1;
+    config.certification.verify_burst = 2;
+    let app = spawn_app_with(config).await;
+    let metrics = app.metrics_addr.expect("a metrics listener");
+    let mut certification =
+        lms::pb::certification_service_client::CertificationServiceClient::new(app.channel.clone());
+    let mut refused = 0;
+    for _ in 0..5 {
+        // A public method: no token.
+        match certification
+            .get_issuer_keys(lms::pb::GetIssuerKeysRequest::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        refused >= 2,
+        "a burst of 2 at 1/s lets at most 3 of 5 through"
+    );
+    let text = scrape(metrics).await;
+    assert_eq!(
+        sample(&text, "lms_rpc_shed_total", &[("reason", "public_rate")]),
+        f64::from(refused),
+        "{text}"
+    );
+    app.stop().await;
+}
