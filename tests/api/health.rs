@@ -5,22 +5,12 @@ use std::net::SocketAddr;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use tokio::process::Command;
-
-use crate::helpers::spawn_app;
-
-/// The binary under test.
-const BINARY: &str = env!("CARGO_BIN_EXE_lms");
+use crate::helpers::{lms_binary, spawn_app};
 
 /// Runs `lms health` with `args` and an environment holding only `env` of the `LMS_*` settings.
 async fn probe(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(BINARY);
+    let mut command = lms_binary();
     command.arg("health").args(args);
-    for (name, _) in std::env::vars() {
-        if name.starts_with("LMS_") || name == "DATABASE_URL" {
-            command.env_remove(name);
-        }
-    }
     command.envs(env.iter().copied());
     command.output().await.expect("run lms health")
 }

@@ -356,3 +356,15 @@ pub(crate) fn person_record(external_id: &str, organization_code: &str) -> lms::
         ..Default::default()
     }
 }
+
+/// Returns a command running the real `lms` binary with none of the test environment's server
+/// settings (`LMS_*`, `DATABASE_URL`, `OTEL_*`), so a test says every setting it relies on.
+pub(crate) fn lms_binary() -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_lms"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("LMS_") || name == "DATABASE_URL" || name.starts_with("OTEL_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tonic::metadata::MetadataValue;
 
 use crate::helpers::{
-    TestDatabase, person_record, spawn_app, spawn_app_with, test_config, with_token,
+    TestDatabase, lms_binary, person_record, spawn_app, spawn_app_with, test_config, with_token,
 };
 
 const CREATE: &str = "/lms.v1.OrganizationService/CreateOrganization";
@@ -262,9 +262,6 @@ async fn the_request_id_is_echoed_generated_or_replaced_on_success_and_on_error(
     app.stop().await;
 }
 
-/// The binary under test.
-const BINARY: &str = env!("CARGO_BIN_EXE_lms");
-
 /// A local OTLP/HTTP collector: every request body posted to `/v1/traces` goes to the channel.
 async fn start_collector() -> (SocketAddr, mpsc::UnboundedReceiver<Bytes>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -293,14 +290,9 @@ async fn start_collector() -> (SocketAddr, mpsc::UnboundedReceiver<Bytes>) {
     (addr, receiver)
 }
 
-/// Returns the `lms` command with no `LMS_*` setting of the test environment.
+/// Returns the `lms` command over `data_dir`, with no setting of the test environment.
 fn lms(data_dir: &std::path::Path) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(BINARY);
-    for (name, _) in std::env::vars() {
-        if name.starts_with("LMS_") || name == "DATABASE_URL" || name.starts_with("OTEL_") {
-            command.env_remove(name);
-        }
-    }
+    let mut command = lms_binary();
     command.arg("--data-dir").arg(data_dir);
     command
 }
