@@ -8,6 +8,7 @@ pub mod delivery;
 pub mod event;
 pub mod organization;
 pub mod person;
+pub mod placement;
 pub mod programme;
 pub mod progress;
 pub mod report;

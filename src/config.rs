@@ -54,8 +54,49 @@ pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default interval of the certificate expiry sweep.
 pub const DEFAULT_EXPIRY_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// Default days before expiry at which `certificate.expiring` reminders are published.
+pub const DEFAULT_EXPIRY_REMINDER_DAYS: [u32; 4] = [90, 60, 30, 7];
+/// Default days before a cohort's end at which `enrollment.due` reminders are published.
+pub const DEFAULT_DUE_REMINDER_DAYS: [u32; 2] = [7, 1];
+
+/// Days before a certificate's expiry at which a `certificate.expiring` event is published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReminderDays(pub Vec<u32>);
+
+impl Default for ReminderDays {
+    fn default() -> Self {
+        Self(DEFAULT_EXPIRY_REMINDER_DAYS.to_vec())
+    }
+}
+
+/// Parses `90,60,30,7` (1 to 3,650 days each, at most 12), or `off` (or nothing) for none.
+fn parse_reminder_days(text: &str) -> Result<ReminderDays, String> {
+    let text = text.trim();
+    if text.is_empty() || text.eq_ignore_ascii_case("off") {
+        return Ok(ReminderDays(Vec::new()));
+    }
+    let mut days = Vec::new();
+    for part in text.split(',') {
+        let value: u32 = part
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{}` is not a number of days", part.trim()))?;
+        if !(1..=3_650).contains(&value) {
+            return Err(format!("{value} days is not between 1 and 3650"));
+        }
+        days.push(value);
+    }
+    if days.len() > 12 {
+        return Err("at most 12 reminder offsets".to_owned());
+    }
+    days.sort_unstable_by(|a, b| b.cmp(a));
+    days.dedup();
+    Ok(ReminderDays(days))
+}
 /// Default wait for a pooled database connection; shorter than the call timeout.
 pub const DEFAULT_DB_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default largest staleness of a hot standby still used for reads.
+pub const DEFAULT_READ_MAX_LAG: Duration = Duration::from_secs(5);
 /// Default SQLite busy timeout; writers wait this long for the write lock.
 pub const DEFAULT_SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default public base URL of the service (credential and status-list ids).
@@ -105,6 +146,45 @@ pub struct Config {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub certification: CertificationConfig,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub partitions: PartitionConfig,
+}
+
+/// Settings of the monthly partitions and the feed's retention (docs/operations.md, "Partitions
+/// and retention").
+#[derive(Debug, Clone, Args)]
+pub struct PartitionConfig {
+    /// Age after which feed (outbox) events are removed: on PostgreSQL whole monthly partitions
+    /// older than it are dropped, on SQLite the same months are deleted in batches; cursors below
+    /// get CURSOR_EXPIRED. `0s` (the default) keeps every event. Progress events are never removed.
+    #[arg(long, env = "LMS_OUTBOX_RETENTION", default_value = "0s", value_parser = humantime::parse_duration, global = true)]
+    pub outbox_retention: Duration,
+
+    /// Months ahead of the current one whose partitions are made in advance (PostgreSQL).
+    #[arg(
+        long,
+        env = "LMS_PARTITION_AHEAD_MONTHS",
+        default_value_t = 3,
+        global = true
+    )]
+    pub partition_ahead_months: u32,
+
+    /// Interval of partition maintenance (every replica may run it; one at a time does the
+    /// work); `0s` turns it off.
+    #[arg(long, env = "LMS_PARTITION_MAINTENANCE_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration, global = true)]
+    pub partition_maintenance_interval: Duration,
+}
+
+impl Default for PartitionConfig {
+    fn default() -> Self {
+        Self {
+            outbox_retention: Duration::ZERO,
+            partition_ahead_months: 3,
+            partition_maintenance_interval: Duration::from_secs(3600),
+        }
+    }
 }
 
 /// Settings of certificates: where verifiers find them, the issuer key, verification limits, the clock.
@@ -133,6 +213,18 @@ pub struct CertificationConfig {
     #[arg(long, env = "LMS_EXPIRY_SWEEP_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration, global = true)]
     pub expiry_sweep_interval: Duration,
 
+    /// Days before expiry at which the sweep publishes a `certificate.expiring` event for each
+    /// active certificate (comma-separated, each once per certificate across replicas); `off`
+    /// for none.
+    #[arg(long, env = "LMS_EXPIRY_REMINDER_DAYS", default_value = "90,60,30,7", value_parser = parse_reminder_days, global = true)]
+    pub expiry_reminder_days: ReminderDays,
+
+    /// Days before a cohort's end date at which the sweep publishes an `enrollment.due` event
+    /// for each of its unfinished enrolments (comma-separated, each once per enrolment across
+    /// replicas); `off` for none.
+    #[arg(long, env = "LMS_DUE_REMINDER_DAYS", default_value = "7,1", value_parser = parse_reminder_days, global = true)]
+    pub due_reminder_days: ReminderDays,
+
     /// The clock certification and delivery rules read; tests move it forward.
     #[arg(skip)]
     pub clock: crate::domain::certification::Clock,
@@ -146,6 +238,8 @@ impl Default for CertificationConfig {
             verify_rate_per_second: DEFAULT_VERIFY_RATE,
             verify_burst: DEFAULT_VERIFY_BURST,
             expiry_sweep_interval: DEFAULT_EXPIRY_SWEEP_INTERVAL,
+            expiry_reminder_days: ReminderDays::default(),
+            due_reminder_days: ReminderDays(DEFAULT_DUE_REMINDER_DAYS.to_vec()),
             clock: crate::domain::certification::Clock::default(),
         }
     }
@@ -364,6 +458,17 @@ pub struct DatabaseConfig {
         global = true
     )]
     pub sqlite_synchronous: SqliteSynchronous,
+
+    /// Hot standbys of the PostgreSQL primary (comma-separated `postgres://` URLs) that serve
+    /// reports, lists, exports and the feed backlog; writes always go to `DATABASE_URL`.
+    /// Refused with SQLite. See docs/operations.md, "Read replicas".
+    #[arg(long, env = "DATABASE_READ_URL", value_delimiter = ',', global = true)]
+    pub database_read_url: Vec<String>,
+
+    /// Largest staleness of a standby still used for reads; a standby further behind the
+    /// primary is skipped until it catches up.
+    #[arg(long, env = "LMS_READ_MAX_LAG", default_value = "5s", value_parser = humantime::parse_duration, global = true)]
+    pub read_max_lag: Duration,
 }
 
 /// Settings of token verification.
@@ -523,6 +628,8 @@ impl Config {
                 group_commit_flushers: None,
                 db_acquire_timeout: DEFAULT_DB_ACQUIRE_TIMEOUT,
                 sqlite_synchronous: SqliteSynchronous::Full,
+                database_read_url: Vec::new(),
+                read_max_lag: DEFAULT_READ_MAX_LAG,
             },
             auth: AuthConfig {
                 jwt_issuer: DEFAULT_JWT_ISSUER.to_owned(),
@@ -540,6 +647,7 @@ impl Config {
                 jwt_person_match: PersonMatch::Id,
             },
             certification: CertificationConfig::default(),
+            partitions: PartitionConfig::default(),
         }
     }
 

@@ -10,6 +10,7 @@ pub mod field_mask;
 pub mod organization;
 pub mod page;
 pub mod person;
+pub mod placement;
 pub mod programme;
 pub mod progress;
 pub mod report;

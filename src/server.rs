@@ -4,6 +4,7 @@ pub mod gate;
 pub mod goaway;
 pub mod metrics;
 pub mod rate_limit;
+pub mod read_position;
 pub mod request_id;
 pub mod tls;
 pub mod verifier;
@@ -136,10 +137,21 @@ impl App {
         }
         let probe = tokio::spawn(probe_database(store.clone(), health_reporter.clone()));
         let relay = tokio::spawn(relay_feed_notifications(store.clone()));
+        let replica_watch = {
+            let store = store.clone();
+            tokio::spawn(async move { store.watch_read_replicas().await })
+        };
         let expiry_sweep = tokio::spawn(sweep_certificate_expiries(
             store.clone(),
             config.certification.clock.clone(),
             config.certification.expiry_sweep_interval,
+            config.certification.expiry_reminder_days.clone(),
+            config.certification.due_reminder_days.clone(),
+        ));
+
+        let partition_maintenance = tokio::spawn(maintain_partitions(
+            store.clone(),
+            config.partitions.clone(),
         ));
 
         let reflection_v1 = reflection_builder().build_v1()?;
@@ -282,6 +294,8 @@ impl App {
                 },
                 metrics.clone(),
             ))
+            // Innermost: the call's reads and writes run inside its read-your-writes scope.
+            .layer(read_position::ReadPositionLayer::new(store.clone()))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -342,6 +356,7 @@ impl App {
         }
         probe.abort();
         relay.abort();
+        replica_watch.abort();
         rate_limit_sweep.abort();
         if let Some(endpoint) = metrics_endpoint {
             endpoint.abort();
@@ -351,6 +366,7 @@ impl App {
         }
         // A sweep in flight commits or rolls back as a whole: its transaction runs in a task of its own.
         expiry_sweep.abort();
+        partition_maintenance.abort();
         store.close().await;
         tracing::info!("stopped");
         Ok(())
@@ -382,13 +398,16 @@ async fn relay_feed_notifications(store: Store) {
     }
 }
 
-/// Publishes `certificate.expired` events every `interval` (never when it is zero), judging expiry by
+/// Publishes `certificate.expired` events, `certificate.expiring` reminders `reminder_days`
+/// before expiry and `enrollment.due` reminders `due_days` before a cohort ends, every `interval` (never when it is zero), judging expiry by
 /// `clock`, the clock the certification rules read. Every replica may run it: each expiry is
 /// announced once (see `Store::publish_certificate_expiries`).
 async fn sweep_certificate_expiries(
     store: Store,
     clock: crate::domain::certification::Clock,
     interval: Duration,
+    reminder_days: crate::config::ReminderDays,
+    due_days: crate::config::ReminderDays,
 ) {
     if interval.is_zero() {
         return;
@@ -402,6 +421,55 @@ async fn sweep_certificate_expiries(
             Ok(announced) => tracing::info!(announced, "certificate expiries announced"),
             Err(error) => {
                 tracing::warn!(error = %error, "certificate expiry sweep failed; retrying next interval")
+            }
+        }
+        match store
+            .publish_certificate_reminders(clock.now(), &reminder_days.0)
+            .await
+        {
+            Ok(0) => {}
+            Ok(announced) => tracing::info!(announced, "certificate expiry reminders announced"),
+            Err(error) => {
+                tracing::warn!(error = %error, "certificate reminder sweep failed; retrying next interval")
+            }
+        }
+        match store
+            .publish_due_reminders(clock.now().date_naive(), &due_days.0)
+            .await
+        {
+            Ok(0) => {}
+            Ok(announced) => tracing::info!(announced, "enrolment due reminders announced"),
+            Err(error) => {
+                tracing::warn!(error = %error, "due reminder sweep failed; retrying next interval")
+            }
+        }
+    }
+}
+
+/// Maintains the monthly partitions and the feed's retention every `config`'s interval (never
+/// when it is zero), from start-up on. Every replica may run it: one at a time does the work
+/// (see `src/store/partition.rs`).
+async fn maintain_partitions(store: Store, config: crate::config::PartitionConfig) {
+    if config.partition_maintenance_interval.is_zero() {
+        return;
+    }
+    let policy = crate::store::partition::PartitionPolicy {
+        ahead_months: config.partition_ahead_months,
+        outbox_retention: (!config.outbox_retention.is_zero()).then_some(config.outbox_retention),
+    };
+    let mut ticks = tokio::time::interval(config.partition_maintenance_interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match store.maintain_partitions(policy, chrono::Utc::now()).await {
+            Ok(done)
+                if !done.created.is_empty() || done.removed > 0 || !done.dropped.is_empty() =>
+            {
+                tracing::info!(created = ?done.created, dropped = ?done.dropped, removed = done.removed, "partitions maintained")
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(error = %error, "partition maintenance failed; retrying next interval")
             }
         }
     }
@@ -448,7 +516,8 @@ async fn probe_database(store: Store, reporter: tonic_health::server::HealthRepo
 }
 
 /// Returns the CORS policy for gRPC-Web callers from `origins` (`*` allows any): POST with the
-/// gRPC-Web headers, a token, and trace context (`traceparent`, `tracestate`, `x-request-id`).
+/// gRPC-Web headers, a token, trace context (`traceparent`, `tracestate`, `x-request-id`) and
+/// the read position (`lms-min-lsn`).
 fn cors_layer(origins: &[String]) -> anyhow::Result<CorsLayer> {
     let allow_origin = if origins.iter().any(|origin| origin == "*") {
         AllowOrigin::from(Any)
@@ -475,10 +544,12 @@ fn cors_layer(origins: &[String]) -> anyhow::Result<CorsLayer> {
             header("x-request-id"),
             header("traceparent"),
             header("tracestate"),
+            header(read_position::MIN_POSITION_HEADER),
         ])
         // What browser code reads: the status and its details (also in the body for gRPC-Web,
         // but a trailers-only refusal sends them as headers), the request id to quote, and where
-        // the event feed stood when a WatchEvents stream opened.
+        // the event feed stood when a WatchEvents stream opened, and a write's commit position
+        // (read-your-writes across replicas, docs/operations.md).
         .expose_headers([
             header("grpc-status"),
             header("grpc-message"),
@@ -486,6 +557,7 @@ fn cors_layer(origins: &[String]) -> anyhow::Result<CorsLayer> {
             header("x-request-id"),
             header(crate::api::event::HISTORY_HEADER),
             header(crate::api::event::HEAD_HEADER),
+            header(read_position::COMMIT_POSITION_HEADER),
         ])
         .max_age(Duration::from_secs(24 * 60 * 60)))
 }

@@ -10,14 +10,17 @@ pub mod event;
 pub(crate) mod failure;
 pub mod idempotency;
 pub mod organization;
+pub mod partition;
 pub mod person;
+pub mod placement;
 pub mod programme;
 pub mod progress;
+pub mod replica;
 pub mod report;
 pub mod selection;
 pub mod survey;
 
-use std::{future::Future, pin::Pin, sync::Arc};
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use migration::MigratorTrait as _;
@@ -47,6 +50,8 @@ pub struct Store {
     /// is not fair, and under many concurrent writers some waited past the busy timeout.
     sqlite_writers: Option<Arc<tokio::sync::Semaphore>>,
     metrics: Arc<StoreMetrics>,
+    /// PostgreSQL only: hot standbys for routed reads (`DATABASE_READ_URL`), see [`replica`].
+    replicas: Option<Arc<replica::ReadReplicas>>,
 }
 
 /// Measurements the store takes; the metrics endpoint (`src/server/metrics.rs`) registers them.
@@ -57,6 +62,8 @@ pub struct StoreMetrics {
     pub write_wait: prometheus_client::metrics::histogram::Histogram,
     /// Calls committed together per group-commit transaction (unary RecordProgress).
     pub group_sizes: prometheus_client::metrics::histogram::Histogram,
+    /// Read routing to standbys: reads per server, staleness, use (empty without standbys).
+    pub replicas: Arc<replica::ReplicaMetrics>,
 }
 
 impl Default for StoreMetrics {
@@ -68,6 +75,7 @@ impl Default for StoreMetrics {
             write_wait: Histogram::new(exponential_buckets(0.0001, 3.0, 11)),
             // 1, 2, 4 .. 1024 calls.
             group_sizes: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
+            replicas: Arc::default(),
         }
     }
 }
@@ -133,6 +141,10 @@ fn leaves_clean<C: sea_orm::sqlx::Connection>(connection: &C) -> bool {
     true
 }
 
+/// Reason of the error a reminder sweep rolls back with when another replica's sweep announced
+/// the same reminders first; the sweep then counts none and goes on.
+pub(crate) const CONCURRENT_SWEEP: &str = "CONCURRENT_SWEEP";
+
 impl Store {
     /// Connects to the configured database (creating the SQLite file and its folder if needed).
     pub async fn connect(config: &Config) -> anyhow::Result<Self> {
@@ -192,6 +204,8 @@ impl Store {
         let db = Database::connect(options)
             .await
             .with_context(|| format!("connecting to {}", redact(&url)))?;
+        let metrics = Arc::<StoreMetrics>::default();
+        let replicas = connect_read_replicas(config, is_sqlite, max_connections, &metrics).await?;
         Ok(Self {
             db,
             rules: progress::RuleCache::default(),
@@ -206,7 +220,8 @@ impl Store {
             )),
             storage: Arc::default(),
             sqlite_writers: is_sqlite.then(|| Arc::new(tokio::sync::Semaphore::new(1))),
-            metrics: Arc::default(),
+            metrics,
+            replicas,
         })
     }
 
@@ -268,6 +283,37 @@ impl Store {
     /// Returns the connection, for reads.
     pub fn connection(&self) -> &DatabaseConnection {
         &self.db
+    }
+
+    /// Returns the connection for a read that may be served by a hot standby (reports, lists,
+    /// exports, the feed backlog): a standby no staler than `--read-max-lag` that has replayed the
+    /// current call's `lms-min-lsn`, or the primary. Without `DATABASE_READ_URL`, the primary.
+    pub fn reader(&self) -> replica::Reader {
+        replica::Reader::for_call(&self.db, self.replicas.as_deref())
+    }
+
+    /// Returns true when hot standbys are configured (`DATABASE_READ_URL`).
+    pub fn has_read_replicas(&self) -> bool {
+        self.replicas.is_some()
+    }
+
+    /// Returns the primary's WAL position now: a call's writes, committed before, lie below it.
+    pub async fn commit_position(&self) -> Result<replica::WalPosition> {
+        replica::current_position(&self.db).await.map_err(db_error)
+    }
+
+    /// Samples the standbys' replay positions every [`replica::POLL_INTERVAL`] and takes stale
+    /// or failing ones out of service, until dropped; returns at once without standbys.
+    pub async fn watch_read_replicas(&self) {
+        let Some(replicas) = &self.replicas else {
+            return;
+        };
+        let mut ticks = tokio::time::interval(replica::POLL_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            replicas.sample(&self.db).await;
+        }
     }
 
     /// Refreshes the query planner's statistics of every table (`ANALYZE`), as after a bulk load.
@@ -384,11 +430,80 @@ impl Store {
         let result = task
             .await
             .map_err(|join_error| Error::internal(format!("write task failed: {join_error}")))?;
-        if let Err(Error::Storage { .. }) = &result {
-            self.storage.set_failing(true);
+        match &result {
+            Ok(_) => replica::mark_written(),
+            Err(Error::Storage { .. }) => self.storage.set_failing(true),
+            Err(_) => {}
         }
         result
     }
+}
+
+/// Connects to the hot standbys of `DATABASE_READ_URL` (lazily: a standby down at start is
+/// skipped until it answers); refuses them on SQLite, which has no standbys.
+async fn connect_read_replicas(
+    config: &Config,
+    is_sqlite: bool,
+    max_connections: u32,
+    metrics: &StoreMetrics,
+) -> anyhow::Result<Option<Arc<replica::ReadReplicas>>> {
+    let urls: Vec<&String> = config
+        .database
+        .database_read_url
+        .iter()
+        .filter(|url| !url.trim().is_empty())
+        .collect();
+    if urls.is_empty() {
+        return Ok(None);
+    }
+    if is_sqlite {
+        anyhow::bail!(
+            "DATABASE_READ_URL (--database-read-url) needs PostgreSQL: a SQLite database has no hot standbys; unset it or use a postgres:// DATABASE_URL"
+        );
+    }
+    let mut connections = Vec::with_capacity(urls.len());
+    for url in urls {
+        let url = url.trim();
+        if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+            anyhow::bail!(
+                "DATABASE_READ_URL must list postgres:// URLs of hot standbys, got {}",
+                redact(url)
+            );
+        }
+        let mut options = ConnectOptions::new(url.to_owned());
+        options
+            .max_connections(max_connections)
+            .min_connections(0)
+            // A standby that does not answer soon is skipped: the primary answers instead.
+            .acquire_timeout(Duration::from_secs(1).min(config.database.db_acquire_timeout))
+            .connect_timeout(Duration::from_secs(1))
+            .connect_lazy(true)
+            .sqlx_logging(false);
+        options.map_sqlx_postgres_pool_opts(|pool| {
+            pool.after_connect(|_connection, _meta| {
+                Box::pin(async {
+                    disable_nagle();
+                    Ok(())
+                })
+            })
+        });
+        options.map_sqlx_postgres_opts(|postgres| postgres.options([("statement_timeout", "30s")]));
+        connections.push(
+            Database::connect(options)
+                .await
+                .with_context(|| format!("connecting to the read replica {}", redact(url)))?,
+        );
+    }
+    tracing::info!(
+        standbys = connections.len(),
+        max_lag_ms = config.database.read_max_lag.as_millis() as u64,
+        "reads of reports, lists, exports and the feed backlog may go to hot standbys"
+    );
+    Ok(Some(Arc::new(replica::ReadReplicas::new(
+        connections,
+        config.database.read_max_lag,
+        metrics.replicas.clone(),
+    ))))
 }
 
 /// Sets `TCP_NODELAY` on every TCP socket of this process.

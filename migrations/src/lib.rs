@@ -18,6 +18,9 @@ mod m20261204_000013_event_external_keys;
 mod m20261204_000014_feed_history;
 mod m20261205_000015_selection_score_visibility;
 mod m20261205_000016_progress_anchors;
+mod m20261206_000017_placements;
+mod m20261206_000018_partitioning;
+mod m20261206_000019_reminders;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -42,6 +45,9 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000014_feed_history::Migration),
             Box::new(m20261205_000015_selection_score_visibility::Migration),
             Box::new(m20261205_000016_progress_anchors::Migration),
+            Box::new(m20261206_000017_placements::Migration),
+            Box::new(m20261206_000018_partitioning::Migration),
+            Box::new(m20261206_000019_reminders::Migration),
         ]
     }
 }

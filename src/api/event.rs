@@ -284,7 +284,11 @@ impl Watcher {
     /// reached the page's events when they were read.
     async fn catch_up(&self, cursor: &mut i64) -> Result<(), Status> {
         loop {
-            let events = self.store.events_after(*cursor, &self.filter, PAGE).await?;
+            // From a hot standby when one is usable; the store ends short pages on the primary.
+            let events = self
+                .store
+                .backlog_events_after(*cursor, &self.filter, PAGE)
+                .await?;
             let state = self.store.feed_state().await?;
             let position = feed::ResumePoint {
                 history: Some(self.history.clone()),

@@ -1,5 +1,6 @@
 //! `lms.v1.ProgressService`.
 
+use std::collections::HashSet;
 use std::pin::Pin;
 
 use futures::{Stream, StreamExt as _};
@@ -7,6 +8,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::placement::{self, SignOffs};
 use super::programme::enrollment_state_to_proto;
 use crate::auth::{
     self, CallContext, Role,
@@ -180,14 +182,37 @@ fn refusal_error(error: RecordError) -> Error {
 impl ProgressApi {
     /// Fails unless the caller may record every valid event of `records` on its enrolment
     /// ([`Object::Progress`]); one out of reach fails the whole call, before anything is written.
-    /// On their own enrolments, callers record as learners do: APP events only.
-    async fn check_events(&self, caller: &Caller, records: &[EventRecord]) -> Result<()> {
-        if caller.reaches_everything(Object::Progress) {
-            return Ok(());
+    /// On their own enrolments, callers record as learners do: APP events only. SUPERVISOR events
+    /// on activities that require sign-off follow the placement rule instead
+    /// ([`SignOffs`]): a supervisor named on the placement records them whatever their roles;
+    /// anyone else in reach is refused with `PLACEMENT_REQUIRED` or `NOT_PLACEMENT_SUPERVISOR`.
+    /// Returns the sign-offs of the call.
+    async fn check_events(
+        &self,
+        caller: &Caller,
+        records: &[EventRecord],
+    ) -> std::result::Result<SignOffs, Status> {
+        let sign_offs = SignOffs::of(&self.store, caller, records).await?;
+        if !caller.reaches_everything(Object::Progress) {
+            self.check_scope(caller, records, &sign_offs.allowed)
+                .await?;
         }
+        sign_offs.refuse_the_rest()?;
+        Ok(sign_offs)
+    }
+
+    /// The scope part of [`Self::check_events`]; events at `supervised` positions are a named
+    /// supervisor's sign-offs and need no other reach.
+    async fn check_scope(
+        &self,
+        caller: &Caller,
+        records: &[EventRecord],
+        supervised: &HashSet<usize>,
+    ) -> Result<()> {
         let items: Vec<(String, String)> = records
             .iter()
             .enumerate()
+            .filter(|(index, _)| !supervised.contains(index))
             .filter_map(|(index, record)| {
                 let event = record.as_ref().ok()?;
                 Some((
@@ -206,6 +231,9 @@ impl ProgressApi {
         caller.check_all(Object::Progress, "enrollment", &items, &owners)?;
         for (index, record) in records.iter().enumerate() {
             let Ok(event) = record else { continue };
+            if supervised.contains(&index) {
+                continue;
+            }
             let Some(owner) = owners.get(&event.enrollment_id) else {
                 continue;
             };
@@ -231,7 +259,7 @@ impl ProgressApi {
         caller: &Caller,
         events: Vec<pb::ProgressEvent>,
         grouped: bool,
-    ) -> Result<Vec<pb::ProgressAck>> {
+    ) -> std::result::Result<Vec<pb::ProgressAck>, Status> {
         let now = crate::domain::now();
         let ids: Vec<String> = events.iter().map(|event| event.event_id.clone()).collect();
         let records: Vec<EventRecord> = events
@@ -239,16 +267,19 @@ impl ProgressApi {
             .enumerate()
             .map(|(index, event)| validate_event(index, event, now))
             .collect();
-        self.check_events(caller, &records).await?;
+        let sign_offs = self.check_events(caller, &records).await?;
+        let recorder = if placement::records_as_supervisor(context, &sign_offs) {
+            Recorder::Staff
+        } else {
+            recorder(context)
+        };
         let actor = context.principal.subject.clone();
         let answers = if grouped {
             self.store
-                .record_progress_grouped(actor, recorder(context), records)
+                .record_progress_grouped(actor, recorder, records)
                 .await?
         } else {
-            self.store
-                .record_progress(actor, recorder(context), records)
-                .await?
+            self.store.record_progress(actor, recorder, records).await?
         };
         Ok(ids
             .into_iter()
@@ -392,8 +423,8 @@ impl pb::progress_service_server::ProgressService for ProgressApi {
                                 }
                             }
                         }
-                        Err(error) => {
-                            let _ = sender.send(Err(error.into())).await;
+                        Err(status) => {
+                            let _ = sender.send(Err(status)).await;
                             return;
                         }
                     }
@@ -508,6 +539,34 @@ impl pb::progress_service_server::ProgressService for ProgressApi {
         Ok(Response::new(view_to_proto(&enrollment, view)))
     }
 
+    async fn create_placement(
+        &self,
+        request: Request<pb::CreatePlacementRequest>,
+    ) -> Result<Response<pb::Placement>, Status> {
+        placement::create_placement(&self.store, request).await
+    }
+
+    async fn get_placement(
+        &self,
+        request: Request<pb::GetPlacementRequest>,
+    ) -> Result<Response<pb::Placement>, Status> {
+        placement::get_placement(&self.store, request).await
+    }
+
+    async fn list_placements(
+        &self,
+        request: Request<pb::ListPlacementsRequest>,
+    ) -> Result<Response<pb::ListPlacementsResponse>, Status> {
+        placement::list_placements(&self.store, request).await
+    }
+
+    async fn update_placement(
+        &self,
+        request: Request<pb::UpdatePlacementRequest>,
+    ) -> Result<Response<pb::Placement>, Status> {
+        placement::update_placement(&self.store, request).await
+    }
+
     type ExportStatementsStream = StatementStream;
 
     async fn export_statements(
@@ -527,7 +586,8 @@ impl pb::progress_service_server::ProgressService for ProgressApi {
         };
         let (sender, receiver) = mpsc::channel::<Result<pb::ExportStatementsResponse, Status>>(4);
         let store = self.store.clone();
-        tokio::spawn(async move {
+        // The pages are read after the call returns: they keep its read position (lms-min-lsn).
+        tokio::spawn(crate::store::replica::inherit(async move {
             let mut after = None;
             loop {
                 let page = match store
@@ -562,6 +622,8 @@ impl pb::progress_service_server::ProgressService for ProgressApi {
                         recorded_time: event.recorded_time,
                         evidence_uri: event.evidence_uri.as_deref(),
                         provenance_note: event.provenance_note.as_deref(),
+                        signed_by: (facts.source == Source::Supervisor)
+                            .then_some(event.actor.as_str()),
                     };
                     statements.push(progress::xapi_statement(&parts, &iri_base).to_string());
                 }
@@ -574,7 +636,7 @@ impl pb::progress_service_server::ProgressService for ProgressApi {
                     return;
                 }
             }
-        });
+        }));
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 }

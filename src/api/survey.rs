@@ -16,7 +16,13 @@ use crate::domain::{
 };
 use crate::error::{Error, Result};
 use crate::pb;
-use crate::store::{Store, survey::ResponseFilter};
+use crate::store::{
+    Store,
+    survey::{ResponseFilter, Submission},
+};
+
+/// Submissions a `BatchSubmitSurveyResponses` call carries at most.
+pub const MAX_BATCH_SUBMISSIONS: usize = 1_000;
 
 /// Handlers of `SurveyService`.
 #[derive(Clone)]
@@ -224,6 +230,90 @@ impl pb::survey_service_server::SurveyService for SurveyApi {
             )
             .await?;
         Ok(Response::new(response.into()))
+    }
+
+    async fn batch_submit_survey_responses(
+        &self,
+        request: Request<pb::BatchSubmitSurveyResponsesRequest>,
+    ) -> Result<Response<pb::BatchSubmitSurveyResponsesResponse>, Status> {
+        let context = auth::context(&request)?;
+        let message = request.into_inner();
+        if message.requests.is_empty() || message.requests.len() > MAX_BATCH_SUBMISSIONS {
+            return Err(Error::invalid(
+                "requests",
+                format!("must hold 1 to {MAX_BATCH_SUBMISSIONS} submissions"),
+            )
+            .into());
+        }
+        let mut violations = crate::error::Violations::new();
+        let mut seen = std::collections::HashMap::new();
+        let mut parsed = Vec::with_capacity(message.requests.len());
+        for (index, submission) in message.requests.into_iter().enumerate() {
+            let field = |name: &str| format!("requests[{index}].{name}");
+            let enrollment_id = required_id(&field("enrollment_id"), &submission.enrollment_id);
+            let activity_id = required_id(&field("activity_id"), &submission.activity_id);
+            let (enrollment_id, activity_id) = match (enrollment_id, activity_id) {
+                (Ok(enrollment_id), Ok(activity_id)) => (enrollment_id, activity_id),
+                (first, second) => {
+                    for error in [first.err(), second.err()].into_iter().flatten() {
+                        if let Error::InvalidArgument(found) = error {
+                            for violation in found.as_slice() {
+                                violations.add(&violation.field, &violation.description);
+                            }
+                        }
+                    }
+                    continue;
+                }
+            };
+            if let Some(first) = seen.insert((enrollment_id.clone(), activity_id.clone()), index) {
+                violations.add(
+                    field("activity_id"),
+                    format!("repeats requests[{first}]: one submission per enrolment and survey"),
+                );
+                continue;
+            }
+            let answers = submission.answers.into_iter().map(raw_answer).collect();
+            parsed.push((enrollment_id, activity_id, answers));
+        }
+        violations.into_result(())?;
+        let caller = scope::caller(&self.store, &context, Object::SurveyAnswer).await?;
+        let mut submissions = Vec::with_capacity(parsed.len());
+        for (index, (enrollment_id, activity_id, answers)) in parsed.into_iter().enumerate() {
+            let owner = caller
+                .check_found(
+                    Object::SurveyAnswer,
+                    "enrollment",
+                    &enrollment_id,
+                    self.store.enrollment_owner(&enrollment_id).await,
+                )
+                .map_err(|error| match error {
+                    Error::PermissionDenied { reason, message } => Error::PermissionDenied {
+                        reason,
+                        message: format!("requests[{index}]: {message}"),
+                    },
+                    other => other,
+                })?;
+            let respondent = if owner.person_id == caller.subject() {
+                Respondent::Learner
+            } else {
+                Respondent::Staff
+            };
+            submissions.push(Submission {
+                respondent,
+                enrollment_id,
+                activity_id,
+                answers,
+            });
+        }
+        let outcome = self
+            .store
+            .batch_submit_survey_responses(context.audit(None), submissions)
+            .await?;
+        Ok(Response::new(pb::BatchSubmitSurveyResponsesResponse {
+            responses: outcome.responses.into_iter().map(Into::into).collect(),
+            created_count: outcome.created,
+            unchanged_count: outcome.unchanged,
+        }))
     }
 
     async fn get_survey_results(

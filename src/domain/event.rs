@@ -3,18 +3,20 @@
 use serde_json::Value;
 
 /// Every event type the feed carries.
-pub const EVENT_TYPES: [&str; 12] = [
+pub const EVENT_TYPES: [&str; 14] = [
     "person.created",
     "person.updated",
     "enrollment.created",
     "enrollment.withdrawn",
     "enrollment.promoted",
+    "enrollment.due",
     "module.completed",
     "course.completed",
     "programme.completed",
     "candidacy.changed",
     "certificate.issued",
     "certificate.changed",
+    "certificate.expiring",
     "certificate.expired",
 ];
 

@@ -532,9 +532,12 @@ pub struct StatementParts<'a> {
     pub evidence_uri: Option<&'a str>,
     /// Provenance note of an import, if any.
     pub provenance_note: Option<&'a str>,
+    /// Who signed a SUPERVISOR event off (the recording caller), if it is one.
+    pub signed_by: Option<&'a str>,
 }
 
-/// Returns the xAPI 1.0.3 statement of an event; identifiers are IRIs under `iri_base`.
+/// Returns the xAPI 1.0.3 statement of an event; identifiers are IRIs under `iri_base`. A
+/// supervisor's sign-off names its signer as the context's `instructor`.
 pub fn xapi_statement(parts: &StatementParts<'_>, iri_base: &str) -> serde_json::Value {
     let facts = parts.facts;
     let verb = facts.verb.as_str().to_lowercase();
@@ -575,6 +578,17 @@ pub fn xapi_statement(parts: &StatementParts<'_>, iri_base: &str) -> serde_json:
             note.into(),
         );
     }
+    let mut context = serde_json::json!({
+        "registration": parts.enrollment_id,
+        "platform": "lms",
+        "extensions": extensions,
+    });
+    if let Some(signer) = parts.signed_by {
+        context["instructor"] = serde_json::json!({
+            "objectType": "Agent",
+            "account": { "homePage": iri_base, "name": signer },
+        });
+    }
     serde_json::json!({
         "id": parts.event_id,
         "version": "1.0.3",
@@ -591,11 +605,7 @@ pub fn xapi_statement(parts: &StatementParts<'_>, iri_base: &str) -> serde_json:
             "id": format!("{iri_base}/activities/{}", parts.activity_id),
         },
         "result": result,
-        "context": {
-            "registration": parts.enrollment_id,
-            "platform": "lms",
-            "extensions": extensions,
-        },
+        "context": context,
         "timestamp": facts.occurred_time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         "stored": parts.recorded_time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
     })

@@ -202,6 +202,21 @@ impl Metrics {
             "Unary RecordProgress calls committed together per group-commit transaction",
             store.metrics().group_sizes.clone(),
         );
+        registry.register(
+            "db_routed_reads",
+            "Statements of reads that may use a hot standby (reports, lists, exports, feed backlog), by the server that answered",
+            store.metrics().replicas.reads.clone(),
+        );
+        registry.register(
+            "db_standby_lag_milliseconds",
+            "Staleness of each hot standby at its last sample (-1: unknown or failing)",
+            store.metrics().replicas.lag_milliseconds.clone(),
+        );
+        registry.register(
+            "db_standby_usable",
+            "1 while a hot standby serves reads, 0 while it is skipped (lagging or failing)",
+            store.metrics().replicas.usable.clone(),
+        );
         let outbox_head = Gauge::default();
         registry.register(
             "outbox_head_cursor",

@@ -313,7 +313,7 @@ impl Store {
         let rows = query
             .order_by_asc(audit_entries::Column::Sequence)
             .limit(page.size + 1)
-            .all(self.connection())
+            .all(&self.reader())
             .await
             .map_err(db_error)?;
         let entries = rows.into_iter().map(from_model).collect();

@@ -1426,7 +1426,7 @@ impl Store {
         let rows = query
             .order_by_asc(certificates::Column::Id)
             .limit(page.size + 1)
-            .all(self.connection())
+            .all(&self.reader())
             .await
             .map_err(db_error)?
             .into_iter()
@@ -2046,6 +2046,131 @@ impl Store {
             }
         }
     }
+}
+
+impl Store {
+    /// Publishes one `certificate.expiring` event per ACTIVE certificate and reminder offset
+    /// (`days_before`, e.g. 90, 60, 30, 7) whose window it has entered, and returns how many.
+    ///
+    /// A certificate is reminded once per offset, and only at the nearest offset it has reached:
+    /// one that already expires within 7 days when it is first seen (issued for a short period, or
+    /// reminders switched on late) gets the 7-day reminder, not four at once. Exactly once across
+    /// replicas, as [`Store::publish_certificate_expiries`]: rows are selected `FOR UPDATE SKIP
+    /// LOCKED` on PostgreSQL (serial write transactions on SQLite), and the reminder rows are
+    /// inserted in the same transaction as the events; should another sweep have inserted one in
+    /// the meantime, the batch rolls back instead of announcing twice.
+    pub async fn publish_certificate_reminders(
+        &self,
+        now: DateTime<Utc>,
+        days_before: &[u32],
+    ) -> Result<usize> {
+        let mut offsets: Vec<i64> = days_before.iter().map(|&days| i64::from(days)).collect();
+        offsets.sort_unstable();
+        offsets.dedup();
+        let mut total = 0;
+        let mut nearer = 0;
+        for offset in offsets {
+            loop {
+                let announced = self
+                    .write(move |transaction| {
+                        Box::pin(announce_reminders(transaction, now, nearer, offset))
+                    })
+                    .await;
+                let announced = match announced {
+                    // Another replica is sweeping the same reminders: it announces them.
+                    Err(Error::Aborted { reason, .. }) if reason == super::CONCURRENT_SWEEP => 0,
+                    other => other?,
+                };
+                total += announced;
+                if (announced as u64) < EXPIRY_SWEEP_BATCH {
+                    break;
+                }
+            }
+            nearer = offset;
+        }
+        Ok(total)
+    }
+}
+
+/// Marks and announces one batch of `offset`-day reminders in `transaction`: ACTIVE certificates
+/// expiring after `nearer` days and within `offset` days of `now` that have no reminder at this
+/// offset or a nearer one yet. Returns how many.
+async fn announce_reminders(
+    transaction: &DatabaseTransaction,
+    now: DateTime<Utc>,
+    nearer: i64,
+    offset: i64,
+) -> Result<usize> {
+    use super::entity::certification::certificate_reminders as reminders;
+    use sea_orm::sea_query::{Expr, ExprTrait as _, LockBehavior, LockType, Query};
+
+    let reminded = Query::select()
+        .column(reminders::Column::CertificateId)
+        .from(reminders::Entity)
+        .and_where(Expr::col(reminders::Column::DaysBefore).lte(offset))
+        .to_owned();
+    let mut select = certificates::Entity::find()
+        .filter(certificates::Column::Status.eq(CertificateStatus::Active.as_str()))
+        .filter(certificates::Column::ExpiresTime.gt(now + chrono::Duration::days(nearer)))
+        .filter(certificates::Column::ExpiresTime.lte(now + chrono::Duration::days(offset)))
+        .filter(certificates::Column::Id.not_in_subquery(reminded))
+        .order_by_asc(certificates::Column::ExpiresTime)
+        .order_by_asc(certificates::Column::Id)
+        .limit(EXPIRY_SWEEP_BATCH);
+    if transaction.get_database_backend() == DbBackend::Postgres {
+        select = select.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+    }
+    let due = select.all(transaction).await.map_err(db_error)?;
+    if due.is_empty() {
+        return Ok(0);
+    }
+    let days = i32::try_from(offset).map_err(Error::internal)?;
+    let inserted = reminders::Entity::insert_many(due.iter().map(|model| reminders::ActiveModel {
+        certificate_id: Set(model.id.clone()),
+        days_before: Set(days),
+        announced_time: Set(now),
+    }))
+    .on_conflict(
+        sea_orm::sea_query::OnConflict::columns([
+            reminders::Column::CertificateId,
+            reminders::Column::DaysBefore,
+        ])
+        .do_nothing()
+        .to_owned(),
+    )
+    .exec_without_returning(transaction)
+    .await
+    .map_err(db_error)?;
+    if inserted != due.len() as u64 {
+        return Err(Error::Aborted {
+            reason: super::CONCURRENT_SWEEP,
+            message:
+                "certificates were reminded by another sweep in the meantime; batch rolled back"
+                    .to_owned(),
+            metadata: Vec::new(),
+        });
+    }
+    let paths = super::person::organization_paths_of_people(
+        transaction,
+        due.iter().map(|model| model.person_id.clone()).collect(),
+    )
+    .await?;
+    let events = due
+        .iter()
+        .map(|model| {
+            new_event(
+                "certificate.expiring",
+                &model.id,
+                &model.person_id,
+                paths.get(&model.person_id).cloned(),
+                json!({"certificate_id": model.id, "candidacy_id": model.candidacy_id, "track_id": model.track_id,
+                       "cycle": model.cycle, "status": model.status, "days_before": offset,
+                       "expires_time": model.expires_time.to_rfc3339()}),
+            )
+        })
+        .collect();
+    super::event::append(transaction, events).await?;
+    Ok(due.len())
 }
 
 /// Marks and announces one batch of expired certificates in `transaction`; returns how many.

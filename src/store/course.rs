@@ -593,7 +593,7 @@ impl Store {
         let rows = query
             .order_by_asc(courses::Column::Id)
             .limit(page.size + 1)
-            .all(self.connection())
+            .all(&self.reader())
             .await
             .map_err(db_error)?;
         let courses = rows

@@ -27,6 +27,24 @@ tokio::task_local! {
     pub(crate) static PUBLISHED: std::cell::Cell<bool>;
 }
 
+/// Events deleted per statement by retention where no partition can be dropped.
+const DELETE_BATCH: u64 = 10_000;
+
+/// Reads the feed's retention watermark, in `transaction`.
+pub(crate) async fn pruned_through(transaction: &DatabaseTransaction) -> Result<i64> {
+    transaction
+        .query_one_raw(super::statement(
+            transaction.get_database_backend(),
+            "SELECT pruned_through FROM outbox_head WHERE id = 1",
+            [],
+        ))
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| Error::internal("outbox head row is missing"))?
+        .try_get::<i64>("", "pruned_through")
+        .map_err(db_error)
+}
+
 /// Name of the PostgreSQL notification channel that wakes watchers on every replica.
 pub const NOTIFY_CHANNEL: &str = "lms_outbox";
 
@@ -189,6 +207,43 @@ impl Store {
         filter: &EventFilter,
         limit: u64,
     ) -> Result<Vec<FeedEvent>> {
+        self.events_after_on(self.connection(), cursor, filter, limit)
+            .await
+    }
+
+    /// Returns up to `limit` events after `cursor` for a watcher catching up: read from a hot
+    /// standby when one is usable (`DATABASE_READ_URL`), the rest of a short page from the primary.
+    ///
+    /// A standby shows a prefix of the feed (cursor order is commit order, and a standby replays
+    /// commits in order), so a full page from it is the page the primary would give; a short one
+    /// may end where the standby's replay stands, so the primary continues it up to the head.
+    pub async fn backlog_events_after(
+        &self,
+        cursor: i64,
+        filter: &EventFilter,
+        limit: u64,
+    ) -> Result<Vec<FeedEvent>> {
+        let reader = self.reader();
+        if !reader.is_standby() {
+            return self.events_after(cursor, filter, limit).await;
+        }
+        let mut events = self.events_after_on(&reader, cursor, filter, limit).await?;
+        let read = events.len() as u64;
+        if read < limit {
+            let last = events.last().map_or(cursor, |event| event.cursor);
+            events.extend(self.events_after(last, filter, limit - read).await?);
+        }
+        Ok(events)
+    }
+
+    /// Returns up to `limit` events after `cursor`, in feed order, read on `connection`.
+    async fn events_after_on(
+        &self,
+        connection: &impl ConnectionTrait,
+        cursor: i64,
+        filter: &EventFilter,
+        limit: u64,
+    ) -> Result<Vec<FeedEvent>> {
         let mut query =
             outbox_events::Entity::find().filter(outbox_events::Column::Sequence.gt(cursor));
         if !filter.types.is_empty() {
@@ -204,7 +259,7 @@ impl Store {
         let rows = query
             .order_by_asc(outbox_events::Column::Sequence)
             .limit(limit)
-            .all(self.connection())
+            .all(connection)
             .await
             .map_err(db_error)?;
         Ok(rows
@@ -242,52 +297,76 @@ impl Store {
     /// Retention deletes a prefix of the feed: every event up to the last one created before
     /// `before`. That cursor is recorded first, as the feed's `pruned_through`, in a short
     /// transaction of its own, so a watcher below it is refused (CURSOR_EXPIRED) before any of
-    /// the events it would miss are gone; the bulk delete then runs without holding the head.
+    /// the events it would miss are gone; the events then go without holding the head. On
+    /// PostgreSQL the monthly partitions wholly before `before` are dropped (see
+    /// `src/store/partition.rs`) and the rest is deleted in bounded batches, as on SQLite.
     pub async fn prune_events(&self, before: chrono::DateTime<chrono::Utc>) -> Result<u64> {
-        let through = self
-            .write(move |transaction| {
-                Box::pin(async move {
-                    let last_expired = outbox_events::Entity::find()
-                        .select_only()
-                        .column_as(outbox_events::Column::Sequence.max(), "last")
-                        .filter(outbox_events::Column::CreateTime.lt(before))
-                        .into_tuple::<Option<i64>>()
-                        .one(transaction)
-                        .await
-                        .map_err(db_error)?
-                        .flatten()
-                        .unwrap_or_default();
-                    let backend = transaction.get_database_backend();
-                    transaction
-                        .execute_raw(super::statement(
-                            backend,
-                            "UPDATE outbox_head SET pruned_through = $1 \
-                             WHERE id = 1 AND pruned_through < $1",
-                            [last_expired.into()],
-                        ))
-                        .await
-                        .map_err(db_error)?;
-                    // Never lowered: also finishes a delete an earlier run did not complete.
-                    transaction
-                        .query_one_raw(super::statement(
-                            backend,
-                            "SELECT pruned_through FROM outbox_head WHERE id = 1",
-                            [],
-                        ))
-                        .await
-                        .map_err(db_error)?
-                        .ok_or_else(|| Error::internal("outbox head row is missing"))?
-                        .try_get::<i64>("", "pruned_through")
-                        .map_err(db_error)
-                })
+        let through = self.raise_pruned_through(before).await?;
+        let dropped = if self.backend() == DbBackend::Postgres {
+            self.drop_outbox_partitions(before).await?.rows
+        } else {
+            0
+        };
+        Ok(dropped + self.delete_events_through(through).await?)
+    }
+
+    /// Records the last event created before `before` as the feed's `pruned_through` (never
+    /// lowered), in a transaction of its own; returns the watermark as it now stands.
+    pub(crate) async fn raise_pruned_through(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<i64> {
+        self.write(move |transaction| {
+            Box::pin(async move {
+                let last_expired = outbox_events::Entity::find()
+                    .select_only()
+                    .column_as(outbox_events::Column::Sequence.max(), "last")
+                    .filter(outbox_events::Column::CreateTime.lt(before))
+                    .into_tuple::<Option<i64>>()
+                    .one(transaction)
+                    .await
+                    .map_err(db_error)?
+                    .flatten()
+                    .unwrap_or_default();
+                let backend = transaction.get_database_backend();
+                transaction
+                    .execute_raw(super::statement(
+                        backend,
+                        "UPDATE outbox_head SET pruned_through = $1 \
+                         WHERE id = 1 AND pruned_through < $1",
+                        [last_expired.into()],
+                    ))
+                    .await
+                    .map_err(db_error)?;
+                // Never lowered: also finishes a delete an earlier run did not complete.
+                pruned_through(transaction).await
             })
-            .await?;
-        let deleted = outbox_events::Entity::delete_many()
-            .filter(outbox_events::Column::Sequence.lte(through))
-            .exec(self.connection())
-            .await
-            .map_err(db_error)?;
-        Ok(deleted.rows_affected)
+        })
+        .await
+    }
+
+    /// Deletes the events up to `through`, [`DELETE_BATCH`] per statement, so no delete holds
+    /// its locks (or, on SQLite, the single writer) for long; returns how many went.
+    pub(crate) async fn delete_events_through(&self, through: i64) -> Result<u64> {
+        let backend = self.backend();
+        let mut deleted = 0;
+        loop {
+            let batch = self
+                .connection()
+                .execute_raw(super::statement(
+                    backend,
+                    "DELETE FROM outbox_events WHERE sequence IN (SELECT sequence \
+                     FROM outbox_events WHERE sequence <= $1 ORDER BY sequence LIMIT $2)",
+                    [through.into(), (DELETE_BATCH as i64).into()],
+                ))
+                .await
+                .map_err(db_error)?
+                .rows_affected();
+            deleted += batch;
+            if batch < DELETE_BATCH {
+                return Ok(deleted);
+            }
+        }
     }
 
     /// Returns the feed's history, head and retention watermark, as committed.

@@ -1035,6 +1035,8 @@ impl Store {
         filter: &ProgrammeFilter,
         page: &Page,
     ) -> Result<(Vec<Programme>, String)> {
+        // One reader for the whole call, so its reads agree with each other.
+        let reader = self.reader();
         let mut query = programmes::Entity::find();
         if let Some(sponsor) = &filter.sponsor_organization_id {
             query = query.filter(programmes::Column::SponsorOrganizationId.eq(sponsor.as_str()));
@@ -1048,10 +1050,10 @@ impl Store {
         let rows = query
             .order_by_asc(programmes::Column::Id)
             .limit(page.size + 1)
-            .all(self.connection())
+            .all(&reader)
             .await
             .map_err(db_error)?;
-        let programmes = load_programmes(self.connection(), rows).await?;
+        let programmes = load_programmes(&reader, rows).await?;
         Ok(page.finish(programmes, |programme| programme.id.clone()))
     }
 
@@ -1229,7 +1231,7 @@ impl Store {
         let rows = query
             .order_by_asc(cohorts::Column::Id)
             .limit(page.size + 1)
-            .all(self.connection())
+            .all(&self.reader())
             .await
             .map_err(db_error)?;
         let cohorts = rows
@@ -1483,6 +1485,8 @@ impl Store {
         filter: &EnrollmentFilter,
         page: &Page,
     ) -> Result<(Vec<Enrollment>, String)> {
+        // One reader for the whole call, so its reads agree with each other.
+        let reader = self.reader();
         let mut query = enrollments::Entity::find();
         if let Some(cohort_id) = &filter.cohort_id {
             query = query.filter(enrollments::Column::CohortId.eq(cohort_id.as_str()));
@@ -1511,14 +1515,14 @@ impl Store {
         let rows = query
             .order_by_asc(enrollments::Column::Id)
             .limit(page.size + 1)
-            .all(self.connection())
+            .all(&reader)
             .await
             .map_err(db_error)?;
         let mut list = rows
             .into_iter()
             .map(enrollment_from)
             .collect::<Result<Vec<_>>>()?;
-        fill_waitlist_positions(self.connection(), &mut list).await?;
+        fill_waitlist_positions(&reader, &mut list).await?;
         Ok(page.finish(list, |enrollment| enrollment.id.clone()))
     }
 }
@@ -1630,4 +1634,153 @@ pub(crate) async fn person_organization_path(
             .await?
             .path,
     )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Due-date reminders
+
+/// Enrolments reminded per sweep transaction.
+const DUE_SWEEP_BATCH: u64 = 500;
+
+impl Store {
+    /// Publishes one `enrollment.due` event per unfinished enrolment (ENROLLED or IN_PROGRESS)
+    /// and reminder offset (`days_before` its cohort's end date, e.g. 7 and 1) it has reached,
+    /// judged on `today` (UTC); returns how many.
+    ///
+    /// Only the nearest offset reached is sent (an enrolment first seen 3 days before the end
+    /// gets the 7-day reminder, then the 1-day one, never a backlog), and each once across replicas:
+    /// the reminder rows are inserted with the events, and a batch whose rows another sweep
+    /// inserted in the meantime (the insert then waits for it and adds fewer rows) rolls back
+    /// instead of announcing twice. Enrolment rows are not locked, so progress is never held up.
+    pub async fn publish_due_reminders(
+        &self,
+        today: chrono::NaiveDate,
+        days_before: &[u32],
+    ) -> Result<usize> {
+        let mut offsets: Vec<i64> = days_before.iter().map(|&days| i64::from(days)).collect();
+        offsets.sort_unstable();
+        offsets.dedup();
+        let mut total = 0;
+        let mut nearer = -1;
+        for offset in offsets {
+            loop {
+                let announced = self
+                    .write(move |transaction| {
+                        Box::pin(announce_due(transaction, today, nearer, offset))
+                    })
+                    .await;
+                let announced = match announced {
+                    // Another replica is sweeping the same reminders: it announces them.
+                    Err(Error::Aborted { reason, .. }) if reason == super::CONCURRENT_SWEEP => 0,
+                    other => other?,
+                };
+                total += announced;
+                if (announced as u64) < DUE_SWEEP_BATCH {
+                    break;
+                }
+            }
+            nearer = offset;
+        }
+        Ok(total)
+    }
+}
+
+/// Marks and announces one batch of `offset`-day due reminders in `transaction`: unfinished
+/// enrolments whose cohort ends after `nearer` and within `offset` days of `today` (the end date
+/// itself counts as 0 days) and that have no reminder at this offset or a nearer one yet.
+async fn announce_due(
+    transaction: &DatabaseTransaction,
+    today: chrono::NaiveDate,
+    nearer: i64,
+    offset: i64,
+) -> Result<usize> {
+    use super::entity::programme::enrollment_reminders as reminders;
+
+    let date = |days: i64| (today + chrono::Duration::days(days)).to_string();
+    let ending = Query::select()
+        .column(cohorts::Column::Id)
+        .from(cohorts::Entity)
+        .and_where(Expr::col(cohorts::Column::EndDate).gt(date(nearer)))
+        .and_where(Expr::col(cohorts::Column::EndDate).lte(date(offset)))
+        .to_owned();
+    let reminded = Query::select()
+        .column(reminders::Column::EnrollmentId)
+        .from(reminders::Entity)
+        .and_where(Expr::col(reminders::Column::DaysBefore).lte(offset))
+        .to_owned();
+    let due = enrollments::Entity::find()
+        .filter(enrollments::Column::CohortId.in_subquery(ending))
+        .filter(enrollments::Column::State.is_in([
+            EnrollmentState::Enrolled.as_str(),
+            EnrollmentState::InProgress.as_str(),
+        ]))
+        .filter(enrollments::Column::Id.not_in_subquery(reminded))
+        .order_by_asc(enrollments::Column::Id)
+        .limit(DUE_SWEEP_BATCH)
+        .all(transaction)
+        .await
+        .map_err(db_error)?;
+    if due.is_empty() {
+        return Ok(0);
+    }
+    let now = crate::domain::now();
+    let days = i32::try_from(offset).map_err(Error::internal)?;
+    let inserted = reminders::Entity::insert_many(due.iter().map(|model| reminders::ActiveModel {
+        enrollment_id: Set(model.id.clone()),
+        days_before: Set(days),
+        announced_time: Set(now),
+    }))
+    .on_conflict(
+        sea_orm::sea_query::OnConflict::columns([
+            reminders::Column::EnrollmentId,
+            reminders::Column::DaysBefore,
+        ])
+        .do_nothing()
+        .to_owned(),
+    )
+    .exec_without_returning(transaction)
+    .await
+    .map_err(db_error)?;
+    if inserted != due.len() as u64 {
+        return Err(Error::Aborted {
+            reason: super::CONCURRENT_SWEEP,
+            message: "enrolments were reminded by another sweep in the meantime; batch rolled back"
+                .to_owned(),
+            metadata: Vec::new(),
+        });
+    }
+    let cohort_ids: HashSet<String> = due.iter().map(|model| model.cohort_id.clone()).collect();
+    let end_dates: HashMap<String, Option<String>> = cohorts::Entity::find()
+        .filter(cohorts::Column::Id.is_in(cohort_ids))
+        .all(transaction)
+        .await
+        .map_err(db_error)?
+        .into_iter()
+        .map(|cohort| (cohort.id, cohort.end_date))
+        .collect();
+    let paths = super::person::organization_paths_of_people(
+        transaction,
+        due.iter().map(|model| model.person_id.clone()).collect(),
+    )
+    .await?;
+    let events = due
+        .iter()
+        .map(|model| NewEvent {
+            event_type: "enrollment.due",
+            subject_id: model.id.clone(),
+            person_id: Some(model.person_id.clone()),
+            organization_path: paths.get(&model.person_id).cloned(),
+            payload: serde_json::json!({
+                "enrollment_id": model.id,
+                "cohort_id": model.cohort_id,
+                "programme_id": model.programme_id,
+                "person_id": model.person_id,
+                "state": model.state,
+                "end_date": end_dates.get(&model.cohort_id).cloned().flatten(),
+                "days_before": offset,
+            }),
+        })
+        .collect();
+    super::event::append(transaction, events).await?;
+    Ok(due.len())
 }

@@ -652,7 +652,15 @@ async fn record_in_transaction(
                 )));
                 continue;
             };
-            if let Err((field, message)) = check_against_rule(&event.facts, &activity_rule) {
+            if let Err((field, message)) = check_against_rule(&event.facts, &activity_rule)
+                .and_then(|()| {
+                    crate::domain::placement::check_sign_off_evidence(
+                        &event.facts,
+                        &activity_rule,
+                        event.evidence_uri.is_some(),
+                    )
+                })
+            {
                 answers.push(Err(event_error(
                     index,
                     &event.event_id,
@@ -915,9 +923,12 @@ impl Store {
         if self.group.enqueue(call, answer) {
             tokio::spawn(self.clone().flush_groups());
         }
-        answered
+        let answers = answered
             .await
-            .map_err(|_| Error::internal("group commit dropped the call"))?
+            .map_err(|_| Error::internal("group commit dropped the call"))??;
+        // The group committed in the flusher's task: mark this call's, for its commit position.
+        super::replica::mark_written();
+        Ok(answers)
     }
 
     /// Commits queued calls, a group per transaction, until the queue is empty.
@@ -1197,7 +1208,7 @@ impl Store {
         query.order_by_expr(id, Order::Asc).limit(page.size + 1);
         let rows =
             ProgressRow::find_by_statement(self.connection().get_database_backend().build(&query))
-                .all(self.connection())
+                .all(&self.reader())
                 .await
                 .map_err(db_error)?;
         Ok(page.finish(rows, |row| match order {
@@ -1213,6 +1224,8 @@ impl Store {
         after: Option<(DateTime<Utc>, String)>,
         limit: u64,
     ) -> Result<Vec<LoggedEvent>> {
+        // One reader for the whole call, so its reads agree with each other.
+        let reader = self.reader();
         let mut query = progress_events::Entity::find();
         if let Some(enrollment_id) = &filter.enrollment_id {
             query = query.filter(progress_events::Column::EnrollmentId.eq(enrollment_id.as_str()));
@@ -1243,7 +1256,7 @@ impl Store {
             .order_by_asc(progress_events::Column::RecordedTime)
             .order_by_asc(progress_events::Column::EventId)
             .limit(limit)
-            .all(self.connection())
+            .all(&reader)
             .await
             .map_err(db_error)?;
         let enrollment_ids: HashSet<String> = events
@@ -1255,7 +1268,7 @@ impl Store {
         } else {
             enrollments::Entity::find()
                 .filter(enrollments::Column::Id.is_in(enrollment_ids))
-                .all(self.connection())
+                .all(&reader)
                 .await
                 .map_err(db_error)?
                 .into_iter()

@@ -318,7 +318,8 @@ impl Store {
         root: Option<(&str, &str, &str)>,
         group_by: GroupBy,
     ) -> Result<CompletionReport> {
-        let db = self.connection();
+        // Reports may be served by a hot standby (bounded staleness, read-your-writes).
+        let db = &self.reader();
         let backend = db.get_database_backend();
         let prefix = root.map(|(_, path, _)| format!("{}%", super::escape_like(path)));
         let subtree = if prefix.is_some() {
@@ -527,7 +528,7 @@ impl Store {
              WHERE programme_id = ? GROUP BY cohort_id, course_version_id",
             vec![programme_id.into()],
         ))
-        .all(self.connection())
+        .all(&self.reader())
         .await
         .map_err(db_error)?;
         Ok(rows
@@ -679,7 +680,8 @@ impl Store {
         use sea_orm::{ColumnTrait as _, QueryFilter as _};
 
         use super::entity::certification::{candidacies, certificates};
-        let db = self.connection();
+        // Reports may be served by a hot standby (bounded staleness, read-your-writes).
+        let db = &self.reader();
         let candidacies = candidacies::Entity::find()
             .filter(candidacies::Column::TrackId.eq(track_id))
             .all(db)
@@ -1243,7 +1245,8 @@ impl Store {
             cohort_id: String,
             person_id: String,
         }
-        let db = self.connection();
+        // Reports may be served by a hot standby (bounded staleness, read-your-writes).
+        let db = &self.reader();
         let backend = db.get_database_backend();
         let delivered = Delivered::find_by_statement(statement(
             backend,
@@ -1335,7 +1338,8 @@ impl Store {
         if course_version_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let db = self.connection();
+        // Reports may be served by a hot standby (bounded staleness, read-your-writes).
+        let db = &self.reader();
         let activities = course_activities::Entity::find()
             .filter(course_activities::Column::CourseVersionId.is_in(course_version_ids.to_vec()))
             .filter(course_activities::Column::Kind.eq(ActivityKind::Survey.as_str()))

@@ -63,6 +63,8 @@ struct Side {
     call: String,
     application: String,
     panel: String,
+    /// The placement of `enrollment` on the world's attachment, supervised by `trainer`.
+    placement: String,
 }
 
 impl Side {
@@ -90,6 +92,7 @@ impl Side {
             call: id(),
             application: id(),
             panel: id(),
+            placement: id(),
         }
     }
 
@@ -141,6 +144,8 @@ struct World {
     lecture: String,
     survey: String,
     tokens: HashMap<Role, String>,
+    /// An optional industry attachment of the course (placements).
+    attachment: String,
 }
 
 /// Which side's objects a call is about.
@@ -650,6 +655,65 @@ async fn call(world: &World, method: &str, role: Role, side: &Side) -> Outcome {
                 .await,
             |response| response.progress.len(),
         ),
+        // Placements: the sides' own already exist (ALREADY_EXISTS passes the scope check).
+        "CreatePlacement" => unit(
+            world
+                .progress()
+                .create_placement(world.request(
+                    role,
+                    pb::CreatePlacementRequest {
+                        placement: Some(placement_of(
+                            &side.enrollment,
+                            &world.attachment,
+                            &side.trainer,
+                        )),
+                        request_id: String::new(),
+                    },
+                ))
+                .await,
+        ),
+        "GetPlacement" => unit(
+            world
+                .progress()
+                .get_placement(world.request(
+                    role,
+                    pb::GetPlacementRequest {
+                        id: side.placement.clone(),
+                    },
+                ))
+                .await,
+        ),
+        "ListPlacements" => done(
+            world
+                .progress()
+                .list_placements(world.request(
+                    role,
+                    pb::ListPlacementsRequest {
+                        enrollment_id: side.enrollment.clone(),
+                        ..Default::default()
+                    },
+                ))
+                .await,
+            |response| response.placements.len(),
+        ),
+        "UpdatePlacement" => unit(
+            world
+                .progress()
+                .update_placement(world.request(
+                    role,
+                    pb::UpdatePlacementRequest {
+                        placement: Some(pb::Placement {
+                            id: side.placement.clone(),
+                            supervisor_person_ids: vec![side.trainer.clone()],
+                            ..Default::default()
+                        }),
+                        update_mask: Some(prost_types::FieldMask {
+                            paths: vec!["supervisor_person_ids".to_owned()],
+                        }),
+                    },
+                ))
+                .await,
+        ),
         // Surveys.
         "SubmitSurveyResponse" => unit(
             world
@@ -662,6 +726,24 @@ async fn call(world: &World, method: &str, role: Role, side: &Side) -> Outcome {
                         answers: vec![pb::SurveyAnswer {
                             question_id: "useful".to_owned(),
                             value: Some(pb::survey_answer::Value::Scale(2)),
+                        }],
+                    },
+                ))
+                .await,
+        ),
+        "BatchSubmitSurveyResponses" => unit(
+            world
+                .surveys()
+                .batch_submit_survey_responses(world.request(
+                    role,
+                    pb::BatchSubmitSurveyResponsesRequest {
+                        requests: vec![pb::SubmitSurveyResponseRequest {
+                            enrollment_id: side.survey_enrollment_for(role).to_owned(),
+                            activity_id: world.survey.clone(),
+                            answers: vec![pb::SurveyAnswer {
+                                question_id: "useful".to_owned(),
+                                value: Some(pb::survey_answer::Value::Scale(2)),
+                            }],
                         }],
                     },
                 ))
@@ -1252,6 +1334,23 @@ async fn world() -> World {
     )
     .await;
     let (course_id, version_id, module_id, lecture, survey) = version;
+    let attachment = crate::programmes::courses(&app)
+        .create_activity(app.admin(pb::CreateActivityRequest {
+            module_id: module_id.clone(),
+            activity: Some(pb::Activity {
+                title: "Attachment".to_owned(),
+                kind: pb::ActivityKind::IndustryAttachment.into(),
+                delivery_mode: pb::DeliveryMode::InPerson.into(),
+                host_organization_id: academy.id.clone(),
+                required: false,
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        }))
+        .await
+        .expect("attachment")
+        .into_inner()
+        .id;
     crate::surveys::publish(&app, &version_id).await;
     let programme = create_programme(
         &app,
@@ -1402,6 +1501,15 @@ async fn world() -> World {
         side.enrollment = ids[0].clone();
         side.leaver_enrollment = ids[1].clone();
         side.assessor_enrollment = ids[2].clone();
+        side.placement = ProgressServiceClient::new(app.channel.clone())
+            .create_placement(app.admin(pb::CreatePlacementRequest {
+                placement: Some(placement_of(&side.enrollment, &attachment, &side.trainer)),
+                request_id: String::new(),
+            }))
+            .await
+            .expect("placement")
+            .into_inner()
+            .id;
         let session = DeliveryServiceClient::new(app.channel.clone())
             .create_session(app.admin(pb::CreateSessionRequest {
                 session: Some(pb::Session {
@@ -1529,6 +1637,22 @@ async fn world() -> World {
         lecture,
         survey,
         tokens,
+        attachment,
+    }
+}
+
+/// Returns a placement of `enrollment` on `activity` at an external host, under `supervisor`.
+fn placement_of(enrollment: &str, activity: &str, supervisor: &str) -> pb::Placement {
+    pb::Placement {
+        enrollment_id: enrollment.to_owned(),
+        activity_id: activity.to_owned(),
+        host: Some(pb::PlacementHost {
+            name: "Host GmbH".to_owned(),
+            country_code: "DE".to_owned(),
+            ..Default::default()
+        }),
+        supervisor_person_ids: vec![supervisor.to_owned()],
+        ..Default::default()
     }
 }
 

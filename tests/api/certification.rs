@@ -1625,6 +1625,104 @@ async fn an_expiring_certificate_is_announced_once_and_again_after_renewal_expir
     replica.close().await;
 }
 
+/// Reads the `certificate.expiring` events of the feed, until caught up: (subject, days_before).
+async fn reminder_events(app: &TestApp) -> Vec<(String, i64)> {
+    use futures::StreamExt as _;
+    let mut stream = lms::pb::event_service_client::EventServiceClient::new(app.channel.clone())
+        .watch_events(app.admin(pb::WatchEventsRequest {
+            types: vec!["certificate.expiring".to_owned()],
+            until_caught_up: true,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut events = Vec::new();
+    while let Some(event) = stream.next().await {
+        let event = event.unwrap();
+        let payload: serde_json::Value = serde_json::from_str(&event.payload_json).unwrap();
+        assert_eq!(payload["certificate_id"], event.subject_id.as_str());
+        assert!(payload["expires_time"].is_string());
+        events.push((event.subject_id, payload["days_before"].as_i64().unwrap()));
+    }
+    events
+}
+
+#[tokio::test]
+async fn expiry_reminders_are_published_once_per_offset_at_the_nearest_offset_reached() {
+    let database = crate::helpers::TestDatabase::fresh().await;
+    let mut config = test_config(&database);
+    // No background sweep: the replicas below are the only sweepers, so the counts are exact.
+    config.certification.expiry_sweep_interval = Duration::ZERO;
+    let app = spawn_app_with(config).await;
+    let world = holder(&app).await;
+    let clock = app.config.certification.clock.clone();
+    let expires = {
+        let time = world.certificate.expires_time.unwrap();
+        chrono::DateTime::from_timestamp(time.seconds, time.nanos as u32).unwrap()
+    };
+    let days = &app.config.certification.expiry_reminder_days.0;
+    assert_eq!(days, &vec![90, 60, 30, 7], "the default offsets");
+    let replica = lms::store::Store::connect(&app.config).await.unwrap();
+    let sweep = |now| {
+        let replicas = (0..4).map(|_| replica.clone()).collect::<Vec<_>>();
+        async move {
+            futures::future::join_all(replicas.into_iter().map(|replica| async move {
+                replica
+                    .publish_certificate_reminders(now, &[90, 60, 30, 7])
+                    .await
+                    .unwrap()
+            }))
+            .await
+            .into_iter()
+            .sum::<usize>()
+        }
+    };
+
+    assert_eq!(sweep(clock.now()).await, 0, "two years ahead: nothing due");
+    clock.advance(expires - clock.now() - chrono::Duration::days(91));
+    assert_eq!(sweep(clock.now()).await, 0, "91 days ahead: nothing due");
+    clock.advance(chrono::Duration::days(2));
+    assert_eq!(
+        sweep(clock.now()).await,
+        1,
+        "four sweeps at once remind once"
+    );
+    assert_eq!(sweep(clock.now()).await, 0, "and never again at 90 days");
+    assert_eq!(
+        reminder_events(&app).await,
+        vec![(world.certificate.id.clone(), 90)]
+    );
+    // Weeks without a sweep: at 5 days it is reminded at 7 days only, not at 60, 30 and 7.
+    clock.advance(expires - clock.now() - chrono::Duration::days(5));
+    assert_eq!(sweep(clock.now()).await, 1);
+    assert_eq!(sweep(clock.now()).await, 0);
+    assert_eq!(
+        reminder_events(&app).await,
+        vec![
+            (world.certificate.id.clone(), 90),
+            (world.certificate.id.clone(), 7)
+        ]
+    );
+    // A renewal is a new certificate with a new expiry: its reminders come in turn; a revoked
+    // certificate is never reminded.
+    let renewed = change(&app, &world.certificate.id, "renew").await.unwrap();
+    let renewed_expires = {
+        let time = renewed.expires_time.unwrap();
+        chrono::DateTime::from_timestamp(time.seconds, time.nanos as u32).unwrap()
+    };
+    clock.advance(renewed_expires - clock.now() - chrono::Duration::days(29));
+    assert_eq!(sweep(clock.now()).await, 1);
+    assert_eq!(
+        reminder_events(&app).await.last(),
+        Some(&(renewed.id.clone(), 30))
+    );
+    change(&app, &renewed.id, "revoke").await.unwrap();
+    clock.advance(chrono::Duration::days(25));
+    assert_eq!(sweep(clock.now()).await, 0, "revoked: no 7-day reminder");
+    replica.close().await;
+}
+
 #[tokio::test]
 async fn the_dashboard_counts_sessions_delivered_and_trainers_active_and_certified() {
     let (app, _database) = spawn_app().await;

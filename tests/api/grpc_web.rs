@@ -212,6 +212,7 @@ async fn a_preflight_allows_trace_headers_and_responses_expose_what_browser_code
         "traceparent",
         "tracestate",
         "x-request-id",
+        "lms-min-lsn",
     ];
     let preflight = format!(
         "OPTIONS /lms.v1.OrganizationService/ListOrganizations HTTP/1.1\r\nHost: lms\r\n\
@@ -267,6 +268,7 @@ async fn a_preflight_allows_trace_headers_and_responses_expose_what_browser_code
         "x-request-id",
         "lms-feed-history",
         "lms-feed-head",
+        "lms-commit-lsn",
     ] {
         assert!(
             exposed.contains(&header.to_owned()),

@@ -1172,3 +1172,99 @@ async fn who_may_enrol_and_read_enrolments() {
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
 }
+
+/// Reads the `enrollment.due` events of the feed, until caught up: (enrolment, days_before).
+async fn due_events(app: &TestApp) -> Vec<(String, i64)> {
+    use futures::StreamExt as _;
+    let mut stream = lms::pb::event_service_client::EventServiceClient::new(app.channel.clone())
+        .watch_events(app.admin(pb::WatchEventsRequest {
+            types: vec!["enrollment.due".to_owned()],
+            until_caught_up: true,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut events = Vec::new();
+    while let Some(event) = stream.next().await {
+        let event = event.unwrap();
+        let payload: serde_json::Value = serde_json::from_str(&event.payload_json).unwrap();
+        assert_eq!(payload["enrollment_id"], event.subject_id.as_str());
+        events.push((event.subject_id, payload["days_before"].as_i64().unwrap()));
+    }
+    events.sort();
+    events
+}
+
+#[tokio::test]
+async fn unfinished_enrolments_are_reminded_before_their_cohort_ends_once_per_offset() {
+    let database = crate::helpers::TestDatabase::fresh().await;
+    let mut config = crate::helpers::test_config(&database);
+    // No background sweep: the replicas below are the only sweepers, so the counts are exact.
+    config.certification.expiry_sweep_interval = std::time::Duration::ZERO;
+    let app = crate::helpers::spawn_app_with(config).await;
+    assert_eq!(app.config.certification.due_reminder_days.0, vec![7, 1]);
+    let clock = app.config.certification.clock.clone();
+    let (_, cohort, _) = simple_cohort(&app, 10, false).await;
+    let end = clock.now().date_naive() + chrono::Duration::days(20);
+    programmes(&app)
+        .update_cohort(app.admin(pb::UpdateCohortRequest {
+            cohort: Some(pb::Cohort {
+                id: cohort.id.clone(),
+                end_date: end.to_string(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["end_date".to_owned()],
+            }),
+        }))
+        .await
+        .expect("set the end date");
+    let people = import_people(&app, "DUE", "PROV", 3, pb::Sector::Public).await;
+    let mut enrollments = Vec::new();
+    for person in &people {
+        enrollments.push(enroll(&app, &cohort.id, person).await.unwrap());
+    }
+    programmes(&app)
+        .withdraw(app.admin(pb::WithdrawRequest {
+            enrollment_id: enrollments[2].id.clone(),
+            reason: "posted abroad".to_owned(),
+            etag: enrollments[2].etag.clone(),
+        }))
+        .await
+        .unwrap();
+    let replica = lms::store::Store::connect(&app.config).await.unwrap();
+    let sweep = |today: chrono::NaiveDate| {
+        let replicas = (0..4).map(|_| replica.clone()).collect::<Vec<_>>();
+        async move {
+            futures::future::join_all(replicas.into_iter().map(|replica| async move {
+                replica.publish_due_reminders(today, &[7, 1]).await.unwrap()
+            }))
+            .await
+            .into_iter()
+            .sum::<usize>()
+        }
+    };
+    let today = clock.now().date_naive();
+    assert_eq!(sweep(today).await, 0, "20 days ahead: nothing due");
+    assert_eq!(sweep(end - chrono::Duration::days(8)).await, 0);
+    // Four sweeps at once remind each unfinished enrolment once; the withdrawn one never.
+    assert_eq!(sweep(end - chrono::Duration::days(6)).await, 2);
+    assert_eq!(sweep(end - chrono::Duration::days(5)).await, 0);
+    let mut expected = vec![
+        (enrollments[0].id.clone(), 7),
+        (enrollments[1].id.clone(), 7),
+    ];
+    expected.sort();
+    assert_eq!(due_events(&app).await, expected);
+    // On the last day, the 1-day reminder; after the end, nothing more.
+    assert_eq!(sweep(end).await, 2);
+    assert_eq!(sweep(end + chrono::Duration::days(1)).await, 0);
+    expected.extend([
+        (enrollments[0].id.clone(), 1),
+        (enrollments[1].id.clone(), 1),
+    ]);
+    expected.sort();
+    assert_eq!(due_events(&app).await, expected);
+    replica.close().await;
+}

@@ -990,3 +990,143 @@ async fn survey_questions_are_set_on_drafts_frozen_on_publication_and_copied() {
     assert_ne!(copied.id, survey_id);
     assert_eq!(copied.survey_questions, updated.survey_questions);
 }
+
+async fn batch_submit(
+    app: &TestApp,
+    token: &str,
+    requests: Vec<pb::SubmitSurveyResponseRequest>,
+) -> Result<pb::BatchSubmitSurveyResponsesResponse, tonic::Status> {
+    surveys(app)
+        .batch_submit_survey_responses(with_token(
+            pb::BatchSubmitSurveyResponsesRequest { requests },
+            token,
+        ))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test]
+async fn a_cohorts_paper_forms_go_in_one_call_all_or_nothing() {
+    let (app, _database) = spawn_app().await;
+    let pilot = pilot(&app, &[150, 120]).await;
+    let admin = app.admin_token();
+    let form = |index: usize| pb::SubmitSurveyResponseRequest {
+        enrollment_id: pilot.officers[index].1.clone(),
+        activity_id: pilot.survey_id.clone(),
+        answers: vec![
+            answer(
+                "saved_time",
+                Value::Choice(
+                    if pilot_hours(index) > 0.0 {
+                        "Yes"
+                    } else {
+                        "No"
+                    }
+                    .to_owned(),
+                ),
+            ),
+            answer("hours_saved", Value::Number(pilot_hours(index))),
+        ],
+    };
+    // In reverse order, so the answers must come back in request order, not lock order.
+    let all: Vec<_> = (0..pilot.officers.len()).rev().map(form).collect();
+    let audit_before = app.audit_length().await;
+
+    // One bad answer refuses the whole batch and names it.
+    let mut bad = all.clone();
+    bad[200].answers[1] = answer("hours_saved", Value::Number(99.0));
+    let refused = batch_submit(&app, &admin, bad).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    let fields = violated_fields(&refused);
+    assert!(
+        fields
+            .iter()
+            .all(|field| field.starts_with("requests[200].answers[1]")),
+        "{fields:?}"
+    );
+    // A repeated pair, an empty batch, an oversized one.
+    let mut repeated = all.clone();
+    repeated.push(all[3].clone());
+    let refused = batch_submit(&app, &admin, repeated).await.unwrap_err();
+    assert_eq!(
+        violated_fields(&refused),
+        vec![format!("requests[{}].activity_id", all.len())]
+    );
+    for requests in [Vec::new(), vec![all[0].clone(); 1_001]] {
+        let refused = batch_submit(&app, &admin, requests).await.unwrap_err();
+        assert_eq!(violated_fields(&refused), vec!["requests".to_owned()]);
+    }
+    // Someone outside the cohorts may not answer for any of them.
+    let stranger = app.token(&uuid::Uuid::now_v7().to_string(), &[Role::Trainer], None);
+    let refused = batch_submit(&app, &stranger, all[..5].to_vec())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+
+    // One officer answered online first: the batch naming them is refused as a whole.
+    let (own_person, own_enrollment, _) = &pilot.officers[7];
+    let learner = app.token(own_person, &[Role::Learner], None);
+    submit(
+        &app,
+        &learner,
+        own_enrollment,
+        &pilot.survey_id,
+        form(7).answers,
+    )
+    .await
+    .expect("the officer's own answers");
+    let audit_after_own = app.audit_length().await;
+    assert!(audit_after_own > audit_before);
+    let position = all.len() - 1 - 7;
+    let refused = batch_submit(&app, &admin, all.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert_eq!(error_reason(&refused), "SURVEY_ALREADY_ANSWERED");
+    assert!(
+        refused
+            .message()
+            .starts_with(&format!("requests[{position}]")),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(app.audit_length().await, audit_after_own, "nothing written");
+
+    // Without them: every other form in one call, answers in request order.
+    let mut rest = all.clone();
+    rest.remove(position);
+    let stored = batch_submit(&app, &admin, rest.clone())
+        .await
+        .expect("batch");
+    assert_eq!(stored.created_count, 269);
+    assert_eq!(stored.unchanged_count, 0);
+    assert_eq!(stored.responses.len(), 269);
+    for (request, response) in rest.iter().zip(&stored.responses) {
+        assert_eq!(response.enrollment_id, request.enrollment_id);
+        assert_eq!(response.answers, request.answers);
+    }
+    assert_eq!(
+        activity_state(&app, &pilot.officers[0].1, &pilot.survey_id).await,
+        pb::ActivityState::Completed
+    );
+    let summary = results(
+        &app,
+        &admin,
+        pb::GetSurveyResultsRequest {
+            activity_id: pilot.survey_id.clone(),
+            threshold: Some(0.5),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.response_count, 270);
+    let hours = question_result(&summary, "hours_saved");
+    let expected_mean = (0..270).map(pilot_hours).sum::<f64>() / 270.0;
+    assert!((hours.mean.unwrap() - expected_mean).abs() < 1e-9);
+
+    // The whole batch again (a retry after a lost answer) changes nothing.
+    let audit_after_batch = app.audit_length().await;
+    let replay = batch_submit(&app, &admin, rest).await.expect("replay");
+    assert_eq!((replay.created_count, replay.unchanged_count), (0, 269));
+    assert_eq!(replay.responses, stored.responses);
+    assert_eq!(app.audit_length().await, audit_after_batch);
+}

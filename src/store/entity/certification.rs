@@ -174,6 +174,29 @@ pub mod certificates {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+/// Table `certificate_reminders`.
+pub mod certificate_reminders {
+    use sea_orm::entity::prelude::*;
+
+    /// A row of `certificate_reminders`: the `certificate.expiring` event of one certificate at
+    /// one offset was published.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "certificate_reminders")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub certificate_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub days_before: i32,
+        pub announced_time: DateTimeUtc,
+    }
+
+    /// No relations are navigated through sea-orm.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 /// Table `cascade_edges`.
 pub mod cascade_edges {
     use sea_orm::entity::prelude::*;

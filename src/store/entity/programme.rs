@@ -118,3 +118,26 @@ pub mod enrollments {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// Table `enrollment_reminders`.
+pub mod enrollment_reminders {
+    use sea_orm::entity::prelude::*;
+
+    /// A row of `enrollment_reminders`: the `enrollment.due` event of one enrolment at one offset
+    /// was published.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "enrollment_reminders")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub enrollment_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub days_before: i32,
+        pub announced_time: DateTimeUtc,
+    }
+
+    /// No relations are navigated through sea-orm.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -132,3 +132,53 @@ pub mod outbox_head {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// Table `placements`: the host of an enrolment's attachment or field visit.
+pub mod placements {
+    use sea_orm::entity::prelude::*;
+
+    /// A row of `placements`.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "placements")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub enrollment_id: String,
+        pub activity_id: String,
+        pub host_organization_id: Option<String>,
+        pub host_name: Option<String>,
+        pub host_country_code: Option<String>,
+        pub host_address: Option<String>,
+        pub host_external_code: Option<String>,
+        pub revision: i64,
+        pub create_time: DateTimeUtc,
+        pub update_time: DateTimeUtc,
+    }
+
+    /// No relations are navigated through sea-orm.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Table `placement_supervisors`: who may sign a placement's activity off.
+pub mod placement_supervisors {
+    use sea_orm::entity::prelude::*;
+
+    /// A row of `placement_supervisors`.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "placement_supervisors")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub placement_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub person_id: String,
+    }
+
+    /// No relations are navigated through sea-orm.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -354,7 +354,9 @@ export type Activity = Message<"lms.v1.Activity"> & {
 
   /**
    * Host organisation; required for INDUSTRY_ATTACHMENT and FIELD_VISIT,
-   * refused for every other kind.
+   * refused for every other kind. The usual host: each enrolment's actual
+   * host and supervisors are its `lms.v1.Placement` (ProgressService), which
+   * a SUPERVISOR sign-off requires.
    *
    * @generated from field: string host_organization_id = 10;
    */

@@ -135,9 +135,9 @@ export type WatchEventsRequest = Message<"lms.v1.WatchEventsRequest"> & {
   /**
    * Only these types (empty: all). One of person.created, person.updated,
    * enrollment.created, enrollment.withdrawn, enrollment.promoted,
-   * module.completed, course.completed, programme.completed,
+   * enrollment.due, module.completed, course.completed, programme.completed,
    * candidacy.changed, certificate.issued, certificate.changed,
-   * certificate.expired.
+   * certificate.expiring, certificate.expired.
    *
    * @generated from field: repeated string types = 2;
    */

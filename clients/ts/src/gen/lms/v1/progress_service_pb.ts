@@ -4,8 +4,8 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_field_mask, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { RecordError } from "./common_pb.js";
 import { file_lms_v1_common } from "./common_pb.js";
 import type { EnrollmentState } from "./programme_service_pb.js";
@@ -16,7 +16,130 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file lms/v1/progress_service.proto.
  */
 export const file_lms_v1_progress_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch1sbXMvdjEvcHJvZ3Jlc3Nfc2VydmljZS5wcm90bxIGbG1zLnYxIsECCg1Qcm9ncmVzc0V2ZW50EhAKCGV2ZW50X2lkGAEgASgJEhUKDWVucm9sbG1lbnRfaWQYAiABKAkSEwoLYWN0aXZpdHlfaWQYAyABKAkSIgoEdmVyYhgEIAEoDjIULmxtcy52MS5Qcm9ncmVzc1ZlcmISEgoFc2NvcmUYBSABKAVIAIgBARIYChBkdXJhdGlvbl9zZWNvbmRzGAYgASgDEjEKDW9jY3VycmVkX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiYKBnNvdXJjZRgIIAEoDjIWLmxtcy52MS5Qcm9ncmVzc1NvdXJjZRIiCghldmlkZW5jZRgJIAEoCzIQLmxtcy52MS5FdmlkZW5jZRIXCg9wcm92ZW5hbmNlX25vdGUYCiABKAlCCAoGX3Njb3JlIiUKCEV2aWRlbmNlEgsKA3VyaRgBIAEoCRIMCgRub3RlGAIgASgJIvIBCgtQcm9ncmVzc0FjaxIQCghldmVudF9pZBgBIAEoCRIiCgVlcnJvchgCIAEoCzITLmxtcy52MS5SZWNvcmRFcnJvchItCg5hY3Rpdml0eV9zdGF0ZRgDIAEoDjIVLmxtcy52MS5BY3Rpdml0eVN0YXRlEhgKEHBlcmNlbnRfY29tcGxldGUYBCABKAESMQoQZW5yb2xsbWVudF9zdGF0ZRgFIAEoDjIXLmxtcy52MS5FbnJvbGxtZW50U3RhdGUSMQoNcmVjb3JkZWRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiPQoVUmVjb3JkUHJvZ3Jlc3NSZXF1ZXN0EiQKBWV2ZW50GAEgASgLMhUubG1zLnYxLlByb2dyZXNzRXZlbnQiQwoaQmF0Y2hSZWNvcmRQcm9ncmVzc1JlcXVlc3QSJQoGZXZlbnRzGAEgAygLMhUubG1zLnYxLlByb2dyZXNzRXZlbnQiQAobQmF0Y2hSZWNvcmRQcm9ncmVzc1Jlc3BvbnNlEiEKBGFja3MYASADKAsyEy5sbXMudjEuUHJvZ3Jlc3NBY2singIKEEFjdGl2aXR5UHJvZ3Jlc3MSEwoLYWN0aXZpdHlfaWQYASABKAkSJAoFc3RhdGUYAiABKA4yFS5sbXMudjEuQWN0aXZpdHlTdGF0ZRIXCgpiZXN0X3Njb3JlGAMgASgFSACIAQESEAoIYXR0ZW1wdHMYBCABKAUSGgoSdGltZV9zcGVudF9zZWNvbmRzGAUgASgDEjIKDmNvbXBsZXRlZF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIzCg9sYXN0X2V2ZW50X3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHJlcXVpcmVkGAggASgIQg0KC19iZXN0X3Njb3JlInYKDk1vZHVsZVByb2dyZXNzEhEKCW1vZHVsZV9pZBgBIAEoCRIRCgljb21wbGV0ZWQYAiABKAgSEAoIcmVxdWlyZWQYAyABKAgSLAoKYWN0aXZpdGllcxgEIAMoCzIYLmxtcy52MS5BY3Rpdml0eVByb2dyZXNzIoEBCg5Db3Vyc2VQcm9ncmVzcxIZChFjb3Vyc2VfdmVyc2lvbl9pZBgBIAEoCRIRCgljb21wbGV0ZWQYAiABKAgSGAoQcGVyY2VudF9jb21wbGV0ZRgDIAEoARInCgdtb2R1bGVzGAQgAygLMhYubG1zLnYxLk1vZHVsZVByb2dyZXNzIp8CChJFbnJvbGxtZW50UHJvZ3Jlc3MSFQoNZW5yb2xsbWVudF9pZBgBIAEoCRIRCglwZXJzb25faWQYAiABKAkSEQoJY29ob3J0X2lkGAMgASgJEiYKBXN0YXRlGAQgASgOMhcubG1zLnYxLkVucm9sbG1lbnRTdGF0ZRIYChBwZXJjZW50X2NvbXBsZXRlGAUgASgBEicKB2NvdXJzZXMYBiADKAsyFi5sbXMudjEuQ291cnNlUHJvZ3Jlc3MSGAoQbmV4dF9hY3Rpdml0eV9pZBgHIAEoCRIyCg5jb21wbGV0ZWRfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLZXZlbnRfY291bnQYCSABKAMiNQocR2V0RW5yb2xsbWVudFByb2dyZXNzUmVxdWVzdBIVCg1lbnJvbGxtZW50X2lkGAEgASgJIpIBChNMaXN0UHJvZ3Jlc3NSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEhEKCXBlcnNvbl9pZBgDIAEoCRIRCgljb2hvcnRfaWQYBCABKAkSHAoUb3JnYW5pemF0aW9uX3N1YnRyZWUYBSABKAkSEAoIb3JkZXJfYnkYBiABKAki+QEKD1Byb2dyZXNzU3VtbWFyeRIVCg1lbnJvbGxtZW50X2lkGAEgASgJEhEKCXBlcnNvbl9pZBgCIAEoCRIRCgljb2hvcnRfaWQYAyABKAkSJgoFc3RhdGUYBCABKA4yFy5sbXMudjEuRW5yb2xsbWVudFN0YXRlEhgKEHBlcmNlbnRfY29tcGxldGUYBSABKAESMgoOY29tcGxldGVkX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjMKD2xhc3RfZXZlbnRfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiWgoUTGlzdFByb2dyZXNzUmVzcG9uc2USKQoIcHJvZ3Jlc3MYASADKAsyFy5sbXMudjEuUHJvZ3Jlc3NTdW1tYXJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIxChhSZWNvbXB1dGVQcm9ncmVzc1JlcXVlc3QSFQoNZW5yb2xsbWVudF9pZBgBIAEoCSKFAQoXRXhwb3J0U3RhdGVtZW50c1JlcXVlc3QSFQoNZW5yb2xsbWVudF9pZBgBIAEoCRIRCgljb2hvcnRfaWQYAiABKAkSLgoKc2luY2VfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIaXJpX2Jhc2UYBCABKAkiLgoYRXhwb3J0U3RhdGVtZW50c1Jlc3BvbnNlEhIKCnN0YXRlbWVudHMYASADKAkq0wEKDFByb2dyZXNzVmVyYhIdChlQUk9HUkVTU19WRVJCX1VOU1BFQ0lGSUVEEAASGQoVUFJPR1JFU1NfVkVSQl9TVEFSVEVEEAESGgoWUFJPR1JFU1NfVkVSQl9BVFRFTkRFRBACEhwKGFBST0dSRVNTX1ZFUkJfUFJPR1JFU1NFRBADEhsKF1BST0dSRVNTX1ZFUkJfQ09NUExFVEVEEAQSGAoUUFJPR1JFU1NfVkVSQl9QQVNTRUQQBRIYChRQUk9HUkVTU19WRVJCX0ZBSUxFRBAGKqMBCg5Qcm9ncmVzc1NvdXJjZRIfChtQUk9HUkVTU19TT1VSQ0VfVU5TUEVDSUZJRUQQABIXChNQUk9HUkVTU19TT1VSQ0VfQVBQEAESGwoXUFJPR1JFU1NfU09VUkNFX1RSQUlORVIQAhIeChpQUk9HUkVTU19TT1VSQ0VfU1VQRVJWSVNPUhADEhoKFlBST0dSRVNTX1NPVVJDRV9JTVBPUlQQBCqoAQoNQWN0aXZpdHlTdGF0ZRIeChpBQ1RJVklUWV9TVEFURV9VTlNQRUNJRklFRBAAEh4KGkFDVElWSVRZX1NUQVRFX05PVF9TVEFSVEVEEAESHgoaQUNUSVZJVFlfU1RBVEVfSU5fUFJPR1JFU1MQAhIcChhBQ1RJVklUWV9TVEFURV9DT01QTEVURUQQAxIZChVBQ1RJVklUWV9TVEFURV9GQUlMRUQQBDLLBAoPUHJvZ3Jlc3NTZXJ2aWNlEkQKDlJlY29yZFByb2dyZXNzEh0ubG1zLnYxLlJlY29yZFByb2dyZXNzUmVxdWVzdBoTLmxtcy52MS5Qcm9ncmVzc0FjaxJeChNCYXRjaFJlY29yZFByb2dyZXNzEiIubG1zLnYxLkJhdGNoUmVjb3JkUHJvZ3Jlc3NSZXF1ZXN0GiMubG1zLnYxLkJhdGNoUmVjb3JkUHJvZ3Jlc3NSZXNwb25zZRJACg5TdHJlYW1Qcm9ncmVzcxIVLmxtcy52MS5Qcm9ncmVzc0V2ZW50GhMubG1zLnYxLlByb2dyZXNzQWNrKAEwARJZChVHZXRFbnJvbGxtZW50UHJvZ3Jlc3MSJC5sbXMudjEuR2V0RW5yb2xsbWVudFByb2dyZXNzUmVxdWVzdBoaLmxtcy52MS5FbnJvbGxtZW50UHJvZ3Jlc3MSSQoMTGlzdFByb2dyZXNzEhsubG1zLnYxLkxpc3RQcm9ncmVzc1JlcXVlc3QaHC5sbXMudjEuTGlzdFByb2dyZXNzUmVzcG9uc2USUQoRUmVjb21wdXRlUHJvZ3Jlc3MSIC5sbXMudjEuUmVjb21wdXRlUHJvZ3Jlc3NSZXF1ZXN0GhoubG1zLnYxLkVucm9sbG1lbnRQcm9ncmVzcxJXChBFeHBvcnRTdGF0ZW1lbnRzEh8ubG1zLnYxLkV4cG9ydFN0YXRlbWVudHNSZXF1ZXN0GiAubG1zLnYxLkV4cG9ydFN0YXRlbWVudHNSZXNwb25zZTABYgZwcm90bzM", [file_google_protobuf_timestamp, file_lms_v1_common, file_lms_v1_programme_service]);
+  fileDesc("Ch1sbXMvdjEvcHJvZ3Jlc3Nfc2VydmljZS5wcm90bxIGbG1zLnYxIvcBCglQbGFjZW1lbnQSCgoCaWQYASABKAkSFQoNZW5yb2xsbWVudF9pZBgCIAEoCRITCgthY3Rpdml0eV9pZBgDIAEoCRIjCgRob3N0GAQgASgLMhUubG1zLnYxLlBsYWNlbWVudEhvc3QSHQoVc3VwZXJ2aXNvcl9wZXJzb25faWRzGAUgAygJEgwKBGV0YWcYBiABKAkSLwoLY3JlYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJ0Cg1QbGFjZW1lbnRIb3N0EhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEhQKDGNvdW50cnlfY29kZRgDIAEoCRIPCgdhZGRyZXNzGAQgASgJEhUKDWV4dGVybmFsX2NvZGUYBSABKAkiwQIKDVByb2dyZXNzRXZlbnQSEAoIZXZlbnRfaWQYASABKAkSFQoNZW5yb2xsbWVudF9pZBgCIAEoCRITCgthY3Rpdml0eV9pZBgDIAEoCRIiCgR2ZXJiGAQgASgOMhQubG1zLnYxLlByb2dyZXNzVmVyYhISCgVzY29yZRgFIAEoBUgAiAEBEhgKEGR1cmF0aW9uX3NlY29uZHMYBiABKAMSMQoNb2NjdXJyZWRfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJgoGc291cmNlGAggASgOMhYubG1zLnYxLlByb2dyZXNzU291cmNlEiIKCGV2aWRlbmNlGAkgASgLMhAubG1zLnYxLkV2aWRlbmNlEhcKD3Byb3ZlbmFuY2Vfbm90ZRgKIAEoCUIICgZfc2NvcmUiJQoIRXZpZGVuY2USCwoDdXJpGAEgASgJEgwKBG5vdGUYAiABKAki8gEKC1Byb2dyZXNzQWNrEhAKCGV2ZW50X2lkGAEgASgJEiIKBWVycm9yGAIgASgLMhMubG1zLnYxLlJlY29yZEVycm9yEi0KDmFjdGl2aXR5X3N0YXRlGAMgASgOMhUubG1zLnYxLkFjdGl2aXR5U3RhdGUSGAoQcGVyY2VudF9jb21wbGV0ZRgEIAEoARIxChBlbnJvbGxtZW50X3N0YXRlGAUgASgOMhcubG1zLnYxLkVucm9sbG1lbnRTdGF0ZRIxCg1yZWNvcmRlZF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI9ChVSZWNvcmRQcm9ncmVzc1JlcXVlc3QSJAoFZXZlbnQYASABKAsyFS5sbXMudjEuUHJvZ3Jlc3NFdmVudCJDChpCYXRjaFJlY29yZFByb2dyZXNzUmVxdWVzdBIlCgZldmVudHMYASADKAsyFS5sbXMudjEuUHJvZ3Jlc3NFdmVudCJAChtCYXRjaFJlY29yZFByb2dyZXNzUmVzcG9uc2USIQoEYWNrcxgBIAMoCzITLmxtcy52MS5Qcm9ncmVzc0FjayKeAgoQQWN0aXZpdHlQcm9ncmVzcxITCgthY3Rpdml0eV9pZBgBIAEoCRIkCgVzdGF0ZRgCIAEoDjIVLmxtcy52MS5BY3Rpdml0eVN0YXRlEhcKCmJlc3Rfc2NvcmUYAyABKAVIAIgBARIQCghhdHRlbXB0cxgEIAEoBRIaChJ0aW1lX3NwZW50X3NlY29uZHMYBSABKAMSMgoOY29tcGxldGVkX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjMKD2xhc3RfZXZlbnRfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcmVxdWlyZWQYCCABKAhCDQoLX2Jlc3Rfc2NvcmUidgoOTW9kdWxlUHJvZ3Jlc3MSEQoJbW9kdWxlX2lkGAEgASgJEhEKCWNvbXBsZXRlZBgCIAEoCBIQCghyZXF1aXJlZBgDIAEoCBIsCgphY3Rpdml0aWVzGAQgAygLMhgubG1zLnYxLkFjdGl2aXR5UHJvZ3Jlc3MigQEKDkNvdXJzZVByb2dyZXNzEhkKEWNvdXJzZV92ZXJzaW9uX2lkGAEgASgJEhEKCWNvbXBsZXRlZBgCIAEoCBIYChBwZXJjZW50X2NvbXBsZXRlGAMgASgBEicKB21vZHVsZXMYBCADKAsyFi5sbXMudjEuTW9kdWxlUHJvZ3Jlc3MinwIKEkVucm9sbG1lbnRQcm9ncmVzcxIVCg1lbnJvbGxtZW50X2lkGAEgASgJEhEKCXBlcnNvbl9pZBgCIAEoCRIRCgljb2hvcnRfaWQYAyABKAkSJgoFc3RhdGUYBCABKA4yFy5sbXMudjEuRW5yb2xsbWVudFN0YXRlEhgKEHBlcmNlbnRfY29tcGxldGUYBSABKAESJwoHY291cnNlcxgGIAMoCzIWLmxtcy52MS5Db3Vyc2VQcm9ncmVzcxIYChBuZXh0X2FjdGl2aXR5X2lkGAcgASgJEjIKDmNvbXBsZXRlZF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtldmVudF9jb3VudBgJIAEoAyI1ChxHZXRFbnJvbGxtZW50UHJvZ3Jlc3NSZXF1ZXN0EhUKDWVucm9sbG1lbnRfaWQYASABKAkikgEKE0xpc3RQcm9ncmVzc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSEQoJcGVyc29uX2lkGAMgASgJEhEKCWNvaG9ydF9pZBgEIAEoCRIcChRvcmdhbml6YXRpb25fc3VidHJlZRgFIAEoCRIQCghvcmRlcl9ieRgGIAEoCSL5AQoPUHJvZ3Jlc3NTdW1tYXJ5EhUKDWVucm9sbG1lbnRfaWQYASABKAkSEQoJcGVyc29uX2lkGAIgASgJEhEKCWNvaG9ydF9pZBgDIAEoCRImCgVzdGF0ZRgEIAEoDjIXLmxtcy52MS5FbnJvbGxtZW50U3RhdGUSGAoQcGVyY2VudF9jb21wbGV0ZRgFIAEoARIyCg5jb21wbGV0ZWRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMwoPbGFzdF9ldmVudF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJaChRMaXN0UHJvZ3Jlc3NSZXNwb25zZRIpCghwcm9ncmVzcxgBIAMoCzIXLmxtcy52MS5Qcm9ncmVzc1N1bW1hcnkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjEKGFJlY29tcHV0ZVByb2dyZXNzUmVxdWVzdBIVCg1lbnJvbGxtZW50X2lkGAEgASgJIoUBChdFeHBvcnRTdGF0ZW1lbnRzUmVxdWVzdBIVCg1lbnJvbGxtZW50X2lkGAEgASgJEhEKCWNvaG9ydF9pZBgCIAEoCRIuCgpzaW5jZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghpcmlfYmFzZRgEIAEoCSIuChhFeHBvcnRTdGF0ZW1lbnRzUmVzcG9uc2USEgoKc3RhdGVtZW50cxgBIAMoCSJSChZDcmVhdGVQbGFjZW1lbnRSZXF1ZXN0EiQKCXBsYWNlbWVudBgBIAEoCzIRLmxtcy52MS5QbGFjZW1lbnQSEgoKcmVxdWVzdF9pZBgCIAEoCSIhChNHZXRQbGFjZW1lbnRSZXF1ZXN0EgoKAmlkGAEgASgJInMKFUxpc3RQbGFjZW1lbnRzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRIVCg1lbnJvbGxtZW50X2lkGAMgASgJEhwKFHN1cGVydmlzb3JfcGVyc29uX2lkGAQgASgJIlgKFkxpc3RQbGFjZW1lbnRzUmVzcG9uc2USJQoKcGxhY2VtZW50cxgBIAMoCzIRLmxtcy52MS5QbGFjZW1lbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIm8KFlVwZGF0ZVBsYWNlbWVudFJlcXVlc3QSJAoJcGxhY2VtZW50GAEgASgLMhEubG1zLnYxLlBsYWNlbWVudBIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2sq0wEKDFByb2dyZXNzVmVyYhIdChlQUk9HUkVTU19WRVJCX1VOU1BFQ0lGSUVEEAASGQoVUFJPR1JFU1NfVkVSQl9TVEFSVEVEEAESGgoWUFJPR1JFU1NfVkVSQl9BVFRFTkRFRBACEhwKGFBST0dSRVNTX1ZFUkJfUFJPR1JFU1NFRBADEhsKF1BST0dSRVNTX1ZFUkJfQ09NUExFVEVEEAQSGAoUUFJPR1JFU1NfVkVSQl9QQVNTRUQQBRIYChRQUk9HUkVTU19WRVJCX0ZBSUxFRBAGKqMBCg5Qcm9ncmVzc1NvdXJjZRIfChtQUk9HUkVTU19TT1VSQ0VfVU5TUEVDSUZJRUQQABIXChNQUk9HUkVTU19TT1VSQ0VfQVBQEAESGwoXUFJPR1JFU1NfU09VUkNFX1RSQUlORVIQAhIeChpQUk9HUkVTU19TT1VSQ0VfU1VQRVJWSVNPUhADEhoKFlBST0dSRVNTX1NPVVJDRV9JTVBPUlQQBCqoAQoNQWN0aXZpdHlTdGF0ZRIeChpBQ1RJVklUWV9TVEFURV9VTlNQRUNJRklFRBAAEh4KGkFDVElWSVRZX1NUQVRFX05PVF9TVEFSVEVEEAESHgoaQUNUSVZJVFlfU1RBVEVfSU5fUFJPR1JFU1MQAhIcChhBQ1RJVklUWV9TVEFURV9DT01QTEVURUQQAxIZChVBQ1RJVklUWV9TVEFURV9GQUlMRUQQBDLoBgoPUHJvZ3Jlc3NTZXJ2aWNlEkQKDlJlY29yZFByb2dyZXNzEh0ubG1zLnYxLlJlY29yZFByb2dyZXNzUmVxdWVzdBoTLmxtcy52MS5Qcm9ncmVzc0FjaxJeChNCYXRjaFJlY29yZFByb2dyZXNzEiIubG1zLnYxLkJhdGNoUmVjb3JkUHJvZ3Jlc3NSZXF1ZXN0GiMubG1zLnYxLkJhdGNoUmVjb3JkUHJvZ3Jlc3NSZXNwb25zZRJACg5TdHJlYW1Qcm9ncmVzcxIVLmxtcy52MS5Qcm9ncmVzc0V2ZW50GhMubG1zLnYxLlByb2dyZXNzQWNrKAEwARJZChVHZXRFbnJvbGxtZW50UHJvZ3Jlc3MSJC5sbXMudjEuR2V0RW5yb2xsbWVudFByb2dyZXNzUmVxdWVzdBoaLmxtcy52MS5FbnJvbGxtZW50UHJvZ3Jlc3MSSQoMTGlzdFByb2dyZXNzEhsubG1zLnYxLkxpc3RQcm9ncmVzc1JlcXVlc3QaHC5sbXMudjEuTGlzdFByb2dyZXNzUmVzcG9uc2USUQoRUmVjb21wdXRlUHJvZ3Jlc3MSIC5sbXMudjEuUmVjb21wdXRlUHJvZ3Jlc3NSZXF1ZXN0GhoubG1zLnYxLkVucm9sbG1lbnRQcm9ncmVzcxJXChBFeHBvcnRTdGF0ZW1lbnRzEh8ubG1zLnYxLkV4cG9ydFN0YXRlbWVudHNSZXF1ZXN0GiAubG1zLnYxLkV4cG9ydFN0YXRlbWVudHNSZXNwb25zZTABEkQKD0NyZWF0ZVBsYWNlbWVudBIeLmxtcy52MS5DcmVhdGVQbGFjZW1lbnRSZXF1ZXN0GhEubG1zLnYxLlBsYWNlbWVudBI+CgxHZXRQbGFjZW1lbnQSGy5sbXMudjEuR2V0UGxhY2VtZW50UmVxdWVzdBoRLmxtcy52MS5QbGFjZW1lbnQSTwoOTGlzdFBsYWNlbWVudHMSHS5sbXMudjEuTGlzdFBsYWNlbWVudHNSZXF1ZXN0Gh4ubG1zLnYxLkxpc3RQbGFjZW1lbnRzUmVzcG9uc2USRAoPVXBkYXRlUGxhY2VtZW50Eh4ubG1zLnYxLlVwZGF0ZVBsYWNlbWVudFJlcXVlc3QaES5sbXMudjEuUGxhY2VtZW50YgZwcm90bzM", [file_google_protobuf_field_mask, file_google_protobuf_timestamp, file_lms_v1_common, file_lms_v1_programme_service]);
+
+/**
+ * Where an enrolment does an INDUSTRY_ATTACHMENT or FIELD_VISIT activity, and
+ * who supervises it there.
+ *
+ * @generated from message lms.v1.Placement
+ */
+export type Placement = Message<"lms.v1.Placement"> & {
+  /**
+   * Output only. UUIDv7.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * Required on create, then immutable. The enrolment.
+   *
+   * @generated from field: string enrollment_id = 2;
+   */
+  enrollmentId: string;
+
+  /**
+   * Required on create, then immutable. An activity that requires sign-off,
+   * of one of the enrolment's pinned course versions.
+   *
+   * @generated from field: string activity_id = 3;
+   */
+  activityId: string;
+
+  /**
+   * Required. The host organisation.
+   *
+   * @generated from field: lms.v1.PlacementHost host = 4;
+   */
+  host?: PlacementHost | undefined;
+
+  /**
+   * Required. 1 to 20 distinct people (ids of PersonService) who may sign the
+   * activity off; they need no trainer role, and may belong to the host.
+   *
+   * @generated from field: repeated string supervisor_person_ids = 5;
+   */
+  supervisorPersonIds: string[];
+
+  /**
+   * Output only; send it back on update to detect concurrent changes.
+   *
+   * @generated from field: string etag = 6;
+   */
+  etag: string;
+
+  /**
+   * Output only.
+   *
+   * @generated from field: google.protobuf.Timestamp create_time = 7;
+   */
+  createTime?: Timestamp | undefined;
+
+  /**
+   * Output only.
+   *
+   * @generated from field: google.protobuf.Timestamp update_time = 8;
+   */
+  updateTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message lms.v1.Placement.
+ * Use `create(PlacementSchema)` to create a new message.
+ */
+export const PlacementSchema: GenMessage<Placement> = /*@__PURE__*/
+  messageDesc(file_lms_v1_progress_service, 0);
+
+/**
+ * The host of a placement: an organisation of our tree, or an external host.
+ * Exactly one of `organization_id` and `name` is set.
+ *
+ * @generated from message lms.v1.PlacementHost
+ */
+export type PlacementHost = Message<"lms.v1.PlacementHost"> & {
+  /**
+   * An organisation of OrganizationService (any kind).
+   *
+   * @generated from field: string organization_id = 1;
+   */
+  organizationId: string;
+
+  /**
+   * An external host's name, 1 to 200 characters.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * Required with `name`: ISO 3166-1 alpha-2 country code, e.g. "MY", "DE".
+   *
+   * @generated from field: string country_code = 3;
+   */
+  countryCode: string;
+
+  /**
+   * Optional with `name`: postal address, up to 1,000 characters.
+   *
+   * @generated from field: string address = 4;
+   */
+  address: string;
+
+  /**
+   * Optional with `name`: the host's own or a registry code, up to 100 characters.
+   *
+   * @generated from field: string external_code = 5;
+   */
+  externalCode: string;
+};
+
+/**
+ * Describes the message lms.v1.PlacementHost.
+ * Use `create(PlacementHostSchema)` to create a new message.
+ */
+export const PlacementHostSchema: GenMessage<PlacementHost> = /*@__PURE__*/
+  messageDesc(file_lms_v1_progress_service, 1);
 
 /**
  * One thing a learner did on one activity; maps one-to-one onto an xAPI
@@ -102,7 +225,7 @@ export type ProgressEvent = Message<"lms.v1.ProgressEvent"> & {
  * Use `create(ProgressEventSchema)` to create a new message.
  */
 export const ProgressEventSchema: GenMessage<ProgressEvent> = /*@__PURE__*/
-  messageDesc(file_lms_v1_progress_service, 0);
+  messageDesc(file_lms_v1_progress_service, 2);
 
 /**
  * Evidence attached to an event.
@@ -130,7 +253,7 @@ export type Evidence = Message<"lms.v1.Evidence"> & {
  * Use `create(EvidenceSchema)` to create a new message.
  */
 export const EvidenceSchema: GenMessage<Evidence> = /*@__PURE__*/
-  messageDesc(file_lms_v1_progress_service, 1);
+  messageDesc(file_lms_v1_progress_service, 3);
 
 /**
  * The answer to one event.
@@ -186,7 +309,7 @@ export type ProgressAck = Message<"lms.v1.ProgressAck"> & {
  * Use `create(ProgressAckSchema)` to create a new message.
  */
 export const ProgressAckSchema: GenMessage<ProgressAck> = /*@__PURE__*/
-  messageDesc(file_lms_v1_progress_service, 2);
+  messageDesc(file_lms_v1_progress_service, 4);
 
 /**
  * Request for `RecordProgress`.
@@ -207,7 +330,7 @@ export type RecordProgressRequest = Message<"lms.v1.RecordProgressRequest"> & {
  * Use `create(RecordProgressRequestSchema)` to create a new message.
  */
 export const RecordProgressRequestSchema: GenMessage<RecordProgressRequest> = /*@__PURE__*/
-  messageDesc(file_lms_v1_progress_service, 3);
+  messageDesc(file_lms_v1_progress_service, 5);
 
 /**
  * Request for `BatchRecordProgress`.
@@ -228,7 +351,7 @@ export type BatchRecordProgressRequest = Message<"lms.v1.BatchRecordProgressRequ
  * Use `create(BatchRecordProgressRequestSchema)` to create a new message.
  */
 export const BatchRecordProgressRequestSchema: GenMessage<BatchRecordProgressRequest> = /*@__PURE__*/
-  messageDesc(file_lms_v1_progress_service, 4);
+  messageDesc(file_lms_v1_progress_service, 6);
 
 /**
  * Response of `BatchRecordProgress`.
@@ -249,7 +372,7 @@ export type BatchRecordProgressResponse = Message<"lms.v1.BatchRecordProgressRes
  * Use `create(BatchRecordProgressResponseSchema)` to create a new message.
  */
 export const BatchRecordProgressResponseSchema: GenMessage<BatchRecordProgressResponse> = /*@__PURE__*/
-  messageDesc(file_lms_v1_progress_service, 5);
+  messageDesc(file_lms_v1_progress_service, 7);
 
 /**
  * Progress on one activity.
@@ -319,7 +442,7 @@ export type ActivityProgress = Message<"lms.v1.ActivityProgress"> & {
  * Use `create(ActivityProgressSchema)` to create a new message.
  */
 export const ActivityProgressSchema: GenMessage<ActivityProgress> = /*@__PURE__*/
-  messageDesc(file_lms_v1_progress_service, 6);
+  messageDesc(file_lms_v1_progress_service, 8);
 
 /**
  * Progress on one module.
@@ -361,7 +484,7 @@ export type ModuleProgress = Message<"lms.v1.ModuleProgress"> & {
  * Use `create(ModuleProgressSchema)` to create a new message.
  */
 export const ModuleProgressSchema: GenMessage<ModuleProgress> = /*@__PURE__*/
-  messageDesc(file_lms_v1_progress_service, 7);
+  messageDesc(file_lms_v1_progress_service, 9);
 
 /**
  * Progress on one pinned course version.
@@ -403,7 +526,7 @@ export type CourseProgress = Message<"lms.v1.CourseProgress"> & {
  * Use `create(CourseProgressSchema)` to create a new message.
  */
 export const CourseProgressSchema: GenMessage<CourseProgress> = /*@__PURE__*/
-  messageDesc(file_lms_v1_progress_service, 8);
+  messageDesc(file_lms_v1_progress_service, 10);
 
 /**
  * An enrolment's derived progress.
@@ -481,7 +604,7 @@ export type EnrollmentProgress = Message<"lms.v1.EnrollmentProgress"> & {
  * Use `create(EnrollmentProgressSchema)` to create a new message.
  */
 export const EnrollmentProgressSchema: GenMessage<EnrollmentProgress> = /*@__PURE__*/
-  messageDesc(file_lms_v1_progress_service, 9);
+  messageDesc(file_lms_v1_progress_service, 11);
 
 /**
  * Request for `GetEnrollmentProgress`.
@@ -502,7 +625,7 @@ export type GetEnrollmentProgressRequest = Message<"lms.v1.GetEnrollmentProgress
  * Use `create(GetEnrollmentProgressRequestSchema)` to create a new message.
  */
 export const GetEnrollmentProgressRequestSchema: GenMessage<GetEnrollmentProgressRequest> = /*@__PURE__*/
-  messageDesc(file_lms_v1_progress_service, 10);
+  messageDesc(file_lms_v1_progress_service, 12);
 
 /**
  * Request for `ListProgress`.
@@ -558,7 +681,7 @@ export type ListProgressRequest = Message<"lms.v1.ListProgressRequest"> & {
  * Use `create(ListProgressRequestSchema)` to create a new message.
  */
 export const ListProgressRequestSchema: GenMessage<ListProgressRequest> = /*@__PURE__*/
-  messageDesc(file_lms_v1_progress_service, 11);
+  messageDesc(file_lms_v1_progress_service, 13);
 
 /**
  * One row of `ListProgress`.
@@ -621,7 +744,7 @@ export type ProgressSummary = Message<"lms.v1.ProgressSummary"> & {
  * Use `create(ProgressSummarySchema)` to create a new message.
  */
 export const ProgressSummarySchema: GenMessage<ProgressSummary> = /*@__PURE__*/
-  messageDesc(file_lms_v1_progress_service, 12);
+  messageDesc(file_lms_v1_progress_service, 14);
 
 /**
  * Response of `ListProgress`.
@@ -649,7 +772,7 @@ export type ListProgressResponse = Message<"lms.v1.ListProgressResponse"> & {
  * Use `create(ListProgressResponseSchema)` to create a new message.
  */
 export const ListProgressResponseSchema: GenMessage<ListProgressResponse> = /*@__PURE__*/
-  messageDesc(file_lms_v1_progress_service, 13);
+  messageDesc(file_lms_v1_progress_service, 15);
 
 /**
  * Request for `RecomputeProgress`.
@@ -670,7 +793,7 @@ export type RecomputeProgressRequest = Message<"lms.v1.RecomputeProgressRequest"
  * Use `create(RecomputeProgressRequestSchema)` to create a new message.
  */
 export const RecomputeProgressRequestSchema: GenMessage<RecomputeProgressRequest> = /*@__PURE__*/
-  messageDesc(file_lms_v1_progress_service, 14);
+  messageDesc(file_lms_v1_progress_service, 16);
 
 /**
  * Request for `ExportStatements`.
@@ -712,7 +835,7 @@ export type ExportStatementsRequest = Message<"lms.v1.ExportStatementsRequest"> 
  * Use `create(ExportStatementsRequestSchema)` to create a new message.
  */
 export const ExportStatementsRequestSchema: GenMessage<ExportStatementsRequest> = /*@__PURE__*/
-  messageDesc(file_lms_v1_progress_service, 15);
+  messageDesc(file_lms_v1_progress_service, 17);
 
 /**
  * A chunk of xAPI statements.
@@ -733,7 +856,154 @@ export type ExportStatementsResponse = Message<"lms.v1.ExportStatementsResponse"
  * Use `create(ExportStatementsResponseSchema)` to create a new message.
  */
 export const ExportStatementsResponseSchema: GenMessage<ExportStatementsResponse> = /*@__PURE__*/
-  messageDesc(file_lms_v1_progress_service, 16);
+  messageDesc(file_lms_v1_progress_service, 18);
+
+/**
+ * Request for `CreatePlacement`.
+ *
+ * @generated from message lms.v1.CreatePlacementRequest
+ */
+export type CreatePlacementRequest = Message<"lms.v1.CreatePlacementRequest"> & {
+  /**
+   * Required. The placement; output-only fields are ignored.
+   *
+   * @generated from field: lms.v1.Placement placement = 1;
+   */
+  placement?: Placement | undefined;
+
+  /**
+   * Optional. UUID making the call safe to retry.
+   *
+   * @generated from field: string request_id = 2;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message lms.v1.CreatePlacementRequest.
+ * Use `create(CreatePlacementRequestSchema)` to create a new message.
+ */
+export const CreatePlacementRequestSchema: GenMessage<CreatePlacementRequest> = /*@__PURE__*/
+  messageDesc(file_lms_v1_progress_service, 19);
+
+/**
+ * Request for `GetPlacement`.
+ *
+ * @generated from message lms.v1.GetPlacementRequest
+ */
+export type GetPlacementRequest = Message<"lms.v1.GetPlacementRequest"> & {
+  /**
+   * Required.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message lms.v1.GetPlacementRequest.
+ * Use `create(GetPlacementRequestSchema)` to create a new message.
+ */
+export const GetPlacementRequestSchema: GenMessage<GetPlacementRequest> = /*@__PURE__*/
+  messageDesc(file_lms_v1_progress_service, 20);
+
+/**
+ * Request for `ListPlacements`.
+ *
+ * @generated from message lms.v1.ListPlacementsRequest
+ */
+export type ListPlacementsRequest = Message<"lms.v1.ListPlacementsRequest"> & {
+  /**
+   * 0 means 50; above 1000 is coerced to 1000; negative is INVALID_ARGUMENT.
+   *
+   * @generated from field: int32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * Token from a previous `next_page_token`; other fields must not change.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+
+  /**
+   * Only placements of this enrolment.
+   *
+   * @generated from field: string enrollment_id = 3;
+   */
+  enrollmentId: string;
+
+  /**
+   * Only placements naming this supervisor.
+   *
+   * @generated from field: string supervisor_person_id = 4;
+   */
+  supervisorPersonId: string;
+};
+
+/**
+ * Describes the message lms.v1.ListPlacementsRequest.
+ * Use `create(ListPlacementsRequestSchema)` to create a new message.
+ */
+export const ListPlacementsRequestSchema: GenMessage<ListPlacementsRequest> = /*@__PURE__*/
+  messageDesc(file_lms_v1_progress_service, 21);
+
+/**
+ * Response of `ListPlacements`.
+ *
+ * @generated from message lms.v1.ListPlacementsResponse
+ */
+export type ListPlacementsResponse = Message<"lms.v1.ListPlacementsResponse"> & {
+  /**
+   * The page.
+   *
+   * @generated from field: repeated lms.v1.Placement placements = 1;
+   */
+  placements: Placement[];
+
+  /**
+   * Empty at the end.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message lms.v1.ListPlacementsResponse.
+ * Use `create(ListPlacementsResponseSchema)` to create a new message.
+ */
+export const ListPlacementsResponseSchema: GenMessage<ListPlacementsResponse> = /*@__PURE__*/
+  messageDesc(file_lms_v1_progress_service, 22);
+
+/**
+ * Request for `UpdatePlacement`.
+ *
+ * @generated from message lms.v1.UpdatePlacementRequest
+ */
+export type UpdatePlacementRequest = Message<"lms.v1.UpdatePlacementRequest"> & {
+  /**
+   * Required. `id` names the placement; `etag`, when set, must match.
+   *
+   * @generated from field: lms.v1.Placement placement = 1;
+   */
+  placement?: Placement | undefined;
+
+  /**
+   * `host`, `supervisor_person_ids`; empty means every non-default field.
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 2;
+   */
+  updateMask?: FieldMask | undefined;
+};
+
+/**
+ * Describes the message lms.v1.UpdatePlacementRequest.
+ * Use `create(UpdatePlacementRequestSchema)` to create a new message.
+ */
+export const UpdatePlacementRequestSchema: GenMessage<UpdatePlacementRequest> = /*@__PURE__*/
+  messageDesc(file_lms_v1_progress_service, 23);
 
 /**
  * What a learner did.
@@ -916,6 +1186,14 @@ export const ActivityStateSchema: GenEnum<ActivityState> = /*@__PURE__*/
  * with one such enrolment records nothing. Lists return only what the caller
  * reaches.
  *
+ * Sign-offs (docs/progress.md, "Placements and sign-off"): on an activity that
+ * requires sign-off (INDUSTRY_ATTACHMENT, FIELD_VISIT), a SUPERVISOR event is
+ * recorded only by a supervisor named on the enrolment's placement for that
+ * activity, or by an `admin`; anyone else is PERMISSION_DENIED
+ * `NOT_PLACEMENT_SUPERVISOR`, and without a placement FAILED_PRECONDITION
+ * `PLACEMENT_REQUIRED`. The completing sign-off of an INDUSTRY_ATTACHMENT needs
+ * `evidence`. The event's recorder (its actor) is the supervisor who signed.
+ *
  * @generated from service lms.v1.ProgressService
  */
 export const ProgressService: GenService<{
@@ -989,6 +1267,50 @@ export const ProgressService: GenService<{
     methodKind: "server_streaming";
     input: typeof ExportStatementsRequestSchema;
     output: typeof ExportStatementsResponseSchema;
+  },
+  /**
+   * Creates the placement of an enrolment on an activity that requires
+   * sign-off: its host and supervisors. One per enrolment and activity.
+   * `admin`, `programme_manager`, and `org_admin` for learners in their subtree.
+   *
+   * @generated from rpc lms.v1.ProgressService.CreatePlacement
+   */
+  createPlacement: {
+    methodKind: "unary";
+    input: typeof CreatePlacementRequestSchema;
+    output: typeof PlacementSchema;
+  },
+  /**
+   * Returns one placement: to its supervisors, its learner, and those who
+   * reach the learner's records.
+   *
+   * @generated from rpc lms.v1.ProgressService.GetPlacement
+   */
+  getPlacement: {
+    methodKind: "unary";
+    input: typeof GetPlacementRequestSchema;
+    output: typeof PlacementSchema;
+  },
+  /**
+   * Lists placements, ordered by id, keyset-paginated; only those the caller
+   * reaches (a supervisor: those naming them).
+   *
+   * @generated from rpc lms.v1.ProgressService.ListPlacements
+   */
+  listPlacements: {
+    methodKind: "unary";
+    input: typeof ListPlacementsRequestSchema;
+    output: typeof ListPlacementsResponseSchema;
+  },
+  /**
+   * Updates `host` or `supervisor_person_ids` (replaced as a whole).
+   *
+   * @generated from rpc lms.v1.ProgressService.UpdatePlacement
+   */
+  updatePlacement: {
+    methodKind: "unary";
+    input: typeof UpdatePlacementRequestSchema;
+    output: typeof PlacementSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_lms_v1_progress_service, 0);

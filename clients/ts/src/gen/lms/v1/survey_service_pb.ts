@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file lms/v1/survey_service.proto.
  */
 export const file_lms_v1_survey_service: GenFile = /*@__PURE__*/
-  fileDesc("ChtsbXMvdjEvc3VydmV5X3NlcnZpY2UucHJvdG8SBmxtcy52MSLLAQoOU3VydmV5UXVlc3Rpb24SCgoCaWQYASABKAkSDAoEdGV4dBgCIAEoCRIoCgRraW5kGAMgASgOMhoubG1zLnYxLlN1cnZleVF1ZXN0aW9uS2luZBIQCghyZXF1aXJlZBgEIAEoCBIQCghwb3NpdGlvbhgFIAEoBRIMCgR1bml0GAYgASgJEhAKA21pbhgHIAEoAUgAiAEBEhAKA21heBgIIAEoAUgBiAEBEg8KB29wdGlvbnMYCSADKAlCBgoEX21pbkIGCgRfbWF4Io0CCg5TdXJ2ZXlSZXNwb25zZRIKCgJpZBgBIAEoCRITCgthY3Rpdml0eV9pZBgCIAEoCRIVCg1lbnJvbGxtZW50X2lkGAMgASgJEhEKCXBlcnNvbl9pZBgEIAEoCRIRCgljb2hvcnRfaWQYBSABKAkSFAoMcHJvZ3JhbW1lX2lkGAYgASgJEhkKEWNvdXJzZV92ZXJzaW9uX2lkGAcgASgJEiUKB2Fuc3dlcnMYCCADKAsyFC5sbXMudjEuU3VydmV5QW5zd2VyEi8KC3N1Ym1pdF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxzdWJtaXR0ZWRfYnkYCiABKAkicQoMU3VydmV5QW5zd2VyEhMKC3F1ZXN0aW9uX2lkGAEgASgJEg8KBXNjYWxlGAIgASgFSAASEAoGbnVtYmVyGAMgASgBSAASEAoGY2hvaWNlGAQgASgJSAASDgoEdGV4dBgFIAEoCUgAQgcKBXZhbHVlInAKG1N1Ym1pdFN1cnZleVJlc3BvbnNlUmVxdWVzdBIVCg1lbnJvbGxtZW50X2lkGAEgASgJEhMKC2FjdGl2aXR5X2lkGAIgASgJEiUKB2Fuc3dlcnMYAyADKAsyFC5sbXMudjEuU3VydmV5QW5zd2VyIqwCChdHZXRTdXJ2ZXlSZXN1bHRzUmVxdWVzdBITCgthY3Rpdml0eV9pZBgBIAEoCRIUCgxwcm9ncmFtbWVfaWQYAiABKAkSEQoJY29ob3J0X2lkGAMgASgJEhwKFG9yZ2FuaXphdGlvbl9zdWJ0cmVlGAQgASgJEhYKCXRocmVzaG9sZBgFIAEoAUgAiAEBElQKE3F1ZXN0aW9uX3RocmVzaG9sZHMYBiADKAsyNy5sbXMudjEuR2V0U3VydmV5UmVzdWx0c1JlcXVlc3QuUXVlc3Rpb25UaHJlc2hvbGRzRW50cnkaOQoXUXVlc3Rpb25UaHJlc2hvbGRzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgBOgI4AUIMCgpfdGhyZXNob2xkIogBCg1TdXJ2ZXlSZXN1bHRzEhMKC2FjdGl2aXR5X2lkGAEgASgJEhYKDnJlc3BvbnNlX2NvdW50GAIgASgDEh8KF2ZyZWVfdGV4dF9taW5fcmVzcG9uc2VzGAMgASgDEikKCXF1ZXN0aW9ucxgEIAMoCzIWLmxtcy52MS5RdWVzdGlvblJlc3VsdCLqAwoOUXVlc3Rpb25SZXN1bHQSEwoLcXVlc3Rpb25faWQYASABKAkSDAoEdGV4dBgCIAEoCRIoCgRraW5kGAMgASgOMhoubG1zLnYxLlN1cnZleVF1ZXN0aW9uS2luZBIMCgR1bml0GAQgASgJEhQKDGFuc3dlcl9jb3VudBgFIAEoAxIRCgRtZWFuGAYgASgBSACIAQESEwoGbWVkaWFuGAcgASgBSAGIAQESEAoDbWluGAggASgBSAKIAQESEAoDbWF4GAkgASgBSAOIAQESMAoMZGlzdHJpYnV0aW9uGAogAygLMhoubG1zLnYxLkRpc3RyaWJ1dGlvbkJ1Y2tldBIWCgl0aHJlc2hvbGQYCyABKAFIBIgBARIiChVzaGFyZV9hYm92ZV90aHJlc2hvbGQYDCABKAFIBYgBARIqCg1vcHRpb25fY291bnRzGA0gAygLMhMubG1zLnYxLk9wdGlvbkNvdW50EhkKEWZyZWVfdGV4dF9hbnN3ZXJzGA4gAygJEhoKEmZyZWVfdGV4dF93aXRoaGVsZBgPIAEoCEIHCgVfbWVhbkIJCgdfbWVkaWFuQgYKBF9taW5CBgoEX21heEIMCgpfdGhyZXNob2xkQhgKFl9zaGFyZV9hYm92ZV90aHJlc2hvbGQiQQoSRGlzdHJpYnV0aW9uQnVja2V0Eg0KBWxvd2VyGAEgASgBEg0KBXVwcGVyGAIgASgBEg0KBWNvdW50GAMgASgDIjsKC09wdGlvbkNvdW50Eg4KBm9wdGlvbhgBIAEoCRINCgVjb3VudBgCIAEoAxINCgVzaGFyZRgDIAEoASrHAQoSU3VydmV5UXVlc3Rpb25LaW5kEiQKIFNVUlZFWV9RVUVTVElPTl9LSU5EX1VOU1BFQ0lGSUVEEAASHgoaU1VSVkVZX1FVRVNUSU9OX0tJTkRfU0NBTEUQARIfChtTVVJWRVlfUVVFU1RJT05fS0lORF9OVU1CRVIQAhImCiJTVVJWRVlfUVVFU1RJT05fS0lORF9TSU5HTEVfQ0hPSUNFEAMSIgoeU1VSVkVZX1FVRVNUSU9OX0tJTkRfRlJFRV9URVhUEAQysAEKDVN1cnZleVNlcnZpY2USUwoUU3VibWl0U3VydmV5UmVzcG9uc2USIy5sbXMudjEuU3VibWl0U3VydmV5UmVzcG9uc2VSZXF1ZXN0GhYubG1zLnYxLlN1cnZleVJlc3BvbnNlEkoKEEdldFN1cnZleVJlc3VsdHMSHy5sbXMudjEuR2V0U3VydmV5UmVzdWx0c1JlcXVlc3QaFS5sbXMudjEuU3VydmV5UmVzdWx0c2IGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("ChtsbXMvdjEvc3VydmV5X3NlcnZpY2UucHJvdG8SBmxtcy52MSLLAQoOU3VydmV5UXVlc3Rpb24SCgoCaWQYASABKAkSDAoEdGV4dBgCIAEoCRIoCgRraW5kGAMgASgOMhoubG1zLnYxLlN1cnZleVF1ZXN0aW9uS2luZBIQCghyZXF1aXJlZBgEIAEoCBIQCghwb3NpdGlvbhgFIAEoBRIMCgR1bml0GAYgASgJEhAKA21pbhgHIAEoAUgAiAEBEhAKA21heBgIIAEoAUgBiAEBEg8KB29wdGlvbnMYCSADKAlCBgoEX21pbkIGCgRfbWF4Io0CCg5TdXJ2ZXlSZXNwb25zZRIKCgJpZBgBIAEoCRITCgthY3Rpdml0eV9pZBgCIAEoCRIVCg1lbnJvbGxtZW50X2lkGAMgASgJEhEKCXBlcnNvbl9pZBgEIAEoCRIRCgljb2hvcnRfaWQYBSABKAkSFAoMcHJvZ3JhbW1lX2lkGAYgASgJEhkKEWNvdXJzZV92ZXJzaW9uX2lkGAcgASgJEiUKB2Fuc3dlcnMYCCADKAsyFC5sbXMudjEuU3VydmV5QW5zd2VyEi8KC3N1Ym1pdF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxzdWJtaXR0ZWRfYnkYCiABKAkicQoMU3VydmV5QW5zd2VyEhMKC3F1ZXN0aW9uX2lkGAEgASgJEg8KBXNjYWxlGAIgASgFSAASEAoGbnVtYmVyGAMgASgBSAASEAoGY2hvaWNlGAQgASgJSAASDgoEdGV4dBgFIAEoCUgAQgcKBXZhbHVlInAKG1N1Ym1pdFN1cnZleVJlc3BvbnNlUmVxdWVzdBIVCg1lbnJvbGxtZW50X2lkGAEgASgJEhMKC2FjdGl2aXR5X2lkGAIgASgJEiUKB2Fuc3dlcnMYAyADKAsyFC5sbXMudjEuU3VydmV5QW5zd2VyIloKIUJhdGNoU3VibWl0U3VydmV5UmVzcG9uc2VzUmVxdWVzdBI1CghyZXF1ZXN0cxgBIAMoCzIjLmxtcy52MS5TdWJtaXRTdXJ2ZXlSZXNwb25zZVJlcXVlc3QifwoiQmF0Y2hTdWJtaXRTdXJ2ZXlSZXNwb25zZXNSZXNwb25zZRIpCglyZXNwb25zZXMYASADKAsyFi5sbXMudjEuU3VydmV5UmVzcG9uc2USFQoNY3JlYXRlZF9jb3VudBgCIAEoAxIXCg91bmNoYW5nZWRfY291bnQYAyABKAMirAIKF0dldFN1cnZleVJlc3VsdHNSZXF1ZXN0EhMKC2FjdGl2aXR5X2lkGAEgASgJEhQKDHByb2dyYW1tZV9pZBgCIAEoCRIRCgljb2hvcnRfaWQYAyABKAkSHAoUb3JnYW5pemF0aW9uX3N1YnRyZWUYBCABKAkSFgoJdGhyZXNob2xkGAUgASgBSACIAQESVAoTcXVlc3Rpb25fdGhyZXNob2xkcxgGIAMoCzI3Lmxtcy52MS5HZXRTdXJ2ZXlSZXN1bHRzUmVxdWVzdC5RdWVzdGlvblRocmVzaG9sZHNFbnRyeRo5ChdRdWVzdGlvblRocmVzaG9sZHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAE6AjgBQgwKCl90aHJlc2hvbGQiiAEKDVN1cnZleVJlc3VsdHMSEwoLYWN0aXZpdHlfaWQYASABKAkSFgoOcmVzcG9uc2VfY291bnQYAiABKAMSHwoXZnJlZV90ZXh0X21pbl9yZXNwb25zZXMYAyABKAMSKQoJcXVlc3Rpb25zGAQgAygLMhYubG1zLnYxLlF1ZXN0aW9uUmVzdWx0IuoDCg5RdWVzdGlvblJlc3VsdBITCgtxdWVzdGlvbl9pZBgBIAEoCRIMCgR0ZXh0GAIgASgJEigKBGtpbmQYAyABKA4yGi5sbXMudjEuU3VydmV5UXVlc3Rpb25LaW5kEgwKBHVuaXQYBCABKAkSFAoMYW5zd2VyX2NvdW50GAUgASgDEhEKBG1lYW4YBiABKAFIAIgBARITCgZtZWRpYW4YByABKAFIAYgBARIQCgNtaW4YCCABKAFIAogBARIQCgNtYXgYCSABKAFIA4gBARIwCgxkaXN0cmlidXRpb24YCiADKAsyGi5sbXMudjEuRGlzdHJpYnV0aW9uQnVja2V0EhYKCXRocmVzaG9sZBgLIAEoAUgEiAEBEiIKFXNoYXJlX2Fib3ZlX3RocmVzaG9sZBgMIAEoAUgFiAEBEioKDW9wdGlvbl9jb3VudHMYDSADKAsyEy5sbXMudjEuT3B0aW9uQ291bnQSGQoRZnJlZV90ZXh0X2Fuc3dlcnMYDiADKAkSGgoSZnJlZV90ZXh0X3dpdGhoZWxkGA8gASgIQgcKBV9tZWFuQgkKB19tZWRpYW5CBgoEX21pbkIGCgRfbWF4QgwKCl90aHJlc2hvbGRCGAoWX3NoYXJlX2Fib3ZlX3RocmVzaG9sZCJBChJEaXN0cmlidXRpb25CdWNrZXQSDQoFbG93ZXIYASABKAESDQoFdXBwZXIYAiABKAESDQoFY291bnQYAyABKAMiOwoLT3B0aW9uQ291bnQSDgoGb3B0aW9uGAEgASgJEg0KBWNvdW50GAIgASgDEg0KBXNoYXJlGAMgASgBKscBChJTdXJ2ZXlRdWVzdGlvbktpbmQSJAogU1VSVkVZX1FVRVNUSU9OX0tJTkRfVU5TUEVDSUZJRUQQABIeChpTVVJWRVlfUVVFU1RJT05fS0lORF9TQ0FMRRABEh8KG1NVUlZFWV9RVUVTVElPTl9LSU5EX05VTUJFUhACEiYKIlNVUlZFWV9RVUVTVElPTl9LSU5EX1NJTkdMRV9DSE9JQ0UQAxIiCh5TVVJWRVlfUVVFU1RJT05fS0lORF9GUkVFX1RFWFQQBDKlAgoNU3VydmV5U2VydmljZRJTChRTdWJtaXRTdXJ2ZXlSZXNwb25zZRIjLmxtcy52MS5TdWJtaXRTdXJ2ZXlSZXNwb25zZVJlcXVlc3QaFi5sbXMudjEuU3VydmV5UmVzcG9uc2UScwoaQmF0Y2hTdWJtaXRTdXJ2ZXlSZXNwb25zZXMSKS5sbXMudjEuQmF0Y2hTdWJtaXRTdXJ2ZXlSZXNwb25zZXNSZXF1ZXN0GioubG1zLnYxLkJhdGNoU3VibWl0U3VydmV5UmVzcG9uc2VzUmVzcG9uc2USSgoQR2V0U3VydmV5UmVzdWx0cxIfLmxtcy52MS5HZXRTdXJ2ZXlSZXN1bHRzUmVxdWVzdBoVLmxtcy52MS5TdXJ2ZXlSZXN1bHRzYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * A question of a SURVEY activity.
@@ -278,6 +278,64 @@ export const SubmitSurveyResponseRequestSchema: GenMessage<SubmitSurveyResponseR
   messageDesc(file_lms_v1_survey_service, 3);
 
 /**
+ * Request for `BatchSubmitSurveyResponses`.
+ *
+ * @generated from message lms.v1.BatchSubmitSurveyResponsesRequest
+ */
+export type BatchSubmitSurveyResponsesRequest = Message<"lms.v1.BatchSubmitSurveyResponsesRequest"> & {
+  /**
+   * Required. 1 to 1,000 submissions; each pair of enrolment and activity at
+   * most once.
+   *
+   * @generated from field: repeated lms.v1.SubmitSurveyResponseRequest requests = 1;
+   */
+  requests: SubmitSurveyResponseRequest[];
+};
+
+/**
+ * Describes the message lms.v1.BatchSubmitSurveyResponsesRequest.
+ * Use `create(BatchSubmitSurveyResponsesRequestSchema)` to create a new message.
+ */
+export const BatchSubmitSurveyResponsesRequestSchema: GenMessage<BatchSubmitSurveyResponsesRequest> = /*@__PURE__*/
+  messageDesc(file_lms_v1_survey_service, 4);
+
+/**
+ * Response of `BatchSubmitSurveyResponses`.
+ *
+ * @generated from message lms.v1.BatchSubmitSurveyResponsesResponse
+ */
+export type BatchSubmitSurveyResponsesResponse = Message<"lms.v1.BatchSubmitSurveyResponsesResponse"> & {
+  /**
+   * One response per submission, in request order: the one stored, or the
+   * earlier one a replay returned.
+   *
+   * @generated from field: repeated lms.v1.SurveyResponse responses = 1;
+   */
+  responses: SurveyResponse[];
+
+  /**
+   * Submissions stored by this call.
+   *
+   * @generated from field: int64 created_count = 2;
+   */
+  createdCount: bigint;
+
+  /**
+   * Submissions that replayed an earlier response and wrote nothing.
+   *
+   * @generated from field: int64 unchanged_count = 3;
+   */
+  unchangedCount: bigint;
+};
+
+/**
+ * Describes the message lms.v1.BatchSubmitSurveyResponsesResponse.
+ * Use `create(BatchSubmitSurveyResponsesResponseSchema)` to create a new message.
+ */
+export const BatchSubmitSurveyResponsesResponseSchema: GenMessage<BatchSubmitSurveyResponsesResponse> = /*@__PURE__*/
+  messageDesc(file_lms_v1_survey_service, 5);
+
+/**
  * Request for `GetSurveyResults`.
  *
  * The selection is every response to the activity whose enrolment matches all
@@ -339,7 +397,7 @@ export type GetSurveyResultsRequest = Message<"lms.v1.GetSurveyResultsRequest"> 
  * Use `create(GetSurveyResultsRequestSchema)` to create a new message.
  */
 export const GetSurveyResultsRequestSchema: GenMessage<GetSurveyResultsRequest> = /*@__PURE__*/
-  messageDesc(file_lms_v1_survey_service, 4);
+  messageDesc(file_lms_v1_survey_service, 6);
 
 /**
  * Aggregated answers to a survey.
@@ -382,7 +440,7 @@ export type SurveyResults = Message<"lms.v1.SurveyResults"> & {
  * Use `create(SurveyResultsSchema)` to create a new message.
  */
 export const SurveyResultsSchema: GenMessage<SurveyResults> = /*@__PURE__*/
-  messageDesc(file_lms_v1_survey_service, 5);
+  messageDesc(file_lms_v1_survey_service, 7);
 
 /**
  * Aggregate of one question.
@@ -507,7 +565,7 @@ export type QuestionResult = Message<"lms.v1.QuestionResult"> & {
  * Use `create(QuestionResultSchema)` to create a new message.
  */
 export const QuestionResultSchema: GenMessage<QuestionResult> = /*@__PURE__*/
-  messageDesc(file_lms_v1_survey_service, 6);
+  messageDesc(file_lms_v1_survey_service, 8);
 
 /**
  * A bucket of a distribution.
@@ -542,7 +600,7 @@ export type DistributionBucket = Message<"lms.v1.DistributionBucket"> & {
  * Use `create(DistributionBucketSchema)` to create a new message.
  */
 export const DistributionBucketSchema: GenMessage<DistributionBucket> = /*@__PURE__*/
-  messageDesc(file_lms_v1_survey_service, 7);
+  messageDesc(file_lms_v1_survey_service, 9);
 
 /**
  * How often an option was chosen.
@@ -577,7 +635,7 @@ export type OptionCount = Message<"lms.v1.OptionCount"> & {
  * Use `create(OptionCountSchema)` to create a new message.
  */
 export const OptionCountSchema: GenMessage<OptionCount> = /*@__PURE__*/
-  messageDesc(file_lms_v1_survey_service, 8);
+  messageDesc(file_lms_v1_survey_service, 10);
 
 /**
  * Kind of survey question.
@@ -663,6 +721,23 @@ export const SurveyService: GenService<{
     methodKind: "unary";
     input: typeof SubmitSurveyResponseRequestSchema;
     output: typeof SurveyResponseSchema;
+  },
+  /**
+   * Records up to 1,000 submissions in one call, as `SubmitSurveyResponse`
+   * would one by one (the same roles, checks and completions), for a trainer
+   * entering a cohort's paper forms or an importer. Atomic: when any
+   * submission is refused, nothing is written and the error names it
+   * (`requests[i]` in the field path of INVALID_ARGUMENT, at the start of
+   * the message otherwise). A submission that replays its submitter's
+   * earlier response returns that response unchanged, so a whole batch can
+   * be retried after a lost answer.
+   *
+   * @generated from rpc lms.v1.SurveyService.BatchSubmitSurveyResponses
+   */
+  batchSubmitSurveyResponses: {
+    methodKind: "unary";
+    input: typeof BatchSubmitSurveyResponsesRequestSchema;
+    output: typeof BatchSubmitSurveyResponsesResponseSchema;
   },
   /**
    * Aggregates the responses to a survey, per question, over a selection of
