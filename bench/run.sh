@@ -229,7 +229,14 @@ if $smoke; then
   common=(--warmup 0s --check)
   run() { local name=$1; shift; "$bin" bench "$@" "${common[@]}" --json "$results/$name.json"; }
   run health health --concurrency "$high" --count 50
-  run record-progress record-progress --concurrency "$high" --count 50 --replay 0.2
+  run record-progress record-progress --concurrency "$high" --count 50 --replay 0.2 --cost --server-pid "$server_pid"
+  # The cost probe read the server's CPU and (PostgreSQL) the rows the events inserted.
+  jq -e '.cost.server_cpu_ms > 0 and .cost.database_bytes >= 0' "$results/record-progress.json" >/dev/null ||
+    { echo "record-progress --cost measured no server CPU" >&2; exit 1; }
+  if [ "$backend" = postgres ]; then
+    jq -e '.cost.rows.progress_events > 0 and .cost.wal_bytes > 0 and .cost.database_cpu_ms > 0' "$results/record-progress.json" >/dev/null ||
+      { echo "record-progress --cost saw no inserted event rows, WAL or database CPU" >&2; jq .cost "$results/record-progress.json" >&2; exit 1; }
+  fi
   run record-progress-batch record-progress-batch --concurrency "$low" --count 8 --batch 20
   run stream-progress stream-progress --concurrency "$streams" --connections 2 --count 100 --server-pid "$server_pid"
   run get-progress get-progress --concurrency "$high" --count 50
@@ -292,10 +299,11 @@ run health health --concurrency "$high"
 
 # ---- scenarios -----------------------------------------------------------------------------
 say "scenarios"
-run record-progress record-progress --concurrency "$high"
-run record-progress-batch record-progress-batch --concurrency "$low" --batch 100
+cost=(--cost --server-pid "$server_pid")
+run record-progress record-progress --concurrency "$high" "${cost[@]}"
+run record-progress-batch record-progress-batch --concurrency "$low" --batch 100 "${cost[@]}"
 run record-progress-batch-random record-progress-batch --concurrency "$low" --batch 100 --batch-scope random
-run stream-progress stream-progress --concurrency "$high"
+run stream-progress stream-progress --concurrency "$high" "${cost[@]}"
 run get-progress get-progress --concurrency "$high"
 run list-cohort-progress list-cohort-progress --concurrency "$high"
 run enroll enroll --concurrency "$high"

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod certification;
 pub mod codec;
+pub mod competency;
 pub mod course;
 pub mod delivery;
 pub mod event;

@@ -9,7 +9,7 @@ pub mod token;
 use std::fmt;
 
 use crate::domain::organization::path_is_within;
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 
 /// A role a token may grant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -113,7 +113,7 @@ impl Scope {
 /// a caller who may not learn whether it exists).
 pub fn outside_organization_scope(what: &str) -> Error {
     Error::permission_denied(
-        "OUTSIDE_ORGANIZATION_SCOPE",
+        Reason::OutsideOrganizationScope,
         format!("{what} is outside the organisations you manage"),
     )
 }

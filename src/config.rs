@@ -69,6 +69,35 @@ impl Default for ReminderDays {
     }
 }
 
+/// Default days before a certificate's expiry at which its renewal candidacy is opened.
+pub const DEFAULT_RENEWAL_OPEN_DAYS: u32 = 90;
+
+/// Days before a certificate's expiry at which its renewal candidacy is opened; `None`: never.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RenewalOpenDays(pub Option<u32>);
+
+impl Default for RenewalOpenDays {
+    fn default() -> Self {
+        Self(Some(DEFAULT_RENEWAL_OPEN_DAYS))
+    }
+}
+
+/// Parses a number of days (1 to 3,650) before expiry at which renewal candidacies open, or
+/// `off` for none.
+fn parse_renewal_open_days(text: &str) -> Result<RenewalOpenDays, String> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(RenewalOpenDays(None));
+    }
+    let value: u32 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of days (or `off`)"))?;
+    if !(1..=3_650).contains(&value) {
+        return Err(format!("{value} days is not between 1 and 3650"));
+    }
+    Ok(RenewalOpenDays(Some(value)))
+}
+
 /// Parses `90,60,30,7` (1 to 3,650 days each, at most 12), or `off` (or nothing) for none.
 fn parse_reminder_days(text: &str) -> Result<ReminderDays, String> {
     let text = text.trim();
@@ -209,7 +238,9 @@ pub struct CertificationConfig {
     pub verify_burst: u32,
 
     /// How often each replica publishes `certificate.expired` events for certificates past
-    /// expiry (replicas may all sweep: each expiry is announced once); `0s` turns sweeping off.
+    /// expiry, the reminders, and moves cohorts with `schedule.auto_advance` by their dates
+    /// (replicas may all sweep: each expiry is announced, each cohort moved, once); `0s` turns
+    /// sweeping off.
     #[arg(long, env = "LMS_EXPIRY_SWEEP_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration, global = true)]
     pub expiry_sweep_interval: Duration,
 
@@ -224,6 +255,12 @@ pub struct CertificationConfig {
     /// replicas); `off` for none.
     #[arg(long, env = "LMS_DUE_REMINDER_DAYS", default_value = "7,1", value_parser = parse_reminder_days, global = true)]
     pub due_reminder_days: ReminderDays,
+
+    /// Days before an active certificate's expiry at which the sweep opens a renewal candidacy
+    /// for its holder (once per certificate across replicas, with a `candidacy.renewal_opened`
+    /// event); `off` for none.
+    #[arg(long, env = "LMS_RENEWAL_OPEN_DAYS", default_value = "90", value_parser = parse_renewal_open_days, global = true)]
+    pub renewal_open_days: RenewalOpenDays,
 
     /// The clock certification and delivery rules read; tests move it forward.
     #[arg(skip)]
@@ -240,6 +277,7 @@ impl Default for CertificationConfig {
             expiry_sweep_interval: DEFAULT_EXPIRY_SWEEP_INTERVAL,
             expiry_reminder_days: ReminderDays::default(),
             due_reminder_days: ReminderDays(DEFAULT_DUE_REMINDER_DAYS.to_vec()),
+            renewal_open_days: RenewalOpenDays::default(),
             clock: crate::domain::certification::Clock::default(),
         }
     }

@@ -1,7 +1,9 @@
 //! Business rules of every area: validation, state, derivations. No tonic, no sea-orm, no I/O.
 
 pub mod audit;
+pub mod category;
 pub mod certification;
+pub mod competency;
 pub mod course;
 pub mod delivery;
 pub mod event;

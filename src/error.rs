@@ -8,6 +8,271 @@ use tonic_types::{ErrorDetails, StatusExt as _};
 /// Domain reported in every `google.rpc.ErrorInfo`.
 pub const ERROR_DOMAIN: &str = "lms.v1";
 
+/// Declares [`Reason`]: each variant with its wire text and what it means.
+macro_rules! reasons {
+    ($($(#[doc = $doc:literal])* $variant:ident = $text:literal,)*) => {
+        /// Why a call was refused: the stable UPPER_SNAKE_CASE `reason` of the `google.rpc.ErrorInfo`
+        /// (and the `type` of a `PreconditionFailure` violation). Code matches on the variant, never on
+        /// the text; clients match on the text, which never changes once released.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Reason {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl Reason {
+            /// Every reason, in declaration order (for the generated reference).
+            pub const ALL: &'static [Reason] = &[$(Reason::$variant,)*];
+
+            /// The wire text, e.g. `ENROLLMENT_NOT_ACTIVE`.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Reason::$variant => $text,)*
+                }
+            }
+
+            /// What the reason means, from its doc comment.
+            pub fn description(self) -> &'static str {
+                match self {
+                    $(Reason::$variant => concat!($($doc),*).trim_ascii(),)*
+                }
+            }
+
+            /// The reason whose wire text is `text`.
+            pub fn parse(text: &str) -> Option<Self> {
+                match text {
+                    $($text => Some(Reason::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+reasons! {
+    /// The activity is not part of the enrolment's pinned course versions.
+    ActivityNotInEnrollment = "ACTIVITY_NOT_IN_ENROLLMENT",
+    /// Scores are visible to a judge only after the judge's own score.
+    AfterOwnScore = "AFTER_OWN_SCORE",
+    /// The enrolment or candidacy is already complete.
+    AlreadyCompleted = "ALREADY_COMPLETED",
+    /// The person already holds a place or waitlist entry in the cohort.
+    AlreadyEnrolled = "ALREADY_ENROLLED",
+    /// The enrolment was already withdrawn.
+    AlreadyWithdrawn = "ALREADY_WITHDRAWN",
+    /// The application is no longer pending.
+    ApplicationNotPending = "APPLICATION_NOT_PENDING",
+    /// No passing assessment is recorded for the candidacy.
+    AssessmentMissing = "ASSESSMENT_MISSING",
+    /// The assessment score is below the track's pass mark.
+    AssessmentScoreTooLow = "ASSESSMENT_SCORE_TOO_LOW",
+    /// The track requires an assessor's approval.
+    AssessorApprovalMissing = "ASSESSOR_APPROVAL_MISSING",
+    /// The session's attendance has not been recorded.
+    AttendanceNotRecorded = "ATTENDANCE_NOT_RECORDED",
+    /// The candidacy is waiting for its assessment.
+    AwaitingAssessment = "AWAITING_ASSESSMENT",
+    /// The selection call is still open.
+    CallNotClosed = "CALL_NOT_CLOSED",
+    /// The selection call is not open.
+    CallNotOpen = "CALL_NOT_OPEN",
+    /// More applicants accepted than the call has seats.
+    CallSeatsExceeded = "CALL_SEATS_EXCEEDED",
+    /// The person already has an open candidacy on the track.
+    CandidacyExists = "CANDIDACY_EXISTS",
+    /// The candidacy's deadline passed.
+    CandidacyLapsed = "CANDIDACY_LAPSED",
+    /// The participant category is archived: kept where it is, not given anew.
+    CategoryArchived = "CATEGORY_ARCHIVED",
+    /// No participant category has this code.
+    CategoryNotFound = "CATEGORY_NOT_FOUND",
+    /// The places of the person's participant category (other than public and private) are taken.
+    CategorySeatsFull = "CATEGORY_SEATS_FULL",
+    /// The certificate is not the current one of its holder and track.
+    CertificateNotCurrent = "CERTIFICATE_NOT_CURRENT",
+    /// The TLS client certificate maps to no principal.
+    ClientCertificateNotMapped = "CLIENT_CERTIFICATE_NOT_MAPPED",
+    /// The cohort has no free place and no waitlist.
+    CohortFull = "COHORT_FULL",
+    /// The cohort is not open for enrolment.
+    CohortNotOpen = "COHORT_NOT_OPEN",
+    /// The cohort cannot move to the requested state.
+    CohortStateTransition = "COHORT_STATE_TRANSITION",
+    /// A competency tag or role requirement uses a level the update would remove.
+    CompetencyLevelInUse = "COMPETENCY_LEVEL_IN_USE",
+    /// The holder search needs an organisation subtree the caller manages.
+    CompetencySearchNotAllowed = "COMPETENCY_SEARCH_NOT_ALLOWED",
+    /// Another enrolment changed the cohort at the same time.
+    ConcurrentEnrolment = "CONCURRENT_ENROLMENT",
+    /// Another call recorded the same event at the same time.
+    ConcurrentEvent = "CONCURRENT_EVENT",
+    /// Another call submitted the same survey response at the same time.
+    ConcurrentSubmission = "CONCURRENT_SUBMISSION",
+    /// Another replica ran the same sweep at the same time.
+    ConcurrentSweep = "CONCURRENT_SWEEP",
+    /// Another call upserted the same record at the same time.
+    ConcurrentUpsert = "CONCURRENT_UPSERT",
+    /// The judge has a conflict of interest with the applicant.
+    ConflictOfInterest = "CONFLICT_OF_INTEREST",
+    /// The course is archived.
+    CourseArchived = "COURSE_ARCHIVED",
+    /// The co-trainer is not a candidate in supervised practice on a qualifying track.
+    CoTrainerNotQualified = "CO_TRAINER_NOT_QUALIFIED",
+    /// The cursor is beyond the feed's head.
+    CursorBeyondHead = "CURSOR_BEYOND_HEAD",
+    /// The cursor's events were pruned.
+    CursorExpired = "CURSOR_EXPIRED",
+    /// The course already has a draft version.
+    DraftExists = "DRAFT_EXISTS",
+    /// The same key appears twice in one batch.
+    DuplicateInBatch = "DUPLICATE_IN_BATCH",
+    /// The enrolment is not enrolled or in progress.
+    EnrollmentNotActive = "ENROLLMENT_NOT_ACTIVE",
+    /// (Per record) the enrolment named by the event does not exist.
+    EnrollmentNotFound = "ENROLLMENT_NOT_FOUND",
+    /// The enrolment was refused.
+    EnrolmentRefused = "ENROLMENT_REFUSED",
+    /// The event id was used for a different event.
+    EventIdReused = "EVENT_ID_REUSED",
+    /// The cursor or resume token belongs to another feed history.
+    FeedHistoryChanged = "FEED_HISTORY_CHANGED",
+    /// Scores stay hidden from judges until the decisions.
+    HiddenUntilDecided = "HIDDEN_UNTIL_DECIDED",
+    /// The import's declared count does not match the records received.
+    ImportCountMismatch = "IMPORT_COUNT_MISMATCH",
+    /// The import stream ended before it was committed.
+    ImportInterrupted = "IMPORT_INTERRUPTED",
+    /// The import was not committed.
+    ImportNotCommitted = "IMPORT_NOT_COMMITTED",
+    /// The certificate cannot move to the requested status.
+    InvalidCertificateTransition = "INVALID_CERTIFICATE_TRANSITION",
+    /// A field value is not allowed in this state.
+    InvalidField = "INVALID_FIELD",
+    /// The resource cannot move to the requested state.
+    InvalidTransition = "INVALID_TRANSITION",
+    /// The lead trainer holds no active certificate whose track qualifies for the module.
+    LeadTrainerNotCertified = "LEAD_TRAINER_NOT_CERTIFIED",
+    /// The lead trainer is outside the organisations the session serves.
+    LeadTrainerOutOfScope = "LEAD_TRAINER_OUT_OF_SCOPE",
+    /// Only managers may do this.
+    ManagersOnly = "MANAGERS_ONLY",
+    /// The caller's role may not call this method.
+    MethodNotAllowed = "METHOD_NOT_ALLOWED",
+    /// The module is not part of the programme.
+    ModuleNotInProgramme = "MODULE_NOT_IN_PROGRAMME",
+    /// The call requires a nomination.
+    NominationRequired = "NOMINATION_REQUIRED",
+    /// The application is not assigned to the judge.
+    NotAssigned = "NOT_ASSIGNED",
+    /// The candidate is not a co-trainer of the session.
+    NotACoTrainer = "NOT_A_CO_TRAINER",
+    /// The panel has too few conflict-free judges.
+    NotEnoughJudges = "NOT_ENOUGH_JUDGES",
+    /// The person is not enrolled in the cohort.
+    NotEnrolledInCohort = "NOT_ENROLLED_IN_COHORT",
+    /// The caller is not a supervisor named on the placement.
+    NotPlacementSupervisor = "NOT_PLACEMENT_SUPERVISOR",
+    /// The application belongs to someone else.
+    NotYourApplication = "NOT_YOUR_APPLICATION",
+    /// The caller is not a judge of the panel.
+    NotYourPanel = "NOT_YOUR_PANEL",
+    /// The person has no candidacy in supervised practice.
+    NoCandidacyInPractice = "NO_CANDIDACY_IN_PRACTICE",
+    /// The change would make an organisation its own ancestor.
+    OrganizationCycle = "ORGANIZATION_CYCLE",
+    /// The person's organisation is not eligible for the cohort.
+    OrganizationNotEligible = "ORGANIZATION_NOT_ELIGIBLE",
+    /// (Per record) the organisation named by the record does not exist.
+    OrganizationNotFound = "ORGANIZATION_NOT_FOUND",
+    /// The resource is outside the organisations the caller may act on.
+    OutsideOrganizationScope = "OUTSIDE_ORGANIZATION_SCOPE",
+    /// The resource is outside the caller's scope.
+    OutOfScope = "OUT_OF_SCOPE",
+    /// A learner may act on their own application only.
+    OwnApplicationOnly = "OWN_APPLICATION_ONLY",
+    /// The caller may act on their own organisation only.
+    OwnOrganization = "OWN_ORGANIZATION",
+    /// The learner app may record the learner's own progress only.
+    OwnRecordsFromAppOnly = "OWN_RECORDS_FROM_APP_ONLY",
+    /// A learner may act on their own records only.
+    OwnRecordsOnly = "OWN_RECORDS_ONLY",
+    /// (Per record) the caller may not record this item, e.g. a learner recording a TRAINER event.
+    PermissionDenied = "PERMISSION_DENIED",
+    /// The person is deactivated.
+    PersonInactive = "PERSON_INACTIVE",
+    /// The person does not exist.
+    PersonNotFound = "PERSON_NOT_FOUND",
+    /// A supervisor sign-off needs a placement naming the supervisor.
+    PlacementRequired = "PLACEMENT_REQUIRED",
+    /// Places are already taken beyond the requested capacity.
+    PlacesAlreadyTaken = "PLACES_ALREADY_TAKEN",
+    /// The prerequisites would form a cycle.
+    PrerequisiteCycle = "PREREQUISITE_CYCLE",
+    /// The programme is archived.
+    ProgrammeArchived = "PROGRAMME_ARCHIVED",
+    /// The caller sent more calls than its rate allows.
+    RateLimited = "RATE_LIMITED",
+    /// The caller may not record this progress.
+    RecordingNotAllowed = "RECORDING_NOT_ALLOWED",
+    /// The request id was used for a different request.
+    RequestIdClaimed = "REQUEST_ID_CLAIMED",
+    /// The caller's role may not do this.
+    RoleNotAllowed = "ROLE_NOT_ALLOWED",
+    /// The judge already scored the application.
+    ScoreAlreadySubmitted = "SCORE_ALREADY_SUBMITTED",
+    /// The places of the person's sector are taken.
+    SectorSeatsFull = "SECTOR_SEATS_FULL",
+    /// The session was cancelled.
+    SessionCancelled = "SESSION_CANCELLED",
+    /// The session has not been delivered.
+    SessionNotDelivered = "SESSION_NOT_DELIVERED",
+    /// The session is not scheduled.
+    SessionNotScheduled = "SESSION_NOT_SCHEDULED",
+    /// The session has not started.
+    SessionNotStarted = "SESSION_NOT_STARTED",
+    /// The candidacy lacks the track's supervised deliveries.
+    SupervisedDeliveriesMissing = "SUPERVISED_DELIVERIES_MISSING",
+    /// The respondent already answered the survey.
+    SurveyAlreadyAnswered = "SURVEY_ALREADY_ANSWERED",
+    /// The caller may not read the survey's results.
+    SurveyResultsNotAllowed = "SURVEY_RESULTS_NOT_ALLOWED",
+    /// The trainer is booked for another session at the same time.
+    TrainerDoubleBooked = "TRAINER_DOUBLE_BOOKED",
+    /// The candidacy's training is not completed.
+    TrainingNotCompleted = "TRAINING_NOT_COMPLETED",
+    /// The transaction conflicted with another; retry.
+    TransactionConflict = "TRANSACTION_CONFLICT",
+    /// The course version is not valid for publishing.
+    VersionInvalid = "VERSION_INVALID",
+    /// The course version is not published.
+    VersionNotPublished = "VERSION_NOT_PUBLISHED",
+    /// The course version belongs to another course.
+    VersionOfAnotherCourse = "VERSION_OF_ANOTHER_COURSE",
+    /// The course version is already published and immutable.
+    VersionPublished = "VERSION_PUBLISHED",
+}
+
+/// Stored (in idempotent answers) and sent as its wire text, so answers stored before a reason
+/// became typed still read back.
+impl serde::Serialize for Reason {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Reason {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Reason::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown refusal reason {text}")))
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
 /// A request field that failed validation, named by its proto path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldViolation {
@@ -93,18 +358,21 @@ pub enum Error {
     /// The system is not in a state that allows the call.
     #[error("{message}")]
     FailedPrecondition {
-        /// Stable UPPER_SNAKE_CASE reason.
-        reason: &'static str,
+        /// Why.
+        reason: Reason,
         /// Resource or rule the precondition is about.
         subject: String,
         /// Developer-facing explanation.
         message: String,
+        /// What blocks the call: ids, codes, names and dates of the certificate, enrolment or rule,
+        /// sent in the `ErrorInfo` metadata beside `subject`.
+        metadata: Vec<(&'static str, String)>,
     },
     /// A client-streamed operation did not finish cleanly; what was applied is in the metadata.
     #[error("{message}")]
     Aborted {
-        /// Stable UPPER_SNAKE_CASE reason.
-        reason: &'static str,
+        /// Why.
+        reason: Reason,
         /// Developer-facing explanation.
         message: String,
         /// Dynamic values of the failure.
@@ -116,8 +384,8 @@ pub enum Error {
     /// The caller is known but not allowed to do this.
     #[error("{message}")]
     PermissionDenied {
-        /// Stable UPPER_SNAKE_CASE reason.
-        reason: &'static str,
+        /// Why.
+        reason: Reason,
         /// Developer-facing explanation.
         message: String,
     },
@@ -176,10 +444,46 @@ impl Error {
     }
 
     /// Returns an [`Error::PermissionDenied`] with reason `reason`.
-    pub fn permission_denied(reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn permission_denied(reason: Reason, message: impl Into<String>) -> Self {
         Self::PermissionDenied {
             reason,
             message: message.into(),
+        }
+    }
+
+    /// Returns an [`Error::FailedPrecondition`] about `subject`, with no metadata yet.
+    pub fn precondition(
+        reason: Reason,
+        subject: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self::FailedPrecondition {
+            reason,
+            subject: subject.into(),
+            message: message.into(),
+            metadata: Vec::new(),
+        }
+    }
+
+    /// Adds `key` = `value` to the metadata of a refusal that carries metadata
+    /// ([`Error::FailedPrecondition`], [`Error::Aborted`]); other errors are returned unchanged.
+    #[must_use]
+    pub fn with(mut self, key: &'static str, value: impl Into<String>) -> Self {
+        if let Self::FailedPrecondition { metadata, .. } | Self::Aborted { metadata, .. } =
+            &mut self
+        {
+            metadata.push((key, value.into()));
+        }
+        self
+    }
+
+    /// The typed reason of a refusal, when it has one.
+    pub fn typed_reason(&self) -> Option<Reason> {
+        match self {
+            Self::FailedPrecondition { reason, .. }
+            | Self::Aborted { reason, .. }
+            | Self::PermissionDenied { reason, .. } => Some(*reason),
+            _ => None,
         }
     }
 
@@ -199,7 +503,7 @@ impl Error {
             Self::EtagMismatch { .. } => "ETAG_MISMATCH".to_owned(),
             Self::FailedPrecondition { reason, .. }
             | Self::Aborted { reason, .. }
-            | Self::PermissionDenied { reason, .. } => (*reason).to_owned(),
+            | Self::PermissionDenied { reason, .. } => reason.as_str().to_owned(),
             Self::Unauthenticated(_) => "UNAUTHENTICATED".to_owned(),
             Self::ResourceExhausted(_) => "RESOURCE_EXHAUSTED".to_owned(),
             Self::Storage { full: true, .. } => "STORAGE_FULL".to_owned(),
@@ -298,17 +602,20 @@ impl From<Error> for Status {
                 reason,
                 subject,
                 message,
+                metadata,
             } => {
                 details.add_precondition_failure_violation(
-                    *reason,
+                    reason.as_str(),
                     subject.clone(),
                     message.clone(),
                 );
-                (
-                    Code::FailedPrecondition,
-                    message.clone(),
-                    vec![("subject".into(), subject.clone())],
-                )
+                let mut entries = vec![("subject".to_owned(), subject.clone())];
+                entries.extend(
+                    metadata
+                        .iter()
+                        .map(|(key, value)| ((*key).to_owned(), value.clone())),
+                );
+                (Code::FailedPrecondition, message.clone(), entries)
             }
             Error::Aborted {
                 message, metadata, ..

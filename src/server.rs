@@ -45,6 +45,7 @@ const SERVICE_NAMES: &[&str] = &[
     "lms.v1.EventService",
     "lms.v1.SurveyService",
     "lms.v1.ReportService",
+    "lms.v1.CompetencyService",
 ];
 
 /// A bound, migrated server, ready to run.
@@ -147,6 +148,7 @@ impl App {
             config.certification.expiry_sweep_interval,
             config.certification.expiry_reminder_days.clone(),
             config.certification.due_reminder_days.clone(),
+            config.certification.renewal_open_days,
         ));
 
         let partition_maintenance = tokio::spawn(maintain_partitions(
@@ -215,6 +217,10 @@ impl App {
                 .max_decoding_message_size(max_message);
         let surveys = pb::survey_service_server::SurveyServiceServer::new(
             crate::api::survey::SurveyApi::new(store.clone()),
+        )
+        .max_decoding_message_size(max_message);
+        let competencies = pb::competency_service_server::CompetencyServiceServer::new(
+            crate::api::competency::CompetencyApi::new(store.clone()),
         )
         .max_decoding_message_size(max_message);
 
@@ -310,7 +316,8 @@ impl App {
             .add_service(certification)
             .add_service(selection)
             .add_service(events)
-            .add_service(reports);
+            .add_service(reports)
+            .add_service(competencies);
 
         let (draining_sender, draining) = tokio::sync::oneshot::channel::<()>();
         let signal_reporter = health_reporter.clone();
@@ -399,7 +406,8 @@ async fn relay_feed_notifications(store: Store) {
 }
 
 /// Publishes `certificate.expired` events, `certificate.expiring` reminders `reminder_days`
-/// before expiry and `enrollment.due` reminders `due_days` before a cohort ends, every `interval` (never when it is zero), judging expiry by
+/// before expiry, renewal candidacies `renewal_open_days` before expiry and `enrollment.due`
+/// reminders `due_days` before a cohort ends, every `interval` (never when it is zero), judging expiry by
 /// `clock`, the clock the certification rules read. Every replica may run it: each expiry is
 /// announced once (see `Store::publish_certificate_expiries`).
 async fn sweep_certificate_expiries(
@@ -408,6 +416,7 @@ async fn sweep_certificate_expiries(
     interval: Duration,
     reminder_days: crate::config::ReminderDays,
     due_days: crate::config::ReminderDays,
+    renewal_open_days: crate::config::RenewalOpenDays,
 ) {
     if interval.is_zero() {
         return;
@@ -433,6 +442,15 @@ async fn sweep_certificate_expiries(
                 tracing::warn!(error = %error, "certificate reminder sweep failed; retrying next interval")
             }
         }
+        if let Some(days) = renewal_open_days.0 {
+            match store.open_renewal_candidacies(clock.now(), days).await {
+                Ok(0) => {}
+                Ok(opened) => tracing::info!(opened, "renewal candidacies opened"),
+                Err(error) => {
+                    tracing::warn!(error = %error, "renewal sweep failed; retrying next interval")
+                }
+            }
+        }
         match store
             .publish_due_reminders(clock.now().date_naive(), &due_days.0)
             .await
@@ -441,6 +459,17 @@ async fn sweep_certificate_expiries(
             Ok(announced) => tracing::info!(announced, "enrolment due reminders announced"),
             Err(error) => {
                 tracing::warn!(error = %error, "due reminder sweep failed; retrying next interval")
+            }
+        }
+        // Cohorts with `schedule.auto_advance` open, start and close by their dates.
+        match store
+            .advance_scheduled_cohorts(clock.now().date_naive())
+            .await
+        {
+            Ok(0) => {}
+            Ok(moved) => tracing::info!(moved, "cohorts advanced by their schedules"),
+            Err(error) => {
+                tracing::warn!(error = %error, "cohort schedule sweep failed; retrying next interval")
             }
         }
     }

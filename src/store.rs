@@ -2,7 +2,9 @@
 
 pub mod audit;
 pub mod backup;
+pub mod category;
 pub mod certification;
+pub mod competency;
 pub mod course;
 pub mod delivery;
 pub mod entity;
@@ -31,7 +33,7 @@ use sea_orm::{
 };
 
 use crate::config::{Config, SqliteSynchronous};
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 pub(crate) use failure::{db_error, is_unique_violation};
 
 /// A boxed future borrowing a transaction, as taken by [`Store::write`].
@@ -143,7 +145,7 @@ fn leaves_clean<C: sea_orm::sqlx::Connection>(connection: &C) -> bool {
 
 /// Reason of the error a reminder sweep rolls back with when another replica's sweep announced
 /// the same reminders first; the sweep then counts none and goes on.
-pub(crate) const CONCURRENT_SWEEP: &str = "CONCURRENT_SWEEP";
+pub(crate) const CONCURRENT_SWEEP: Reason = Reason::ConcurrentSweep;
 
 impl Store {
     /// Connects to the configured database (creating the SQLite file and its folder if needed).

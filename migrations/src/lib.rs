@@ -21,6 +21,10 @@ mod m20261205_000016_progress_anchors;
 mod m20261206_000017_placements;
 mod m20261206_000018_partitioning;
 mod m20261206_000019_reminders;
+mod m20261207_000020_cohort_phases;
+mod m20261207_000021_participant_categories;
+mod m20261207_000022_competencies;
+mod m20261207_000023_renewal_candidacies;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -48,6 +52,10 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000017_placements::Migration),
             Box::new(m20261206_000018_partitioning::Migration),
             Box::new(m20261206_000019_reminders::Migration),
+            Box::new(m20261207_000020_cohort_phases::Migration),
+            Box::new(m20261207_000021_participant_categories::Migration),
+            Box::new(m20261207_000022_competencies::Migration),
+            Box::new(m20261207_000023_renewal_candidacies::Migration),
         ]
     }
 }

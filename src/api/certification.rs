@@ -16,8 +16,8 @@ use crate::auth::{
 use crate::config::Config;
 use crate::domain::certification::{
     CandidacyEvent, CandidacyState, CandidacyView, Certificate, CertificateAction,
-    CertificateStatus, Clock, RawTrack, Requirements, SupervisedOutcome, Track, TrackLevel,
-    TrackScope, Verification, certificate_status_at,
+    CertificateStatus, Clock, MAX_BATCH_CANDIDACIES, RawTrack, Requirements, SupervisedOutcome,
+    Track, TrackLevel, TrackScope, Verification, certificate_status_at,
     credential::{self, CertificateClaims, Issuer, IssuerSeed},
     document::{self, DocumentClaims},
     validate_assessor_ids, validate_reason,
@@ -26,7 +26,10 @@ use crate::domain::organization::{optional_id_or_error, required_id};
 use crate::domain::page::Page;
 use crate::error::{Error, Result};
 use crate::pb;
-use crate::store::{Store, certification::MAX_CASCADE_DEPTH};
+use crate::store::{
+    Store,
+    certification::{MAX_CASCADE_DEPTH, at_item},
+};
 
 /// What every candidacy transition and certificate status change carries: each RPC has its own
 /// request message (docs/api-style.md), all with these three fields.
@@ -194,6 +197,20 @@ impl CertificationApi {
         Ok(self.status_list_json(&organization_id, purpose, &positions))
     }
 
+    /// Returns the Open Badges 3.0 Achievement of track `track_id` (JSON-LD), the document at the
+    /// `achievement.id` every credential of the track names; NOT_FOUND for an unknown track.
+    pub async fn track_achievement(&self, track_id: &str) -> Result<serde_json::Value> {
+        let track_id = required_id("track_id", track_id)?;
+        let track = self.store.get_track(&track_id).await?;
+        Ok(credential::achievement_document(
+            &self.public_url,
+            &track.id,
+            &track.code,
+            &track.title,
+            track.level.as_str(),
+        ))
+    }
+
     /// Returns the Open Badges 3.0 Profile of issuer `organization_id` (JSON-LD): its `did:key`
     /// id, name, and public key as a Multikey verification method for assertions, the way a DID
     /// document lists it; NOT_FOUND when the organisation issues nothing.
@@ -280,6 +297,7 @@ fn candidacy_state_to_proto(state: CandidacyState) -> pb::CandidacyState {
         CandidacyState::Revoked => pb::CandidacyState::Revoked,
         CandidacyState::Withdrawn => pb::CandidacyState::Withdrawn,
         CandidacyState::Lapsed => pb::CandidacyState::Lapsed,
+        CandidacyState::Renewed => pb::CandidacyState::Renewed,
     }
 }
 
@@ -338,6 +356,7 @@ impl From<CandidacyView> for pb::Candidacy {
             assessor_approved: candidacy.assessor_approved,
             passed_supervised_deliveries: view.passed_supervised_deliveries,
             certificate_id: candidacy.certificate_id.unwrap_or_default(),
+            renews_certificate_id: candidacy.renews_certificate_id.unwrap_or_default(),
             history: view
                 .history
                 .into_iter()
@@ -493,6 +512,7 @@ impl CertificationApi {
                 revision,
                 None,
                 None,
+                false,
                 self.clock.now(),
             )
             .await?;
@@ -753,6 +773,7 @@ impl pb::certification_service_server::CertificationService for CertificationApi
                 revision,
                 Some((message.score, message.approved)),
                 None,
+                message.issue_certificate,
                 self.clock.now(),
             )
             .await?;
@@ -782,6 +803,7 @@ impl pb::certification_service_server::CertificationService for CertificationApi
                 revision,
                 None,
                 Some(crate::domain::truncate_micros(deadline)),
+                false,
                 self.clock.now(),
             )
             .await?;
@@ -812,6 +834,189 @@ impl pb::certification_service_server::CertificationService for CertificationApi
             .transition(context, request.into_inner().into(), CandidacyEvent::Revoke)
             .await?;
         Ok(Response::new(reply))
+    }
+
+    async fn batch_create_candidacies(
+        &self,
+        request: Request<pb::BatchCreateCandidaciesRequest>,
+    ) -> Result<Response<pb::BatchCreateCandidaciesResponse>, Status> {
+        let context = auth::context(&request)?;
+        let message = request.into_inner();
+        let key = super::request_key(
+            "lms.v1.CertificationService/BatchCreateCandidacies",
+            &message.request_id,
+            &message,
+        )?;
+        let track_id = required_id("track_id", &message.track_id)?;
+        if message.requests.is_empty() || message.requests.len() > MAX_BATCH_CANDIDACIES {
+            return Err(Error::invalid(
+                "requests",
+                format!("must hold 1 to {MAX_BATCH_CANDIDACIES} candidacies"),
+            )
+            .into());
+        }
+        let start_reason = if message.start_training {
+            Some(validate_reason("reason", &message.reason)?)
+        } else {
+            None
+        };
+        let mut violations = crate::error::Violations::new();
+        let mut seen = std::collections::HashMap::new();
+        let mut person_ids = Vec::with_capacity(message.requests.len());
+        for (index, item) in message.requests.iter().enumerate() {
+            let field = |name: &str| format!("requests[{index}].{name}");
+            if !item.track_id.is_empty() && item.track_id != message.track_id {
+                violations.add(field("track_id"), "must be empty or the batch's track_id");
+            }
+            if !item.request_id.is_empty() {
+                violations.add(
+                    field("request_id"),
+                    "must be empty: the batch's request_id covers every request",
+                );
+            }
+            match required_id(&field("person_id"), &item.person_id) {
+                Ok(person_id) => {
+                    if let Some(first) = seen.insert(person_id.clone(), index) {
+                        violations.add(
+                            field("person_id"),
+                            format!("repeats requests[{first}]: one candidacy per person"),
+                        );
+                    }
+                    person_ids.push(person_id);
+                }
+                Err(Error::InvalidArgument(found)) => {
+                    for violation in found.as_slice() {
+                        violations.add(&violation.field, &violation.description);
+                    }
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+        violations.into_result(())?;
+        let caller = scope::caller(&self.store, &context, Object::CandidacyMove).await?;
+        let paths = self.store.person_paths(&person_ids).await?;
+        for (index, person_id) in person_ids.iter().enumerate() {
+            let found = paths
+                .get(person_id)
+                .map(|path| Owner {
+                    track_id: Some(track_id.clone()),
+                    ..Owner::person(person_id.clone(), path.clone())
+                })
+                .ok_or_else(|| Error::not_found("person", person_id));
+            caller
+                .check_found(Object::CandidacyMove, "person", person_id, found)
+                .map_err(|error| at_item(error, &format!("requests[{index}]")))?;
+        }
+        let batch = self
+            .store
+            .batch_create_candidacies(
+                context.audit(key.as_ref().map(|key| key.request_id.clone())),
+                track_id,
+                person_ids,
+                start_reason,
+                key,
+                self.clock.now(),
+            )
+            .await?;
+        Ok(Response::new(pb::BatchCreateCandidaciesResponse {
+            candidacies: batch.candidacies.into_iter().map(Into::into).collect(),
+            created_count: batch.changed,
+            unchanged_count: batch.unchanged,
+        }))
+    }
+
+    async fn batch_advance_candidacies(
+        &self,
+        request: Request<pb::BatchAdvanceCandidaciesRequest>,
+    ) -> Result<Response<pb::BatchAdvanceCandidaciesResponse>, Status> {
+        let context = auth::context(&request)?;
+        let message = request.into_inner();
+        let key = super::request_key(
+            "lms.v1.CertificationService/BatchAdvanceCandidacies",
+            &message.request_id,
+            &message,
+        )?;
+        let event = match pb::CandidacyStep::try_from(message.step) {
+            Ok(pb::CandidacyStep::StartTraining) => CandidacyEvent::StartTraining,
+            Ok(pb::CandidacyStep::BeginSupervisedPractice) => {
+                CandidacyEvent::BeginSupervisedPractice
+            }
+            Ok(pb::CandidacyStep::SubmitForAssessment) => CandidacyEvent::SubmitForAssessment,
+            _ => {
+                return Err(Error::invalid(
+                    "step",
+                    "is required: START_TRAINING, BEGIN_SUPERVISED_PRACTICE or SUBMIT_FOR_ASSESSMENT",
+                )
+                .into());
+            }
+        };
+        if message.candidacy_ids.is_empty() || message.candidacy_ids.len() > MAX_BATCH_CANDIDACIES {
+            return Err(Error::invalid(
+                "candidacy_ids",
+                format!("must hold 1 to {MAX_BATCH_CANDIDACIES} ids"),
+            )
+            .into());
+        }
+        if !message.etags.is_empty() && message.etags.len() != message.candidacy_ids.len() {
+            return Err(
+                Error::invalid("etags", "must be empty or hold one etag per candidacy id").into(),
+            );
+        }
+        let reason = validate_reason("reason", &message.reason)?;
+        let mut violations = crate::error::Violations::new();
+        let mut seen = std::collections::HashMap::new();
+        let mut items = Vec::with_capacity(message.candidacy_ids.len());
+        for (index, id) in message.candidacy_ids.iter().enumerate() {
+            let field = format!("candidacy_ids[{index}]");
+            let etag = message.etags.get(index).map(String::as_str).unwrap_or("");
+            let parsed = required_id(&field, id).and_then(|id| {
+                super::expected_revision(&format!("etags[{index}]"), etag)
+                    .map(|revision| (id, revision))
+            });
+            match parsed {
+                Ok((id, revision)) => {
+                    if let Some(first) = seen.insert(id.clone(), index) {
+                        violations.add(&field, format!("repeats candidacy_ids[{first}]"));
+                    }
+                    items.push((id, revision));
+                }
+                Err(Error::InvalidArgument(found)) => {
+                    for violation in found.as_slice() {
+                        violations.add(&violation.field, &violation.description);
+                    }
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+        violations.into_result(())?;
+        let caller = scope::caller(&self.store, &context, Object::CandidacyMove).await?;
+        let ids: Vec<String> = items.iter().map(|(id, _)| id.clone()).collect();
+        let holdings = self.store.candidacy_holdings(&ids).await?;
+        for (index, id) in ids.iter().enumerate() {
+            let found = holdings
+                .get(id)
+                .cloned()
+                .ok_or_else(|| Error::not_found("candidacy", id));
+            caller
+                .check_found(Object::CandidacyMove, "candidacy", id, found)
+                .map_err(|error| at_item(error, &format!("candidacy_ids[{index}]")))?;
+        }
+        let batch = self
+            .store
+            .batch_advance_candidacies(
+                context.audit(key.as_ref().map(|key| key.request_id.clone())),
+                event,
+                items,
+                reason,
+                key,
+                self.clock.now(),
+            )
+            .await?;
+        Ok(Response::new(pb::BatchAdvanceCandidaciesResponse {
+            candidacies: batch.candidacies.into_iter().map(Into::into).collect(),
+            advanced_count: batch.changed,
+            unchanged_count: batch.unchanged,
+        }))
     }
 
     async fn record_supervised_delivery(

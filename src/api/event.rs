@@ -338,7 +338,7 @@ fn refusal_status(refusal: FeedRefusal, state: &FeedState, cursor: i64) -> Statu
     );
     let mut details = ErrorDetails::new();
     details.set_error_info(
-        refusal.reason(),
+        refusal.reason().as_str(),
         crate::error::ERROR_DOMAIN,
         HashMap::from([
             ("history".to_owned(), state.history.clone()),
@@ -354,7 +354,11 @@ fn refusal_status(refusal: FeedRefusal, state: &FeedState, cursor: i64) -> Statu
             ("cursor".to_owned(), cursor.to_string()),
         ]),
     );
-    details.add_precondition_failure_violation(refusal.reason(), "feed", refusal.explanation());
+    details.add_precondition_failure_violation(
+        refusal.reason().as_str(),
+        "feed",
+        refusal.explanation(),
+    );
     Status::with_error_details(Code::FailedPrecondition, message, details)
 }
 

@@ -9,14 +9,17 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{self, CallContext, Principal, Role, Scope};
 use crate::domain::{
+    category::{
+        CategoryCode, CategoryField, CategoryPatch, CategoryState, NewCategory, ParticipantCategory,
+    },
     field_mask,
     page::Page,
     person::{
         self, Person, PersonField, PersonPatch, PersonStatus, RawPersonRecord, RecordError,
-        RecordOutcome, RecordResult, Sector, UpsertCounts, UpsertOutcome,
+        RecordOutcome, RecordResult, UpsertCounts, UpsertOutcome,
     },
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 use crate::pb;
 use crate::store::{
     Store,
@@ -41,12 +44,49 @@ impl PersonApi {
     }
 }
 
-/// Returns the domain sector of a proto value; `None` when unspecified or unknown.
-pub(crate) fn sector_from_proto(sector: i32) -> Option<Sector> {
+/// Returns the participant category a deprecated proto sector names; `None` when unspecified or
+/// unknown.
+pub(crate) fn sector_from_proto(sector: i32) -> Option<CategoryCode> {
     match pb::Sector::try_from(sector).ok()? {
         pb::Sector::Unspecified => None,
-        pb::Sector::Public => Some(Sector::Public),
-        pb::Sector::Private => Some(Sector::Private),
+        pb::Sector::Public => Some(CategoryCode::public()),
+        pb::Sector::Private => Some(CategoryCode::private()),
+    }
+}
+
+/// Returns the deprecated proto sector of a category: PUBLIC or PRIVATE for `public` and
+/// `private`, else UNSPECIFIED.
+pub(crate) fn sector_to_proto(category: &CategoryCode) -> pb::Sector {
+    match category.as_str() {
+        CategoryCode::PUBLIC => pb::Sector::Public,
+        CategoryCode::PRIVATE => pb::Sector::Private,
+        _ => pb::Sector::Unspecified,
+    }
+}
+
+impl From<ParticipantCategory> for pb::ParticipantCategory {
+    fn from(category: ParticipantCategory) -> Self {
+        let state = match category.state {
+            CategoryState::Active => pb::ParticipantCategoryState::Active,
+            CategoryState::Archived => pb::ParticipantCategoryState::Archived,
+        };
+        Self {
+            code: category.code.as_str().to_owned(),
+            display_name: category.display_name,
+            description: category.description,
+            state: state.into(),
+            etag: crate::domain::etag(category.revision),
+            create_time: Some(super::timestamp(category.create_time)),
+            update_time: Some(super::timestamp(category.update_time)),
+        }
+    }
+}
+
+fn category_state_from_proto(state: i32) -> Option<CategoryState> {
+    match pb::ParticipantCategoryState::try_from(state).ok()? {
+        pb::ParticipantCategoryState::Unspecified => None,
+        pb::ParticipantCategoryState::Active => Some(CategoryState::Active),
+        pb::ParticipantCategoryState::Archived => Some(CategoryState::Archived),
     }
 }
 
@@ -60,10 +100,7 @@ fn status_from_proto(status: i32) -> Option<PersonStatus> {
 
 impl From<Person> for pb::Person {
     fn from(person: Person) -> Self {
-        let sector = match person.values.sector {
-            Sector::Public => pb::Sector::Public,
-            Sector::Private => pb::Sector::Private,
-        };
+        let sector = sector_to_proto(&person.values.category);
         let status = match person.values.status {
             PersonStatus::Active => pb::PersonStatus::Active,
             PersonStatus::Inactive => pb::PersonStatus::Inactive,
@@ -79,6 +116,7 @@ impl From<Person> for pb::Person {
             etag: crate::domain::etag(person.revision),
             create_time: Some(super::timestamp(person.create_time)),
             update_time: Some(super::timestamp(person.update_time)),
+            category: person.values.category.as_str().to_owned(),
         }
     }
 }
@@ -169,6 +207,7 @@ fn batch_record(index: i64, record: pb::PersonRecord) -> BatchRecord {
         email: record.email,
         organization_id: record.organization_id,
         organization_external_code: record.organization_external_code,
+        category: record.category,
         sector: sector_from_proto(record.sector),
         status: status_from_proto(record.status),
     };
@@ -176,7 +215,7 @@ fn batch_record(index: i64, record: pb::PersonRecord) -> BatchRecord {
         index,
         key,
         field: field.to_owned(),
-        reason: "INVALID_FIELD".to_owned(),
+        reason: Reason::InvalidField.as_str().to_owned(),
         message: format!("{field} {message}"),
     });
     (index, validated)
@@ -201,7 +240,7 @@ impl PersonApi {
             }
             (Scope::Subtree(root), None) => Ok(Some(self.store.get_organization(root).await?.path)),
             (Scope::Nothing, None) => Err(Error::permission_denied(
-                "OUTSIDE_ORGANIZATION_SCOPE",
+                Reason::OutsideOrganizationScope,
                 "you may not list people",
             )),
         }
@@ -210,6 +249,97 @@ impl PersonApi {
 
 #[tonic::async_trait]
 impl pb::person_service_server::PersonService for PersonApi {
+    async fn create_participant_category(
+        &self,
+        request: Request<pb::CreateParticipantCategoryRequest>,
+    ) -> Result<Response<pb::ParticipantCategory>, Status> {
+        let context = auth::context(&request)?;
+        let category = request
+            .into_inner()
+            .category
+            .ok_or_else(|| Error::invalid("category", "is required"))?;
+        let new = NewCategory::parse(
+            "category",
+            &category.code,
+            &category.display_name,
+            &category.description,
+        )?;
+        let created = self
+            .store
+            .create_participant_category(context.audit(None), new)
+            .await?;
+        Ok(Response::new(created.into()))
+    }
+
+    async fn list_participant_categories(
+        &self,
+        request: Request<pb::ListParticipantCategoriesRequest>,
+    ) -> Result<Response<pb::ListParticipantCategoriesResponse>, Status> {
+        let message = request.into_inner();
+        let filters = format!("show_archived={}", message.show_archived);
+        let page = Page::parse(message.page_size, &message.page_token, &filters)?;
+        let (categories, next_page_token) = self
+            .store
+            .list_participant_categories(message.show_archived, &page)
+            .await?;
+        Ok(Response::new(pb::ListParticipantCategoriesResponse {
+            categories: categories.into_iter().map(Into::into).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn update_participant_category(
+        &self,
+        request: Request<pb::UpdateParticipantCategoryRequest>,
+    ) -> Result<Response<pb::ParticipantCategory>, Status> {
+        let context = auth::context(&request)?;
+        let message = request.into_inner();
+        let category = message
+            .category
+            .ok_or_else(|| Error::invalid("category", "is required"))?;
+        let code = CategoryCode::parse(&category.code)
+            .map_err(|why| Error::invalid("category.code", why))?;
+        let paths = super::mask_paths(message.update_mask);
+        if paths.iter().any(|path| path == "code") {
+            return Err(Error::invalid(
+                "update_mask",
+                "code is the category's key and cannot change; create another category",
+            )
+            .into());
+        }
+        let state = match category.state {
+            0 => None,
+            value => Some(
+                category_state_from_proto(value)
+                    .ok_or_else(|| Error::invalid("category.state", "is not a known state"))?,
+            ),
+        };
+        let fields = field_mask::resolve(
+            &paths,
+            CategoryField::parse,
+            &CategoryField::OUTPUT_ONLY,
+            &CategoryField::ALL,
+            |field| match field {
+                CategoryField::DisplayName => !category.display_name.is_empty(),
+                CategoryField::Description => !category.description.is_empty(),
+                CategoryField::State => state.is_some(),
+            },
+        )?;
+        let patch = CategoryPatch::parse(
+            "category",
+            &fields,
+            &category.display_name,
+            &category.description,
+            state,
+        )?;
+        let expected_revision = super::expected_revision("category.etag", &category.etag)?;
+        let updated = self
+            .store
+            .update_participant_category(context.audit(None), code, patch, expected_revision)
+            .await?;
+        Ok(Response::new(updated.into()))
+    }
+
     async fn get_person(
         &self,
         request: Request<pb::GetPersonRequest>,
@@ -301,6 +431,8 @@ impl pb::person_service_server::PersonService for PersonApi {
                     .ok_or_else(|| Error::invalid("sector", "is not a known sector"))?,
             ),
         };
+        let category = person::resolve_category(&message.category, sector)
+            .map_err(|why| Error::invalid("category", why))?;
         let status = match message.status {
             0 => None,
             value => Some(
@@ -317,15 +449,19 @@ impl pb::person_service_server::PersonService for PersonApi {
             value => Some(person::parse_external_id("external_id", value)?),
         };
         let filters = format!(
-            "subtree={};sector={};status={};external_id={}",
-            message.organization_subtree, message.sector, message.status, message.external_id
+            "subtree={};sector={};status={};external_id={};category={}",
+            message.organization_subtree,
+            message.sector,
+            message.status,
+            message.external_id,
+            message.category
         );
         let page = Page::parse(message.page_size, &message.page_token, &filters)?;
         let filter = PersonFilter {
             organization_path_prefix: self
                 .listing_prefix(&context.principal.read_scope(), root)
                 .await?,
-            sector,
+            category,
             status,
             external_id,
         };
@@ -365,7 +501,7 @@ impl pb::person_service_server::PersonService for PersonApi {
                 PersonField::FullName => !person.full_name.is_empty(),
                 PersonField::Email => !person.email.is_empty(),
                 PersonField::OrganizationId => !person.organization_id.is_empty(),
-                PersonField::Sector => sector.is_some(),
+                PersonField::Category => sector.is_some() || !person.category.is_empty(),
                 PersonField::Status => status.is_some(),
             },
         )?;
@@ -375,7 +511,7 @@ impl pb::person_service_server::PersonService for PersonApi {
             &person.full_name,
             &person.email,
             &person.organization_id,
-            sector,
+            (&person.category, sector),
             status,
         )?;
         let expected_revision = super::expected_revision("person.etag", &person.etag)?;
@@ -451,21 +587,20 @@ impl pb::person_service_server::PersonService for PersonApi {
         let mut received: i64 = 0;
         let mut total = UpsertOutcome::default();
         let mut chunk: Vec<BatchRecord> = Vec::with_capacity(IMPORT_CHUNK);
-        let incomplete =
-            |total: &UpsertOutcome, received: i64, reason: &'static str, message: String| {
-                Error::Aborted {
-                    reason,
-                    message,
-                    metadata: vec![
-                        ("received", received.to_string()),
-                        ("applied", total.counts.applied().to_string()),
-                        ("created", total.counts.created.to_string()),
-                        ("updated", total.counts.updated.to_string()),
-                        ("unchanged", total.counts.unchanged.to_string()),
-                        ("failed", total.counts.failed.to_string()),
-                    ],
-                }
-            };
+        let incomplete = |total: &UpsertOutcome, received: i64, reason: Reason, message: String| {
+            Error::Aborted {
+                reason,
+                message,
+                metadata: vec![
+                    ("received", received.to_string()),
+                    ("applied", total.counts.applied().to_string()),
+                    ("created", total.counts.created.to_string()),
+                    ("updated", total.counts.updated.to_string()),
+                    ("unchanged", total.counts.unchanged.to_string()),
+                    ("failed", total.counts.failed.to_string()),
+                ],
+            }
+        };
         loop {
             let next = match stream.message().await {
                 Ok(next) => next,
@@ -503,7 +638,7 @@ impl pb::person_service_server::PersonService for PersonApi {
                     return Err(incomplete(
                         &total,
                         received,
-                        "IMPORT_NOT_COMMITTED",
+                        Reason::ImportNotCommitted,
                         "the stream ended without a commit message; the unfinished chunk was dropped".to_owned(),
                     )
                     .into());
@@ -513,7 +648,7 @@ impl pb::person_service_server::PersonService for PersonApi {
                 return Err(incomplete(
                     &total,
                     received,
-                    "IMPORT_COUNT_MISMATCH",
+                    Reason::ImportCountMismatch,
                     format!(
                         "commit says {} records but {received} arrived; the unfinished chunk was dropped",
                         message.record_count
@@ -587,14 +722,14 @@ fn interrupted(
     total: &UpsertOutcome,
     received: i64,
     cause: Error,
-    incomplete: &impl Fn(&UpsertOutcome, i64, &'static str, String) -> Error,
+    incomplete: &impl Fn(&UpsertOutcome, i64, Reason, String) -> Error,
 ) -> Error {
     let processed = total.counts.applied() + total.counts.failed;
     tracing::warn!(received, processed, error = %cause, "import interrupted by a failed chunk");
     let mut error = incomplete(
         total,
         received,
-        "IMPORT_INTERRUPTED",
+        Reason::ImportInterrupted,
         format!(
             "a chunk could not be applied ({cause}); the first {processed} records are \
              processed (applied, or refused in `errors`); re-send the rest (re-sending all is \
@@ -619,12 +754,7 @@ fn merge(total: &mut UpsertOutcome, outcome: UpsertOutcome) {
 type SyncStream = Pin<Box<dyn Stream<Item = Result<pb::SyncPeopleResponse, Status>> + Send>>;
 
 /// Returns the ABORTED answer of a sync that did not finish, with how far it got.
-fn sync_incomplete(
-    total: &UpsertOutcome,
-    received: i64,
-    reason: &'static str,
-    message: String,
-) -> Error {
+fn sync_incomplete(total: &UpsertOutcome, received: i64, reason: Reason, message: String) -> Error {
     Error::Aborted {
         reason,
         message,
@@ -677,7 +807,7 @@ async fn sync(
                 return Err(sync_incomplete(
                     &total,
                     received,
-                    "IMPORT_NOT_COMMITTED",
+                    Reason::ImportNotCommitted,
                     "the stream ended without a commit message; the unanswered records were dropped"
                         .to_owned(),
                 ));
@@ -689,7 +819,7 @@ async fn sync(
             return Err(sync_incomplete(
                 &total,
                 received,
-                "IMPORT_COUNT_MISMATCH",
+                Reason::ImportCountMismatch,
                 format!(
                     "commit says {} records but {received} arrived; the unanswered records were dropped",
                     commit.record_count

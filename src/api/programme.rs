@@ -2,7 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::person::sector_from_proto;
+use super::person::{sector_from_proto, sector_to_proto};
 use crate::auth::{
     self, CallContext,
     scope::{self, Object},
@@ -11,14 +11,13 @@ use crate::domain::{
     field_mask,
     organization::{optional_id_or_error, required_id},
     page::Page,
-    person::Sector,
     programme::{
         self, Cohort, CohortField, CohortSettings, CohortState, Enrollment, EnrollmentState,
         NewProgramme, PhaseDraft, Programme, ProgrammeField, ProgrammePatch, ProgrammeState,
-        RawCohortSettings, Refusal,
+        RawCohortSettings, RawPhaseWindow, Refusal,
     },
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 use crate::pb;
 use crate::store::{
     Store,
@@ -35,13 +34,6 @@ impl ProgrammeApi {
     /// Returns the handlers over `store`.
     pub fn new(store: Store) -> Self {
         Self { store }
-    }
-}
-
-fn sector_to_proto(sector: Sector) -> pb::Sector {
-    match sector {
-        Sector::Public => pb::Sector::Public,
-        Sector::Private => pb::Sector::Private,
     }
 }
 
@@ -158,11 +150,28 @@ impl From<Cohort> for pb::Cohort {
             enrolled_count: cohort.enrolled_count,
             waitlisted_count: cohort.waitlisted_count,
             waitlist_enabled: settings.waitlist_enabled,
-            sector_seats: settings
-                .sector_seats
+            // The deprecated list, when every category with seats is one of the two sectors.
+            sector_seats: if settings
+                .category_seats
+                .iter()
+                .all(|(category, _)| category.is_sector())
+            {
+                settings
+                    .category_seats
+                    .iter()
+                    .map(|(category, seats)| pb::SectorSeats {
+                        sector: sector_to_proto(category).into(),
+                        seats: *seats,
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            category_seats: settings
+                .category_seats
                 .into_iter()
-                .map(|(sector, seats)| pb::SectorSeats {
-                    sector: sector_to_proto(sector).into(),
+                .map(|(category, seats)| pb::CategorySeats {
+                    category: category.as_str().to_owned(),
                     seats,
                 })
                 .collect(),
@@ -170,6 +179,23 @@ impl From<Cohort> for pb::Cohort {
             etag: crate::domain::etag(cohort.revision),
             create_time: Some(super::timestamp(cohort.create_time)),
             update_time: Some(super::timestamp(cohort.update_time)),
+            phase_windows: settings
+                .phase_windows
+                .into_iter()
+                .map(|window| pb::CohortPhaseWindow {
+                    phase_id: window.phase_id,
+                    start_date: window.start_date.to_string(),
+                    end_date: window.end_date.to_string(),
+                })
+                .collect(),
+            schedule: Some(pb::CohortSchedule {
+                auto_advance: settings.schedule.auto_advance,
+                enrollment_open_date: settings
+                    .schedule
+                    .enrollment_open_date
+                    .map(|date| date.to_string())
+                    .unwrap_or_default(),
+            }),
         }
     }
 }
@@ -215,33 +241,68 @@ fn raw_cohort(cohort: &pb::Cohort) -> RawCohortSettings {
         end_date: cohort.end_date.clone(),
         capacity: cohort.capacity,
         waitlist_enabled: cohort.waitlist_enabled,
+        category_seats: cohort
+            .category_seats
+            .iter()
+            .map(|seats| (seats.category.clone(), seats.seats))
+            .collect(),
         sector_seats: cohort
             .sector_seats
             .iter()
             .map(|seats| (sector_from_proto(seats.sector), seats.seats))
             .collect(),
         eligible_organization_ids: cohort.eligible_organization_ids.clone(),
+        phase_windows: cohort
+            .phase_windows
+            .iter()
+            .map(|window| RawPhaseWindow {
+                phase_id: window.phase_id.clone(),
+                start_date: window.start_date.clone(),
+                end_date: window.end_date.clone(),
+            })
+            .collect(),
+        auto_advance: cohort
+            .schedule
+            .as_ref()
+            .is_some_and(|schedule| schedule.auto_advance),
+        enrollment_open_date: cohort
+            .schedule
+            .as_ref()
+            .map(|schedule| schedule.enrollment_open_date.clone())
+            .unwrap_or_default(),
     }
 }
 
 /// Maps a refusal of a single `Enroll` to its canonical error.
-fn refusal_error(person_id: &str, cohort_id: &str, reason: &str, message: String) -> Error {
+fn refusal_error(
+    person_id: &str,
+    cohort_id: &str,
+    reason: Reason,
+    message: String,
+    metadata: Vec<(String, String)>,
+) -> Error {
     match reason {
-        "PERSON_NOT_FOUND" => Error::not_found("person", person_id),
-        "ALREADY_ENROLLED" => Error::AlreadyExists {
+        Reason::PersonNotFound => Error::not_found("person", person_id),
+        Reason::AlreadyEnrolled => Error::AlreadyExists {
             resource: "enrollment",
             field: "person_id",
             value: person_id.to_owned(),
             existing_id: None,
         },
-        _ => {
-            let reason = programme::KNOWN_REFUSALS
-                .iter()
-                .copied()
-                .find(|known| *known == reason)
-                .unwrap_or("ENROLMENT_REFUSED");
-            Refusal { reason, message }.into_error(format!("cohort/{cohort_id}"))
-        }
+        _ => metadata
+            .into_iter()
+            .filter_map(|(key, value)| {
+                let key = programme::REFUSAL_METADATA_KEYS
+                    .into_iter()
+                    .find(|known| *known == key)?;
+                Some((key, value))
+            })
+            .fold(Refusal::new(reason, message), |refusal, (key, value)| {
+                refusal.with(key, value)
+            })
+            .into_error(format!("cohort/{cohort_id}"))
+            .with("cohort_id", cohort_id)
+            .with("person_id", person_id),
     }
 }
 
@@ -462,10 +523,14 @@ impl pb::programme_service_server::ProgrammeService for ProgrammeApi {
                 CohortField::EndDate => !cohort.end_date.is_empty(),
                 CohortField::Capacity => cohort.capacity != 0,
                 CohortField::WaitlistEnabled => cohort.waitlist_enabled,
-                CohortField::SectorSeats => !cohort.sector_seats.is_empty(),
+                CohortField::CategorySeats => {
+                    !cohort.sector_seats.is_empty() || !cohort.category_seats.is_empty()
+                }
                 CohortField::EligibleOrganizationIds => {
                     !cohort.eligible_organization_ids.is_empty()
                 }
+                CohortField::PhaseWindows => !cohort.phase_windows.is_empty(),
+                CohortField::Schedule => cohort.schedule.is_some(),
             },
         )?;
         let expected_revision = super::expected_revision("cohort.etag", &cohort.etag)?;
@@ -521,7 +586,14 @@ impl pb::programme_service_server::ProgrammeService for ProgrammeApi {
             .pop()
             .ok_or_else(|| Error::internal("an enrolment call answered nothing"))?;
         if let Some((reason, message)) = outcome.refusal {
-            return Err(refusal_error(&person_id, &cohort_id, &reason, message).into());
+            return Err(refusal_error(
+                &person_id,
+                &cohort_id,
+                reason,
+                message,
+                outcome.refusal_metadata,
+            )
+            .into());
         }
         let enrollment = outcome
             .enrollment_id
@@ -557,6 +629,7 @@ impl pb::programme_service_server::ProgrammeService for ProgrammeApi {
                 person_id,
                 enrollment_id,
                 refusal,
+                ..
             },
         ) in result.outcomes.into_iter().enumerate()
         {
@@ -573,7 +646,7 @@ impl pb::programme_service_server::ProgrammeService for ProgrammeApi {
                     index: index as i64,
                     key: person_id.clone(),
                     field: "person_ids".to_owned(),
-                    reason,
+                    reason: reason.as_str().to_owned(),
                     message,
                 }),
                 person_id,

@@ -21,7 +21,7 @@ use crate::domain::{
     programme::EnrollmentState,
     progress::{self, ActivityState, ProgressView, RawEvent, Source, StatementParts, Verb},
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 use crate::pb;
 use crate::store::{
     Store,
@@ -107,7 +107,7 @@ fn validate_event(
         index: index as i64,
         key: event_id,
         field: field.to_owned(),
-        reason: "INVALID_FIELD".to_owned(),
+        reason: Reason::InvalidField.as_str().to_owned(),
         message: format!("{field} {message}"),
     })
 }
@@ -158,22 +158,23 @@ fn ack_to_proto(
     }
 }
 
-/// Maps the refusal of a single recorded event to its canonical error.
-fn refusal_error(error: RecordError) -> Error {
+/// Maps the refusal of a single recorded event (on enrolment `enrollment_id`) to its canonical
+/// error; the per-event reason text is typed back into a [`Reason`] here, once.
+fn refusal_error(error: RecordError, enrollment_id: &str) -> Error {
     let field = format!("event.{}", error.field);
-    match error.reason.as_str() {
-        "ENROLLMENT_NOT_FOUND" => Error::not_found(
-            "enrollment",
-            error
-                .message
-                .trim_start_matches("enrollment ")
-                .trim_end_matches(" not found"),
-        ),
-        "PERMISSION_DENIED" => Error::permission_denied("RECORDING_NOT_ALLOWED", error.message),
-        "ENROLLMENT_NOT_ACTIVE" => Error::FailedPrecondition {
-            reason: "ENROLLMENT_NOT_ACTIVE",
-            subject: format!("enrollment/{}", error.key),
+    match Reason::parse(&error.reason) {
+        Some(Reason::EnrollmentNotFound) => Error::not_found("enrollment", enrollment_id),
+        Some(Reason::PermissionDenied) => {
+            Error::permission_denied(Reason::RecordingNotAllowed, error.message)
+        }
+        Some(reason @ Reason::EnrollmentNotActive) => Error::FailedPrecondition {
+            reason,
+            subject: format!("enrollment/{enrollment_id}"),
             message: error.message,
+            metadata: vec![
+                ("enrollment_id", enrollment_id.to_owned()),
+                ("event_id", error.key),
+            ],
         },
         _ => Error::invalid(field, error.message),
     }
@@ -241,7 +242,7 @@ impl ProgressApi {
                 && !caller.allows_beyond_own(Object::Progress, &owner.owner())
             {
                 return Err(Error::permission_denied(
-                    "OWN_RECORDS_FROM_APP_ONLY",
+                    Reason::OwnRecordsFromAppOnly,
                     format!(
                         "events[{index}]: on your own enrolment you record APP events only; \
                          nothing of this call was done"
@@ -356,6 +357,7 @@ impl pb::progress_service_server::ProgressService for ProgressApi {
             .event
             .ok_or_else(|| Error::invalid("event", "is required"))?;
         let caller = scope::caller(&self.store, &context, Object::Progress).await?;
+        let enrollment_id = event.enrollment_id.clone();
         let mut acks = self.record(&context, &caller, vec![event], true).await?;
         let ack = acks
             .pop()
@@ -368,7 +370,7 @@ impl pb::progress_service_server::ProgressService for ProgressApi {
                 reason: error.reason,
                 message: error.message,
             };
-            return Err(refusal_error(error).into());
+            return Err(refusal_error(error, &enrollment_id).into());
         }
         Ok(Response::new(ack))
     }

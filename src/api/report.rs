@@ -15,7 +15,7 @@ use crate::domain::{
     report::{self, CompletionRow},
     survey::QuestionKind,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 use crate::pb;
 use crate::store::{
     Store,
@@ -60,7 +60,7 @@ impl ReportApi {
             (Scope::Subtree(_), Some(root)) => scope.require_path(&root.path, "organization_id")?,
             _ => {
                 return Err(Error::permission_denied(
-                    "OUTSIDE_ORGANIZATION_SCOPE",
+                    Reason::OutsideOrganizationScope,
                     "you may not read these reports",
                 ));
             }
@@ -109,7 +109,14 @@ impl ReportApi {
                 GroupBy::ChildOrganizations
             }
             Ok(pb::ReportGrouping::Cohort) => GroupBy::Cohort,
-            Ok(pb::ReportGrouping::Sector) => GroupBy::Sector,
+            Ok(pb::ReportGrouping::Sector | pb::ReportGrouping::Category) => GroupBy::Category,
+            Ok(pb::ReportGrouping::Phase) if course_id.is_some() => {
+                return Err(Error::invalid(
+                    "group_by",
+                    "PHASE groups programme reports only (set programme_id)",
+                ));
+            }
+            Ok(pb::ReportGrouping::Phase) => GroupBy::Phase,
             Err(_) => return Err(Error::invalid("group_by", "is not a known grouping")),
         };
         let root = self.report_root(context, &request.organization_id).await?;
@@ -136,6 +143,30 @@ fn row_to_proto(row: &CompletionRow) -> pb::CompletionReportRow {
         waitlisted: row.waitlisted,
         completion_rate: row.completion_rate(),
         median_days_to_complete: row.median_days(),
+        window_start_date: row
+            .phase
+            .as_ref()
+            .and_then(|phase| phase.window_start_date)
+            .map(|date| date.to_string())
+            .unwrap_or_default(),
+        window_end_date: row
+            .phase
+            .as_ref()
+            .and_then(|phase| phase.window_end_date)
+            .map(|date| date.to_string())
+            .unwrap_or_default(),
+        activities_completed: row
+            .phase
+            .as_ref()
+            .map_or(0, |phase| phase.activities_completed),
+        activities_completed_early: row
+            .phase
+            .as_ref()
+            .map_or(0, |phase| phase.activities_completed_early),
+        activities_completed_late: row
+            .phase
+            .as_ref()
+            .map_or(0, |phase| phase.activities_completed_late),
     }
 }
 
@@ -200,7 +231,7 @@ impl pb::report_service_server::ReportService for ReportApi {
         let context = auth::context(&request)?;
         if report_scope(&context) != Scope::All {
             return Err(Error::permission_denied(
-                "ROLE_NOT_ALLOWED",
+                Reason::RoleNotAllowed,
                 "dashboards are for programme managers, admins and HR services",
             )
             .into());

@@ -14,7 +14,7 @@ use crate::domain::{
         Respondent, SurveyQuestion, SurveyResponse, SurveyResults, Thresholds,
     },
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 use crate::pb;
 use crate::store::{
     Store,
@@ -349,7 +349,7 @@ impl pb::survey_service_server::SurveyService for SurveyApi {
                 (None, Some(own)) => Some(own),
                 (None, None) => {
                     return Err(Error::permission_denied(
-                        "SURVEY_RESULTS_NOT_ALLOWED",
+                        Reason::SurveyResultsNotAllowed,
                         "survey results are for managers of the organisations concerned",
                     )
                     .into());

@@ -34,7 +34,7 @@ use super::{
     policy::{self, Access},
     token::TokenVerifier,
 };
-use crate::error::Error;
+use crate::error::{Error, Reason};
 use crate::server::tls::{self, ClientPrincipals};
 
 /// Longest time an HTTP/1.x request body dropped before its end is read in the background,
@@ -126,7 +126,7 @@ async fn authorize(
 ) -> Result<Option<CallContext>, Error> {
     let Some(access) = policy::method_access(path) else {
         return Err(Error::permission_denied(
-            "METHOD_NOT_ALLOWED",
+            Reason::MethodNotAllowed,
             format!("no caller may call {path}"),
         ));
     };
@@ -140,7 +140,7 @@ async fn authorize(
         (None, Some(Some(principal))) => principal,
         (None, Some(None)) => {
             return Err(Error::permission_denied(
-                "CLIENT_CERTIFICATE_NOT_MAPPED",
+                Reason::ClientCertificateNotMapped,
                 "your client certificate is verified but maps to no principal (see --tls-client-principal)",
             ));
         }
@@ -152,7 +152,7 @@ async fn authorize(
     };
     if !policy::allows(access, &principal.roles) {
         return Err(Error::permission_denied(
-            "ROLE_NOT_ALLOWED",
+            Reason::RoleNotAllowed,
             format!("your roles may not call {path}"),
         ));
     }

@@ -34,7 +34,7 @@ use crate::domain::delivery::Session;
 use crate::domain::organization::path_is_within;
 use crate::domain::programme::Visibility;
 use crate::domain::selection::Viewer;
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 use crate::store::{Store, certification::Holding, programme::EnrollmentOwner};
 
 /// A kind of object whose reach depends on who it belongs to; one row of [`SCOPES`] each.
@@ -240,6 +240,9 @@ pub const OBJECT_RULES: &[(&str, Rule)] = &[
     ("/lms.v1.PersonService/BatchUpsertPeople", Rule::Batch(Object::PersonWrite)),
     ("/lms.v1.PersonService/ImportPeople", Rule::Batch(Object::PersonWrite)),
     ("/lms.v1.PersonService/SyncPeople", Rule::Batch(Object::PersonWrite)),
+    ("/lms.v1.PersonService/CreateParticipantCategory", Rule::None),
+    ("/lms.v1.PersonService/ListParticipantCategories", Rule::None),
+    ("/lms.v1.PersonService/UpdateParticipantCategory", Rule::None),
     ("/lms.v1.CourseService/CreateCourse", Rule::None),
     ("/lms.v1.CourseService/GetCourse", Rule::None),
     ("/lms.v1.CourseService/ListCourses", Rule::None),
@@ -310,6 +313,8 @@ pub const OBJECT_RULES: &[(&str, Rule)] = &[
     ("/lms.v1.CertificationService/ExtendCandidacyDeadline", Rule::Object(Object::CandidacyAssess)),
     ("/lms.v1.CertificationService/WithdrawCandidacy", Rule::Object(Object::CandidacyMove)),
     ("/lms.v1.CertificationService/RevokeCandidacy", Rule::Object(Object::CandidacyAssess)),
+    ("/lms.v1.CertificationService/BatchCreateCandidacies", Rule::Batch(Object::CandidacyMove)),
+    ("/lms.v1.CertificationService/BatchAdvanceCandidacies", Rule::Batch(Object::CandidacyMove)),
     ("/lms.v1.CertificationService/RecordSupervisedDelivery", Rule::Object(Object::SessionLead)),
     ("/lms.v1.CertificationService/IssueCertificate", Rule::Object(Object::CandidacyAssess)),
     ("/lms.v1.CertificationService/GetCertificate", Rule::Object(Object::CertificateRead)),
@@ -349,6 +354,18 @@ pub const OBJECT_RULES: &[(&str, Rule)] = &[
     ("/lms.v1.SelectionService/ListScores", Rule::Object(Object::Scores)),
     ("/lms.v1.SelectionService/RankApplications", Rule::None),
     ("/lms.v1.SelectionService/DecideApplications", Rule::None),
+    ("/lms.v1.CompetencyService/CreateCompetency", Rule::None),
+    ("/lms.v1.CompetencyService/GetCompetency", Rule::None),
+    ("/lms.v1.CompetencyService/ListCompetencies", Rule::None),
+    ("/lms.v1.CompetencyService/UpdateCompetency", Rule::None),
+    ("/lms.v1.CompetencyService/CreateRole", Rule::None),
+    ("/lms.v1.CompetencyService/GetRole", Rule::None),
+    ("/lms.v1.CompetencyService/ListRoles", Rule::None),
+    ("/lms.v1.CompetencyService/UpdateRole", Rule::None),
+    ("/lms.v1.CompetencyService/SetCompetencyTags", Rule::None),
+    ("/lms.v1.CompetencyService/GetCompetencyTags", Rule::None),
+    ("/lms.v1.CompetencyService/GetCompetencyProfile", Rule::Object(Object::LearnerRecord)),
+    ("/lms.v1.CompetencyService/SearchCompetencyHolders", Rule::List(Object::Report)),
 ];
 
 /// Returns the object rule of the method at `path` (`/lms.v1.Service/Method`).
@@ -640,7 +657,7 @@ impl Caller {
                 .is_some_and(|facts| self.allows(object, &facts.owner()));
             if !allowed {
                 return Err(Error::permission_denied(
-                    "OUT_OF_SCOPE",
+                    Reason::OutOfScope,
                     format!(
                         "{resource} {id} ({field}) is outside your scope, or does not exist; \
                          nothing of this call was done"
@@ -776,7 +793,7 @@ impl AsOwner for Session {
 /// not learn whether it exists): the same answer either way.
 pub fn out_of_scope(resource: &str, id: &str) -> Error {
     Error::permission_denied(
-        "OUT_OF_SCOPE",
+        Reason::OutOfScope,
         format!("{resource} {id} is outside your scope, or does not exist"),
     )
 }
@@ -1076,7 +1093,7 @@ mod tests {
         assert!(matches!(
             refused,
             Error::PermissionDenied {
-                reason: "OUT_OF_SCOPE",
+                reason: Reason::OutOfScope,
                 ..
             }
         ));

@@ -11,7 +11,7 @@ use std::sync::{
 
 use chrono::{DateTime, Duration, Months, Utc};
 
-use crate::error::{Error, Result, Violations};
+use crate::error::{Error, Reason, Result, Violations};
 
 /// Days a candidacy has by default.
 pub const DEFAULT_CANDIDACY_DAYS: i32 = 90;
@@ -95,6 +95,8 @@ stored_enum!(
         Withdrawn => "WITHDRAWN",
         /// Unfinished past its deadline (derived from the clock, never stored).
         Lapsed => "LAPSED",
+        /// Its certificate was renewed by a renewal candidacy, which holds the new one (terminal).
+        Renewed => "RENEWED",
     }
 );
 
@@ -422,7 +424,7 @@ impl CandidacyEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     /// UPPER_SNAKE_CASE reason.
-    pub reason: &'static str,
+    pub reason: Reason,
     /// Explanation.
     pub message: String,
 }
@@ -431,6 +433,7 @@ impl Refusal {
     /// Returns the FAILED_PRECONDITION error of this refusal about `subject`.
     pub fn into_error(self, subject: String) -> Error {
         Error::FailedPrecondition {
+            metadata: Vec::new(),
             reason: self.reason,
             subject,
             message: self.message,
@@ -438,7 +441,7 @@ impl Refusal {
     }
 }
 
-fn refuse(reason: &'static str, message: impl Into<String>) -> Refusal {
+fn refuse(reason: Reason, message: impl Into<String>) -> Refusal {
     Refusal {
         reason,
         message: message.into(),
@@ -449,13 +452,13 @@ fn refuse(reason: &'static str, message: impl Into<String>) -> Refusal {
 pub fn missing_requirement(requirements: &Requirements, evidence: &Evidence) -> Option<Refusal> {
     if !evidence.training_complete {
         return Some(refuse(
-            "TRAINING_NOT_COMPLETED",
+            Reason::TrainingNotCompleted,
             "the candidate has not completed every trainer course version of the track",
         ));
     }
     if evidence.passed_supervised_deliveries < requirements.supervised_deliveries_required {
         return Some(refuse(
-            "SUPERVISED_DELIVERIES_MISSING",
+            Reason::SupervisedDeliveriesMissing,
             format!(
                 "the track requires {} supervised deliveries signed off as PASSED; the candidate has {}",
                 requirements.supervised_deliveries_required, evidence.passed_supervised_deliveries
@@ -466,13 +469,13 @@ pub fn missing_requirement(requirements: &Requirements, evidence: &Evidence) -> 
         match evidence.assessment_score {
             None => {
                 return Some(refuse(
-                    "ASSESSMENT_MISSING",
+                    Reason::AssessmentMissing,
                     "no assessment score has been recorded",
                 ));
             }
             Some(score) if score < requirements.min_assessment_score => {
                 return Some(refuse(
-                    "ASSESSMENT_SCORE_TOO_LOW",
+                    Reason::AssessmentScoreTooLow,
                     format!(
                         "the assessment score {score} is below the track's minimum {}",
                         requirements.min_assessment_score
@@ -484,7 +487,7 @@ pub fn missing_requirement(requirements: &Requirements, evidence: &Evidence) -> 
     }
     if requirements.assessor_approval_required && !evidence.assessor_approved {
         return Some(refuse(
-            "ASSESSOR_APPROVAL_MISSING",
+            Reason::AssessorApprovalMissing,
             "the track requires an assessor's approval",
         ));
     }
@@ -506,13 +509,13 @@ pub fn transition(
     use CandidacyState as S;
     if state == S::Lapsed && !matches!(event, E::Revoke | E::ExtendDeadline) {
         return Err(refuse(
-            "CANDIDACY_LAPSED",
+            Reason::CandidacyLapsed,
             "the candidacy passed its deadline unfinished; an assessor may extend the deadline",
         ));
     }
     let invalid = || {
         Err(refuse(
-            "INVALID_TRANSITION",
+            Reason::InvalidTransition,
             format!(
                 "a candidacy in state {} cannot take this step",
                 state.as_str()
@@ -526,7 +529,7 @@ pub fn transition(
                 Ok(S::SupervisedPractice)
             } else {
                 Err(refuse(
-                    "TRAINING_NOT_COMPLETED",
+                    Reason::TrainingNotCompleted,
                     "the candidate has not completed every trainer course version of the track",
                 ))
             }
@@ -534,13 +537,13 @@ pub fn transition(
         (E::SubmitForAssessment, S::SupervisedPractice) => {
             if !evidence.training_complete {
                 return Err(refuse(
-                    "TRAINING_NOT_COMPLETED",
+                    Reason::TrainingNotCompleted,
                     "the candidate has not completed every trainer course version of the track",
                 ));
             }
             if evidence.passed_supervised_deliveries < requirements.supervised_deliveries_required {
                 return Err(refuse(
-                    "SUPERVISED_DELIVERIES_MISSING",
+                    Reason::SupervisedDeliveriesMissing,
                     format!(
                         "the track requires {} supervised deliveries signed off as PASSED; the candidate has {}",
                         requirements.supervised_deliveries_required,
@@ -558,6 +561,7 @@ pub fn transition(
         (E::Suspend, S::Certified) => Ok(S::Suspended),
         (E::Reinstate, S::Suspended) => Ok(S::Certified),
         (E::Renew, S::Certified | S::Expired) => Ok(S::Certified),
+        (E::Withdraw | E::Revoke, S::Renewed) => invalid(),
         (E::Withdraw, S::Revoked | S::Withdrawn) => invalid(),
         (E::Withdraw, _) => Ok(S::Withdrawn),
         (E::Revoke, S::Revoked | S::Withdrawn) => invalid(),
@@ -565,6 +569,33 @@ pub fn transition(
         (E::ExtendDeadline, state) if state.is_unfinished() || state == S::Lapsed => Ok(state),
         _ => invalid(),
     }
+}
+
+/// Candidacies a batch call (`BatchCreateCandidacies`, `BatchAdvanceCandidacies`) takes at most.
+pub const MAX_BATCH_CANDIDACIES: usize = 1000;
+
+impl CandidacyEvent {
+    /// Returns the state a batch step moves a candidacy to, for the steps a batch may take
+    /// (START_TRAINING, BEGIN_SUPERVISED_PRACTICE, SUBMIT_FOR_ASSESSMENT); `None` for the others.
+    pub fn batch_target(self) -> Option<CandidacyState> {
+        match self {
+            Self::StartTraining => Some(CandidacyState::Training),
+            Self::BeginSupervisedPractice => Some(CandidacyState::SupervisedPractice),
+            Self::SubmitForAssessment => Some(CandidacyState::AwaitingAssessment),
+            _ => None,
+        }
+    }
+}
+
+/// Returns the deadline of a renewal candidacy opened at `now` for a certificate expiring at
+/// `expires`: the expiry (the holder renews while still certified), or `candidacy_days` from now
+/// when that is later (a certificate already close to its expiry when the renewal opens).
+pub fn renewal_deadline(
+    expires: DateTime<Utc>,
+    now: DateTime<Utc>,
+    candidacy_days: i32,
+) -> DateTime<Utc> {
+    expires.max(now + Duration::days(i64::from(candidacy_days)))
 }
 
 /// Returns the state a stored candidacy is in at `now`: unfinished past the deadline is LAPSED,
@@ -696,6 +727,8 @@ pub struct Candidacy {
     pub assessor_approved: bool,
     /// Current certificate.
     pub certificate_id: Option<String>,
+    /// The certificate a renewal candidacy renews.
+    pub renews_certificate_id: Option<String>,
     /// Revision.
     pub revision: i64,
     /// Created.
@@ -789,7 +822,7 @@ pub fn certificate_change(
         (A::Reinstate, S::Suspended) => Ok(S::Active),
         (A::Revoke, S::Active | S::Suspended | S::Expired) => Ok(S::Revoked),
         (_, status) => Err(refuse(
-            "INVALID_CERTIFICATE_TRANSITION",
+            Reason::InvalidCertificateTransition,
             format!(
                 "a certificate that is {} cannot take this step",
                 status.as_str()
@@ -898,7 +931,7 @@ mod tests {
             &evidence,
         )
         .unwrap_err();
-        assert_eq!(refused.reason, "TRAINING_NOT_COMPLETED");
+        assert_eq!(refused.reason, Reason::TrainingNotCompleted);
         evidence.training_complete = true;
         state = transition(
             state,
@@ -915,7 +948,7 @@ mod tests {
             &evidence,
         )
         .unwrap_err();
-        assert_eq!(refused.reason, "SUPERVISED_DELIVERIES_MISSING");
+        assert_eq!(refused.reason, Reason::SupervisedDeliveriesMissing);
         evidence.passed_supervised_deliveries = 2;
         state = transition(
             state,
@@ -928,21 +961,21 @@ mod tests {
             transition(state, CandidacyEvent::Certify, &requirements, &evidence)
                 .unwrap_err()
                 .reason,
-            "ASSESSMENT_MISSING"
+            Reason::AssessmentMissing
         );
         evidence.assessment_score = Some(69);
         assert_eq!(
             transition(state, CandidacyEvent::Certify, &requirements, &evidence)
                 .unwrap_err()
                 .reason,
-            "ASSESSMENT_SCORE_TOO_LOW"
+            Reason::AssessmentScoreTooLow
         );
         evidence.assessment_score = Some(70);
         assert_eq!(
             transition(state, CandidacyEvent::Certify, &requirements, &evidence)
                 .unwrap_err()
                 .reason,
-            "ASSESSOR_APPROVAL_MISSING"
+            Reason::AssessorApprovalMissing
         );
         evidence.assessor_approved = true;
         assert_eq!(
@@ -1011,6 +1044,52 @@ mod tests {
         assert_eq!(normalize_verification_code("ABCD-EFGH-JKM"), None);
         assert_eq!(normalize_verification_code("ABCD-EFGH-JKMU"), None);
         assert_eq!(normalize_verification_code("ÄBCD-EFGH-JKMN"), None);
+    }
+
+    #[test]
+    fn a_renewal_is_due_by_the_expiry_or_its_candidacy_days_when_later() {
+        let now = Utc::now();
+        let far = now + Duration::days(80);
+        assert_eq!(renewal_deadline(far, now, 30), far);
+        assert_eq!(renewal_deadline(far, now, 90), now + Duration::days(90));
+    }
+
+    #[test]
+    fn batches_take_the_three_steps_before_assessment_only() {
+        let steps: Vec<(CandidacyEvent, CandidacyState)> = CandidacyEvent::ALL
+            .iter()
+            .filter_map(|event| event.batch_target().map(|target| (*event, target)))
+            .collect();
+        assert_eq!(
+            steps,
+            vec![
+                (CandidacyEvent::StartTraining, CandidacyState::Training),
+                (
+                    CandidacyEvent::BeginSupervisedPractice,
+                    CandidacyState::SupervisedPractice
+                ),
+                (
+                    CandidacyEvent::SubmitForAssessment,
+                    CandidacyState::AwaitingAssessment
+                ),
+            ]
+        );
+        // Each target is where the state machine takes the state before it.
+        let evidence = Evidence {
+            training_complete: true,
+            passed_supervised_deliveries: 9,
+            ..Evidence::default()
+        };
+        for ((event, target), from) in steps.into_iter().zip([
+            CandidacyState::Candidate,
+            CandidacyState::Training,
+            CandidacyState::SupervisedPractice,
+        ]) {
+            assert_eq!(
+                transition(from, event, &Requirements::default(), &evidence),
+                Ok(target)
+            );
+        }
     }
 
     #[test]
@@ -1097,14 +1176,14 @@ mod tests {
         #[test]
         fn withdrawn_and_revoked_are_terminal(event in proptest::sample::select(CandidacyEvent::ALL.to_vec())) {
             let evidence = Evidence { training_complete: true, passed_supervised_deliveries: 9, assessment_score: Some(100), assessor_approved: true };
-            for terminal in [CandidacyState::Withdrawn, CandidacyState::Revoked] {
+            for terminal in [CandidacyState::Withdrawn, CandidacyState::Revoked, CandidacyState::Renewed] {
                 prop_assert!(transition(terminal, event, &Requirements::default(), &evidence).is_err());
             }
             let lapsed = transition(CandidacyState::Lapsed, event, &Requirements::default(), &evidence);
             match event {
                 CandidacyEvent::Revoke => prop_assert_eq!(lapsed, Ok(CandidacyState::Revoked)),
                 CandidacyEvent::ExtendDeadline => prop_assert_eq!(lapsed, Ok(CandidacyState::Lapsed)),
-                _ => prop_assert_eq!(lapsed.map_err(|refusal| refusal.reason), Err("CANDIDACY_LAPSED")),
+                _ => prop_assert_eq!(lapsed.map_err(|refusal| refusal.reason), Err(Reason::CandidacyLapsed)),
             }
         }
     }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::Role;
 use crate::domain::survey::{RawQuestion, SurveyQuestion, parse_questions};
-use crate::error::{Error, Result, Violations};
+use crate::error::{Error, Reason, Result, Violations};
 
 /// Longest course code.
 pub const MAX_CODE_CHARS: usize = 32;
@@ -240,7 +240,8 @@ impl Course {
     pub fn check_editable(&self) -> Result<()> {
         if self.state == CourseState::Archived {
             return Err(Error::FailedPrecondition {
-                reason: "COURSE_ARCHIVED",
+                metadata: Vec::new(),
+                reason: Reason::CourseArchived,
                 subject: format!("{COURSE}/{}", self.id),
                 message: format!("course {} is archived and cannot change", self.code),
             });
@@ -520,7 +521,8 @@ impl CourseVersion {
     pub fn check_editable(&self) -> Result<()> {
         if self.state == VersionState::Published {
             return Err(Error::FailedPrecondition {
-                reason: "VERSION_PUBLISHED",
+                metadata: Vec::new(),
+                reason: Reason::VersionPublished,
                 subject: format!("{COURSE_VERSION}/{}", self.id),
                 message: format!(
                     "course version {} is published and cannot change; start a new version copied from it",
@@ -535,7 +537,8 @@ impl CourseVersion {
     pub fn check_copy_source(&self, course_id: &str) -> Result<()> {
         if self.course_id != course_id {
             return Err(Error::FailedPrecondition {
-                reason: "VERSION_OF_ANOTHER_COURSE",
+                metadata: Vec::new(),
+                reason: Reason::VersionOfAnotherCourse,
                 subject: format!("{COURSE_VERSION}/{}", self.id),
                 message: format!(
                     "copy_from_version_id {} is a version of another course",
@@ -545,7 +548,8 @@ impl CourseVersion {
         }
         if self.state != VersionState::Published {
             return Err(Error::FailedPrecondition {
-                reason: "VERSION_NOT_PUBLISHED",
+                metadata: Vec::new(),
+                reason: Reason::VersionNotPublished,
                 subject: format!("{COURSE_VERSION}/{}", self.id),
                 message: format!(
                     "copy_from_version_id {} is not published; only published versions can be copied",
@@ -567,7 +571,8 @@ impl CourseVersion {
         let problems = publication_problems(&self.modules);
         if !problems.is_empty() {
             return Err(Error::FailedPrecondition {
-                reason: "VERSION_INVALID",
+                metadata: Vec::new(),
+                reason: Reason::VersionInvalid,
                 subject: format!("{COURSE_VERSION}/{}", self.id),
                 message: format!(
                     "course version cannot be published: {}",
@@ -700,7 +705,8 @@ fn describe_cycle(cycle: &[String], modules: &[Module]) -> String {
 pub fn check_no_open_draft(course: &Course, open_draft: Option<&CourseVersion>) -> Result<()> {
     match open_draft {
         Some(draft) => Err(Error::FailedPrecondition {
-            reason: "DRAFT_EXISTS",
+            metadata: Vec::new(),
+            reason: Reason::DraftExists,
             subject: format!("{COURSE_VERSION}/{}", draft.id),
             message: format!(
                 "course {} has a draft version already ({}); edit or publish it first",
@@ -1019,7 +1025,8 @@ pub fn check_prerequisites(
         let mut titled = version_modules.to_vec();
         titled.retain(|module| cycle.contains(&module.id));
         return Err(Error::FailedPrecondition {
-            reason: "PREREQUISITE_CYCLE",
+            metadata: Vec::new(),
+            reason: Reason::PrerequisiteCycle,
             subject: format!("{MODULE}/{module_id}"),
             message: format!(
                 "these prerequisites would form a cycle: {}",
@@ -1890,7 +1897,7 @@ mod tests {
         else {
             panic!("expected failed precondition");
         };
-        assert_eq!(reason, "VERSION_INVALID");
+        assert_eq!(reason, Reason::VersionInvalid);
         assert!(message.contains("has no activities"), "{message}");
     }
 
@@ -1906,7 +1913,7 @@ mod tests {
             let Err(Error::FailedPrecondition { reason, .. }) = result else {
                 panic!("expected failed precondition");
             };
-            assert_eq!(reason, "VERSION_PUBLISHED");
+            assert_eq!(reason, Reason::VersionPublished);
         }
     }
 
@@ -1923,7 +1930,7 @@ mod tests {
         else {
             panic!("expected a cycle");
         };
-        assert_eq!(reason, "PREREQUISITE_CYCLE");
+        assert_eq!(reason, Reason::PrerequisiteCycle);
         assert!(message.contains("\"Module a\""), "{message}");
     }
 

@@ -6,7 +6,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::stored_enum;
 use crate::domain::course::{ActivityKind, DeliveryMode};
-use crate::error::{Error, Result, Violations};
+use crate::error::{Error, Reason, Result, Violations};
 
 /// Longest session.
 pub const MAX_SESSION_DAYS: i64 = 14;
@@ -202,6 +202,37 @@ pub struct TrainerStanding {
     pub certified_in_scope: bool,
     /// Has a candidacy in SUPERVISED_PRACTICE (not lapsed) on a track qualifying for the module.
     pub practising_candidate: bool,
+    /// The person's full name, for refusals.
+    pub full_name: String,
+    /// When not certified for the module: the qualifying certificate that lapsed last (expired,
+    /// suspended, revoked or superseded), so a refusal can name it and its date.
+    pub lapsed_certificate: Option<LapsedCertificate>,
+}
+
+/// A qualifying certificate that no longer counts, as named in a refusal.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LapsedCertificate {
+    /// Certificate id.
+    pub id: String,
+    /// Its public verification code.
+    pub verification_code: String,
+    /// Its track's title.
+    pub track_title: String,
+    /// Its status (ACTIVE when it merely expired).
+    pub status: String,
+    /// When it expires or expired, `YYYY-MM-DD`.
+    pub expire_date: String,
+}
+
+impl TrainerStanding {
+    /// "Name (person/id)".
+    fn named(&self) -> String {
+        if self.full_name.is_empty() {
+            format!("person/{}", self.person_id)
+        } else {
+            format!("{} (person/{})", self.full_name, self.person_id)
+        }
+    }
 }
 
 /// Checks the delivery rules: a certified lead whose scope covers the learners; co-trainers
@@ -212,32 +243,65 @@ pub fn check_trainers(
     co_trainers: &[TrainerStanding],
 ) -> Result<()> {
     if !lead.certified_for_module {
-        return Err(Error::FailedPrecondition {
-            reason: "LEAD_TRAINER_NOT_CERTIFIED",
-            subject: format!("person/{}", lead.person_id),
-            message: format!(
-                "rule LEAD_TRAINER_NOT_CERTIFIED: the lead trainer holds no active certificate whose track qualifies for the module of {session_subject}"
-            ),
-        });
+        let lead_name = lead.named();
+        let mut error = Error::precondition(
+            Reason::LeadTrainerNotCertified,
+            format!("person/{}", lead.person_id),
+            match &lead.lapsed_certificate {
+                Some(lapsed) if lapsed.status == "ACTIVE" => format!(
+                    "rule LEAD_TRAINER_NOT_CERTIFIED: the lead trainer {lead_name} holds no active certificate whose track qualifies for the module of {session_subject}: certificate {} ({}, track \"{}\") expired on {}",
+                    lapsed.id, lapsed.verification_code, lapsed.track_title, lapsed.expire_date
+                ),
+                Some(lapsed) => format!(
+                    "rule LEAD_TRAINER_NOT_CERTIFIED: the lead trainer {lead_name} holds no active certificate whose track qualifies for the module of {session_subject}: certificate {} ({}, track \"{}\", expiring {}) is {}",
+                    lapsed.id,
+                    lapsed.verification_code,
+                    lapsed.track_title,
+                    lapsed.expire_date,
+                    lapsed.status
+                ),
+                None => format!(
+                    "rule LEAD_TRAINER_NOT_CERTIFIED: the lead trainer {lead_name} has never held a certificate whose track qualifies for the module of {session_subject}"
+                ),
+            },
+        )
+        .with("person_id", lead.person_id.clone())
+        .with("session", session_subject);
+        if let Some(lapsed) = &lead.lapsed_certificate {
+            error = error
+                .with("certificate_id", lapsed.id.clone())
+                .with("verification_code", lapsed.verification_code.clone())
+                .with("certificate_status", lapsed.status.clone())
+                .with("expire_date", lapsed.expire_date.clone());
+        }
+        return Err(error);
     }
     if !lead.certified_in_scope {
         return Err(Error::FailedPrecondition {
-            reason: "LEAD_TRAINER_OUT_OF_SCOPE",
+            metadata: Vec::new(),
+            reason: Reason::LeadTrainerOutOfScope,
             subject: format!("person/{}", lead.person_id),
             message: format!(
-                "rule LEAD_TRAINER_OUT_OF_SCOPE: the lead trainer's certificate covers only learners of their own organisation subtree, and {session_subject} has learners outside it"
+                "rule LEAD_TRAINER_OUT_OF_SCOPE: the certificate of the lead trainer {} covers only learners of their own organisation subtree, and {session_subject} has learners outside it",
+                lead.named()
             ),
-        });
+        }
+        .with("person_id", lead.person_id.clone())
+        .with("session", session_subject));
     }
     for co_trainer in co_trainers {
         if !co_trainer.certified_for_module && !co_trainer.practising_candidate {
             return Err(Error::FailedPrecondition {
-                reason: "CO_TRAINER_NOT_QUALIFIED",
+                metadata: Vec::new(),
+                reason: Reason::CoTrainerNotQualified,
                 subject: format!("person/{}", co_trainer.person_id),
                 message: format!(
-                    "rule CO_TRAINER_NOT_QUALIFIED: a co-trainer must be certified for the module, or a candidate in SUPERVISED_PRACTICE on a qualifying track under a certified lead ({session_subject})"
+                    "rule CO_TRAINER_NOT_QUALIFIED: the co-trainer {} is neither certified for the module nor a candidate in SUPERVISED_PRACTICE on a qualifying track under a certified lead ({session_subject})",
+                    co_trainer.named()
                 ),
-            });
+            }
+            .with("person_id", co_trainer.person_id.clone())
+            .with("session", session_subject));
         }
     }
     Ok(())
@@ -273,6 +337,7 @@ mod tests {
             certified_for_module: certified,
             certified_in_scope: scope,
             practising_candidate: practising,
+            ..TrainerStanding::default()
         }
     }
 
@@ -284,11 +349,11 @@ mod tests {
         };
         assert_eq!(
             reason(check_trainers("s", &standing("a", false, false, true), &[])),
-            "LEAD_TRAINER_NOT_CERTIFIED"
+            Reason::LeadTrainerNotCertified
         );
         assert_eq!(
             reason(check_trainers("s", &standing("a", true, false, false), &[])),
-            "LEAD_TRAINER_OUT_OF_SCOPE"
+            Reason::LeadTrainerOutOfScope
         );
         assert_eq!(
             reason(check_trainers(
@@ -296,7 +361,7 @@ mod tests {
                 &standing("a", true, true, false),
                 &[standing("b", false, false, false)]
             )),
-            "CO_TRAINER_NOT_QUALIFIED"
+            Reason::CoTrainerNotQualified
         );
         assert!(
             check_trainers(
@@ -309,6 +374,37 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn a_lapsed_lead_is_refused_with_the_certificate_and_its_expiry_named() {
+        let mut lead = standing("p1", false, false, false);
+        lead.full_name = "Aminah Binti Rahman".to_owned();
+        lead.lapsed_certificate = Some(LapsedCertificate {
+            id: "c1".to_owned(),
+            verification_code: "ABCD-EFGH".to_owned(),
+            track_title: "Master trainer".to_owned(),
+            status: "ACTIVE".to_owned(),
+            expire_date: "2026-01-31".to_owned(),
+        });
+        let Err(Error::FailedPrecondition {
+            message, metadata, ..
+        }) = check_trainers("session/s1", &lead, &[])
+        else {
+            panic!("a lapsed lead must be refused");
+        };
+        assert!(message.contains("Aminah Binti Rahman"), "{message}");
+        assert!(message.contains("certificate c1"), "{message}");
+        assert!(message.contains("expired on 2026-01-31"), "{message}");
+        let value = |key: &str| {
+            metadata
+                .iter()
+                .find(|(name, _)| *name == key)
+                .map(|(_, value)| value.clone())
+        };
+        assert_eq!(value("certificate_id").as_deref(), Some("c1"));
+        assert_eq!(value("expire_date").as_deref(), Some("2026-01-31"));
+        assert_eq!(value("person_id").as_deref(), Some("p1"));
     }
 
     #[test]

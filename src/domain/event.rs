@@ -3,17 +3,19 @@
 use serde_json::Value;
 
 /// Every event type the feed carries.
-pub const EVENT_TYPES: [&str; 14] = [
+pub const EVENT_TYPES: [&str; 16] = [
     "person.created",
     "person.updated",
     "enrollment.created",
     "enrollment.withdrawn",
     "enrollment.promoted",
     "enrollment.due",
+    "cohort.changed",
     "module.completed",
     "course.completed",
     "programme.completed",
     "candidacy.changed",
+    "candidacy.renewal_opened",
     "certificate.issued",
     "certificate.changed",
     "certificate.expiring",

@@ -7,7 +7,7 @@
 //! restore procedure), and a resume token carries it: `<history>.<cursor>`. A watcher is refused
 //! with a reason it can act on, never served silently, when its position cannot be honoured.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 
 /// Length of a history id: 32 lowercase hex digits.
 pub const HISTORY_LEN: usize = 32;
@@ -48,11 +48,11 @@ pub enum FeedRefusal {
 
 impl FeedRefusal {
     /// Returns the stable reason reported in `ErrorInfo`.
-    pub fn reason(self) -> &'static str {
+    pub fn reason(self) -> Reason {
         match self {
-            Self::HistoryChanged => "FEED_HISTORY_CHANGED",
-            Self::BeyondHead => "CURSOR_BEYOND_HEAD",
-            Self::Expired => "CURSOR_EXPIRED",
+            Self::HistoryChanged => Reason::FeedHistoryChanged,
+            Self::BeyondHead => Reason::CursorBeyondHead,
+            Self::Expired => Reason::CursorExpired,
         }
     }
 

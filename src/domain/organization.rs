@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::error::{Error, Result, Violations};
+use crate::error::{Error, Reason, Result, Violations};
 
 /// Longest organisation name.
 pub const MAX_NAME_CHARS: usize = 200;
@@ -112,7 +112,8 @@ pub fn check_move(organization: &Organization, new_parent_path: Option<&str>) ->
     match new_parent_path {
         Some(parent_path) if path_is_within(parent_path, &organization.id) => {
             Err(Error::FailedPrecondition {
-                reason: "ORGANIZATION_CYCLE",
+                metadata: Vec::new(),
+                reason: Reason::OrganizationCycle,
                 subject: format!("organization/{}", organization.id),
                 message: "cannot move an organization under itself or one of its descendants"
                     .to_owned(),

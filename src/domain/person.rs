@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::category::CategoryCode;
 use crate::error::{Error, Result, Violations};
 
 /// Longest external id.
@@ -15,34 +16,6 @@ pub const MAX_EMAIL_CHARS: usize = 254;
 pub const MAX_BATCH_RECORDS: usize = 1000;
 /// Most keys in one `BatchLookupPeople` or `BatchLookupOrganizations` call.
 pub const MAX_LOOKUP_KEYS: usize = 1000;
-
-/// Public or private sector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Sector {
-    /// Public sector.
-    Public,
-    /// Private sector.
-    Private,
-}
-
-impl Sector {
-    /// Returns the stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Public => "PUBLIC",
-            Self::Private => "PRIVATE",
-        }
-    }
-
-    /// Parses a stored name.
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "PUBLIC" => Some(Self::Public),
-            "PRIVATE" => Some(Self::Private),
-            _ => None,
-        }
-    }
-}
 
 /// Whether a person is current.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,19 +71,11 @@ pub struct PersonValues {
     pub email: Option<String>,
     /// Organisation id.
     pub organization_id: String,
-    /// Sector.
-    #[serde(serialize_with = "serialize_sector")]
-    pub sector: Sector,
+    /// Participant category.
+    pub category: CategoryCode,
     /// Status.
     #[serde(serialize_with = "serialize_status")]
     pub status: PersonStatus,
-}
-
-fn serialize_sector<S: serde::Serializer>(
-    sector: &Sector,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(sector.as_str())
 }
 
 fn serialize_status<S: serde::Serializer>(
@@ -142,8 +107,10 @@ pub struct RawPersonRecord {
     pub organization_id: String,
     /// Organisation external code, empty when named by id.
     pub organization_external_code: String,
-    /// Sector, `None` when unspecified.
-    pub sector: Option<Sector>,
+    /// Participant category code, empty when unspecified.
+    pub category: String,
+    /// Category of the deprecated sector, `None` when unspecified.
+    pub sector: Option<CategoryCode>,
     /// Status, `None` when unspecified (means active).
     pub status: Option<PersonStatus>,
 }
@@ -159,8 +126,8 @@ pub struct PersonRecord {
     pub email: Option<String>,
     /// Organisation reference.
     pub organization: OrganizationRef,
-    /// Sector.
-    pub sector: Sector,
+    /// Participant category (not yet checked to exist).
+    pub category: CategoryCode,
     /// Status.
     pub status: PersonStatus,
 }
@@ -172,7 +139,7 @@ impl PersonRecord {
             full_name: self.full_name.clone(),
             email: self.email.clone(),
             organization_id,
-            sector: self.sector,
+            category: self.category.clone(),
             status: self.status,
         }
     }
@@ -215,18 +182,40 @@ impl RawPersonRecord {
                 ));
             }
         };
-        let sector = self.sector.ok_or((
-            "sector",
-            "is required (SECTOR_PUBLIC or SECTOR_PRIVATE)".to_owned(),
-        ))?;
+        let category = resolve_category(&self.category, self.sector)
+            .map_err(|why| ("category", why))?
+            .ok_or((
+                "category",
+                "is required: a participant category code such as public (or the deprecated sector)"
+                    .to_owned(),
+            ))?;
         Ok(PersonRecord {
             external_id: external_id.to_owned(),
             full_name,
             email,
             organization,
-            sector,
+            category,
             status: self.status.unwrap_or(PersonStatus::Active),
         })
+    }
+}
+
+/// Returns the category a request names by `category` (a code, empty for none) or by the
+/// deprecated sector (`sector`, already mapped to its category); `None` when it names neither.
+/// Both may be sent when they agree.
+pub fn resolve_category(
+    category: &str,
+    sector: Option<CategoryCode>,
+) -> std::result::Result<Option<CategoryCode>, String> {
+    if category.trim().is_empty() {
+        return Ok(sector);
+    }
+    let code = CategoryCode::parse(category)?;
+    match sector {
+        Some(sector) if sector != code => Err(format!(
+            "names the category {code} but sector names {sector}; send one of them"
+        )),
+        _ => Ok(Some(code)),
     }
 }
 
@@ -271,8 +260,8 @@ pub enum PersonField {
     Email,
     /// `organization_id`.
     OrganizationId,
-    /// `sector`.
-    Sector,
+    /// `category` (or the deprecated `sector`).
+    Category,
     /// `status`.
     Status,
 }
@@ -283,7 +272,7 @@ impl PersonField {
         Self::FullName,
         Self::Email,
         Self::OrganizationId,
-        Self::Sector,
+        Self::Category,
         Self::Status,
     ];
     /// Fields a mask may name but an update ignores.
@@ -295,7 +284,7 @@ impl PersonField {
             "full_name" => Some(Self::FullName),
             "email" => Some(Self::Email),
             "organization_id" => Some(Self::OrganizationId),
-            "sector" => Some(Self::Sector),
+            "category" | "sector" => Some(Self::Category),
             "status" => Some(Self::Status),
             _ => None,
         }
@@ -311,8 +300,8 @@ pub struct PersonPatch {
     pub email: Option<Option<String>>,
     /// New organisation.
     pub organization_id: Option<String>,
-    /// New sector.
-    pub sector: Option<Sector>,
+    /// New participant category (not yet checked to exist).
+    pub category: Option<CategoryCode>,
     /// New status.
     pub status: Option<PersonStatus>,
 }
@@ -325,7 +314,7 @@ impl PersonPatch {
         full_name: &str,
         email: &str,
         organization_id: &str,
-        sector: Option<Sector>,
+        (category, sector): (&str, Option<CategoryCode>),
         status: Option<PersonStatus>,
     ) -> Result<Self> {
         let mut violations = Violations::new();
@@ -352,9 +341,10 @@ impl PersonPatch {
                         ),
                     }
                 }
-                PersonField::Sector => match sector {
-                    Some(value) => patch.sector = Some(value),
-                    None => violations.add(format!("{prefix}.sector"), "is required"),
+                PersonField::Category => match resolve_category(category, sector.clone()) {
+                    Ok(Some(value)) => patch.category = Some(value),
+                    Ok(None) => violations.add(format!("{prefix}.category"), "is required"),
+                    Err(why) => violations.add(format!("{prefix}.category"), why),
                 },
                 PersonField::Status => match status {
                     Some(value) => patch.status = Some(value),
@@ -377,8 +367,8 @@ impl PersonPatch {
         if let Some(organization_id) = &self.organization_id {
             values.organization_id.clone_from(organization_id);
         }
-        if let Some(sector) = self.sector {
-            values.sector = sector;
+        if let Some(category) = &self.category {
+            values.category.clone_from(category);
         }
         if let Some(status) = self.status {
             values.status = status;
@@ -550,7 +540,7 @@ mod tests {
             full_name: "Aminah binti Ali".to_owned(),
             email: "Aminah@Agency.gov.my".to_owned(),
             organization_external_code: "MOF".to_owned(),
-            sector: Some(Sector::Public),
+            category: "public".to_owned(),
             ..RawPersonRecord::default()
         }
     }
@@ -564,6 +554,21 @@ mod tests {
             valid.organization,
             OrganizationRef::ExternalCode("MOF".to_owned())
         );
+    }
+
+    #[test]
+    fn the_deprecated_sector_names_its_category() {
+        let raw = RawPersonRecord {
+            category: String::new(),
+            sector: Some(CategoryCode::private()),
+            ..record()
+        };
+        assert_eq!(raw.validate().unwrap().category, CategoryCode::private());
+        let both = RawPersonRecord {
+            sector: Some(CategoryCode::public()),
+            ..record()
+        };
+        assert_eq!(both.validate().unwrap().category, CategoryCode::public());
     }
 
     #[test]
@@ -611,10 +616,24 @@ mod tests {
             ),
             (
                 RawPersonRecord {
-                    sector: None,
+                    category: String::new(),
                     ..record()
                 },
-                "sector",
+                "category",
+            ),
+            (
+                RawPersonRecord {
+                    category: "Public Sector".to_owned(),
+                    ..record()
+                },
+                "category",
+            ),
+            (
+                RawPersonRecord {
+                    sector: Some(CategoryCode::private()),
+                    ..record()
+                },
+                "category",
             ),
             (
                 RawPersonRecord {

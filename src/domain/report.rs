@@ -25,6 +25,62 @@ pub struct CompletionRow {
     pub waitlisted: i64,
     /// Days from enrolment to completion: days -> count.
     pub durations: BTreeMap<i32, i64>,
+    /// PHASE grouping: the phase's windows and activity completions.
+    pub phase: Option<PhaseFigures>,
+}
+
+/// What a row of a report grouped by phase adds: the phase's window dates over the cohorts
+/// reported, and its activity completions classified against the window of each learner's
+/// cohort ([`crate::domain::programme::PhaseWindow::timing`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PhaseFigures {
+    /// The earliest first day of the phase's windows.
+    pub window_start_date: Option<chrono::NaiveDate>,
+    /// The latest last day of the phase's windows.
+    pub window_end_date: Option<chrono::NaiveDate>,
+    /// Activities of the phase completed (one per enrolment and activity).
+    pub activities_completed: i64,
+    /// Of those, completed before the window of the learner's cohort opened.
+    pub activities_completed_early: i64,
+    /// Of those, completed after it closed.
+    pub activities_completed_late: i64,
+}
+
+impl PhaseFigures {
+    /// Adds `other` into these figures: counts summed, windows widened.
+    pub fn merge(&mut self, other: &Self) {
+        self.window_start_date = match (self.window_start_date, other.window_start_date) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.window_end_date = match (self.window_end_date, other.window_end_date) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        self.activities_completed += other.activities_completed;
+        self.activities_completed_early += other.activities_completed_early;
+        self.activities_completed_late += other.activities_completed_late;
+    }
+}
+
+/// Returns where an enrolment stands on a phase, as phase reports count it (like
+/// [`course_standing`] over the phase's courses): COMPLETED when every course of the phase is
+/// (also after a withdrawal), else WITHDRAWN or WAITLISTED as the enrolment is, else IN_PROGRESS
+/// when any activity of the phase has an event, else ENROLLED.
+pub fn phase_standing(
+    enrollment_state: EnrollmentState,
+    started: bool,
+    completed: bool,
+) -> EnrollmentState {
+    if completed {
+        return EnrollmentState::Completed;
+    }
+    match enrollment_state {
+        EnrollmentState::Withdrawn => EnrollmentState::Withdrawn,
+        EnrollmentState::Waitlisted => EnrollmentState::Waitlisted,
+        _ if started => EnrollmentState::InProgress,
+        _ => EnrollmentState::Enrolled,
+    }
 }
 
 impl CompletionRow {
@@ -292,11 +348,17 @@ pub fn median(histogram: &BTreeMap<i32, i64>) -> Option<f64> {
     }
 }
 
-/// Returns `rows` and `total` as CSV, with a header line.
+/// Returns `rows` and `total` as CSV, with a header line; a report grouped by phase has five more
+/// columns (window dates and activity completions).
 pub fn to_csv(rows: &[CompletionRow], total: &CompletionRow) -> String {
+    let phases = rows.iter().any(|row| row.phase.is_some());
     let mut csv = String::from(
-        "group,name,enrolled,in_progress,completed,withdrawn,waitlisted,completion_rate,median_days_to_complete\n",
+        "group,name,enrolled,in_progress,completed,withdrawn,waitlisted,completion_rate,median_days_to_complete",
     );
+    if phases {
+        csv.push_str(",window_start_date,window_end_date,activities_completed,activities_completed_early,activities_completed_late");
+    }
+    csv.push('\n');
     for row in rows.iter().chain(std::iter::once(total)) {
         let (key, name) = (csv_cell(&row.key), csv_cell(&row.name));
         let median = row
@@ -312,6 +374,21 @@ pub fn to_csv(rows: &[CompletionRow], total: &CompletionRow) -> String {
             row.waitlisted,
             row.completion_rate()
         ));
+        if phases {
+            csv.pop();
+            let figures = row.phase.clone().unwrap_or_default();
+            let date = |date: Option<chrono::NaiveDate>| {
+                date.map(|date| date.to_string()).unwrap_or_default()
+            };
+            csv.push_str(&format!(
+                ",{},{},{},{},{}\n",
+                date(figures.window_start_date),
+                date(figures.window_end_date),
+                figures.activities_completed,
+                figures.activities_completed_early,
+                figures.activities_completed_late
+            ));
+        }
     }
     csv
 }

@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 
 use crate::domain::organization::path_is_within;
-use crate::error::{Error, Result, Violations};
+use crate::error::{Error, Reason, Result, Violations};
 
 /// Longest call title.
 pub const MAX_TITLE_CHARS: usize = 200;
@@ -255,11 +255,11 @@ impl Call {
         match self.state_at(now) {
             CallState::Open => Ok(()),
             CallState::Scheduled => Err(self.precondition(
-                "CALL_NOT_OPEN",
+                Reason::CallNotOpen,
                 "the call does not take applications before its opening time",
             )),
             CallState::Closed => Err(self.precondition(
-                "CALL_NOT_OPEN",
+                Reason::CallNotOpen,
                 "the call is closed; it takes no more applications",
             )),
         }
@@ -271,14 +271,15 @@ impl Call {
             Ok(())
         } else {
             Err(self.precondition(
-                "CALL_NOT_CLOSED",
+                Reason::CallNotClosed,
                 "applications are decided only after the call closes",
             ))
         }
     }
 
-    fn precondition(&self, reason: &'static str, message: &str) -> Error {
+    fn precondition(&self, reason: Reason, message: &str) -> Error {
         Error::FailedPrecondition {
+            metadata: Vec::new(),
             reason,
             subject: format!("call/{}", self.id),
             message: message.to_owned(),
@@ -533,7 +534,7 @@ impl Call {
         if let Some(seats) = patch.seats {
             if seats < self.accepted_count {
                 return Err(self.precondition(
-                    "PLACES_ALREADY_TAKEN",
+                    Reason::PlacesAlreadyTaken,
                     &format!(
                         "{} applications are accepted already; seats cannot drop to {seats}",
                         self.accepted_count
@@ -846,7 +847,8 @@ pub fn in_conflict(judge_path: &str, applicant_path: &str) -> bool {
 /// Returns the `CONFLICT_OF_INTEREST` refusal of `judge` scoring `application_id`.
 pub fn conflict_error(judge: &str, application_id: &str) -> Error {
     Error::FailedPrecondition {
-        reason: "CONFLICT_OF_INTEREST",
+        metadata: Vec::new(),
+        reason: Reason::ConflictOfInterest,
         subject: format!("application/{application_id}"),
         message: format!(
             "judge {judge} belongs to the same top-level organisation as the applicant and may not judge them"
@@ -916,7 +918,8 @@ pub fn assign(
         };
         if free.len() < wanted || wanted == 0 {
             return Err(Error::FailedPrecondition {
-                reason: "NOT_ENOUGH_JUDGES",
+                metadata: Vec::new(),
+                reason: Reason::NotEnoughJudges,
                 subject: format!("application/{}", application.id),
                 message: format!(
                     "application {} needs {} judges but only {} of the panel are free of conflict of interest",
@@ -1201,7 +1204,8 @@ pub fn check_decidable(application: &Application, decision: Decision) -> Result<
         return Ok(());
     }
     Err(Error::FailedPrecondition {
-        reason: "APPLICATION_NOT_PENDING",
+        metadata: Vec::new(),
+        reason: Reason::ApplicationNotPending,
         subject: format!("application/{}", application.id),
         message: format!(
             "application {} is {} and cannot be {}",
@@ -1219,7 +1223,8 @@ pub fn check_seats(call: &Call, newly_accepted: usize) -> Result<()> {
         return Ok(());
     }
     Err(Error::FailedPrecondition {
-        reason: "CALL_SEATS_EXCEEDED",
+        metadata: Vec::new(),
+        reason: Reason::CallSeatsExceeded,
         subject: format!("call/{}", call.id),
         message: format!(
             "the call has {} seats and {} accepted already; {newly_accepted} more do not fit",
@@ -1266,7 +1271,8 @@ impl Viewer {
         }
         if call.nomination_only {
             return Err(Error::FailedPrecondition {
-                reason: "NOMINATION_REQUIRED",
+                metadata: Vec::new(),
+                reason: Reason::NominationRequired,
                 subject: format!("call/{}", call.id),
                 message: "this call takes nominations only; ask your organisation to nominate you"
                     .to_owned(),
@@ -1307,20 +1313,23 @@ impl Viewer {
 /// Returns the refusal of a caller applying for someone they may not nominate.
 pub fn own_application_only() -> Error {
     Error::permission_denied(
-        "OWN_APPLICATION_ONLY",
+        Reason::OwnApplicationOnly,
         "you may apply only for yourself, or nominate people of the organisations you manage",
     )
 }
 
 /// Returns the refusal of a judge scoring an application not assigned to them.
 pub fn not_assigned() -> Error {
-    Error::permission_denied("NOT_ASSIGNED", "this application is not assigned to you")
+    Error::permission_denied(
+        Reason::NotAssigned,
+        "this application is not assigned to you",
+    )
 }
 
 /// Returns the refusal of a caller reading a panel they do not sit on.
 pub fn not_your_panel() -> Error {
     Error::permission_denied(
-        "NOT_YOUR_PANEL",
+        Reason::NotYourPanel,
         "only programme managers and the panel's judges may see this panel",
     )
 }
@@ -1328,7 +1337,7 @@ pub fn not_your_panel() -> Error {
 /// Returns the refusal of a caller who may not read or act on `application`.
 pub fn not_yours() -> Error {
     Error::permission_denied(
-        "NOT_YOUR_APPLICATION",
+        Reason::NotYourApplication,
         "only the applicant, their nominator or organisation admin, assigned judges and programme managers may see this application",
     )
 }

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result, Violations};
+use crate::error::{Error, Reason, Result, Violations};
 
 /// Most questions of one survey.
 pub const MAX_QUESTIONS: usize = 50;
@@ -447,7 +447,8 @@ pub fn check_resubmission(earlier: &SurveyResponse, actor: &str) -> Result<()> {
         "given by the learner"
     };
     Err(Error::FailedPrecondition {
-        reason: "SURVEY_ALREADY_ANSWERED",
+        metadata: Vec::new(),
+        reason: Reason::SurveyAlreadyAnswered,
         subject: format!("survey_response/{}", earlier.id),
         message: format!(
             "the learner's answers to this survey were {by} already; they are kept as they are"

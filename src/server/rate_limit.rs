@@ -166,7 +166,7 @@ fn client_address(peer: Option<IpAddr>, forwarded: &[&str], trusted: &[IpNet]) -
 fn rate_limited(wait: Duration) -> tonic::Status {
     let mut details = ErrorDetails::with_retry_info(Some(wait));
     details.set_error_info(
-        "RATE_LIMITED",
+        crate::error::Reason::RateLimited.as_str(),
         crate::error::ERROR_DOMAIN,
         std::collections::HashMap::new(),
     );

@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | `/status-lists/<issuer id>/<revocation\|suspension>` | the signed BitstringStatusListCredential, at the URL the credentials name | `application/vc` |
 //! | `/issuers/<issuer id>` | the issuer's Open Badges Profile with its public key | `application/ld+json` |
+//! | `/tracks/<track id>` | the track's Open Badges Achievement, which every credential of it names | `application/ld+json` |
 //! | `/verify` | a form to type a code (`?code=` redirects to the page) | `text/html` |
 //! | `/verify/<code>` | the verification page (English or Malay), or JSON by `Accept` | `text/html`, `application/json` |
 //! | `/verify/<code>/certificate.pdf` | the printable certificate | `application/pdf` |
@@ -158,6 +159,9 @@ enum Route {
     Issuer {
         organization_id: String,
     },
+    Track {
+        track_id: String,
+    },
     Landing,
     Page {
         code: String,
@@ -200,7 +204,10 @@ impl Route {
             ["issuers", organization_id] => Self::Issuer {
                 organization_id: (*organization_id).to_owned(),
             },
-            ["verify" | "status-lists" | "issuers", ..] => Self::Nothing,
+            ["tracks", track_id] => Self::Track {
+                track_id: (*track_id).to_owned(),
+            },
+            ["verify" | "status-lists" | "issuers" | "tracks", ..] => Self::Nothing,
             _ => return None,
         };
         Some(route)
@@ -211,6 +218,7 @@ impl Route {
         match self {
             Self::StatusList { .. } => "status_list",
             Self::Issuer { .. } => "issuer_profile",
+            Self::Track { .. } => "track_achievement",
             Self::Landing => "verify_form",
             Self::Page { .. } => "verify_page",
             Self::Pdf { .. } => "certificate_pdf",
@@ -549,6 +557,28 @@ impl Shared {
                     ),
                 }
             }
+            Route::Track { track_id } => match self.api.track_achievement(track_id).await {
+                Ok(achievement) => {
+                    let mut answer = Answer::json(StatusCode::OK, PROFILE_MEDIA_TYPE, &achievement);
+                    answer.headers.insert(
+                        header::CACHE_CONTROL,
+                        HeaderValue::from_static("public, max-age=300"),
+                    );
+                    answer.headers.insert(
+                        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                        HeaderValue::from_static("*"),
+                    );
+                    answer
+                }
+                Err(error) => self.failure(
+                    error,
+                    Negotiated {
+                        json: true,
+                        ..negotiated
+                    },
+                    None,
+                ),
+            },
             Route::Landing => self.landing(request, negotiated),
             Route::Page { code } => match self.api.public_certificate(code).await {
                 Ok(public) => self.certificate_page(&public, negotiated),

@@ -29,13 +29,13 @@ use crate::domain::certification::{
     Certificate, CertificateAction, CertificateStatus, Evidence, Requirements, STATUS_LIST_SIZE,
     SupervisedDelivery, SupervisedOutcome, Track, TrackLevel, TrackScope, Verification,
     certificate_change, certificate_status_at, effective_candidacy_state, expiry_after,
-    new_verification_code, normalize_verification_code, scope_covers, transition,
+    new_verification_code, normalize_verification_code, renewal_deadline, scope_covers, transition,
 };
-use crate::domain::delivery::{SessionState, TrainerStanding};
+use crate::domain::delivery::{LapsedCertificate, SessionState, TrainerStanding};
 use crate::domain::event::NewEvent;
 use crate::domain::page::Page;
 use crate::domain::programme::{EnrollmentState, Visibility};
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 
 /// Advisory lock serialising cascade lineage updates on PostgreSQL (closure rows derive from
 /// each other, so two concurrent edge inserts must see each other's rows).
@@ -130,6 +130,7 @@ fn candidacy_from(model: candidacies::Model) -> Result<Candidacy> {
         assessment_score: model.assessment_score,
         assessor_approved: model.assessor_approved,
         certificate_id: model.certificate_id,
+        renews_certificate_id: model.renews_certificate_id,
         revision: model.revision,
         create_time: model.create_time,
         update_time: model.update_time,
@@ -150,6 +151,7 @@ fn candidacy_active(candidacy: &Candidacy) -> candidacies::ActiveModel {
         revision: Set(candidacy.revision),
         create_time: Set(candidacy.create_time),
         update_time: Set(candidacy.update_time),
+        renews_certificate_id: Set(candidacy.renews_certificate_id.clone()),
     }
 }
 
@@ -208,6 +210,7 @@ fn candidacy_json(candidacy: &Candidacy) -> serde_json::Value {
         "state": candidacy.state.as_str(), "cycle": candidacy.cycle,
         "deadline_time": candidacy.deadline_time.to_rfc3339(),
         "assessment_score": candidacy.assessment_score, "assessor_approved": candidacy.assessor_approved,
+        "renews_certificate_id": candidacy.renews_certificate_id,
     })
 }
 
@@ -451,11 +454,16 @@ pub(crate) async fn trainer_standings(
     now: DateTime<Utc>,
 ) -> Result<Vec<TrainerStanding>> {
     let ids: Vec<String> = person_ids.to_vec();
-    let holders: HashMap<String, String> = people::Entity::find()
+    let people_found = people::Entity::find()
         .filter(people::Column::Id.is_in(ids.clone()))
         .all(connection)
         .await
-        .map_err(db_error)?
+        .map_err(db_error)?;
+    let names: HashMap<String, String> = people_found
+        .iter()
+        .map(|person| (person.id.clone(), person.full_name.clone()))
+        .collect();
+    let holders: HashMap<String, String> = people_found
         .into_iter()
         .map(|person| (person.id, person.organization_id))
         .collect();
@@ -464,13 +472,18 @@ pub(crate) async fn trainer_standings(
             return Err(Error::not_found("person", id));
         }
     }
-    let certificates = certificates::Entity::find()
+    // Every certificate of the trainers (a handful each): the current ones decide, the others
+    // name what lapsed when none is current.
+    let (certificates, former): (Vec<_>, Vec<_>) = certificates::Entity::find()
         .filter(certificates::Column::PersonId.is_in(ids.clone()))
-        .filter(certificates::Column::Status.eq(CertificateStatus::Active.as_str()))
-        .filter(certificates::Column::ExpiresTime.gt(now))
         .all(connection)
         .await
-        .map_err(db_error)?;
+        .map_err(db_error)?
+        .into_iter()
+        .partition(|certificate| {
+            certificate.status == CertificateStatus::Active.as_str()
+                && certificate.expires_time > now
+        });
     let practising = candidacies::Entity::find()
         .filter(candidacies::Column::PersonId.is_in(ids.clone()))
         .filter(candidacies::Column::State.eq(CandidacyState::SupervisedPractice.as_str()))
@@ -480,6 +493,7 @@ pub(crate) async fn trainer_standings(
         .map_err(db_error)?;
     let track_ids: HashSet<String> = certificates
         .iter()
+        .chain(former.iter())
         .map(|certificate| certificate.track_id.clone())
         .chain(
             practising
@@ -522,8 +536,29 @@ pub(crate) async fn trainer_standings(
                     certified_in_scope = true;
                 }
             }
+            let lapsed_certificate = if certified_for_module {
+                None
+            } else {
+                former
+                    .iter()
+                    .filter(|certificate| &certificate.person_id == person_id)
+                    .filter(|certificate| qualifies(&certificate.track_id))
+                    .max_by_key(|certificate| certificate.expires_time)
+                    .map(|certificate| LapsedCertificate {
+                        id: certificate.id.clone(),
+                        verification_code: certificate.verification_code.clone(),
+                        track_title: tracks
+                            .get(&certificate.track_id)
+                            .map(|track| track.title.clone())
+                            .unwrap_or_default(),
+                        status: certificate.status.clone(),
+                        expire_date: certificate.expires_time.format("%Y-%m-%d").to_string(),
+                    })
+            };
             TrainerStanding {
                 person_id: person_id.clone(),
+                full_name: names.get(person_id).cloned().unwrap_or_default(),
+                lapsed_certificate,
                 certified_for_module,
                 certified_in_scope,
                 practising_candidate: practising.iter().any(|candidacy| {
@@ -863,7 +898,8 @@ impl Store {
                                 || matches!(state, CandidacyState::Certified | CandidacyState::Suspended)
                             {
                                 return Err(Error::FailedPrecondition {
-                                    reason: "CANDIDACY_EXISTS",
+                                    metadata: Vec::new(),
+                                    reason: Reason::CandidacyExists,
                                     subject: format!("candidacy/{}", candidacy.id),
                                     message: format!(
                                         "the person already has a candidacy on this track in state {}",
@@ -882,6 +918,7 @@ impl Store {
                             assessment_score: None,
                             assessor_approved: false,
                             certificate_id: None,
+                            renews_certificate_id: None,
                             revision: 1,
                             create_time: now,
                             update_time: now,
@@ -1060,7 +1097,9 @@ impl Store {
     ///
     /// The evidence is gathered, the pure state machine decides, and the change, its history row,
     /// the audit entry and the feed event are written in one transaction. Revoking or withdrawing
-    /// a certified candidacy revokes its current certificate too.
+    /// a certified candidacy revokes its current certificate too. With `then_issue`, the
+    /// certificate is issued in the same transaction (as [`Store::issue_certificate`]): all or
+    /// nothing.
     #[allow(clippy::too_many_arguments)]
     pub async fn transition_candidacy(
         &self,
@@ -1071,6 +1110,7 @@ impl Store {
         expected_revision: Option<i64>,
         assessment: Option<(i32, bool)>,
         new_deadline: Option<DateTime<Utc>>,
+        then_issue: bool,
         now: DateTime<Utc>,
     ) -> Result<CandidacyView> {
         let snapshot = candidacies::Entity::find_by_id(id.clone())
@@ -1170,6 +1210,10 @@ impl Store {
                 ));
                 audit::append(transaction, &context, changes).await?;
                 super::event::append(transaction, events).await?;
+                if then_issue {
+                    certify_in(transaction, &context, &track, training_complete, &id, &reason, now)
+                        .await?;
+                }
                 Ok(())
             })
         })
@@ -1200,7 +1244,8 @@ impl Store {
                 .ok_or_else(|| Error::not_found("session", &session_id))?;
                 if SessionState::parse(&session.state) != Some(SessionState::Delivered) {
                     return Err(Error::FailedPrecondition {
-                        reason: "SESSION_NOT_DELIVERED",
+                        metadata: Vec::new(),
+                        reason: Reason::SessionNotDelivered,
                         subject: format!("session/{session_id}"),
                         message: "a supervised delivery is signed off after the session is marked delivered".to_owned(),
                     });
@@ -1208,7 +1253,8 @@ impl Store {
                 let co_trainers = parse_list(&session.co_trainer_ids)?;
                 if !co_trainers.contains(&candidate_id) {
                     return Err(Error::FailedPrecondition {
-                        reason: "NOT_A_CO_TRAINER",
+                        metadata: Vec::new(),
+                        reason: Reason::NotACoTrainer,
                         subject: format!("person/{candidate_id}"),
                         message: "the candidate did not co-deliver this session".to_owned(),
                     });
@@ -1233,7 +1279,8 @@ impl Store {
                     }
                 }
                 let candidacy = chosen.ok_or_else(|| Error::FailedPrecondition {
-                    reason: "NO_CANDIDACY_IN_PRACTICE",
+                    metadata: Vec::new(),
+                    reason: Reason::NoCandidacyInPractice,
                     subject: format!("person/{candidate_id}"),
                     message: "the person has no candidacy in SUPERVISED_PRACTICE on a track qualifying for this module".to_owned(),
                 })?;
@@ -1279,7 +1326,8 @@ impl Store {
     /// Certifies a candidacy AWAITING_ASSESSMENT whose every requirement is met and issues its
     /// certificate: exactly one per candidacy and cycle. The candidacy row is locked, so a racing
     /// call waits and then returns the certificate the first one issued; the unique
-    /// (candidacy, cycle) index is the backstop across replicas.
+    /// (candidacy, cycle) index is the backstop across replicas. A renewal candidacy's certificate
+    /// supersedes the certificate it renews (see [`certify_in`]).
     pub async fn issue_certificate(
         &self,
         context: AuditContext,
@@ -1303,73 +1351,16 @@ impl Store {
         let result = self
             .write(move |transaction| {
                 Box::pin(async move {
-                    let mut candidacy = lock_candidacy(transaction, &id).await?;
-                    if candidacy.state == CandidacyState::Certified
-                        && let Some(certificate_id) = &candidacy.certificate_id
-                    {
-                        // Issued already in this cycle (a retry or a racing call): that certificate.
-                        return load_certificate(transaction, certificate_id).await;
-                    }
-                    let state = effective_state(transaction, &candidacy, now).await?;
-                    let evidence = Evidence {
-                        training_complete,
-                        passed_supervised_deliveries: passed_supervised_deliveries(transaction, &id)
-                            .await?,
-                        assessment_score: candidacy.assessment_score,
-                        assessor_approved: candidacy.assessor_approved,
-                    };
-                    transition(state, CandidacyEvent::Certify, &track.requirements, &evidence)
-                        .map_err(|refusal| refusal.into_error(format!("candidacy/{id}")))?;
-                    let certificate = new_certificate(transaction, &track, &candidacy, candidacy.cycle + 1, now).await?;
-                    candidacy.state = CandidacyState::Certified;
-                    candidacy.cycle = certificate.cycle;
-                    candidacy.certificate_id = Some(certificate.id.clone());
-                    candidacy.revision += 1;
-                    candidacy.update_time = now;
-                    candidacies::Entity::update(candidacy_active(&candidacy))
-                        .exec(transaction)
-                        .await
-                        .map_err(db_error)?;
-                    append_history(transaction, &id, state, CandidacyState::Certified, &reason, &context.actor, now).await?;
-                    let supervisors: Vec<String> = supervised_deliveries::Entity::find()
-                        .filter(supervised_deliveries::Column::CandidacyId.eq(id.as_str()))
-                        .filter(supervised_deliveries::Column::Outcome.eq(SupervisedOutcome::Passed.as_str()))
-                        .order_by_asc(supervised_deliveries::Column::RecordTime)
-                        .all(transaction)
-                        .await
-                        .map_err(db_error)?
-                        .into_iter()
-                        .map(|row| row.supervisor_id)
-                        .collect();
-                    let mut seen = HashSet::new();
-                    for supervisor in supervisors {
-                        if seen.insert(supervisor.clone()) {
-                            add_cascade_edge(transaction, &supervisor, &candidacy.person_id, "SUPERVISION", &certificate.id, now).await?;
-                        }
-                    }
-                    let path = person_path(transaction, &candidacy.person_id).await?;
-                    audit::append(
+                    certify_in(
                         transaction,
                         &context,
-                        vec![
-                            AuditChange::new("certificate", &certificate.id, &certificate_json(&certificate)),
-                            AuditChange::new("candidacy", &id, &json!({"candidacy": candidacy_json(&candidacy), "reason": reason})),
-                        ],
+                        &track,
+                        training_complete,
+                        &id,
+                        &reason,
+                        now,
                     )
-                    .await?;
-                    super::event::append(
-                        transaction,
-                        vec![new_event(
-                            "certificate.issued",
-                            &certificate.id,
-                            &certificate.person_id,
-                            Some(path),
-                            json!({"certificate_id": certificate.id, "candidacy_id": id, "track_id": certificate.track_id,
-                                   "cycle": certificate.cycle, "expires_time": certificate.expires_time.to_rfc3339()}),
-                        )],
-                    )
-                    .await?;
-                    Ok(certificate)
+                    .await
                 })
             })
             .await;
@@ -1448,6 +1439,21 @@ impl Store {
     ) -> Result<Certificate> {
         self.write(move |transaction| {
             Box::pin(async move {
+                // An open renewal candidacy of a certificate renewed or revoked here ends with it;
+                // it is locked first, the order `certify_in` takes the rows in.
+                let renewal = if matches!(action, CertificateAction::Renew | CertificateAction::Revoke) {
+                    match candidacies::Entity::find()
+                        .filter(candidacies::Column::RenewsCertificateId.eq(id.as_str()))
+                        .one(transaction)
+                        .await
+                        .map_err(db_error)?
+                    {
+                        Some(model) => Some(lock_candidacy(transaction, &model.id).await?),
+                        None => None,
+                    }
+                } else {
+                    None
+                };
                 let snapshot = load_certificate(transaction, &id).await?;
                 let mut candidacy = lock_candidacy(transaction, &snapshot.candidacy_id).await?;
                 let mut certificate = lock_certificate(transaction, &id).await?;
@@ -1514,10 +1520,34 @@ impl Store {
                     changes.push(AuditChange::new("candidacy", &candidacy.id, &candidacy_json(&candidacy)));
                 } else if action == CertificateAction::Renew {
                     return Err(Error::FailedPrecondition {
-                        reason: "CERTIFICATE_NOT_CURRENT",
+                        metadata: Vec::new(),
+                        reason: Reason::CertificateNotCurrent,
                         subject: format!("certificate/{id}"),
                         message: "only the candidacy's current certificate can be renewed".to_owned(),
                     });
+                }
+                if let Some(mut renewal) = renewal {
+                    let before = effective_state(transaction, &renewal, now).await?;
+                    if renewal.state.is_unfinished() {
+                        renewal.state = CandidacyState::Withdrawn;
+                        renewal.revision += 1;
+                        renewal.update_time = now;
+                        candidacies::Entity::update(candidacy_active(&renewal))
+                            .exec(transaction)
+                            .await
+                            .map_err(db_error)?;
+                        let why = format!("the certificate it renews was {}: {reason}", new_status.as_str().to_lowercase());
+                        append_history(transaction, &renewal.id, before, CandidacyState::Withdrawn, &why, &context.actor, now).await?;
+                        changes.push(AuditChange::new("candidacy", &renewal.id, &json!({"candidacy": candidacy_json(&renewal), "reason": why})));
+                        events.push(new_event(
+                            "candidacy.changed",
+                            &renewal.id,
+                            &renewal.person_id,
+                            Some(path.clone()),
+                            json!({"candidacy_id": renewal.id, "track_id": renewal.track_id, "from_state": before.as_str(),
+                                   "state": CandidacyState::Withdrawn.as_str()}),
+                        ));
+                    }
                 }
                 audit::append(transaction, &context, changes).await?;
                 super::event::append(transaction, events).await?;
@@ -1897,6 +1927,200 @@ async fn save_certificate_status(
     Ok(())
 }
 
+/// Certifies candidacy `id` in `transaction` (the body of [`Store::issue_certificate`]): checks
+/// every requirement, issues the certificate, records the cascade edges from the supervisors of
+/// its passed deliveries, and writes the history, audit entry and events. A candidacy certified
+/// already in this cycle returns its certificate.
+///
+/// A renewal candidacy (`renews_certificate_id`) continues the certification it renews: its
+/// certificate takes the next cycle, the renewed certificate (ACTIVE or EXPIRED, else
+/// CERTIFICATE_NOT_CURRENT) becomes SUPERSEDED and the candidacy holding it RENEWED. Rows are
+/// locked renewal candidacy, renewed candidacy, renewed certificate: the order
+/// [`Store::change_certificate`] takes them in.
+async fn certify_in(
+    transaction: &DatabaseTransaction,
+    context: &AuditContext,
+    track: &Track,
+    training_complete: bool,
+    id: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<Certificate> {
+    let mut candidacy = lock_candidacy(transaction, id).await?;
+    if candidacy.state == CandidacyState::Certified
+        && let Some(certificate_id) = &candidacy.certificate_id
+    {
+        // Issued already in this cycle (a retry or a racing call): that certificate.
+        return load_certificate(transaction, certificate_id).await;
+    }
+    let state = effective_state(transaction, &candidacy, now).await?;
+    let evidence = Evidence {
+        training_complete,
+        passed_supervised_deliveries: passed_supervised_deliveries(transaction, id).await?,
+        assessment_score: candidacy.assessment_score,
+        assessor_approved: candidacy.assessor_approved,
+    };
+    transition(
+        state,
+        CandidacyEvent::Certify,
+        &track.requirements,
+        &evidence,
+    )
+    .map_err(|refusal| refusal.into_error(format!("candidacy/{id}")))?;
+    let path = person_path(transaction, &candidacy.person_id).await?;
+    let mut changes = Vec::new();
+    let mut events = Vec::new();
+    let renewed = match candidacy.renews_certificate_id.clone() {
+        Some(renewed_id) => {
+            let snapshot = load_certificate(transaction, &renewed_id).await?;
+            let mut holder = lock_candidacy(transaction, &snapshot.candidacy_id).await?;
+            let mut old = lock_certificate(transaction, &renewed_id).await?;
+            let status_now = certificate_status_at(old.status, old.expires_time, now);
+            let current = holder.certificate_id.as_deref() == Some(renewed_id.as_str());
+            if !current
+                || !matches!(
+                    status_now,
+                    CertificateStatus::Active | CertificateStatus::Expired
+                )
+            {
+                return Err(Error::FailedPrecondition {
+                    reason: Reason::CertificateNotCurrent,
+                    subject: format!("certificate/{renewed_id}"),
+                    message: format!(
+                        "the certificate this candidacy renews is {}; only an active or expired current certificate is renewed",
+                        status_now.as_str()
+                    ),
+                    metadata: vec![
+                        ("certificate_id", renewed_id.clone()),
+                        ("certificate_status", status_now.as_str().to_owned()),
+                        ("expire_time", old.expires_time.to_rfc3339()),
+                    ],
+                });
+            }
+            let holder_before = effective_state(transaction, &holder, now).await?;
+            old.status = CertificateStatus::Superseded;
+            old.status_reason = format!("renewed by candidacy {id}");
+            old.revision += 1;
+            save_certificate_status(transaction, &old, now).await?;
+            holder.state = CandidacyState::Renewed;
+            holder.revision += 1;
+            holder.update_time = now;
+            candidacies::Entity::update(candidacy_active(&holder))
+                .exec(transaction)
+                .await
+                .map_err(db_error)?;
+            let history_reason = format!("certificate renewed by candidacy {id}");
+            append_history(
+                transaction,
+                &holder.id,
+                holder_before,
+                CandidacyState::Renewed,
+                &history_reason,
+                &context.actor,
+                now,
+            )
+            .await?;
+            changes.push(AuditChange::new(
+                "certificate",
+                &old.id,
+                &json!({"certificate": certificate_json(&old), "reason": reason}),
+            ));
+            changes.push(AuditChange::new(
+                "candidacy",
+                &holder.id,
+                &candidacy_json(&holder),
+            ));
+            events.push(new_event(
+                "certificate.changed",
+                &old.id,
+                &old.person_id,
+                Some(path.clone()),
+                json!({"certificate_id": old.id, "status": CertificateStatus::Superseded.as_str(), "reason": old.status_reason}),
+            ));
+            events.push(new_event(
+                "candidacy.changed",
+                &holder.id,
+                &holder.person_id,
+                Some(path.clone()),
+                json!({"candidacy_id": holder.id, "track_id": holder.track_id, "from_state": holder_before.as_str(),
+                       "state": CandidacyState::Renewed.as_str()}),
+            ));
+            Some(old.id)
+        }
+        None => None,
+    };
+    let certificate =
+        new_certificate(transaction, track, &candidacy, candidacy.cycle + 1, now).await?;
+    candidacy.state = CandidacyState::Certified;
+    candidacy.cycle = certificate.cycle;
+    candidacy.certificate_id = Some(certificate.id.clone());
+    candidacy.revision += 1;
+    candidacy.update_time = now;
+    candidacies::Entity::update(candidacy_active(&candidacy))
+        .exec(transaction)
+        .await
+        .map_err(db_error)?;
+    append_history(
+        transaction,
+        id,
+        state,
+        CandidacyState::Certified,
+        reason,
+        &context.actor,
+        now,
+    )
+    .await?;
+    let supervisors: Vec<String> = supervised_deliveries::Entity::find()
+        .filter(supervised_deliveries::Column::CandidacyId.eq(id))
+        .filter(supervised_deliveries::Column::Outcome.eq(SupervisedOutcome::Passed.as_str()))
+        .order_by_asc(supervised_deliveries::Column::RecordTime)
+        .all(transaction)
+        .await
+        .map_err(db_error)?
+        .into_iter()
+        .map(|row| row.supervisor_id)
+        .collect();
+    let mut seen = HashSet::new();
+    for supervisor in supervisors {
+        if seen.insert(supervisor.clone()) {
+            add_cascade_edge(
+                transaction,
+                &supervisor,
+                &candidacy.person_id,
+                "SUPERVISION",
+                &certificate.id,
+                now,
+            )
+            .await?;
+        }
+    }
+    changes.push(AuditChange::new(
+        "certificate",
+        &certificate.id,
+        &certificate_json(&certificate),
+    ));
+    changes.push(AuditChange::new(
+        "candidacy",
+        id,
+        &json!({"candidacy": candidacy_json(&candidacy), "reason": reason}),
+    ));
+    let mut payload = json!({"certificate_id": certificate.id, "candidacy_id": id, "track_id": certificate.track_id,
+                             "cycle": certificate.cycle, "expires_time": certificate.expires_time.to_rfc3339()});
+    if let Some(renewed) = renewed {
+        payload["renews"] = json!(renewed);
+    }
+    events.push(new_event(
+        "certificate.issued",
+        &certificate.id,
+        &certificate.person_id,
+        Some(path),
+        payload,
+    ));
+    audit::append(transaction, context, changes).await?;
+    super::event::append(transaction, events).await?;
+    Ok(certificate)
+}
+
 /// Inserts a new ACTIVE certificate of `candidacy` for `cycle`, valid `validity_months` from `now`,
 /// at a random free position of the issuer's status lists (random, as the W3C recommends, so a
 /// position tells nothing about issue order).
@@ -2228,4 +2452,921 @@ async fn announce_expiries(transaction: &DatabaseTransaction, now: DateTime<Utc>
         .collect();
     super::event::append(transaction, events).await?;
     Ok(expired.len())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Candidacy batches
+
+/// What a candidacy batch did.
+#[derive(Debug, Clone)]
+pub struct CandidacyBatch {
+    /// One candidacy per item, in request order (without history).
+    pub candidacies: Vec<CandidacyView>,
+    /// Candidacies the call opened or moved.
+    pub changed: i64,
+    /// Candidacies returned as they were.
+    pub unchanged: i64,
+}
+
+/// Ids of a batch's candidacies and its counts, as stored for a replay.
+fn batch_answer(ids: &[String], changed: i64, unchanged: i64) -> StoredAnswer {
+    StoredAnswer {
+        resource_id: None,
+        response: Some(json!({"ids": ids, "changed": changed, "unchanged": unchanged}).to_string()),
+    }
+}
+
+/// Returns the ids and counts of a stored batch answer.
+fn parse_batch_answer(answer: StoredAnswer) -> Result<(Vec<String>, i64, i64)> {
+    let text = answer
+        .response
+        .ok_or_else(|| Error::internal("stored batch answer has no response"))?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(Error::internal)?;
+    let ids = value["ids"]
+        .as_array()
+        .ok_or_else(|| Error::internal("stored batch answer has no ids"))?
+        .iter()
+        .map(|id| id.as_str().unwrap_or_default().to_owned())
+        .collect();
+    Ok((
+        ids,
+        value["changed"].as_i64().unwrap_or_default(),
+        value["unchanged"].as_i64().unwrap_or_default(),
+    ))
+}
+
+/// Returns `error` about one item of a batch (`item`, e.g. `requests[3]`): field violations are
+/// put under the item, refusals name it in their message and metadata.
+pub(crate) fn at_item(error: Error, item: &str) -> Error {
+    match error {
+        Error::InvalidArgument(violations) => {
+            let mut prefixed = crate::error::Violations::new();
+            for violation in violations.as_slice() {
+                prefixed.add(
+                    format!("{item}.{}", violation.field),
+                    violation.description.clone(),
+                );
+            }
+            Error::InvalidArgument(prefixed)
+        }
+        Error::FailedPrecondition {
+            reason,
+            subject,
+            message,
+            mut metadata,
+        } => {
+            metadata.push(("item", item.to_owned()));
+            Error::FailedPrecondition {
+                reason,
+                subject,
+                message: format!("{item}: {message}"),
+                metadata,
+            }
+        }
+        Error::PermissionDenied { reason, message } => Error::PermissionDenied {
+            reason,
+            message: format!("{item}: {message}"),
+        },
+        other => other,
+    }
+}
+
+/// Loads candidacies `ids` (one query per 500) as views without history, in the order of `ids`:
+/// states at `now` (one query for their certificates' expiries) and passed supervised deliveries
+/// (one grouped query).
+async fn candidacy_views_of(
+    connection: &impl ConnectionTrait,
+    ids: &[String],
+    now: DateTime<Utc>,
+) -> Result<Vec<CandidacyView>> {
+    let mut by_id: HashMap<String, Candidacy> = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        for model in candidacies::Entity::find()
+            .filter(candidacies::Column::Id.is_in(chunk.iter().cloned()))
+            .all(connection)
+            .await
+            .map_err(db_error)?
+        {
+            let candidacy = candidacy_from(model)?;
+            by_id.insert(candidacy.id.clone(), candidacy);
+        }
+    }
+    let certificate_ids: Vec<String> = by_id
+        .values()
+        .filter_map(|candidacy| candidacy.certificate_id.clone())
+        .collect();
+    let mut expiries: HashMap<String, DateTime<Utc>> = HashMap::new();
+    for chunk in certificate_ids.chunks(500) {
+        let rows: Vec<(String, DateTime<Utc>)> = certificates::Entity::find()
+            .select_only()
+            .column(certificates::Column::Id)
+            .column(certificates::Column::ExpiresTime)
+            .filter(certificates::Column::Id.is_in(chunk.iter().cloned()))
+            .into_tuple()
+            .all(connection)
+            .await
+            .map_err(db_error)?;
+        expiries.extend(rows);
+    }
+    let mut passed: HashMap<String, i64> = HashMap::new();
+    for chunk in ids.chunks(500) {
+        let rows: Vec<(String, i64)> = supervised_deliveries::Entity::find()
+            .select_only()
+            .column(supervised_deliveries::Column::CandidacyId)
+            .column_as(supervised_deliveries::Column::SessionId.count(), "passed")
+            .filter(supervised_deliveries::Column::CandidacyId.is_in(chunk.iter().cloned()))
+            .filter(supervised_deliveries::Column::Outcome.eq(SupervisedOutcome::Passed.as_str()))
+            .group_by(supervised_deliveries::Column::CandidacyId)
+            .into_tuple()
+            .all(connection)
+            .await
+            .map_err(db_error)?;
+        passed.extend(rows);
+    }
+    ids.iter()
+        .map(|id| {
+            let candidacy = by_id
+                .get(id)
+                .cloned()
+                .ok_or_else(|| Error::not_found("candidacy", id))?;
+            let expiry = candidacy
+                .certificate_id
+                .as_ref()
+                .and_then(|certificate_id| expiries.get(certificate_id).copied());
+            Ok(CandidacyView {
+                effective_state: effective_candidacy_state(
+                    candidacy.state,
+                    candidacy.deadline_time,
+                    expiry,
+                    now,
+                ),
+                passed_supervised_deliveries: i32::try_from(
+                    passed.get(id).copied().unwrap_or_default(),
+                )
+                .unwrap_or(i32::MAX),
+                history: Vec::new(),
+                candidacy,
+            })
+        })
+        .collect()
+}
+
+/// Returns the history row of a candidacy moving `from` -> `to`, to insert with others.
+fn history_row(
+    candidacy_id: &str,
+    from: CandidacyState,
+    to: CandidacyState,
+    reason: &str,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> candidacy_history::ActiveModel {
+    candidacy_history::ActiveModel {
+        id: Set(crate::domain::new_id()),
+        candidacy_id: Set(candidacy_id.to_owned()),
+        from_state: Set(from.as_str().to_owned()),
+        to_state: Set(to.as_str().to_owned()),
+        reason: Set(reason.to_owned()),
+        actor: Set(actor.to_owned()),
+        time: Set(now),
+    }
+}
+
+/// Inserts history rows, 200 a statement.
+async fn insert_history(
+    transaction: &DatabaseTransaction,
+    rows: Vec<candidacy_history::ActiveModel>,
+) -> Result<()> {
+    for chunk in rows.chunks(200) {
+        candidacy_history::Entity::insert_many(chunk.to_vec())
+            .exec_without_returning(transaction)
+            .await
+            .map_err(db_error)?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Returns who each of candidacies `ids` is about (a missing one is absent): two queries.
+    pub async fn candidacy_holdings(&self, ids: &[String]) -> Result<HashMap<String, Holding>> {
+        let mut rows: Vec<(String, String, String)> = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let found: Vec<(String, String, String)> = candidacies::Entity::find()
+                .select_only()
+                .column(candidacies::Column::Id)
+                .column(candidacies::Column::PersonId)
+                .column(candidacies::Column::TrackId)
+                .filter(candidacies::Column::Id.is_in(chunk.iter().cloned()))
+                .into_tuple()
+                .all(self.connection())
+                .await
+                .map_err(db_error)?;
+            rows.extend(found);
+        }
+        let person_ids: Vec<String> = rows.iter().map(|(_, person, _)| person.clone()).collect();
+        let paths =
+            super::person::organization_paths_of_people(self.connection(), person_ids).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, person_id, track_id)| {
+                let organization_path = paths.get(&person_id)?.clone();
+                Some((
+                    id,
+                    Holding {
+                        person_id,
+                        organization_path,
+                        track_id,
+                    },
+                ))
+            })
+            .collect())
+    }
+
+    /// Opens the candidacies of `person_ids` (distinct, 1 to 1,000) on track `track_id` in one
+    /// transaction, each as [`Store::create_candidacy`] would, optionally moved on to TRAINING
+    /// with `start_reason`: all of them or none. A person with an unfinished candidacy on the
+    /// track gets it back unchanged; one certified (or suspended) on it is refused
+    /// (CANDIDACY_EXISTS, naming `requests[i]`). People are locked in id order whatever the
+    /// request order, so two batches (or a batch and `CreateCandidacy`) over the same people
+    /// queue instead of deadlocking. Statements per batch: people locked, earlier candidacies and
+    /// their certificates read, candidacies and history inserted 200 at a time, one audit append,
+    /// one event append.
+    pub async fn batch_create_candidacies(
+        &self,
+        context: AuditContext,
+        track_id: String,
+        person_ids: Vec<String>,
+        start_reason: Option<String>,
+        key: Option<RequestKey>,
+        now: DateTime<Utc>,
+    ) -> Result<CandidacyBatch> {
+        let (ids, changed, unchanged) = self
+            .write_once(
+                key,
+                move |transaction| {
+                    Box::pin(async move {
+                        let (ids, changed, unchanged) = create_batch(
+                            transaction,
+                            &context,
+                            &track_id,
+                            &person_ids,
+                            start_reason.as_deref(),
+                            now,
+                        )
+                        .await?;
+                        let answer = batch_answer(&ids, changed, unchanged);
+                        Ok(((ids, changed, unchanged), answer))
+                    })
+                },
+                |answer| async move { parse_batch_answer(answer) },
+            )
+            .await?;
+        Ok(CandidacyBatch {
+            candidacies: candidacy_views_of(self.connection(), &ids, now).await?,
+            changed,
+            unchanged,
+        })
+    }
+
+    /// Takes candidacies `items` (distinct ids with their expected revisions) one `event` step
+    /// (START_TRAINING, BEGIN_SUPERVISED_PRACTICE or SUBMIT_FOR_ASSESSMENT) in one transaction,
+    /// each judged by the state machine as [`Store::transition_candidacy`] judges it: all of them
+    /// or none, the first refusal naming `candidacy_ids[i]`. A candidacy already in the step's
+    /// target state is returned unchanged. Candidacies are locked in id order. Statements per
+    /// batch: candidacies locked, certificates and passed deliveries read, one update of every
+    /// moved row, history inserted 200 at a time, one audit append, one event append; the
+    /// training evidence is read before the transaction, once per candidate and track (as the
+    /// single call does).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn batch_advance_candidacies(
+        &self,
+        context: AuditContext,
+        event: CandidacyEvent,
+        items: Vec<(String, Option<i64>)>,
+        reason: String,
+        key: Option<RequestKey>,
+        now: DateTime<Utc>,
+    ) -> Result<CandidacyBatch> {
+        let target = event
+            .batch_target()
+            .ok_or_else(|| Error::invalid("step", "is not a step a batch takes"))?;
+        let ids: Vec<String> = items.iter().map(|(id, _)| id.clone()).collect();
+        // Training evidence, read outside the transaction like the single call reads it.
+        let mut training: HashMap<String, bool> = HashMap::new();
+        if event != CandidacyEvent::StartTraining {
+            let mut models = Vec::with_capacity(ids.len());
+            for chunk in ids.chunks(500) {
+                models.extend(
+                    candidacies::Entity::find()
+                        .filter(candidacies::Column::Id.is_in(chunk.iter().cloned()))
+                        .all(self.connection())
+                        .await
+                        .map_err(db_error)?,
+                );
+            }
+            let track_ids: HashSet<String> =
+                models.iter().map(|model| model.track_id.clone()).collect();
+            let mut tracks: HashMap<String, Track> = HashMap::new();
+            for track_id in track_ids {
+                tracks.insert(
+                    track_id.clone(),
+                    load_track(self.connection(), &track_id).await?,
+                );
+            }
+            let mut by_person_track: HashMap<(String, String), bool> = HashMap::new();
+            for model in models {
+                let pair = (model.person_id.clone(), model.track_id.clone());
+                let complete = match by_person_track.get(&pair) {
+                    Some(&complete) => complete,
+                    None => {
+                        let versions = &tracks[&model.track_id]
+                            .requirements
+                            .trainer_course_version_ids;
+                        let complete = self.training_complete(&model.person_id, versions).await?;
+                        by_person_track.insert(pair, complete);
+                        complete
+                    }
+                };
+                training.insert(model.id, complete);
+            }
+        }
+        let (answer_ids, changed, unchanged) = self
+            .write_once(
+                key,
+                move |transaction| {
+                    Box::pin(async move {
+                        let (changed, unchanged) = advance_batch(
+                            transaction,
+                            &context,
+                            event,
+                            target,
+                            &items,
+                            &training,
+                            &reason,
+                            now,
+                        )
+                        .await?;
+                        let ids: Vec<String> = items.iter().map(|(id, _)| id.clone()).collect();
+                        let answer = batch_answer(&ids, changed, unchanged);
+                        Ok(((ids, changed, unchanged), answer))
+                    })
+                },
+                |answer| async move { parse_batch_answer(answer) },
+            )
+            .await?;
+        Ok(CandidacyBatch {
+            candidacies: candidacy_views_of(self.connection(), &answer_ids, now).await?,
+            changed,
+            unchanged,
+        })
+    }
+}
+
+/// Opens the candidacies of a batch in `transaction`; returns their ids in request order and the
+/// counts (opened, returned unchanged).
+async fn create_batch(
+    transaction: &DatabaseTransaction,
+    context: &AuditContext,
+    track_id: &str,
+    person_ids: &[String],
+    start_reason: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(Vec<String>, i64, i64)> {
+    let track = load_track(transaction, track_id).await?;
+    let mut sorted: Vec<String> = person_ids.to_vec();
+    sorted.sort();
+    // One open candidacy per person and track: the people are locked (in id order) as
+    // `create_candidacy` locks one.
+    let mut found: HashSet<String> = HashSet::with_capacity(sorted.len());
+    for chunk in sorted.chunks(500) {
+        let select = people::Entity::find()
+            .select_only()
+            .column(people::Column::Id)
+            .filter(people::Column::Id.is_in(chunk.iter().cloned()))
+            .order_by_asc(people::Column::Id);
+        let rows: Vec<String> = for_update(select, transaction)
+            .into_tuple()
+            .all(transaction)
+            .await
+            .map_err(db_error)?;
+        found.extend(rows);
+    }
+    let mut existing: HashMap<String, Vec<Candidacy>> = HashMap::new();
+    for chunk in sorted.chunks(500) {
+        for model in candidacies::Entity::find()
+            .filter(candidacies::Column::TrackId.eq(track_id))
+            .filter(candidacies::Column::PersonId.is_in(chunk.iter().cloned()))
+            .order_by_asc(candidacies::Column::Id)
+            .all(transaction)
+            .await
+            .map_err(db_error)?
+        {
+            let candidacy = candidacy_from(model)?;
+            existing
+                .entry(candidacy.person_id.clone())
+                .or_default()
+                .push(candidacy);
+        }
+    }
+    let certificate_ids: Vec<String> = existing
+        .values()
+        .flatten()
+        .filter_map(|candidacy| candidacy.certificate_id.clone())
+        .collect();
+    let mut expiries: HashMap<String, DateTime<Utc>> = HashMap::new();
+    for chunk in certificate_ids.chunks(500) {
+        let rows: Vec<(String, DateTime<Utc>)> = certificates::Entity::find()
+            .select_only()
+            .column(certificates::Column::Id)
+            .column(certificates::Column::ExpiresTime)
+            .filter(certificates::Column::Id.is_in(chunk.iter().cloned()))
+            .into_tuple()
+            .all(transaction)
+            .await
+            .map_err(db_error)?;
+        expiries.extend(rows);
+    }
+    let paths = super::person::organization_paths_of_people(transaction, sorted.clone()).await?;
+    let mut ids = Vec::with_capacity(person_ids.len());
+    let mut rows = Vec::new();
+    let mut history = Vec::new();
+    let mut changes = Vec::new();
+    let mut events = Vec::new();
+    let mut unchanged = 0;
+    for (index, person_id) in person_ids.iter().enumerate() {
+        let item = format!("requests[{index}]");
+        if !found.contains(person_id) {
+            return Err(at_item(
+                Error::invalid("person_id", "is not the id of a person"),
+                &item,
+            ));
+        }
+        let mut open = None;
+        for candidacy in existing.get(person_id).into_iter().flatten() {
+            let expiry = candidacy
+                .certificate_id
+                .as_ref()
+                .and_then(|id| expiries.get(id).copied());
+            let state =
+                effective_candidacy_state(candidacy.state, candidacy.deadline_time, expiry, now);
+            if state.is_unfinished() {
+                open = Some(candidacy.id.clone());
+            } else if matches!(state, CandidacyState::Certified | CandidacyState::Suspended) {
+                return Err(at_item(
+                    Error::FailedPrecondition {
+                        reason: Reason::CandidacyExists,
+                        subject: format!("candidacy/{}", candidacy.id),
+                        message: format!(
+                            "the person already has a candidacy on this track in state {}",
+                            state.as_str()
+                        ),
+                        metadata: vec![
+                            ("candidacy_id", candidacy.id.clone()),
+                            ("person_id", person_id.clone()),
+                            ("state", state.as_str().to_owned()),
+                        ],
+                    },
+                    &item,
+                ));
+            }
+        }
+        if let Some(id) = open {
+            unchanged += 1;
+            ids.push(id);
+            continue;
+        }
+        let state = if start_reason.is_some() {
+            CandidacyState::Training
+        } else {
+            CandidacyState::Candidate
+        };
+        let candidacy = Candidacy {
+            id: crate::domain::new_id(),
+            track_id: track_id.to_owned(),
+            person_id: person_id.clone(),
+            state,
+            cycle: 0,
+            deadline_time: now + chrono::Duration::days(i64::from(track.candidacy_days)),
+            assessment_score: None,
+            assessor_approved: false,
+            certificate_id: None,
+            renews_certificate_id: None,
+            revision: 1,
+            create_time: now,
+            update_time: now,
+        };
+        history.push(history_row(
+            &candidacy.id,
+            CandidacyState::Candidate,
+            CandidacyState::Candidate,
+            "candidacy opened",
+            &context.actor,
+            now,
+        ));
+        if let Some(reason) = start_reason {
+            history.push(history_row(
+                &candidacy.id,
+                CandidacyState::Candidate,
+                CandidacyState::Training,
+                reason,
+                &context.actor,
+                now,
+            ));
+        }
+        changes.push(AuditChange::new(
+            "candidacy",
+            &candidacy.id,
+            &candidacy_json(&candidacy),
+        ));
+        events.push(new_event(
+            "candidacy.changed",
+            &candidacy.id,
+            &candidacy.person_id,
+            paths.get(person_id).cloned(),
+            json!({"candidacy_id": candidacy.id, "track_id": candidacy.track_id, "state": state.as_str()}),
+        ));
+        ids.push(candidacy.id.clone());
+        rows.push(candidacy_active(&candidacy));
+    }
+    let created = rows.len() as i64;
+    for chunk in rows.chunks(200) {
+        candidacies::Entity::insert_many(chunk.to_vec())
+            .exec_without_returning(transaction)
+            .await
+            .map_err(db_error)?;
+    }
+    insert_history(transaction, history).await?;
+    if !changes.is_empty() {
+        audit::append(transaction, context, changes).await?;
+        super::event::append(transaction, events).await?;
+    }
+    Ok((ids, created, unchanged))
+}
+
+/// Moves the candidacies of a batch in `transaction`; returns the counts (moved, unchanged).
+#[allow(clippy::too_many_arguments)]
+async fn advance_batch(
+    transaction: &DatabaseTransaction,
+    context: &AuditContext,
+    event: CandidacyEvent,
+    target: CandidacyState,
+    items: &[(String, Option<i64>)],
+    training: &HashMap<String, bool>,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<(i64, i64)> {
+    let mut sorted: Vec<String> = items.iter().map(|(id, _)| id.clone()).collect();
+    sorted.sort();
+    let mut locked: HashMap<String, Candidacy> = HashMap::with_capacity(sorted.len());
+    for chunk in sorted.chunks(500) {
+        let select = candidacies::Entity::find()
+            .filter(candidacies::Column::Id.is_in(chunk.iter().cloned()))
+            .order_by_asc(candidacies::Column::Id);
+        for model in for_update(select, transaction)
+            .all(transaction)
+            .await
+            .map_err(db_error)?
+        {
+            let candidacy = candidacy_from(model)?;
+            locked.insert(candidacy.id.clone(), candidacy);
+        }
+    }
+    let track_ids: HashSet<String> = locked
+        .values()
+        .map(|candidacy| candidacy.track_id.clone())
+        .collect();
+    let mut tracks: HashMap<String, Track> = HashMap::new();
+    for chunk in track_ids.into_iter().collect::<Vec<_>>().chunks(500) {
+        for model in certification_tracks::Entity::find()
+            .filter(certification_tracks::Column::Id.is_in(chunk.iter().cloned()))
+            .all(transaction)
+            .await
+            .map_err(db_error)?
+        {
+            let track = track_from(model)?;
+            tracks.insert(track.id.clone(), track);
+        }
+    }
+    let views = {
+        let present: Vec<String> = sorted
+            .iter()
+            .filter(|id| locked.contains_key(*id))
+            .cloned()
+            .collect();
+        candidacy_views_of(transaction, &present, now)
+            .await?
+            .into_iter()
+            .map(|view| (view.candidacy.id.clone(), view))
+            .collect::<HashMap<_, _>>()
+    };
+    let mut moved: Vec<String> = Vec::new();
+    let mut history = Vec::new();
+    let mut changes = Vec::new();
+    let mut events = Vec::new();
+    let mut unchanged = 0;
+    let person_ids: Vec<String> = locked
+        .values()
+        .map(|candidacy| candidacy.person_id.clone())
+        .collect();
+    let paths = super::person::organization_paths_of_people(transaction, person_ids).await?;
+    for (index, (id, expected_revision)) in items.iter().enumerate() {
+        let item = format!("candidacy_ids[{index}]");
+        let Some(view) = views.get(id) else {
+            return Err(Error::not_found("candidacy", id));
+        };
+        let candidacy = &view.candidacy;
+        check_revision("candidacy", id, candidacy.revision, *expected_revision)?;
+        let state = view.effective_state;
+        if state == target {
+            unchanged += 1;
+            continue;
+        }
+        let track = tracks
+            .get(&candidacy.track_id)
+            .ok_or_else(|| Error::internal("candidacy of a missing track"))?;
+        let evidence = Evidence {
+            training_complete: training.get(id).copied().unwrap_or(false),
+            passed_supervised_deliveries: view.passed_supervised_deliveries,
+            assessment_score: candidacy.assessment_score,
+            assessor_approved: candidacy.assessor_approved,
+        };
+        let next = transition(state, event, &track.requirements, &evidence)
+            .map_err(|refusal| at_item(refusal.into_error(format!("candidacy/{id}")), &item))?;
+        debug_assert_eq!(next, target);
+        let mut after = candidacy.clone();
+        after.state = next;
+        after.revision += 1;
+        after.update_time = now;
+        history.push(history_row(id, state, next, reason, &context.actor, now));
+        changes.push(AuditChange::new(
+            "candidacy",
+            id,
+            &json!({"candidacy": candidacy_json(&after), "reason": reason}),
+        ));
+        events.push(new_event(
+            "candidacy.changed",
+            id,
+            &candidacy.person_id,
+            paths.get(&candidacy.person_id).cloned(),
+            json!({"candidacy_id": id, "track_id": candidacy.track_id, "from_state": state.as_str(), "state": next.as_str()}),
+        ));
+        moved.push(id.clone());
+    }
+    use sea_orm::sea_query::{Expr, ExprTrait as _};
+    for chunk in moved.chunks(500) {
+        candidacies::Entity::update_many()
+            .col_expr(candidacies::Column::State, Expr::value(target.as_str()))
+            .col_expr(
+                candidacies::Column::Revision,
+                Expr::col(candidacies::Column::Revision).add(1),
+            )
+            .col_expr(candidacies::Column::UpdateTime, Expr::value(now))
+            .filter(candidacies::Column::Id.is_in(chunk.iter().cloned()))
+            .exec(transaction)
+            .await
+            .map_err(db_error)?;
+    }
+    insert_history(transaction, history).await?;
+    if !changes.is_empty() {
+        audit::append(transaction, context, changes).await?;
+        super::event::append(transaction, events).await?;
+    }
+    Ok((moved.len() as i64, unchanged))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Renewal candidacies
+
+/// Actor of the renewal candidacies the sweep opens, in their history and the audit log.
+pub const RENEWAL_ACTOR: &str = "system:renewal-sweep";
+
+/// Candidacy states before certification, as stored.
+const UNFINISHED_STATES: [&str; 4] = [
+    "CANDIDATE",
+    "TRAINING",
+    "SUPERVISED_PRACTICE",
+    "AWAITING_ASSESSMENT",
+];
+
+impl Store {
+    /// Opens a renewal candidacy (state CANDIDATE, `renews_certificate_id` set, deadline from
+    /// [`renewal_deadline`]) for every ACTIVE certificate that expires within `days_before` days
+    /// of `now` and has none yet, with a `candidacy.renewal_opened` event, a history row and an
+    /// audit entry each; returns how many. A holder with an unfinished candidacy on the track
+    /// gets none (one open candidacy per person and track); a suspended, revoked, superseded or
+    /// expired certificate gets none.
+    ///
+    /// Once per certificate across replicas, as [`Store::publish_certificate_reminders`]: the
+    /// certificates are selected `FOR UPDATE SKIP LOCKED` on PostgreSQL (serial write
+    /// transactions on SQLite), the holders locked in id order as `CreateCandidacy` locks them,
+    /// and the candidacies inserted `ON CONFLICT DO NOTHING` on the unique
+    /// `renews_certificate_id`; should another sweep have opened one in the meantime, the batch
+    /// rolls back instead of opening twice.
+    pub async fn open_renewal_candidacies(
+        &self,
+        now: DateTime<Utc>,
+        days_before: u32,
+    ) -> Result<usize> {
+        let mut total = 0;
+        loop {
+            let opened = self
+                .write(move |transaction| {
+                    Box::pin(open_renewals(transaction, now, i64::from(days_before)))
+                })
+                .await;
+            let opened = match opened {
+                // Another replica is opening the same renewals: it announces them.
+                Err(Error::Aborted { reason, .. }) if reason == super::CONCURRENT_SWEEP => 0,
+                other => other?,
+            };
+            total += opened;
+            if (opened as u64) < EXPIRY_SWEEP_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+/// Opens one batch of renewal candidacies in `transaction`; returns how many.
+async fn open_renewals(
+    transaction: &DatabaseTransaction,
+    now: DateTime<Utc>,
+    days_before: i64,
+) -> Result<usize> {
+    use sea_orm::sea_query::{Alias, Expr, ExprTrait as _, LockBehavior, LockType, Query};
+
+    let open = Alias::new("open_candidacies");
+    let renewing = Query::select()
+        .column(candidacies::Column::RenewsCertificateId)
+        .from(candidacies::Entity)
+        .and_where(Expr::col(candidacies::Column::RenewsCertificateId).is_not_null())
+        .to_owned();
+    let unfinished = Query::select()
+        .expr(Expr::val(1))
+        .from_as(candidacies::Entity, open.clone())
+        .and_where(
+            Expr::col((open.clone(), candidacies::Column::PersonId))
+                .equals((certificates::Entity, certificates::Column::PersonId)),
+        )
+        .and_where(
+            Expr::col((open.clone(), candidacies::Column::TrackId))
+                .equals((certificates::Entity, certificates::Column::TrackId)),
+        )
+        .and_where(Expr::col((open.clone(), candidacies::Column::State)).is_in(UNFINISHED_STATES))
+        .and_where(Expr::col((open.clone(), candidacies::Column::DeadlineTime)).gte(now))
+        .to_owned();
+    let mut select = certificates::Entity::find()
+        .filter(certificates::Column::Status.eq(CertificateStatus::Active.as_str()))
+        .filter(certificates::Column::ExpiresTime.gt(now))
+        .filter(certificates::Column::ExpiresTime.lte(now + chrono::Duration::days(days_before)))
+        .filter(certificates::Column::Id.not_in_subquery(renewing))
+        .filter(Expr::exists(unfinished).not())
+        .order_by_asc(certificates::Column::ExpiresTime)
+        .order_by_asc(certificates::Column::Id)
+        .limit(EXPIRY_SWEEP_BATCH);
+    if transaction.get_database_backend() == DbBackend::Postgres {
+        select = select.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+    }
+    let due = select.all(transaction).await.map_err(db_error)?;
+    if due.is_empty() {
+        return Ok(0);
+    }
+    // The holders, locked in id order as `create_candidacy` locks one, then read again: a
+    // candidacy opened by a call since the select above wins.
+    let mut holders: Vec<String> = due.iter().map(|model| model.person_id.clone()).collect();
+    holders.sort();
+    holders.dedup();
+    for chunk in holders.chunks(500) {
+        let select = people::Entity::find()
+            .select_only()
+            .column(people::Column::Id)
+            .filter(people::Column::Id.is_in(chunk.iter().cloned()))
+            .order_by_asc(people::Column::Id);
+        let _: Vec<String> = for_update(select, transaction)
+            .into_tuple()
+            .all(transaction)
+            .await
+            .map_err(db_error)?;
+    }
+    let mut busy: HashSet<(String, String)> = HashSet::new();
+    for chunk in holders.chunks(500) {
+        let rows: Vec<(String, String)> = candidacies::Entity::find()
+            .select_only()
+            .column(candidacies::Column::PersonId)
+            .column(candidacies::Column::TrackId)
+            .filter(candidacies::Column::PersonId.is_in(chunk.iter().cloned()))
+            .filter(candidacies::Column::State.is_in(UNFINISHED_STATES))
+            .filter(candidacies::Column::DeadlineTime.gte(now))
+            .into_tuple()
+            .all(transaction)
+            .await
+            .map_err(db_error)?;
+        busy.extend(rows);
+    }
+    let due: Vec<certificates::Model> = due
+        .into_iter()
+        .filter(|model| !busy.contains(&(model.person_id.clone(), model.track_id.clone())))
+        .collect();
+    if due.is_empty() {
+        return Ok(0);
+    }
+    let track_ids: HashSet<String> = due.iter().map(|model| model.track_id.clone()).collect();
+    let tracks: HashMap<String, Track> = certification_tracks::Entity::find()
+        .filter(certification_tracks::Column::Id.is_in(track_ids))
+        .all(transaction)
+        .await
+        .map_err(db_error)?
+        .into_iter()
+        .map(|model| track_from(model).map(|track| (track.id.clone(), track)))
+        .collect::<Result<_>>()?;
+    let paths = super::person::organization_paths_of_people(transaction, holders).await?;
+    let context = AuditContext {
+        actor: RENEWAL_ACTOR.to_owned(),
+        action: "lms.v1.CertificationService/CreateCandidacy".to_owned(),
+        request_id: None,
+    };
+    let mut rows = Vec::with_capacity(due.len());
+    let mut history = Vec::with_capacity(due.len());
+    let mut changes = Vec::with_capacity(due.len());
+    let mut events = Vec::with_capacity(due.len() * 2);
+    for model in &due {
+        let track = tracks
+            .get(&model.track_id)
+            .ok_or_else(|| Error::internal("certificate of a missing track"))?;
+        let candidacy = Candidacy {
+            id: crate::domain::new_id(),
+            track_id: model.track_id.clone(),
+            person_id: model.person_id.clone(),
+            state: CandidacyState::Candidate,
+            cycle: model.cycle,
+            deadline_time: renewal_deadline(model.expires_time, now, track.candidacy_days),
+            assessment_score: None,
+            assessor_approved: false,
+            certificate_id: None,
+            renews_certificate_id: Some(model.id.clone()),
+            revision: 1,
+            create_time: now,
+            update_time: now,
+        };
+        let reason = format!(
+            "renewal of certificate {} opened {days_before} days before its expiry",
+            model.id
+        );
+        history.push(history_row(
+            &candidacy.id,
+            CandidacyState::Candidate,
+            CandidacyState::Candidate,
+            &reason,
+            RENEWAL_ACTOR,
+            now,
+        ));
+        changes.push(AuditChange::new(
+            "candidacy",
+            &candidacy.id,
+            &json!({"candidacy": candidacy_json(&candidacy), "reason": reason}),
+        ));
+        let path = paths.get(&model.person_id).cloned();
+        events.push(new_event(
+            "candidacy.renewal_opened",
+            &candidacy.id,
+            &candidacy.person_id,
+            path.clone(),
+            json!({"candidacy_id": candidacy.id, "track_id": candidacy.track_id,
+                   "renews_certificate_id": model.id, "certificate_expires_time": model.expires_time.to_rfc3339(),
+                   "deadline_time": candidacy.deadline_time.to_rfc3339(), "days_before": days_before,
+                   "state": CandidacyState::Candidate.as_str()}),
+        ));
+        events.push(new_event(
+            "candidacy.changed",
+            &candidacy.id,
+            &candidacy.person_id,
+            path,
+            json!({"candidacy_id": candidacy.id, "track_id": candidacy.track_id, "state": CandidacyState::Candidate.as_str(),
+                   "renews_certificate_id": model.id}),
+        ));
+        rows.push(candidacy_active(&candidacy));
+    }
+    let mut inserted = 0;
+    for chunk in rows.chunks(200) {
+        inserted += candidacies::Entity::insert_many(chunk.to_vec())
+            .on_conflict(
+                sea_orm::sea_query::OnConflict::column(candidacies::Column::RenewsCertificateId)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(transaction)
+            .await
+            .map_err(db_error)?;
+    }
+    if inserted != due.len() as u64 {
+        return Err(Error::Aborted {
+            reason: super::CONCURRENT_SWEEP,
+            message: "renewals were opened by another sweep in the meantime; batch rolled back"
+                .to_owned(),
+            metadata: Vec::new(),
+        });
+    }
+    insert_history(transaction, history).await?;
+    audit::append(transaction, &context, changes).await?;
+    super::event::append(transaction, events).await?;
+    Ok(due.len())
 }

@@ -31,7 +31,7 @@ use crate::domain::delivery::{
 use crate::domain::page::Page;
 use crate::domain::programme::EnrollmentState;
 use crate::domain::progress::{EventFacts, EventInput, Source, Verb};
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 
 /// Key of the advisory locks taken per trainer on PostgreSQL while checking for double bookings.
 const TRAINER_LOCK_CLASS: i32 = 72010006;
@@ -142,10 +142,16 @@ async fn delivery_facts(
     });
     if !runs_version {
         return Err(Error::FailedPrecondition {
-            reason: "MODULE_NOT_IN_PROGRAMME",
+            metadata: Vec::new(),
+            reason: Reason::ModuleNotInProgramme,
             subject: format!("module/{module_id}"),
-            message: "the module belongs to no course version of the cohort's programme".to_owned(),
-        });
+            message: format!(
+                "module {module_id} (\"{}\") belongs to no course version of the programme of cohort {cohort_id} (\"{}\")",
+                module.title, cohort.name
+            ),
+        }
+        .with("module_id", module_id)
+        .with("cohort_id", cohort_id));
     }
     let course_id = course_of_version(connection, &module.course_version_id).await?;
     let backend = connection.get_database_backend();
@@ -225,13 +231,23 @@ async fn check_overlap(transaction: &DatabaseTransaction, session: &Session) -> 
         .map_err(db_error)?;
     match clash {
         Some(row) => Err(Error::FailedPrecondition {
-            reason: "TRAINER_DOUBLE_BOOKED",
+            metadata: Vec::new(),
+            reason: Reason::TrainerDoubleBooked,
             subject: format!("person/{}", row.person_id),
             message: format!(
-                "rule TRAINER_DOUBLE_BOOKED: the trainer is in session {} at an overlapping time",
-                row.session_id
+                "rule TRAINER_DOUBLE_BOOKED: trainer {} is in session {} from {} to {}, which overlaps this session ({} to {})",
+                row.person_id,
+                row.session_id,
+                row.start_time.to_rfc3339(),
+                row.end_time.to_rfc3339(),
+                session.start_time.to_rfc3339(),
+                session.end_time.to_rfc3339()
             ),
-        }),
+        }
+        .with("person_id", row.person_id.clone())
+        .with("session_id", row.session_id.clone())
+        .with("start_time", row.start_time.to_rfc3339())
+        .with("end_time", row.end_time.to_rfc3339())),
         None => Ok(()),
     }
 }
@@ -279,13 +295,17 @@ fn require_scheduled(session: &Session) -> Result<()> {
         Ok(())
     } else {
         Err(Error::FailedPrecondition {
-            reason: "SESSION_NOT_SCHEDULED",
+            metadata: Vec::new(),
+            reason: Reason::SessionNotScheduled,
             subject: format!("session/{}", session.id),
             message: format!(
-                "the session is {}; only scheduled sessions change",
+                "session {} is {}; only scheduled sessions change",
+                session.id,
                 session.state.as_str()
             ),
-        })
+        }
+        .with("session_id", session.id.clone())
+        .with("state", session.state.as_str()))
     }
 }
 
@@ -626,17 +646,25 @@ impl Store {
                 let session = lock_session(transaction, &session_id).await?;
                 if session.state == SessionState::Cancelled {
                     return Err(Error::FailedPrecondition {
-                        reason: "SESSION_CANCELLED",
+                        metadata: Vec::new(),
+                        reason: Reason::SessionCancelled,
                         subject: format!("session/{session_id}"),
-                        message: "a cancelled session takes no attendance".to_owned(),
-                    });
+                        message: format!("session {session_id} is cancelled; it takes no attendance"),
+                    }
+                    .with("session_id", session_id.clone()));
                 }
                 if now < session.start_time {
                     return Err(Error::FailedPrecondition {
-                        reason: "SESSION_NOT_STARTED",
+                        metadata: Vec::new(),
+                        reason: Reason::SessionNotStarted,
                         subject: format!("session/{session_id}"),
-                        message: "attendance is recorded once the session has started".to_owned(),
-                    });
+                        message: format!(
+                            "session {session_id} starts at {}; attendance is recorded once it has started",
+                            session.start_time.to_rfc3339()
+                        ),
+                    }
+                    .with("session_id", session_id.clone())
+                    .with("start_time", session.start_time.to_rfc3339()));
                 }
                 let enrolled: HashMap<String, enrollments::Model> = enrollments::Entity::find()
                     .filter(enrollments::Column::CohortId.eq(session.cohort_id.as_str()))
@@ -655,10 +683,16 @@ impl Store {
                     .collect();
                 if let Some(missing) = person_ids.iter().find(|id| !enrolled.contains_key(*id)) {
                     return Err(Error::FailedPrecondition {
-                        reason: "NOT_ENROLLED_IN_COHORT",
+                        metadata: Vec::new(),
+                        reason: Reason::NotEnrolledInCohort,
                         subject: format!("person/{missing}"),
-                        message: "attendance is recorded for active enrolments of the session's cohort only".to_owned(),
-                    });
+                        message: format!(
+                            "person {missing} holds no active enrolment in cohort {}; attendance is recorded for active enrolments of the session's cohort only",
+                            session.cohort_id
+                        ),
+                    }
+                    .with("person_id", missing.clone())
+                    .with("cohort_id", session.cohort_id.clone()));
                 }
                 let mut marks = Vec::with_capacity(person_ids.len());
                 for person_id in &person_ids {
@@ -753,7 +787,8 @@ impl Store {
                     .await?;
                     if let Some(Err(error)) = answers.into_iter().find(|answer| answer.is_err()) {
                         return Err(Error::FailedPrecondition {
-                            reason: "ATTENDANCE_NOT_RECORDED",
+                            metadata: Vec::new(),
+                            reason: Reason::AttendanceNotRecorded,
                             subject: format!("session/{session_id}"),
                             message: format!("an ATTENDED event was refused: {} ({})", error.message, error.reason),
                         });
@@ -808,10 +843,16 @@ impl Store {
                 require_scheduled(&session)?;
                 if now < session.start_time {
                     return Err(Error::FailedPrecondition {
-                        reason: "SESSION_NOT_STARTED",
+                        metadata: Vec::new(),
+                        reason: Reason::SessionNotStarted,
                         subject: format!("session/{id}"),
-                        message: "a session is marked delivered once it has started".to_owned(),
-                    });
+                        message: format!(
+                            "session {id} starts at {}; it is marked delivered once it has started",
+                            session.start_time.to_rfc3339()
+                        ),
+                    }
+                    .with("session_id", id.clone())
+                    .with("start_time", session.start_time.to_rfc3339()));
                 }
                 check_session_trainers(transaction, &session, now).await?;
                 session.state = SessionState::Delivered;

@@ -4,7 +4,9 @@
 #![allow(missing_docs)]
 
 pub mod catalogue;
+pub mod category;
 pub mod certification;
+pub mod competency;
 pub mod delivery;
 pub mod programme;
 pub mod progress;
@@ -53,7 +55,7 @@ pub mod people {
         pub full_name: String,
         pub email: Option<String>,
         pub organization_id: String,
-        pub sector: String,
+        pub category: String,
         pub status: String,
         pub revision: i64,
         pub create_time: DateTimeUtc,

@@ -16,7 +16,7 @@
 
 use sea_orm::{DbErr, RuntimeErr, SqlErr};
 
-use crate::error::Error;
+use crate::error::{Error, Reason};
 
 /// The class of a database error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,7 +144,7 @@ pub(crate) fn db_error(error: DbErr) -> Error {
             Error::Unavailable("the database is busy; retry with backoff".into())
         }
         Failure::Conflict => Error::Aborted {
-            reason: "TRANSACTION_CONFLICT",
+            reason: Reason::TransactionConflict,
             message: "the call conflicted with a concurrent one and was rolled back; retry it"
                 .into(),
             metadata: Vec::new(),

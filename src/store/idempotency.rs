@@ -4,7 +4,7 @@ use sea_orm::{ActiveValue::Set, DatabaseTransaction, EntityTrait as _};
 
 use super::entity::idempotency_keys;
 use super::{Store, db_error, is_unique_violation};
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 
 /// A request id with what identifies the request it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,7 +87,7 @@ pub(crate) async fn record_answer(
 /// Marker error: the request id was already claimed; answer from the stored record.
 pub(crate) fn already_claimed() -> Error {
     Error::Aborted {
-        reason: "REQUEST_ID_CLAIMED",
+        reason: Reason::RequestIdClaimed,
         message: "request id claimed by an earlier call".to_owned(),
         metadata: Vec::new(),
     }
@@ -98,7 +98,7 @@ pub(crate) fn is_already_claimed(error: &Error) -> bool {
     matches!(
         error,
         Error::Aborted {
-            reason: "REQUEST_ID_CLAIMED",
+            reason: Reason::RequestIdClaimed,
             ..
         }
     )

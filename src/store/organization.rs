@@ -14,7 +14,7 @@ use crate::domain::organization::{
     NewOrganization, Organization, OrganizationKind, OrganizationPatch, check_move, child_path,
 };
 use crate::domain::page::Page;
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 
 const RESOURCE: &str = "organization";
 /// Keys per `IN (...)` lookup.
@@ -127,7 +127,7 @@ impl Store {
                         }
                         None if scope != Scope::All => {
                             return Err(Error::permission_denied(
-                                "OUTSIDE_ORGANIZATION_SCOPE",
+                                Reason::OutsideOrganizationScope,
                                 "only admins and HR services may create root organizations",
                             ));
                         }
@@ -355,7 +355,7 @@ impl Store {
                     Some(parent) => scope.require_path(&parent.path, "the new parent organization")?,
                     None if scope != Scope::All => {
                         return Err(Error::permission_denied(
-                            "OUTSIDE_ORGANIZATION_SCOPE",
+                            Reason::OutsideOrganizationScope,
                             "only admins and HR services may make an organization a root",
                         ));
                     }

@@ -15,13 +15,14 @@ use super::{Store, audit, db_error};
 use crate::auth::Scope;
 use crate::config::PersonMatch;
 use crate::domain::audit::{AuditChange, AuditContext};
+use crate::domain::category::CategoryCode;
 use crate::domain::event::NewEvent;
 use crate::domain::page::Page;
 use crate::domain::person::{
     OrganizationRef, Person, PersonPatch, PersonRecord, PersonStatus, PersonValues, RecordError,
-    RecordOutcome, RecordResult, Sector, UpsertOutcome,
+    RecordOutcome, RecordResult, UpsertOutcome,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 
 const RESOURCE: &str = "person";
 /// Rows per multi-row insert: 10 columns each keeps a statement under every backend's bind limit.
@@ -34,8 +35,8 @@ const LOOKUP_BATCH: usize = 1000;
 pub struct PersonFilter {
     /// Only people whose organisation's path starts with this.
     pub organization_path_prefix: Option<String>,
-    /// Only this sector.
-    pub sector: Option<Sector>,
+    /// Only this participant category.
+    pub category: Option<CategoryCode>,
     /// Only this status.
     pub status: Option<PersonStatus>,
     /// Only the person with this `external_id`.
@@ -46,8 +47,6 @@ pub struct PersonFilter {
 pub type BatchRecord = (i64, std::result::Result<PersonRecord, RecordError>);
 
 fn from_model(model: people::Model) -> Result<Person> {
-    let sector = Sector::parse(&model.sector)
-        .ok_or_else(|| Error::internal(format!("stored sector {} is unknown", model.sector)))?;
     let status = PersonStatus::parse(&model.status)
         .ok_or_else(|| Error::internal(format!("stored status {} is unknown", model.status)))?;
     Ok(Person {
@@ -57,7 +56,7 @@ fn from_model(model: people::Model) -> Result<Person> {
             full_name: model.full_name,
             email: model.email,
             organization_id: model.organization_id,
-            sector,
+            category: CategoryCode::from_stored(model.category),
             status,
         },
         revision: model.revision,
@@ -100,7 +99,7 @@ fn to_active(person: &Person) -> people::ActiveModel {
         full_name: Set(person.values.full_name.clone()),
         email: Set(person.values.email.clone()),
         organization_id: Set(person.values.organization_id.clone()),
-        sector: Set(person.values.sector.as_str().to_owned()),
+        category: Set(person.values.category.as_str().to_owned()),
         status: Set(person.values.status.as_str().to_owned()),
         revision: Set(person.revision),
         create_time: Set(person.create_time),
@@ -125,7 +124,10 @@ async fn write_update(
             people::Column::OrganizationId,
             Expr::value(values.organization_id.clone()),
         )
-        .col_expr(people::Column::Sector, Expr::value(values.sector.as_str()))
+        .col_expr(
+            people::Column::Category,
+            Expr::value(values.category.as_str()),
+        )
         .col_expr(people::Column::Status, Expr::value(values.status.as_str()))
         .col_expr(people::Column::Revision, Expr::value(person.revision))
         .col_expr(people::Column::UpdateTime, Expr::value(person.update_time))
@@ -190,12 +192,18 @@ fn applied(index: i64, person: &Person, outcome: RecordOutcome) -> RecordResult 
     }
 }
 
-fn record_error(index: i64, key: &str, field: &str, reason: &str, message: String) -> RecordError {
+fn record_error(
+    index: i64,
+    key: &str,
+    field: &str,
+    reason: Reason,
+    message: String,
+) -> RecordError {
     RecordError {
         index,
         key: key.to_owned(),
         field: field.to_owned(),
-        reason: reason.to_owned(),
+        reason: reason.as_str().to_owned(),
         message,
     }
 }
@@ -221,7 +229,7 @@ async fn upsert_in_transaction(
                     index,
                     &record.external_id,
                     "external_id",
-                    "DUPLICATE_IN_BATCH",
+                    Reason::DuplicateInBatch,
                     "this external_id appears earlier in the same batch".to_owned(),
                 );
                 // The id is the first occurrence's, filled in once that one is decided.
@@ -275,6 +283,14 @@ async fn upsert_in_transaction(
         current_paths.extend(more);
     }
 
+    let category_states = super::category::category_states(
+        transaction,
+        valid
+            .iter()
+            .map(|(_, record)| record.category.as_str().to_owned()),
+    )
+    .await?;
+
     let now = crate::domain::now();
     let mut inserts = Vec::new();
     let mut changes = Vec::new();
@@ -294,7 +310,7 @@ async fn upsert_in_transaction(
                 index,
                 &key,
                 field,
-                "ORGANIZATION_NOT_FOUND",
+                Reason::OrganizationNotFound,
                 format!("no organization {value}"),
             );
             outcome.results.push(refused(
@@ -314,8 +330,29 @@ async fn upsert_in_transaction(
                 index,
                 &key,
                 "organization_id",
-                "OUTSIDE_ORGANIZATION_SCOPE",
+                Reason::OutsideOrganizationScope,
                 "the person's organization is outside the organisations you manage".to_owned(),
+            );
+            outcome.results.push(refused(
+                &error,
+                visible_id(&existing, &current_paths, scope, &key),
+            ));
+            outcome.errors.push(error);
+            continue;
+        }
+        let current = existing
+            .get(&key)
+            .is_some_and(|person| person.values.category == record.category);
+        if let Err((reason, why)) = crate::domain::category::check_assignable(
+            category_states.get(record.category.as_str()).copied(),
+            current,
+        ) {
+            let error = record_error(
+                index,
+                &key,
+                "category",
+                reason,
+                format!("{} {why}", record.category),
             );
             outcome.results.push(refused(
                 &error,
@@ -380,7 +417,7 @@ async fn upsert_in_transaction(
                 if super::is_unique_violation(&error) {
                     // Another call created one of these people since this batch looked them up.
                     Error::Aborted {
-                        reason: "CONCURRENT_UPSERT",
+                        reason: Reason::ConcurrentUpsert,
                         message: "a person in this batch was created concurrently; retry the batch"
                             .to_owned(),
                         metadata: Vec::new(),
@@ -424,7 +461,7 @@ fn name_repeats(results: &mut [RecordResult]) {
                 let repeat = result
                     .error
                     .as_ref()
-                    .is_some_and(|error| error.reason == "DUPLICATE_IN_BATCH");
+                    .is_some_and(|error| error.reason == Reason::DuplicateInBatch.as_str());
                 if repeat && result.id.is_none() {
                     result.id.clone_from(id);
                 }
@@ -530,8 +567,8 @@ impl Store {
                 .to_owned();
             query = query.filter(people::Column::OrganizationId.in_subquery(subtree));
         }
-        if let Some(sector) = filter.sector {
-            query = query.filter(people::Column::Sector.eq(sector.as_str()));
+        if let Some(category) = &filter.category {
+            query = query.filter(people::Column::Category.eq(category.as_str()));
         }
         if let Some(status) = filter.status {
             query = query.filter(people::Column::Status.eq(status.as_str()));
@@ -593,6 +630,15 @@ impl Store {
                 if let Some(organization_id) = &patch.organization_id {
                     let target = super::organization::load(transaction, organization_id).await?;
                     scope.require_path(&target.path, "the new organization")?;
+                }
+                if let Some(category) = &patch.category {
+                    super::category::require_assignable(
+                        transaction,
+                        "person.category",
+                        category,
+                        *category == person.values.category,
+                    )
+                    .await?;
                 }
                 if !patch.apply(&mut person.values) {
                     return Ok(person);

@@ -10,21 +10,27 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::entity::programme::{cohorts, enrollments, programme_phases, programmes};
+use super::entity::programme::{
+    cohort_phase_windows, cohorts, enrollments, programme_phases, programmes,
+};
 use super::entity::{organizations, people};
 use super::idempotency::{RequestKey, StoredAnswer};
 use super::{Store, audit, db_error, is_unique_violation};
 use crate::domain::audit::{AuditChange, AuditContext};
+use crate::domain::category::CategoryCode;
 use crate::domain::event::NewEvent;
 use crate::domain::page::Page;
-use crate::domain::person::{PersonStatus, Sector};
+use crate::domain::person::PersonStatus;
 use crate::domain::programme::{
     Cohort, CohortField, CohortSettings, CohortState, Enrollment, EnrollmentState, NewProgramme,
     Phase, PhaseDraft, Placement, Programme, ProgrammePatch, ProgrammeState, RawCohortSettings,
     Refusal, SeatCounts, Visibility, check_admissible, check_cohort_transition, check_withdrawable,
     place,
 };
-use crate::error::{Error, Result};
+use crate::domain::programme::{
+    CohortSchedule, PhaseWindow, check_phase_windows, scheduled_transition,
+};
+use crate::error::{Error, Reason, Result};
 
 /// Returns the condition keeping the rows of `table` a [`Visibility`] shows: rows about its
 /// people (`person_column`), of its cohorts or tracks (when the table has those columns), or
@@ -298,7 +304,8 @@ async fn require_published_versions(
             None => return Err(Error::not_found("course_version", id)),
             Some(row) if row.state != "PUBLISHED" => {
                 return Err(Error::FailedPrecondition {
-                    reason: "VERSION_NOT_PUBLISHED",
+                    metadata: Vec::new(),
+                    reason: Reason::VersionNotPublished,
                     subject: format!("course_version/{id}"),
                     message: format!(
                         "course version {id} is not published; phases take published versions only"
@@ -391,16 +398,12 @@ fn cohort_from(model: cohorts::Model) -> Result<Cohort> {
     let state = CohortState::parse(&model.state).ok_or_else(|| {
         Error::internal(format!("stored cohort state {} is unknown", model.state))
     })?;
-    let seats: Vec<(String, i32)> = serde_json::from_str(&model.sector_seats)
-        .map_err(|error| Error::internal(format!("stored sector seats are not JSON: {error}")))?;
-    let sector_seats = seats
+    let seats: Vec<(String, i32)> = serde_json::from_str(&model.category_seats)
+        .map_err(|error| Error::internal(format!("stored category seats are not JSON: {error}")))?;
+    let category_seats = seats
         .into_iter()
-        .map(|(sector, seats)| {
-            Sector::parse(&sector)
-                .map(|sector| (sector, seats))
-                .ok_or_else(|| Error::internal(format!("stored sector {sector} is unknown")))
-        })
-        .collect::<Result<Vec<_>>>()?;
+        .map(|(code, seats)| (CategoryCode::from_stored(code), seats))
+        .collect();
     let date = |text: Option<String>| {
         text.and_then(|text| chrono::NaiveDate::parse_from_str(&text, "%Y-%m-%d").ok())
     };
@@ -411,8 +414,14 @@ fn cohort_from(model: cohorts::Model) -> Result<Cohort> {
             end_date: date(model.end_date),
             capacity: model.capacity,
             waitlist_enabled: model.waitlist_enabled,
-            sector_seats,
+            category_seats,
             eligible_organization_ids: parse_list(&model.eligible_organization_ids)?,
+            // Filled by `attach_windows`.
+            phase_windows: Vec::new(),
+            schedule: CohortSchedule {
+                auto_advance: model.auto_advance,
+                enrollment_open_date: date(model.enrollment_open_date),
+            },
         },
         id: model.id,
         programme_id: model.programme_id,
@@ -428,9 +437,9 @@ fn cohort_from(model: cohorts::Model) -> Result<Cohort> {
 fn cohort_active(cohort: &Cohort) -> cohorts::ActiveModel {
     let settings = &cohort.settings;
     let seats: Vec<(&str, i32)> = settings
-        .sector_seats
+        .category_seats
         .iter()
-        .map(|(sector, seats)| (sector.as_str(), *seats))
+        .map(|(category, seats)| (category.as_str(), *seats))
         .collect();
     cohorts::ActiveModel {
         id: Set(cohort.id.clone()),
@@ -447,20 +456,127 @@ fn cohort_active(cohort: &Cohort) -> cohorts::ActiveModel {
         enrolled_count: Set(cohort.enrolled_count),
         waitlisted_count: Set(cohort.waitlisted_count),
         waitlist_enabled: Set(settings.waitlist_enabled),
-        sector_seats: Set(serde_json::json!(seats).to_string()),
+        category_seats: Set(serde_json::json!(seats).to_string()),
         eligible_organization_ids: Set(json_list(&settings.eligible_organization_ids)),
         revision: Set(cohort.revision),
         create_time: Set(cohort.create_time),
         update_time: Set(cohort.update_time),
+        auto_advance: Set(settings.schedule.auto_advance),
+        enrollment_open_date: Set(settings
+            .schedule
+            .enrollment_open_date
+            .map(|date| date.format("%Y-%m-%d").to_string())),
     }
+}
+
+/// Loads the phase windows of `cohorts` into them, in phase order.
+async fn attach_windows(connection: &impl ConnectionTrait, cohorts: &mut [Cohort]) -> Result<()> {
+    if cohorts.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = cohorts.iter().map(|cohort| cohort.id.clone()).collect();
+    let mut windows: HashMap<String, Vec<(i32, PhaseWindow)>> = HashMap::new();
+    for chunk in ids.chunks(500) {
+        for row in cohort_phase_windows::Entity::find()
+            .filter(cohort_phase_windows::Column::CohortId.is_in(chunk.to_vec()))
+            .all(connection)
+            .await
+            .map_err(db_error)?
+        {
+            let date = |text: &str| {
+                chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|error| {
+                    Error::internal(format!("stored window date {text} is invalid: {error}"))
+                })
+            };
+            let window = PhaseWindow {
+                phase_id: row.phase_id.clone(),
+                start_date: date(&row.start_date)?,
+                end_date: date(&row.end_date)?,
+            };
+            windows
+                .entry(row.cohort_id)
+                .or_default()
+                .push((row.position, window));
+        }
+    }
+    for cohort in cohorts {
+        let mut list = windows.remove(&cohort.id).unwrap_or_default();
+        list.sort_by_key(|(position, _)| *position);
+        cohort.settings.phase_windows = list.into_iter().map(|(_, window)| window).collect();
+    }
+    Ok(())
+}
+
+/// Replaces the stored phase windows of `cohort` with its settings' (already in phase order).
+async fn write_windows(transaction: &DatabaseTransaction, cohort: &Cohort) -> Result<()> {
+    cohort_phase_windows::Entity::delete_many()
+        .filter(cohort_phase_windows::Column::CohortId.eq(cohort.id.as_str()))
+        .exec(transaction)
+        .await
+        .map_err(db_error)?;
+    let rows: Vec<cohort_phase_windows::ActiveModel> = cohort
+        .settings
+        .phase_windows
+        .iter()
+        .enumerate()
+        .map(|(index, window)| {
+            let (opens, closes) = window.bounds();
+            cohort_phase_windows::ActiveModel {
+                cohort_id: Set(cohort.id.clone()),
+                phase_id: Set(window.phase_id.clone()),
+                position: Set(index as i32 + 1),
+                start_date: Set(window.start_date.format("%Y-%m-%d").to_string()),
+                end_date: Set(window.end_date.format("%Y-%m-%d").to_string()),
+                opens_time: Set(opens),
+                closes_time: Set(closes),
+            }
+        })
+        .collect();
+    if !rows.is_empty() {
+        cohort_phase_windows::Entity::insert_many(rows)
+            .exec(transaction)
+            .await
+            .map_err(db_error)?;
+    }
+    Ok(())
+}
+
+/// Publishes the `cohort.changed` event of a state change from `from`, by hand or by the schedule.
+async fn publish_cohort_change(
+    transaction: &DatabaseTransaction,
+    cohort: &Cohort,
+    from: CohortState,
+    automatic: bool,
+) -> Result<()> {
+    let settings = &cohort.settings;
+    super::event::append(
+        transaction,
+        vec![NewEvent {
+            event_type: "cohort.changed",
+            subject_id: cohort.id.clone(),
+            person_id: None,
+            organization_path: None,
+            payload: serde_json::json!({
+                "cohort_id": cohort.id,
+                "programme_id": cohort.programme_id,
+                "name": settings.name,
+                "previous_state": from.as_str(),
+                "state": cohort.state.as_str(),
+                "automatic": automatic,
+                "start_date": settings.start_date.map(|date| date.to_string()),
+                "end_date": settings.end_date.map(|date| date.to_string()),
+            }),
+        }],
+    )
+    .await
 }
 
 fn cohort_change(cohort: &Cohort) -> AuditChange {
     let settings = &cohort.settings;
     let seats: Vec<(&str, i32)> = settings
-        .sector_seats
+        .category_seats
         .iter()
-        .map(|(sector, seats)| (sector.as_str(), *seats))
+        .map(|(category, seats)| (category.as_str(), *seats))
         .collect();
     AuditChange::new(
         "cohort",
@@ -470,9 +586,15 @@ fn cohort_change(cohort: &Cohort) -> AuditChange {
             "start_date": settings.start_date.map(|date| date.to_string()),
             "end_date": settings.end_date.map(|date| date.to_string()),
             "capacity": settings.capacity, "waitlist_enabled": settings.waitlist_enabled,
-            "sector_seats": seats, "eligible_organization_ids": settings.eligible_organization_ids,
+            "category_seats": seats, "eligible_organization_ids": settings.eligible_organization_ids,
             "state": cohort.state.as_str(), "enrolled_count": cohort.enrolled_count,
             "waitlisted_count": cohort.waitlisted_count, "revision": cohort.revision,
+            "phase_windows": settings.phase_windows.iter().map(|window| serde_json::json!({
+                "phase_id": window.phase_id, "start_date": window.start_date.to_string(),
+                "end_date": window.end_date.to_string(),
+            })).collect::<Vec<_>>(),
+            "auto_advance": settings.schedule.auto_advance,
+            "enrollment_open_date": settings.schedule.enrollment_open_date.map(|date| date.to_string()),
         }),
     )
 }
@@ -483,7 +605,10 @@ async fn lock_cohort(transaction: &DatabaseTransaction, id: &str) -> Result<Coho
         .await
         .map_err(db_error)?
         .ok_or_else(|| Error::not_found("cohort", id))?;
-    cohort_from(model)
+    let mut cohort = [cohort_from(model)?];
+    attach_windows(transaction, &mut cohort).await?;
+    let [cohort] = cohort;
+    Ok(cohort)
 }
 
 /// Writes a changed cohort (settings, state and counts) with a new revision.
@@ -498,12 +623,14 @@ async fn save_cohort(transaction: &DatabaseTransaction, cohort: &mut Cohort) -> 
 }
 
 #[derive(Debug, FromQueryResult)]
-struct SectorCount {
+struct CategoryCount {
+    // The enrolment's `sector` column holds the person's category code (see the migration
+    // m20261207_000021_participant_categories).
     sector: String,
     taken: i64,
 }
 
-/// Counts the places taken in a cohort, per sector.
+/// Counts the places taken in a cohort, per participant category.
 async fn seat_counts(connection: &impl ConnectionTrait, cohort_id: &str) -> Result<SeatCounts> {
     let holding = [
         EnrollmentState::Enrolled,
@@ -517,15 +644,13 @@ async fn seat_counts(connection: &impl ConnectionTrait, cohort_id: &str) -> Resu
         .filter(enrollments::Column::CohortId.eq(cohort_id))
         .filter(enrollments::Column::State.is_in(holding.iter().map(|state| state.as_str())))
         .group_by(enrollments::Column::Sector)
-        .into_model::<SectorCount>()
+        .into_model::<CategoryCount>()
         .all(connection)
         .await
         .map_err(db_error)?;
     let mut counts = SeatCounts::default();
     for row in rows {
-        if let Some(sector) = Sector::parse(&row.sector) {
-            counts.add(sector, row.taken as i32);
-        }
+        counts.add(&CategoryCode::from_stored(row.sector), row.taken as i32);
     }
     Ok(counts)
 }
@@ -540,8 +665,6 @@ pub(crate) fn enrollment_from(model: enrollments::Model) -> Result<Enrollment> {
             model.state
         ))
     })?;
-    let sector = Sector::parse(&model.sector)
-        .ok_or_else(|| Error::internal(format!("stored sector {} is unknown", model.sector)))?;
     Ok(Enrollment {
         course_version_ids: parse_list(&model.course_version_ids)?,
         id: model.id,
@@ -549,7 +672,7 @@ pub(crate) fn enrollment_from(model: enrollments::Model) -> Result<Enrollment> {
         programme_id: model.programme_id,
         person_id: model.person_id,
         organization_id: model.organization_id,
-        sector,
+        category: CategoryCode::from_stored(model.sector),
         state,
         waitlist_position: 0,
         enrolled_time: model.enrolled_time,
@@ -569,7 +692,7 @@ pub(crate) fn enrollment_active(enrollment: &Enrollment) -> enrollments::ActiveM
         programme_id: Set(enrollment.programme_id.clone()),
         person_id: Set(enrollment.person_id.clone()),
         organization_id: Set(enrollment.organization_id.clone()),
-        sector: Set(enrollment.sector.as_str().to_owned()),
+        sector: Set(enrollment.category.as_str().to_owned()),
         course_version_ids: Set(json_list(&enrollment.course_version_ids)),
         state: Set(enrollment.state.as_str().to_owned()),
         enrolled_time: Set(enrollment.enrolled_time),
@@ -656,7 +779,7 @@ async fn promote_waitlisted(
             break;
         }
         let mut enrollment = enrollment_from(model)?;
-        if place(&seats_only, counts, enrollment.sector).is_err() {
+        if place(&seats_only, counts, &enrollment.category).is_err() {
             continue;
         }
         let before = enrollment.clone();
@@ -668,7 +791,7 @@ async fn promote_waitlisted(
             .exec(transaction)
             .await
             .map_err(db_error)?;
-        counts.add(enrollment.sector, 1);
+        counts.add(&enrollment.category, 1);
         cohort.enrolled_count += 1;
         cohort.waitlisted_count -= 1;
         changes.push(enrollment_change(&enrollment));
@@ -720,7 +843,11 @@ pub struct EnrollOutcome {
     /// The enrolment made (or reactivated), if any.
     pub enrollment_id: Option<String>,
     /// Why not: the rule's reason and message.
-    pub refusal: Option<(String, String)>,
+    pub refusal: Option<(Reason, String)>,
+    /// What blocks, with a refusal: keys among `domain::programme::REFUSAL_METADATA_KEYS`
+    /// (absent from outcomes stored before refusals named it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refusal_metadata: Vec<(String, String)>,
 }
 
 /// An enrolment call's answer, with the enrolments it made.
@@ -732,11 +859,8 @@ pub struct EnrollResult {
     pub enrollments: HashMap<String, Enrollment>,
 }
 
-fn refusal(reason: &'static str, message: impl Into<String>) -> Refusal {
-    Refusal {
-        reason,
-        message: message.into(),
-    }
+fn refusal(reason: Reason, message: impl Into<String>) -> Refusal {
+    Refusal::new(reason, message)
 }
 
 /// Enrols `person_ids` in a locked cohort; one outcome per person.
@@ -755,7 +879,8 @@ pub(crate) async fn enroll_in_transaction(
         .find(|row| row.course_state == "ARCHIVED")
     {
         return Err(Error::FailedPrecondition {
-            reason: "COURSE_ARCHIVED",
+            metadata: Vec::new(),
+            reason: Reason::CourseArchived,
             subject: format!("course_version/{}", archived.id),
             message: "a course of this programme is archived; it takes no new enrolments"
                 .to_owned(),
@@ -806,12 +931,15 @@ pub(crate) async fn enroll_in_transaction(
         let decision = (|| {
             if !seen.insert(person_id.clone()) {
                 return Err(refusal(
-                    "DUPLICATE_IN_BATCH",
+                    Reason::DuplicateInBatch,
                     "this person appears earlier in the same request",
                 ));
             }
             let person = people.get(person_id).ok_or_else(|| {
-                refusal("PERSON_NOT_FOUND", format!("person {person_id} not found"))
+                refusal(
+                    Reason::PersonNotFound,
+                    format!("person {person_id} not found"),
+                )
             })?;
             let path = paths
                 .get(&person.organization_id)
@@ -822,30 +950,35 @@ pub(crate) async fn enroll_in_transaction(
                 .is_some_and(|enrollment| enrollment.state != EnrollmentState::Withdrawn)
             {
                 return Err(refusal(
-                    "ALREADY_ENROLLED",
+                    Reason::AlreadyEnrolled,
                     "the person is already enrolled in this cohort",
                 ));
             }
             let status = PersonStatus::parse(&person.status).unwrap_or(PersonStatus::Inactive);
             check_admissible(&cohort, programme.state, status, path)?;
-            let sector = Sector::parse(&person.sector).unwrap_or(Sector::Public);
-            let placement = place(&cohort, &counts, sector)?;
-            Ok((sector, placement))
+            let category = CategoryCode::from_stored(person.category.clone());
+            let placement = place(&cohort, &counts, &category)?;
+            Ok((category, placement))
         })();
-        let (sector, placement) = match decision {
+        let (category, placement) = match decision {
             Ok(decision) => decision,
             Err(refusal) => {
                 outcomes.push(EnrollOutcome {
                     person_id: person_id.clone(),
                     enrollment_id: None,
-                    refusal: Some((refusal.reason.to_owned(), refusal.message)),
+                    refusal_metadata: refusal
+                        .metadata
+                        .iter()
+                        .map(|(key, value)| ((*key).to_owned(), value.clone()))
+                        .collect(),
+                    refusal: Some((refusal.reason, refusal.message)),
                 });
                 continue;
             }
         };
         let state = match placement {
             Placement::Seat => {
-                counts.add(sector, 1);
+                counts.add(&category, 1);
                 cohort.enrolled_count += 1;
                 EnrollmentState::Enrolled
             }
@@ -862,7 +995,7 @@ pub(crate) async fn enroll_in_transaction(
             Some(mut withdrawn) => {
                 let before = withdrawn.clone();
                 withdrawn.state = state;
-                withdrawn.sector = sector;
+                withdrawn.category = category;
                 withdrawn.organization_id = organization_id;
                 withdrawn.course_version_ids = pinned.clone();
                 withdrawn.enrolled_time = now;
@@ -884,7 +1017,7 @@ pub(crate) async fn enroll_in_transaction(
                     programme_id: programme.id.clone(),
                     person_id: person_id.clone(),
                     organization_id,
-                    sector,
+                    category,
                     course_version_ids: pinned.clone(),
                     state,
                     waitlist_position: 0,
@@ -906,6 +1039,7 @@ pub(crate) async fn enroll_in_transaction(
             person_id: person_id.clone(),
             enrollment_id: Some(enrollment.id.clone()),
             refusal: None,
+            refusal_metadata: Vec::new(),
         });
         made.insert(enrollment.id.clone(), enrollment);
     }
@@ -918,7 +1052,7 @@ pub(crate) async fn enroll_in_transaction(
             .map_err(|error| {
                 if is_unique_violation(&error) {
                     Error::Aborted {
-                        reason: "CONCURRENT_ENROLMENT",
+                        reason: Reason::ConcurrentEnrolment,
                         message: "a person of this request was enrolled concurrently; retry"
                             .to_owned(),
                         metadata: Vec::new(),
@@ -1088,7 +1222,8 @@ impl Store {
                     programme.state = ProgrammeState::Archived;
                 } else if programme.state == ProgrammeState::Archived {
                     return Err(Error::FailedPrecondition {
-                        reason: "PROGRAMME_ARCHIVED",
+                        metadata: Vec::new(),
+                        reason: Reason::ProgrammeArchived,
                         subject: format!("programme/{id}"),
                         message: "an archived programme cannot change".to_owned(),
                     });
@@ -1147,6 +1282,26 @@ impl Store {
                 .map_err(db_error)?;
                 if phases_changed {
                     write_phases(transaction, &programme.id, &programme.phases).await?;
+                    // Windows of phases that no longer exist go with them.
+                    let kept: Vec<String> = programme
+                        .phases
+                        .iter()
+                        .map(|phase| phase.id.clone())
+                        .collect();
+                    let cohorts_of_programme = Query::select()
+                        .column(cohorts::Column::Id)
+                        .from(cohorts::Entity)
+                        .and_where(cohorts::Column::ProgrammeId.eq(programme.id.as_str()))
+                        .to_owned();
+                    cohort_phase_windows::Entity::delete_many()
+                        .filter(
+                            cohort_phase_windows::Column::CohortId
+                                .in_subquery(cohorts_of_programme),
+                        )
+                        .filter(cohort_phase_windows::Column::PhaseId.is_not_in(kept))
+                        .exec(transaction)
+                        .await
+                        .map_err(db_error)?;
                 }
                 audit::append(transaction, &context, vec![programme_change(&programme)]).await?;
                 Ok(programme)
@@ -1160,7 +1315,7 @@ impl Store {
         &self,
         context: AuditContext,
         programme_id: String,
-        settings: CohortSettings,
+        mut settings: CohortSettings,
         key: Option<RequestKey>,
     ) -> Result<Cohort> {
         self.write_once(
@@ -1168,14 +1323,23 @@ impl Store {
             move |transaction| {
                 Box::pin(async move {
                     let programme = load_programme(transaction, &programme_id).await?;
+                    check_phase_windows("cohort", &mut settings, &programme.phases)?;
                     if programme.state == ProgrammeState::Archived {
                         return Err(Error::FailedPrecondition {
-                            reason: "PROGRAMME_ARCHIVED",
+                            metadata: Vec::new(),
+                            reason: Reason::ProgrammeArchived,
                             subject: format!("programme/{programme_id}"),
                             message: "an archived programme takes no new cohorts".to_owned(),
                         });
                     }
                     require_organizations(transaction, &settings.eligible_organization_ids).await?;
+                    super::category::require_seat_categories(
+                        transaction,
+                        "cohort.category_seats",
+                        &settings.category_seats,
+                        &[],
+                    )
+                    .await?;
                     let now = crate::domain::now();
                     let cohort = Cohort {
                         id: crate::domain::new_id(),
@@ -1192,6 +1356,7 @@ impl Store {
                         .exec(transaction)
                         .await
                         .map_err(db_error)?;
+                    write_windows(transaction, &cohort).await?;
                     audit::append(transaction, &context, vec![cohort_change(&cohort)]).await?;
                     let answer = StoredAnswer::created(&cohort.id);
                     Ok((cohort, answer))
@@ -1209,7 +1374,10 @@ impl Store {
             .await
             .map_err(db_error)?
             .ok_or_else(|| Error::not_found("cohort", id))?;
-        cohort_from(model)
+        let mut cohort = [cohort_from(model)?];
+        attach_windows(self.connection(), &mut cohort).await?;
+        let [cohort] = cohort;
+        Ok(cohort)
     }
 
     /// Lists cohorts by id after the page's key.
@@ -1234,10 +1402,11 @@ impl Store {
             .all(&self.reader())
             .await
             .map_err(db_error)?;
-        let cohorts = rows
+        let mut cohorts = rows
             .into_iter()
             .map(cohort_from)
             .collect::<Result<Vec<_>>>()?;
+        attach_windows(&self.reader(), &mut cohorts).await?;
         Ok(page.finish(cohorts, |cohort| cohort.id.clone()))
     }
 
@@ -1259,22 +1428,41 @@ impl Store {
                         id,
                     });
                 }
+                let previous_seats = cohort.settings.category_seats.clone();
                 if !cohort.settings.apply("cohort", &fields, &raw)? {
                     return Ok(cohort);
+                }
+                super::category::require_seat_categories(
+                    transaction,
+                    "cohort.category_seats",
+                    &cohort.settings.category_seats,
+                    &previous_seats,
+                )
+                .await?;
+                let windows_changed = fields.contains(&CohortField::PhaseWindows);
+                if windows_changed {
+                    let programme = load_programme(transaction, &cohort.programme_id).await?;
+                    check_phase_windows("cohort", &mut cohort.settings, &programme.phases)?;
                 }
                 require_organizations(transaction, &cohort.settings.eligible_organization_ids)
                     .await?;
                 let mut counts = seat_counts(transaction, &id).await?;
                 let below_capacity = cohort.settings.capacity < counts.taken;
-                let below_seats = cohort.settings.sector_seats.iter().any(|(sector, seats)| {
-                    counts.by_sector.get(sector).copied().unwrap_or(0) > *seats
-                });
+                let below_seats =
+                    cohort
+                        .settings
+                        .category_seats
+                        .iter()
+                        .any(|(category, seats)| {
+                            counts.by_category.get(category).copied().unwrap_or(0) > *seats
+                        });
                 if below_capacity || below_seats {
                     return Err(Error::FailedPrecondition {
-                        reason: "PLACES_ALREADY_TAKEN",
+                        metadata: Vec::new(),
+                        reason: Reason::PlacesAlreadyTaken,
                         subject: format!("cohort/{id}"),
                         message: format!(
-                            "capacity or sector seats would drop below the {} places already taken",
+                            "capacity or category seats would drop below the {} places already taken",
                             counts.taken
                         ),
                     });
@@ -1283,6 +1471,9 @@ impl Store {
                 let promoted =
                     promote_waitlisted(transaction, &mut cohort, &mut counts, &mut changes).await?;
                 save_cohort(transaction, &mut cohort).await?;
+                if windows_changed {
+                    write_windows(transaction, &cohort).await?;
+                }
                 changes.push(cohort_change(&cohort));
                 audit::append(transaction, &context, changes).await?;
                 let promoted: Vec<&Enrollment> = promoted.iter().collect();
@@ -1314,9 +1505,11 @@ impl Store {
                 if cohort.state == state {
                     return Ok(cohort);
                 }
+                let from = cohort.state;
                 cohort.state = state;
                 save_cohort(transaction, &mut cohort).await?;
                 audit::append(transaction, &context, vec![cohort_change(&cohort)]).await?;
+                publish_cohort_change(transaction, &cohort, from, false).await?;
                 Ok(cohort)
             })
         })
@@ -1783,4 +1976,131 @@ async fn announce_due(
         .collect();
     super::event::append(transaction, events).await?;
     Ok(due.len())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scheduled cohort transitions
+
+/// Cohorts moved per sweep transaction.
+const COHORT_SWEEP_BATCH: u64 = 200;
+/// Who the audit log names for a move the schedule made.
+const SCHEDULE_ACTOR: &str = "system:cohort-schedule";
+
+impl Store {
+    /// Moves every cohort with `schedule.auto_advance` whose dates make a later state due on
+    /// `today` (UTC) to that state (see [`scheduled_transition`]), each with the audit entry and
+    /// the `cohort.changed` event of a `ChangeCohortState`; returns how many moved.
+    ///
+    /// Each move happens once, also with several replicas sweeping at the same moment, as the
+    /// certificate expiry sweep: due cohorts are selected `FOR UPDATE SKIP LOCKED` on PostgreSQL
+    /// (a cohort another sweep or a manual change holds is left to the next sweep) and serially on
+    /// SQLite, and the state is written by `UPDATE ... WHERE id = ? AND state = <old> AND
+    /// revision = <read>`; should that touch no row, the batch rolls back with CONCURRENT_SWEEP,
+    /// which the sweep treats as "another replica did it".
+    pub async fn advance_scheduled_cohorts(&self, today: chrono::NaiveDate) -> Result<usize> {
+        let mut total = 0;
+        loop {
+            let moved = self
+                .write(move |transaction| Box::pin(advance_due_cohorts(transaction, today)))
+                .await;
+            let moved = match moved {
+                // Another replica is moving the same cohorts: it publishes their events.
+                Err(Error::Aborted { reason, .. }) if reason == super::CONCURRENT_SWEEP => 0,
+                other => other?,
+            };
+            total += moved;
+            if (moved as u64) < COHORT_SWEEP_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+/// Moves one batch of due auto-advancing cohorts in `transaction`; returns how many.
+async fn advance_due_cohorts(
+    transaction: &DatabaseTransaction,
+    today: chrono::NaiveDate,
+) -> Result<usize> {
+    use sea_orm::Condition;
+    use sea_orm::sea_query::LockBehavior;
+
+    let day = today.format("%Y-%m-%d").to_string();
+    let state = |state: CohortState| state.as_str().to_owned();
+    // Dates are stored as `YYYY-MM-DD` text, which orders like the dates.
+    let due = Condition::any()
+        .add(
+            Condition::all()
+                .add(cohorts::Column::State.eq(state(CohortState::Planned)))
+                .add(cohorts::Column::EnrollmentOpenDate.lte(day.as_str())),
+        )
+        .add(
+            Condition::all()
+                .add(
+                    cohorts::Column::State
+                        .is_in([state(CohortState::Planned), state(CohortState::Open)]),
+                )
+                .add(cohorts::Column::StartDate.lte(day.as_str())),
+        )
+        .add(cohorts::Column::EndDate.lt(day.as_str()));
+    let mut select = cohorts::Entity::find()
+        .filter(cohorts::Column::AutoAdvance.eq(true))
+        .filter(cohorts::Column::State.ne(state(CohortState::Closed)))
+        .filter(due)
+        .order_by_asc(cohorts::Column::Id)
+        .limit(COHORT_SWEEP_BATCH);
+    if transaction.get_database_backend() == DbBackend::Postgres {
+        select = select.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+    }
+    let mut due_cohorts = select
+        .all(transaction)
+        .await
+        .map_err(db_error)?
+        .into_iter()
+        .map(cohort_from)
+        .collect::<Result<Vec<_>>>()?;
+    if due_cohorts.is_empty() {
+        return Ok(0);
+    }
+    attach_windows(transaction, &mut due_cohorts).await?;
+    let context = AuditContext {
+        actor: SCHEDULE_ACTOR.to_owned(),
+        action: "lms.v1.ProgrammeService/ChangeCohortState".to_owned(),
+        request_id: None,
+    };
+    let mut moved = 0;
+    for mut cohort in due_cohorts {
+        let Some(target) = scheduled_transition(cohort.state, &cohort.settings, today) else {
+            continue;
+        };
+        check_cohort_transition(&cohort.id, cohort.state, target)?;
+        let from = cohort.state;
+        let read_revision = cohort.revision;
+        cohort.state = target;
+        cohort.revision += 1;
+        cohort.update_time = crate::domain::now();
+        let updated = cohorts::Entity::update_many()
+            .col_expr(cohorts::Column::State, Expr::value(target.as_str()))
+            .col_expr(cohorts::Column::Revision, Expr::value(cohort.revision))
+            .col_expr(cohorts::Column::UpdateTime, Expr::value(cohort.update_time))
+            .filter(cohorts::Column::Id.eq(cohort.id.as_str()))
+            .filter(cohorts::Column::State.eq(from.as_str()))
+            .filter(cohorts::Column::Revision.eq(read_revision))
+            .exec(transaction)
+            .await
+            .map_err(db_error)?;
+        if updated.rows_affected != 1 {
+            return Err(Error::Aborted {
+                reason: super::CONCURRENT_SWEEP,
+                message:
+                    "a cohort was moved by another sweep or call in the meantime; batch rolled back"
+                        .to_owned(),
+                metadata: vec![("cohort_id", cohort.id.clone())],
+            });
+        }
+        audit::append(transaction, &context, vec![cohort_change(&cohort)]).await?;
+        publish_cohort_change(transaction, &cohort, from, true).await?;
+        tracing::info!(cohort = %cohort.id, from = from.as_str(), to = target.as_str(), "cohort advanced by its schedule");
+        moved += 1;
+    }
+    Ok(moved)
 }

@@ -28,7 +28,7 @@ use crate::domain::progress::{
     ActivityState, ActivityTally, EventFacts, EventInput, ProgressView, Source, Verb,
     check_against_rule, derive, find_activity,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 
 /// Rows per multi-row insert of events (17 columns each).
 const EVENT_INSERT_BATCH: usize = 200;
@@ -111,19 +111,16 @@ pub enum Recorder {
 }
 
 impl Recorder {
-    fn check(
-        &self,
-        source: Source,
-    ) -> std::result::Result<(), (&'static str, &'static str, String)> {
+    fn check(&self, source: Source) -> std::result::Result<(), (&'static str, Reason, String)> {
         match self {
             Self::Learner if source != Source::App => Err((
                 "source",
-                "PERMISSION_DENIED",
+                Reason::PermissionDenied,
                 "learners record APP events only".to_owned(),
             )),
             Self::Importer if source != Source::Import => Err((
                 "source",
-                "PERMISSION_DENIED",
+                Reason::PermissionDenied,
                 "HR services record IMPORT events only".to_owned(),
             )),
             _ => Ok(()),
@@ -151,14 +148,14 @@ fn event_error(
     index: usize,
     event_id: &str,
     field: &str,
-    reason: &str,
+    reason: Reason,
     message: String,
 ) -> RecordError {
     RecordError {
         index: index as i64,
         key: event_id.to_owned(),
         field: field.to_owned(),
-        reason: reason.to_owned(),
+        reason: reason.as_str().to_owned(),
         message,
     }
 }
@@ -414,6 +411,7 @@ async fn save_ledgers(
         .map(|(enrollment, version)| (enrollment, version.clone()))
         .collect();
     super::report::record_course_completions(transaction, &completed).await?;
+    super::competency::record_course_completions(transaction, &completed).await?;
     super::report::record_course_moves(transaction, &course_moves).await?;
     if !outbox.is_empty() {
         let person_ids: Vec<String> = outbox
@@ -594,7 +592,7 @@ async fn record_in_transaction(
                         index,
                         &event.event_id,
                         "event_id",
-                        "EVENT_ID_REUSED",
+                        Reason::EventIdReused,
                         "this event_id was recorded before with other content".to_owned(),
                     ))
                 });
@@ -605,7 +603,7 @@ async fn record_in_transaction(
                     index,
                     &event.event_id,
                     "enrollment_id",
-                    "ENROLLMENT_NOT_FOUND",
+                    Reason::EnrollmentNotFound,
                     format!("enrollment {} not found", event.enrollment_id),
                 )));
                 continue;
@@ -628,9 +626,10 @@ async fn record_in_transaction(
                     index,
                     &event.event_id,
                     "enrollment_id",
-                    "ENROLLMENT_NOT_ACTIVE",
+                    Reason::EnrollmentNotActive,
                     format!(
-                        "the enrolment is {}; it takes no progress",
+                        "enrolment {} is {}; it takes no progress",
+                        ledger.enrollment.id,
                         ledger.enrollment.state.as_str()
                     ),
                 )));
@@ -646,7 +645,7 @@ async fn record_in_transaction(
                     index,
                     &event.event_id,
                     "activity_id",
-                    "ACTIVITY_NOT_IN_ENROLLMENT",
+                    Reason::ActivityNotInEnrollment,
                     "the activity is not part of the course versions this enrolment pinned"
                         .to_owned(),
                 )));
@@ -665,7 +664,7 @@ async fn record_in_transaction(
                     index,
                     &event.event_id,
                     field,
-                    "INVALID_FIELD",
+                    Reason::InvalidField,
                     format!("{field} {message}"),
                 )));
                 continue;
@@ -738,7 +737,7 @@ async fn record_in_transaction(
         progress_events::Entity::insert_many(chunk.to_vec()).exec(transaction).await.map_err(|error| {
             if is_unique_violation(&error) {
                 Error::Aborted {
-                    reason: "CONCURRENT_EVENT",
+                    reason: Reason::ConcurrentEvent,
                     message: "an event of this call was recorded concurrently for another enrolment; retry".to_owned(),
                     metadata: Vec::new(),
                 }

@@ -30,7 +30,7 @@ fn counter_key(enrollment: &Enrollment) -> CounterKey {
         enrollment.programme_id.clone(),
         enrollment.cohort_id.clone(),
         enrollment.organization_id.clone(),
-        enrollment.sector.as_str().to_owned(),
+        enrollment.category.as_str().to_owned(),
         enrollment.state.as_str().to_owned(),
     )
 }
@@ -212,8 +212,10 @@ pub enum GroupBy {
     ChildOrganizations,
     /// Cohorts.
     Cohort,
-    /// Sectors.
-    Sector,
+    /// Participant categories (also the deprecated sector grouping).
+    Category,
+    /// Phases of the programme (programme reports only; see [`Store::phase_report`]).
+    Phase,
 }
 
 #[derive(Debug, FromQueryResult)]
@@ -318,6 +320,17 @@ impl Store {
         root: Option<(&str, &str, &str)>,
         group_by: GroupBy,
     ) -> Result<CompletionReport> {
+        if group_by == GroupBy::Phase {
+            return match subject {
+                ReportSubject::Programme(programme_id) => {
+                    self.phase_report(programme_id, root).await
+                }
+                ReportSubject::Course(_) => Err(Error::invalid(
+                    "group_by",
+                    "PHASE groups programme reports only",
+                )),
+            };
+        }
         // Reports may be served by a hot standby (bounded staleness, read-your-writes).
         let db = &self.reader();
         let backend = db.get_database_backend();
@@ -362,15 +375,21 @@ impl Store {
                 ),
                 Vec::new(),
             ),
-            GroupBy::Sector => (
+            // The counters' `sector` column holds the category code; rows are named by the
+            // category's display name (its code if the category were ever missing).
+            GroupBy::Category => (
                 format!(
-                    "SELECT rc.sector AS group_key, rc.sector AS group_name, rc.state AS state, CAST(SUM(rc.count) AS BIGINT) AS total \
+                    "SELECT rc.sector AS group_key, COALESCE(pc.display_name, rc.sector) AS group_name, rc.state AS state, CAST(SUM(rc.count) AS BIGINT) AS total \
                      FROM {counters} JOIN organizations o ON o.id = rc.organization_id \
-                     WHERE {counters_filter}{subtree} GROUP BY rc.sector, rc.state"
+                     LEFT JOIN participant_categories pc ON pc.code = rc.sector \
+                     WHERE {counters_filter}{subtree} GROUP BY rc.sector, pc.display_name, rc.state"
                 ),
                 String::new(),
                 Vec::new(),
             ),
+            GroupBy::Phase => {
+                return Err(Error::internal("phase reports are built by phase_report"));
+            }
         };
         let mut count_values = values.clone();
         count_values.extend(extra.iter().cloned());
@@ -393,16 +412,22 @@ impl Store {
         // (no second pass over the counters).
         let mut total = CompletionRow {
             key: "total".to_owned(),
-            name: root
-                .map(|(_, _, name)| name.to_owned())
-                .unwrap_or_else(|| "All organizations".to_owned()),
+            name: root.map(|(_, _, name)| name.to_owned()).unwrap_or_else(|| {
+                match group_by {
+                    GroupBy::ChildOrganizations => "All organizations",
+                    GroupBy::Cohort => "All cohorts",
+                    GroupBy::Category => "All categories",
+                    GroupBy::Phase => "All phases",
+                }
+                .to_owned()
+            }),
             ..CompletionRow::default()
         };
         for count in &counts {
             total.add(&count.state, count.total);
         }
         let total_durations = if duration_sql.is_empty() {
-            // Grouped by sector, durations are not read per group: sum them once for the total.
+            // Grouped by category, durations are not read per group: sum them once for the total.
             GroupedDuration::find_by_statement(statement(
                 backend,
                 &format!(
@@ -495,6 +520,7 @@ impl Store {
                 withdrawn: total.withdrawn - children.withdrawn,
                 waitlisted: total.waitlisted - children.waitlisted,
                 durations: BTreeMap::new(),
+                phase: None,
             };
             for (days, count) in &total.durations {
                 let remaining = count - children.durations.get(days).copied().unwrap_or(0);
@@ -789,7 +815,7 @@ fn course_key_base(
         enrollment.programme_id.clone(),
         enrollment.cohort_id.clone(),
         enrollment.organization_id.clone(),
-        enrollment.sector.as_str().to_owned(),
+        enrollment.category.as_str().to_owned(),
     )
 }
 
@@ -965,7 +991,7 @@ async fn record_course_standings_of_moves(
             before.as_ref().is_none_or(|before| {
                 standing_class(before.state) != standing_class(after.state)
                     || before.organization_id != after.organization_id
-                    || before.sector != after.sector
+                    || before.category != after.category
                     || before.cohort_id != after.cohort_id
                     || before.enrolled_time != after.enrolled_time
             })
@@ -1406,5 +1432,305 @@ impl Store {
                 })
             })
             .collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phase reports: computed at read time from indexed rows (the programme's enrolments, their
+// activity tallies by primary key, and the cohorts' phase windows), not from counters: a phase's
+// standing needs every course of the phase for the same enrolment, which no counter holds.
+
+/// The activities of one phase, for the enrolments that pinned one set of course versions.
+#[derive(Debug, Default)]
+struct PhaseActivities {
+    /// Activities whose completion the phase's courses need (required, in a required module).
+    counted: Vec<String>,
+    /// Every activity of the phase's courses.
+    all: Vec<String>,
+}
+
+#[derive(Debug, FromQueryResult)]
+struct PhaseStandingCount {
+    pins: String,
+    state: String,
+    done: i64,
+    started: i64,
+    total: i64,
+}
+
+#[derive(Debug, FromQueryResult)]
+struct PhaseTimingCount {
+    completed: i64,
+    early: i64,
+    late: i64,
+}
+
+#[derive(Debug, FromQueryResult)]
+struct PhaseWindowSpan {
+    phase_id: String,
+    first_day: String,
+    last_day: String,
+}
+
+/// Returns `count` placeholders `?, ?, ...` (at least one: an empty list matches nothing).
+fn placeholders(count: usize) -> String {
+    if count == 0 {
+        return "NULL".to_owned();
+    }
+    vec!["?"; count].join(", ")
+}
+
+impl Store {
+    /// Returns the completion report of a programme grouped by phase over the subtree of `root`:
+    /// one row per phase, in phase order, counting each enrolment once by where it stands on the
+    /// phase ([`crate::domain::report::phase_standing`]): a pinned course version belongs to the
+    /// phase that lists a version of its course, and the phase is completed when every activity
+    /// its pinned courses need is. The row carries the phase's window dates over the programme's
+    /// cohorts and its activity completions, early or late against the window of each learner's
+    /// cohort. The total counts each enrolment once by its state, as other groupings do.
+    pub async fn phase_report(
+        &self,
+        programme_id: &str,
+        root: Option<(&str, &str, &str)>,
+    ) -> Result<CompletionReport> {
+        use sea_orm::{ColumnTrait as _, QueryFilter as _};
+
+        use super::entity::catalogue::course_versions;
+        use crate::domain::course::CompletionRule;
+        use crate::domain::report::{PhaseFigures, phase_standing};
+
+        let programme = self.get_programme(programme_id).await?;
+        // Boxed: `completion_report` calls this function for PHASE, so the futures nest.
+        let mut report = Box::pin(self.completion_report(
+            ReportSubject::Programme(programme_id),
+            root,
+            GroupBy::Cohort,
+        ))
+        .await?;
+        let db = &self.reader();
+        let backend = db.get_database_backend();
+        let prefix = root.map(|(_, path, _)| format!("{}%", super::escape_like(path)));
+        let subtree = if prefix.is_some() {
+            " AND o.path LIKE ? ESCAPE '!'"
+        } else {
+            ""
+        };
+        let scope_values = || {
+            let mut values: Vec<Value> = vec![programme_id.into()];
+            if let Some(prefix) = &prefix {
+                values.push(prefix.clone().into());
+            }
+            values
+        };
+
+        #[derive(Debug, FromQueryResult)]
+        struct Pins {
+            pins: String,
+        }
+        let pin_lists: Vec<String> = Pins::find_by_statement(statement(
+            backend,
+            "SELECT DISTINCT course_version_ids AS pins FROM enrollments WHERE programme_id = ?",
+            vec![programme_id.into()],
+        ))
+        .all(db)
+        .await
+        .map_err(db_error)?
+        .into_iter()
+        .map(|row| row.pins)
+        .collect();
+        let mut pinned: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for pins in &pin_lists {
+            let ids: Vec<String> = serde_json::from_str(pins).map_err(|error| {
+                Error::internal(format!("stored pinned versions are not JSON: {error}"))
+            })?;
+            pinned.insert(pins.clone(), ids);
+        }
+        let mut version_ids: Vec<String> = pinned
+            .values()
+            .flatten()
+            .chain(
+                programme
+                    .phases
+                    .iter()
+                    .flat_map(|phase| &phase.course_version_ids),
+            )
+            .cloned()
+            .collect();
+        version_ids.sort();
+        version_ids.dedup();
+        let mut versions: HashMap<String, course_versions::Model> = HashMap::new();
+        for chunk in version_ids.chunks(500) {
+            for version in course_versions::Entity::find()
+                .filter(course_versions::Column::Id.is_in(chunk.to_vec()))
+                .all(db)
+                .await
+                .map_err(db_error)?
+            {
+                versions.insert(version.id.clone(), version);
+            }
+        }
+        // The phase of a course: the first phase listing a version of it.
+        let mut phase_of_course: HashMap<String, String> = HashMap::new();
+        for phase in &programme.phases {
+            for version_id in &phase.course_version_ids {
+                if let Some(version) = versions.get(version_id) {
+                    phase_of_course
+                        .entry(version.course_id.clone())
+                        .or_insert_with(|| phase.id.clone());
+                }
+            }
+        }
+        // Per phase and pinned list: the activities counted and all of them.
+        let mut activities: HashMap<(String, String), PhaseActivities> = HashMap::new();
+        for (pins, ids) in &pinned {
+            for version_id in ids {
+                let Some(version) = versions.get(version_id) else {
+                    continue;
+                };
+                let Some(phase_id) = phase_of_course.get(&version.course_id) else {
+                    continue;
+                };
+                let Some(text) = &version.completion_rule else {
+                    continue;
+                };
+                let rule: CompletionRule = serde_json::from_str(text).map_err(|error| {
+                    Error::internal(format!("stored completion rule is not JSON: {error}"))
+                })?;
+                let entry = activities
+                    .entry((phase_id.clone(), pins.clone()))
+                    .or_default();
+                for module in &rule.modules {
+                    for activity in &module.activities {
+                        entry.all.push(activity.activity_id.clone());
+                        if module.required && activity.required {
+                            entry.counted.push(activity.activity_id.clone());
+                        }
+                    }
+                }
+            }
+        }
+        let spans: HashMap<String, PhaseWindowSpan> = PhaseWindowSpan::find_by_statement(statement(
+            backend,
+            "SELECT w.phase_id AS phase_id, MIN(w.start_date) AS first_day, MAX(w.end_date) AS last_day \
+             FROM cohort_phase_windows w JOIN cohorts c ON c.id = w.cohort_id \
+             WHERE c.programme_id = ? GROUP BY w.phase_id",
+            vec![programme_id.into()],
+        ))
+        .all(db)
+        .await
+        .map_err(db_error)?
+        .into_iter()
+        .map(|span| (span.phase_id.clone(), span))
+        .collect();
+        let day = |text: &str| chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").ok();
+
+        let mut rows = Vec::with_capacity(programme.phases.len());
+        let mut total_figures = PhaseFigures::default();
+        for phase in &programme.phases {
+            let mut all: Vec<String> = activities
+                .iter()
+                .filter(|((phase_id, _), _)| *phase_id == phase.id)
+                .flat_map(|(_, list)| list.all.iter().cloned())
+                .collect();
+            all.sort();
+            all.dedup();
+            let mut counted: Vec<String> = activities
+                .iter()
+                .filter(|((phase_id, _), _)| *phase_id == phase.id)
+                .flat_map(|(_, list)| list.counted.iter().cloned())
+                .collect();
+            counted.sort();
+            counted.dedup();
+            let mut row = CompletionRow {
+                key: phase.id.clone(),
+                name: format!("{}. {}", phase.position, phase.title),
+                ..CompletionRow::default()
+            };
+            // An enrolment pins one version per course, so completions over the union of the
+            // phase's activities are completions of its own.
+            let mut values: Vec<Value> = counted.iter().map(|id| id.clone().into()).collect();
+            values.extend(all.iter().map(|id| Value::from(id.clone())));
+            values.extend(scope_values());
+            let standings = PhaseStandingCount::find_by_statement(statement(
+                backend,
+                &format!(
+                    "SELECT s.pins AS pins, s.state AS state, s.done AS done, s.started AS started, \
+                     CAST(COUNT(*) AS BIGINT) AS total FROM ( \
+                       SELECT e.course_version_ids AS pins, e.state AS state, \
+                         CAST((SELECT COUNT(*) FROM activity_progress ap WHERE ap.enrollment_id = e.id \
+                           AND ap.completed_time IS NOT NULL AND ap.activity_id IN ({})) AS BIGINT) AS done, \
+                         CAST(CASE WHEN EXISTS (SELECT 1 FROM activity_progress ap WHERE ap.enrollment_id = e.id \
+                           AND ap.events > 0 AND ap.activity_id IN ({})) THEN 1 ELSE 0 END AS BIGINT) AS started \
+                       FROM enrollments e JOIN organizations o ON o.id = e.organization_id \
+                       WHERE e.programme_id = ?{subtree} \
+                     ) s GROUP BY s.pins, s.state, s.done, s.started",
+                    placeholders(counted.len()),
+                    placeholders(all.len()),
+                ),
+                values,
+            ))
+            .all(db)
+            .await
+            .map_err(db_error)?;
+            for standing in standings {
+                let needed = activities
+                    .get(&(phase.id.clone(), standing.pins.clone()))
+                    .map(|list| list.counted.len() as i64)
+                    .unwrap_or(0);
+                let started = standing.started > 0;
+                let completed = if needed == 0 {
+                    started
+                } else {
+                    standing.done >= needed
+                };
+                let Some(state) = EnrollmentState::parse(&standing.state) else {
+                    continue;
+                };
+                row.add(
+                    phase_standing(state, started, completed).as_str(),
+                    standing.total,
+                );
+            }
+            let mut values: Vec<Value> = vec![phase.id.clone().into()];
+            values.extend(scope_values());
+            values.extend(all.iter().map(|id| Value::from(id.clone())));
+            let timing = PhaseTimingCount::find_by_statement(statement(
+                backend,
+                &format!(
+                    "SELECT CAST(COUNT(*) AS BIGINT) AS completed, \
+                     CAST(COALESCE(SUM(CASE WHEN ap.completed_time < w.opens_time THEN 1 ELSE 0 END), 0) AS BIGINT) AS early, \
+                     CAST(COALESCE(SUM(CASE WHEN ap.completed_time >= w.closes_time THEN 1 ELSE 0 END), 0) AS BIGINT) AS late \
+                     FROM activity_progress ap JOIN enrollments e ON e.id = ap.enrollment_id \
+                     JOIN organizations o ON o.id = e.organization_id \
+                     LEFT JOIN cohort_phase_windows w ON w.cohort_id = e.cohort_id AND w.phase_id = ? \
+                     WHERE e.programme_id = ?{subtree} AND ap.completed_time IS NOT NULL \
+                     AND ap.activity_id IN ({})",
+                    placeholders(all.len()),
+                ),
+                values,
+            ))
+            .one(db)
+            .await
+            .map_err(db_error)?
+            .unwrap_or(PhaseTimingCount {
+                completed: 0,
+                early: 0,
+                late: 0,
+            });
+            let span = spans.get(&phase.id);
+            let figures = PhaseFigures {
+                window_start_date: span.and_then(|span| day(&span.first_day)),
+                window_end_date: span.and_then(|span| day(&span.last_day)),
+                activities_completed: timing.completed,
+                activities_completed_early: timing.early,
+                activities_completed_late: timing.late,
+            };
+            total_figures.merge(&figures);
+            row.phase = Some(figures);
+            rows.push(row);
+        }
+        report.total.phase = Some(total_figures);
+        report.rows = rows;
+        Ok(report)
     }
 }

@@ -21,7 +21,7 @@ use super::{Store, audit, db_error, is_unique_violation};
 use crate::domain::audit::{AuditChange, AuditContext};
 use crate::domain::organization::path_is_within;
 use crate::domain::page::Page;
-use crate::domain::programme::{Enrollment, EnrollmentState, KNOWN_REFUSALS};
+use crate::domain::programme::{Enrollment, EnrollmentState};
 use crate::domain::selection::{
     self, Application, ApplicationState, Assignment, Call, CallPatch, Criterion, Decision,
     JudgeSlot, NewCall, Panel, Question, RankInput, Ranked, Score, ScoreVisibility, StoredScore,
@@ -29,7 +29,7 @@ use crate::domain::selection::{
     not_assigned, not_your_panel, not_yours, rank, validate_answers, validate_scores,
     weighted_score,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(Error::internal)
@@ -442,18 +442,6 @@ pub struct ApplicationFilter {
     pub state: Option<ApplicationState>,
 }
 
-/// Maps an enrolment refusal reason to its static rule name.
-fn known_refusal(reason: &str) -> &'static str {
-    match reason {
-        "OUTSIDE_ORGANIZATION_SCOPE" => "OUTSIDE_ORGANIZATION_SCOPE",
-        _ => KNOWN_REFUSALS
-            .iter()
-            .copied()
-            .find(|known| *known == reason)
-            .unwrap_or("ENROLMENT_REFUSED"),
-    }
-}
-
 impl Store {
     /// Opens a call on a cohort.
     pub async fn create_call(
@@ -639,7 +627,8 @@ impl Store {
                     if !eligible.is_empty() && !eligible.iter().any(|root| path_is_within(&path, root))
                     {
                         return Err(Error::FailedPrecondition {
-                            reason: "ORGANIZATION_NOT_ELIGIBLE",
+                            metadata: Vec::new(),
+                            reason: Reason::OrganizationNotEligible,
                             subject: format!("call/{}", call.id),
                             message: "the applicant's organisation is not among the cohort's eligible organisations".to_owned(),
                         });
@@ -714,7 +703,8 @@ impl Store {
                 }
                 if !application.state.is_pending() {
                     return Err(Error::FailedPrecondition {
-                        reason: "APPLICATION_NOT_PENDING",
+                        metadata: Vec::new(),
+                        reason: Reason::ApplicationNotPending,
                         subject: format!("application/{id}"),
                         message: format!(
                             "the application is {} and can no longer be withdrawn",
@@ -1043,7 +1033,8 @@ impl Store {
                     };
                     if !application.state.is_pending() {
                         return Err(Error::FailedPrecondition {
-                            reason: "APPLICATION_NOT_PENDING",
+                            metadata: Vec::new(),
+                            reason: Reason::ApplicationNotPending,
                             subject: format!("application/{application_id}"),
                             message: format!(
                                 "the application is {}; it takes no more scores",
@@ -1053,7 +1044,8 @@ impl Store {
                     }
                     if assignment.scores.is_some() {
                         return Err(Error::FailedPrecondition {
-                            reason: "SCORE_ALREADY_SUBMITTED",
+                            metadata: Vec::new(),
+                            reason: Reason::ScoreAlreadySubmitted,
                             subject: format!("application/{application_id}"),
                             message: "you have scored this application already; a score is final"
                                 .to_owned(),
@@ -1264,7 +1256,8 @@ impl Store {
                                 .unwrap_or_default();
                             if let Some((reason, message)) = &outcome.refusal {
                                 return Err(Error::FailedPrecondition {
-                                    reason: known_refusal(reason),
+                                    metadata: Vec::new(),
+                                    reason: *reason,
                                     subject: format!("application/{application_id}"),
                                     message: format!(
                                         "applicant {} (application {application_id}) cannot be enrolled: {message}; nothing was decided",
@@ -1279,7 +1272,8 @@ impl Store {
                                 .ok_or_else(|| Error::internal("enrolment outcome without enrolment"))?;
                             if enrollment.state != EnrollmentState::Enrolled {
                                 return Err(Error::FailedPrecondition {
-                                    reason: "COHORT_FULL",
+                                    metadata: Vec::new(),
+                                    reason: Reason::CohortFull,
                                     subject: format!("application/{application_id}"),
                                     message: format!(
                                         "applicant {} (application {application_id}) would only join the cohort's waitlist; nothing was decided",

@@ -28,10 +28,10 @@ use crate::domain::survey::{
     check_is_survey, check_resubmission, check_survey_activity, completion_event_id,
     validate_answers,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 
 /// Reason of the error a submission losing the race on the unique index fails with (retried once).
-const CONCURRENT_SUBMISSION: &str = "CONCURRENT_SUBMISSION";
+const CONCURRENT_SUBMISSION: Reason = Reason::ConcurrentSubmission;
 
 /// Which responses [`Store::survey_selection`] returns; every filter set must match.
 #[derive(Debug, Clone, Default)]
@@ -65,11 +65,12 @@ fn response_from(model: survey_responses::Model) -> Result<SurveyResponse> {
 fn progress_refusal(error: RecordError) -> Error {
     match error.reason.as_str() {
         "ENROLLMENT_NOT_ACTIVE" => Error::FailedPrecondition {
-            reason: "ENROLLMENT_NOT_ACTIVE",
+            metadata: Vec::new(),
+            reason: Reason::EnrollmentNotActive,
             subject: format!("enrollment/{}", error.key),
             message: error.message,
         },
-        "PERMISSION_DENIED" => Error::permission_denied("OWN_RECORDS_ONLY", error.message),
+        "PERMISSION_DENIED" => Error::permission_denied(Reason::OwnRecordsOnly, error.message),
         _ => Error::internal(format!(
             "the survey completion event was refused: {} {}",
             error.reason, error.message
@@ -190,7 +191,8 @@ async fn submit_once(
     }
     if !active {
         return Err(Error::FailedPrecondition {
-            reason: "ENROLLMENT_NOT_ACTIVE",
+            metadata: Vec::new(),
+            reason: Reason::EnrollmentNotActive,
             subject: format!("enrollment/{}", enrollment.id),
             message: format!(
                 "the enrolment is {}; it takes no survey responses",
@@ -365,7 +367,8 @@ async fn submit_batch(
         }
         if !active {
             return Err(refuse(Error::FailedPrecondition {
-                reason: "ENROLLMENT_NOT_ACTIVE",
+                metadata: Vec::new(),
+                reason: Reason::EnrollmentNotActive,
                 subject: format!("enrollment/{}", enrollment.id),
                 message: format!(
                     "the enrolment is {}; it takes no survey responses",
@@ -529,11 +532,16 @@ fn at_index(error: Error, index: usize) -> Error {
             reason,
             subject,
             message,
-        } => Error::FailedPrecondition {
-            reason,
-            subject,
-            message: format!("requests[{index}]: {message}"),
-        },
+            mut metadata,
+        } => {
+            metadata.push(("index", index.to_string()));
+            Error::FailedPrecondition {
+                reason,
+                subject,
+                message: format!("requests[{index}]: {message}"),
+                metadata,
+            }
+        }
         Error::PermissionDenied { reason, message } => Error::PermissionDenied {
             reason,
             message: format!("requests[{index}]: {message}"),

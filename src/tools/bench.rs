@@ -152,6 +152,12 @@ pub struct BenchArgs {
     /// Pid of the server, to report its memory (VmRSS sampled during the run, VmHWM at the end).
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// Also measure what each item costs over the measured window: CPU milliseconds of the server
+    /// (`--server-pid`) and of the database's processes serving this database, bytes of WAL and
+    /// of tables, and rows inserted per table (PostgreSQL's statistics; on SQLite, file bytes).
+    /// Connects to the database of `DATABASE_URL` / `--database-url`.
+    #[arg(long)]
+    pub cost: bool,
     /// Also write the result as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -210,18 +216,19 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
             match completion_probe(&channels[0], &bearer, &fixture).await {
                 Some(reason) => skipped(&args, &reason),
                 None => {
-                    let mut result = drive(&args, &channels, &bearer, fixture.clone()).await?;
+                    let mut result =
+                        drive(&config, &args, &channels, &bearer, fixture.clone()).await?;
                     result["report"] = completion_figures(&channels[0], &bearer, &fixture).await?;
                     result
                 }
             }
         }
         Scenario::CascadeReach => {
-            let mut result = drive(&args, &channels, &bearer, fixture.clone()).await?;
+            let mut result = drive(&config, &args, &channels, &bearer, fixture.clone()).await?;
             result["reach"] = reach_figures(&channels[0], &bearer, &fixture).await?;
             result
         }
-        _ => drive(&args, &channels, &bearer, fixture.clone()).await?,
+        _ => drive(&config, &args, &channels, &bearer, fixture.clone()).await?,
     };
     finish(&args, result)
 }
@@ -674,6 +681,7 @@ impl Caller {
 
 /// Runs the callers of a call-by-call scenario and returns its result.
 async fn drive(
+    config: &Config,
     args: &BenchArgs,
     channels: &[Channel],
     bearer: &Bearer,
@@ -768,7 +776,16 @@ async fn drive(
         }));
     }
     let memory = args.server_pid.map(RssSampler::start);
+    let cost_probe = if args.cost {
+        Some(cost::Probe::connect(config).await?)
+    } else {
+        None
+    };
     tokio::time::sleep(args.warmup).await;
+    let cost_before = match &cost_probe {
+        Some(probe) => Some(probe.sample(args.server_pid).await?),
+        None => None,
+    };
     measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
     if args.count.is_none() {
@@ -784,13 +801,20 @@ async fn drive(
         Some(sampler) => Some(sampler.stop().await),
         None => None,
     };
+    let extra = match (&cost_probe, cost_before) {
+        (Some(probe), Some(before)) => {
+            let after = probe.settled_sample(args.server_pid).await?;
+            json!({ "cost": cost::per_item(&before, &after, tally.items) })
+        }
+        _ => json!({}),
+    };
     Ok(result_json(
         &args,
         tally,
         elapsed,
         channels.len(),
         memory,
-        json!({}),
+        extra,
     ))
 }
 
@@ -1247,6 +1271,231 @@ async fn completion_figures(
     }))
 }
 
+/// What items cost: CPU, bytes and rows per item over a measured window, from the operating
+/// system's per-process CPU times and the database's own counters.
+mod cost {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use anyhow::Context as _;
+    use sea_orm::{ConnectionTrait as _, DatabaseConnection, DbBackend, Statement};
+    use serde_json::{Value, json};
+
+    use crate::config::Config;
+
+    /// One reading.
+    #[derive(Debug, Clone, Default)]
+    pub(super) struct Sample {
+        server_cpu_ms: Option<f64>,
+        database_cpu_ms: Option<f64>,
+        wal_bytes: Option<i64>,
+        database_bytes: i64,
+        tables: BTreeMap<String, (i64, i64)>,
+    }
+
+    /// A connection to the measured database.
+    pub(super) struct Probe {
+        connection: DatabaseConnection,
+        sqlite_path: Option<std::path::PathBuf>,
+    }
+
+    impl Probe {
+        pub(super) async fn connect(config: &Config) -> anyhow::Result<Self> {
+            let url = config.database_url();
+            let connection = sea_orm::Database::connect(url.as_str())
+                .await
+                .context("connecting to the database for --cost")?;
+            let sqlite_path = url
+                .strip_prefix("sqlite://")
+                .map(|rest| std::path::PathBuf::from(rest.split('?').next().unwrap_or_default()));
+            Ok(Self {
+                connection,
+                sqlite_path,
+            })
+        }
+
+        /// Reads after the load stopped. CPU, WAL and bytes are read at once; the rows inserted
+        /// wait until PostgreSQL's backends have flushed their table statistics (an idle backend
+        /// flushes within 10 s, PGSTAT_IDLE_INTERVAL): after 11 s, until two readings a second
+        /// apart agree.
+        pub(super) async fn settled_sample(
+            &self,
+            server_pid: Option<u32>,
+        ) -> anyhow::Result<Sample> {
+            let mut at_stop = self.sample(server_pid).await?;
+            if self.sqlite_path.is_some() {
+                return Ok(at_stop);
+            }
+            tokio::time::sleep(Duration::from_secs(11)).await;
+            let mut previous = self.sample(None).await?.tables;
+            for _ in 0..10 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let next = self.sample(None).await?.tables;
+                if next == previous {
+                    break;
+                }
+                previous = next;
+            }
+            at_stop.tables = previous;
+            Ok(at_stop)
+        }
+
+        pub(super) async fn sample(&self, server_pid: Option<u32>) -> anyhow::Result<Sample> {
+            let mut sample = Sample {
+                server_cpu_ms: server_pid.and_then(cpu_ms),
+                ..Sample::default()
+            };
+            if let Some(path) = &self.sqlite_path {
+                let size = |suffix: &str| {
+                    let mut name = path.clone().into_os_string();
+                    name.push(suffix);
+                    std::fs::metadata(name).map_or(0, |meta| meta.len() as i64)
+                };
+                sample.database_bytes = size("") + size("-wal");
+                return Ok(sample);
+            }
+            let rows = self
+                .connection
+                .query_all_raw(Statement::from_string(
+                    DbBackend::Postgres,
+                    "SELECT relname::text AS name, n_tup_ins::bigint AS inserted, \
+                     pg_total_relation_size(relid)::bigint AS bytes FROM pg_stat_user_tables",
+                ))
+                .await?;
+            for row in rows {
+                let name: String = row.try_get("", "name")?;
+                let inserted: i64 = row.try_get("", "inserted")?;
+                let bytes: i64 = row.try_get("", "bytes")?;
+                // Partitions count under their parent's name (progress_events_2026_12 -> progress_events).
+                let table = partition_parent(&name);
+                let entry = sample.tables.entry(table).or_default();
+                entry.0 += inserted;
+                entry.1 += bytes;
+            }
+            let row = self
+                .connection
+                .query_one_raw(Statement::from_string(
+                    DbBackend::Postgres,
+                    "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint AS wal, \
+                     pg_database_size(current_database())::bigint AS size, \
+                     (SELECT string_agg(pid::text, ',') FROM pg_stat_activity \
+                      WHERE datname = current_database() OR backend_type IN \
+                      ('walwriter', 'checkpointer', 'background writer', 'autovacuum launcher')) AS pids",
+                ))
+                .await?
+                .context("no answer")?;
+            sample.wal_bytes = Some(row.try_get("", "wal")?);
+            sample.database_bytes = row.try_get("", "size")?;
+            let pids: Option<String> = row.try_get("", "pids")?;
+            sample.database_cpu_ms = Some(
+                pids.unwrap_or_default()
+                    .split(',')
+                    .filter_map(|pid| pid.parse().ok())
+                    .filter_map(cpu_ms)
+                    .sum(),
+            );
+            Ok(sample)
+        }
+    }
+
+    /// Monthly partitions (`progress_events_p202612`, see src/store/partition.rs) and the default
+    /// partition (`progress_events_default`) count as their table.
+    fn partition_parent(name: &str) -> String {
+        if let Some((parent, month)) = name.rsplit_once("_p")
+            && month.len() == 6
+            && month.bytes().all(|byte| byte.is_ascii_digit())
+        {
+            return parent.to_owned();
+        }
+        name.strip_suffix("_default").unwrap_or(name).to_owned()
+    }
+
+    /// User plus system CPU time of process `pid`, in milliseconds (`/proc/<pid>/stat`).
+    fn cpu_ms(pid: u32) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name may hold spaces; fields resume after its closing parenthesis.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 =
+            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        // Linux reports these in USER_HZ, fixed at 100 ticks a second for user space.
+        Some(ticks * 10.0)
+    }
+
+    /// What one item cost between `before` and `after`, with `items` items in between.
+    pub(super) fn per_item(before: &Sample, after: &Sample, items: u64) -> Value {
+        let items = items.max(1) as f64;
+        let delta = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => Some((b - a) / items),
+            _ => None,
+        };
+        let mut rows = serde_json::Map::new();
+        let mut table_bytes = serde_json::Map::new();
+        for (table, (inserted, bytes)) in &after.tables {
+            let (inserted_before, bytes_before) =
+                before.tables.get(table).copied().unwrap_or_default();
+            if inserted > &inserted_before {
+                rows.insert(
+                    table.clone(),
+                    json!((inserted - inserted_before) as f64 / items),
+                );
+            }
+            if bytes > &bytes_before {
+                table_bytes.insert(table.clone(), json!((bytes - bytes_before) as f64 / items));
+            }
+        }
+        json!({
+            "items": items,
+            "server_cpu_ms": delta(before.server_cpu_ms, after.server_cpu_ms),
+            "database_cpu_ms": delta(before.database_cpu_ms, after.database_cpu_ms),
+            "wal_bytes": delta(before.wal_bytes.map(|b| b as f64), after.wal_bytes.map(|b| b as f64)),
+            "database_bytes": (after.database_bytes - before.database_bytes) as f64 / items,
+            "rows": rows,
+            "table_bytes": table_bytes,
+        })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn partitions_count_under_their_parent() {
+            assert_eq!(
+                partition_parent("progress_events_p202612"),
+                "progress_events"
+            );
+            assert_eq!(partition_parent("outbox_events_default"), "outbox_events");
+            assert_eq!(partition_parent("activity_progress"), "activity_progress");
+            assert_eq!(
+                partition_parent("report_counters_by_org"),
+                "report_counters_by_org"
+            );
+        }
+
+        #[test]
+        fn cpu_time_grows_while_this_process_computes() {
+            let me = std::process::id();
+            let before = cpu_ms(me).expect("our own /proc/<pid>/stat");
+            let started = std::time::Instant::now();
+            let mut spent = 0u64;
+            let mut value = 0u64;
+            while cpu_ms(me).expect("readable") <= before {
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "CPU time never moved"
+                );
+                for _ in 0..100_000 {
+                    value = value.wrapping_add(1);
+                    spent = spent.wrapping_add(std::hint::black_box(value * value));
+                }
+            }
+            assert!(spent > 0);
+            assert!(cpu_ms(u32::MAX).is_none());
+        }
+    }
+}
+
 /// Samples the server's VmRSS every 100 ms while a scenario runs; reads VmHWM at the end.
 struct RssSampler {
     pid: u32,
@@ -1410,6 +1659,17 @@ fn print_table(result: &Value) {
             "  server memory: peak RSS during run {:.1} MB, VmHWM {:.1} MB",
             result["memory"]["rss_peak_mb"].as_f64().unwrap_or(0.0),
             result["memory"]["vmhwm_mb"].as_f64().unwrap_or(0.0)
+        );
+    }
+    if result["cost"].is_object() {
+        let cost = &result["cost"];
+        println!(
+            "  cost per item: server CPU {:.3} ms, database CPU {:.3} ms, WAL {:.0} B, database growth {:.0} B, rows {}",
+            cost["server_cpu_ms"].as_f64().unwrap_or(f64::NAN),
+            cost["database_cpu_ms"].as_f64().unwrap_or(f64::NAN),
+            cost["wal_bytes"].as_f64().unwrap_or(f64::NAN),
+            cost["database_bytes"].as_f64().unwrap_or(f64::NAN),
+            cost["rows"]
         );
     }
     if result.get("created").is_some() {
@@ -1799,6 +2059,48 @@ pub mod report {
                     String::new()
                 },
             ));
+        }
+        // Per-event cost.
+        let costed: Vec<(&str, &Value)> = [
+            ("record-progress (unary)", "record-progress"),
+            (
+                "record-progress-batch (one cohort per batch)",
+                "record-progress-batch",
+            ),
+            ("stream-progress", "stream-progress"),
+        ]
+        .into_iter()
+        .map(|(label, name)| (label, &get(name)["cost"]))
+        .filter(|(_, cost)| cost.is_object())
+        .collect();
+        if !costed.is_empty() {
+            text.push_str(
+                "\n### Cost of one progress event (`--cost`)\n\nOver each measured window: CPU \
+                 milliseconds of the server process and of the database processes serving it \
+                 (`/proc/<pid>/stat`), bytes of WAL and of the database's growth, and rows inserted \
+                 per table (`pg_stat_user_tables`), each divided by the events acknowledged. \
+                 docs/capacity.md builds on these.\n\n\
+                 | scenario | server CPU ms | database CPU ms | WAL bytes | database bytes | rows inserted per event |\n\
+                 |---|---:|---:|---:|---:|---|\n",
+            );
+            for (label, cost) in costed {
+                let rows = cost["rows"]
+                    .as_object()
+                    .map(|rows| {
+                        rows.iter()
+                            .map(|(table, n)| format!("{table} {}", fmt(n.as_f64(), 2)))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default();
+                text.push_str(&format!(
+                    "| {label} | {} | {} | {} | {} | {rows} |\n",
+                    fmt(number(&cost["server_cpu_ms"]), 3),
+                    fmt(number(&cost["database_cpu_ms"]), 3),
+                    fmt(number(&cost["wal_bytes"]), 0),
+                    fmt(number(&cost["database_bytes"]), 0),
+                ));
+            }
         }
         // Targets.
         text.push_str("\n### Targets\n\n| # | target | measured | verdict |\n|---|---|---|---|\n");

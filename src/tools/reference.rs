@@ -15,6 +15,7 @@ use prost_types::{
 use crate::auth::Role;
 use crate::auth::policy::{Access, METHOD_POLICY, PUBLIC_PREFIXES, method_access};
 use crate::auth::scope::{OBJECT_RULES, Rule, scope_table_markdown};
+use crate::error::Reason;
 
 /// Roles in the order of the generated tables' columns (the order of `docs/security.md`).
 const ROLE_COLUMNS: [Role; 7] = [
@@ -411,7 +412,33 @@ pub fn api_markdown() -> anyhow::Result<String> {
     for (_, text) in entries {
         page.push_str(&text);
     }
+    page.push_str(&reasons_markdown());
     Ok(page)
+}
+
+/// Returns the table of refusal reasons: the `reason` of `google.rpc.ErrorInfo` on
+/// FAILED_PRECONDITION, PERMISSION_DENIED and ABORTED answers, from [`Reason`].
+fn reasons_markdown() -> String {
+    let mut reasons: Vec<Reason> = Reason::ALL.to_vec();
+    reasons.sort_by_key(|reason| reason.as_str());
+    let mut page = String::from(
+        "\n## Refusal reasons\n\n\
+         The `reason` of the `google.rpc.ErrorInfo` of a FAILED_PRECONDITION, PERMISSION_DENIED or \
+         ABORTED answer (domain `lms.v1`), and the `type` of its `PreconditionFailure` violation. \
+         The metadata of a refusal names what blocks the call (ids, codes, names and dates); \
+         [errors](../errors.md) explains the rest of an answer. NOT_FOUND, ALREADY_EXISTS and \
+         INVALID_ARGUMENT answers carry `<RESOURCE>_NOT_FOUND`, `<RESOURCE>_ALREADY_EXISTS` and \
+         `INVALID_ARGUMENT`.\n\n| Reason | Meaning |\n|---|---|\n",
+    );
+    for reason in reasons {
+        let _ = writeln!(
+            page,
+            "| `{}` | {} |",
+            reason.as_str(),
+            cell(reason.description())
+        );
+    }
+    page
 }
 
 /// Returns the GitHub anchor of a heading made of `text` alone.

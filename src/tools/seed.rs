@@ -13,7 +13,7 @@
 //! variant and a line in the profile's list.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     path::PathBuf,
     sync::{
         Arc,
@@ -153,6 +153,9 @@ pub enum Step {
     DemoOrganizations,
     /// Demo: courses, programmes, people, cohorts, enrolments and progress of the five programmes.
     DemoProgrammes,
+    /// Demo: the TVET and AI At Work master trainers certified, candidates through supervised
+    /// co-deliveries to certificates, ambassadors certified and delivering to officers.
+    DemoCertification,
     /// National: ministries, departments, units.
     NationalOrganizations,
     /// National: the train-the-trainer and the officer course, and their programmes.
@@ -174,6 +177,7 @@ impl Step {
         match self {
             Self::DemoOrganizations => "organisations",
             Self::DemoProgrammes => "the five programmes",
+            Self::DemoCertification => "train the trainer: certificates, co-deliveries, cascade",
             Self::NationalOrganizations => "ministries, departments and units",
             Self::NationalCatalogue => "courses and programmes",
             Self::NationalPeople => "ambassadors and officers",
@@ -188,7 +192,11 @@ impl Step {
 /// The steps of `profile`, in order.
 pub fn steps(profile: Profile) -> &'static [Step] {
     match profile {
-        Profile::Demo => &[Step::DemoOrganizations, Step::DemoProgrammes],
+        Profile::Demo => &[
+            Step::DemoOrganizations,
+            Step::DemoProgrammes,
+            Step::DemoCertification,
+        ],
         Profile::National => &[
             Step::NationalOrganizations,
             Step::NationalCatalogue,
@@ -350,6 +358,8 @@ struct Seeder {
     officers_by_ministry: BTreeMap<String, u64>,
     /// National: person id of the master trainer, once certified.
     master: Option<String>,
+    /// The server's certification settings: clock, reminder and renewal offsets.
+    certification: crate::config::CertificationConfig,
     import_seconds: f64,
     import_rows: u64,
 }
@@ -397,6 +407,7 @@ pub async fn run(mut config: Config, args: SeedArgs) -> anyhow::Result<()> {
         department_people: BTreeMap::new(),
         officers_by_ministry: BTreeMap::new(),
         master: None,
+        certification: config.certification.clone(),
         import_seconds: 0.0,
         import_rows: 0,
         store: store.clone(),
@@ -434,6 +445,7 @@ impl Seeder {
             match step {
                 Step::DemoOrganizations => self.demo_organizations().await?,
                 Step::DemoProgrammes => self.demo_programmes().await?,
+                Step::DemoCertification => self.demo_certification().await?,
                 Step::NationalOrganizations => self.national_organizations().await?,
                 Step::NationalCatalogue => self.national_catalogue().await?,
                 Step::NationalPeople => self.national_people().await?,
@@ -1570,6 +1582,516 @@ impl Seeder {
         record_events(&self.clients, &self.counters, events).await
     }
 
+    // ---- demo: train the trainer -------------------------------------------------------------
+
+    /// Train-the-trainer in the demo: the TVET vendor's master trainer certified, the three JTM
+    /// candidates taken through supervised co-deliveries (two certified, one still practising)
+    /// and the certified two delivering on their own; the AI At Work master trainer certified,
+    /// delivering the five-day course to the 200 change ambassadors, who are certified and deliver
+    /// to the pilot's officers. One certificate (a one-month safety refresher) is close to expiry,
+    /// so its reminder and renewal candidacy show at once.
+    async fn demo_certification(&mut self) -> anyhow::Result<()> {
+        self.demo_tvet_certification().await?;
+        self.demo_ai_at_work_certification().await?;
+        // Announce what is due now rather than at the server's next sweep.
+        let settings = &self.certification;
+        let now = settings.clock.now();
+        let reminded = self
+            .store
+            .publish_certificate_reminders(now, &settings.expiry_reminder_days.0)
+            .await
+            .context("publishing expiry reminders")?;
+        let renewals = match settings.renewal_open_days.0 {
+            Some(days) => self
+                .store
+                .open_renewal_candidacies(now, days)
+                .await
+                .context("opening renewal candidacies")?,
+            None => 0,
+        };
+        eprintln!(
+            "      {reminded} expiry reminders published, {renewals} renewal candidacies opened"
+        );
+        Ok(())
+    }
+
+    async fn demo_tvet_certification(&mut self) -> anyhow::Result<()> {
+        let course = self
+            .courses
+            .get("TVET-5G")
+            .cloned()
+            .context("the TVET course is not seeded")?;
+        let cohort = self
+            .cohorts
+            .iter()
+            .find(|cohort| cohort.label == "tvet/1")
+            .cloned()
+            .context("the TVET cohort is not seeded")?;
+        let telco = self.organization_id("TELCO")?;
+        let master_track = self
+            .track(pb::CertificationTrack {
+                code: "TVET-MASTER".to_owned(),
+                title: "Certified telecom: master trainer".to_owned(),
+                level: pb::TrackLevel::MasterTrainer.into(),
+                qualifies_course_ids: vec![course.course_id.clone()],
+                requirements: Some(pb::TrackRequirements::default()),
+                validity_months: 36,
+                scope: pb::TrackScope::Any.into(),
+                issuer_organization_id: telco.clone(),
+                ..Default::default()
+            })
+            .await?;
+        let trainer_track = self
+            .track(pb::CertificationTrack {
+                code: "TVET-TRAINER".to_owned(),
+                title: "Certified telecom: JTM trainer".to_owned(),
+                level: pb::TrackLevel::Trainer.into(),
+                qualifies_course_ids: vec![course.course_id.clone()],
+                requirements: Some(pb::TrackRequirements {
+                    trainer_course_version_ids: Vec::new(),
+                    min_assessment_score: 70,
+                    supervised_deliveries_required: 2,
+                    assessor_approval_required: true,
+                }),
+                validity_months: 24,
+                scope: pb::TrackScope::Any.into(),
+                issuer_organization_id: telco.clone(),
+                ..Default::default()
+            })
+            .await?;
+        let safety_track = self
+            .track(pb::CertificationTrack {
+                code: "TVET-SAFETY".to_owned(),
+                title: "Fibre splicing safety (monthly refresher)".to_owned(),
+                level: pb::TrackLevel::Trainer.into(),
+                qualifies_module_ids: vec![course.module_ids[0].clone()],
+                requirements: Some(pb::TrackRequirements::default()),
+                validity_months: 1,
+                scope: pb::TrackScope::Any.into(),
+                issuer_organization_id: telco.clone(),
+                ..Default::default()
+            })
+            .await?;
+        let master = Self::people_in(&self.clients.people, &telco, "TVET-MASTER-1")
+            .await?
+            .into_iter()
+            .next()
+            .map(|(_, id)| id)
+            .context("the TVET master trainer is not seeded")?;
+        certify(
+            &self.clients,
+            self.seed,
+            &master_track,
+            &master,
+            "TVET-MASTER-1",
+        )
+        .await?;
+        Counters::add(&self.counters.certificates, 1);
+        let jtm = self.organization_id("JTM")?;
+        let candidates: Vec<String> = Self::people_in(&self.clients.people, &jtm, "TVET-CAND-")
+            .await?
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect();
+        if candidates.len() != 3 {
+            bail!("expected the 3 TVET candidates, found {}", candidates.len());
+        }
+        let trainees: Vec<String> =
+            Self::people_in(&self.clients.people, &self.organization_id("ILP")?, "TVET-")
+                .await?
+                .into_iter()
+                .map(|(_, id)| id)
+                .collect();
+        let opened = self
+            .open_candidacies(&trainer_track, &candidates, "tvet/trainers")
+            .await?;
+        let ids: Vec<String> = opened
+            .iter()
+            .map(|candidacy| candidacy.id.clone())
+            .collect();
+        let practising: HashSet<String> = self
+            .advance_candidacies(
+                pb::CandidacyStep::BeginSupervisedPractice,
+                &ids,
+                "the candidates co-deliver under the master trainer",
+                "tvet/trainers/practice",
+            )
+            .await?
+            .into_iter()
+            // A re-run finds the first two certified: their sign-offs are done.
+            .filter(|candidacy| candidacy.state() == pb::CandidacyState::SupervisedPractice)
+            .map(|candidacy| candidacy.person_id)
+            .collect();
+        // Two co-delivered sessions: all three candidates at the first, two at the second.
+        let present = |from: usize| trainees[from..(from + 40).min(trainees.len())].to_vec();
+        let mut co_delivered = Vec::new();
+        for (number, co_trainers) in [candidates.clone(), candidates[..2].to_vec()]
+            .into_iter()
+            .enumerate()
+        {
+            let session_id = deliver_session(
+                &self.clients,
+                &self.counters,
+                &PlannedSession {
+                    request_id: stable_id(self.seed, &format!("session/tvet/co-delivery/{number}")),
+                    cohort_id: cohort.id.clone(),
+                    module_id: course.module_ids[number].clone(),
+                    lead_trainer_id: master.clone(),
+                    co_trainer_ids: co_trainers.clone(),
+                    start: utc(2025, 3, 10 + 7 * number as u32, 9),
+                    end: utc(2025, 3, 10 + 7 * number as u32, 17),
+                    location: "Industrial Training Institute, lab 2".to_owned(),
+                    present: present(40 * number),
+                    absent: Vec::new(),
+                },
+            )
+            .await?;
+            co_delivered.push((session_id, co_trainers));
+        }
+        for (session_id, co_trainers) in &co_delivered {
+            for candidate_id in co_trainers.iter().filter(|id| practising.contains(*id)) {
+                let request = pb::RecordSupervisedDeliveryRequest {
+                    session_id: session_id.clone(),
+                    candidate_id: candidate_id.clone(),
+                    outcome: pb::SupervisedDeliveryOutcome::Passed.into(),
+                    notes: "co-delivered the module; signed off by the master trainer".to_owned(),
+                };
+                retry(|| {
+                    let mut client = self.clients.certification.clone();
+                    let request = request.clone();
+                    async move { client.record_supervised_delivery(request).await }
+                })
+                .await
+                .with_context(|| format!("signing off the co-delivery of {candidate_id}"))?;
+            }
+        }
+        // The first two have their two co-deliveries: assessed and certified in one call each.
+        // The third, with one, is still in supervised practice.
+        let submitted = self
+            .advance_candidacies(
+                pb::CandidacyStep::SubmitForAssessment,
+                &ids[..2],
+                "two supervised deliveries signed off",
+                "tvet/trainers/submit",
+            )
+            .await?;
+        let mut certified = Vec::new();
+        for (index, candidacy) in submitted.iter().enumerate() {
+            certified.push(candidacy.person_id.clone());
+            if candidacy.state() == pb::CandidacyState::Certified {
+                continue;
+            }
+            self.assess_and_issue(
+                candidacy,
+                80 + 6 * index as i32,
+                "practical assessment of a co-delivered module",
+            )
+            .await?;
+            Counters::add(&self.counters.certificates, 1);
+        }
+        // The certified trainers deliver on their own: 40 trainees each.
+        for (number, trainer_id) in certified.iter().enumerate() {
+            deliver_session(
+                &self.clients,
+                &self.counters,
+                &PlannedSession {
+                    request_id: stable_id(self.seed, &format!("session/tvet/own/{number}")),
+                    cohort_id: cohort.id.clone(),
+                    module_id: course.module_ids[number].clone(),
+                    lead_trainer_id: trainer_id.clone(),
+                    co_trainer_ids: Vec::new(),
+                    start: utc(2025, 4, 7 + 7 * number as u32, 9),
+                    end: utc(2025, 4, 7 + 7 * number as u32, 17),
+                    location: "Industrial Training Institute, lab 3".to_owned(),
+                    present: present(80 + 40 * number),
+                    absent: Vec::new(),
+                },
+            )
+            .await?;
+        }
+        // A monthly safety refresher: the certificate the reminder and the renewal are about.
+        certify(
+            &self.clients,
+            self.seed,
+            &safety_track,
+            &certified[0],
+            "TVET-CAND-1",
+        )
+        .await?;
+        Counters::add(&self.counters.certificates, 1);
+        eprintln!(
+            "      TVET: master trainer certified; 2 of 3 JTM candidates certified after supervised co-deliveries, 1 practising"
+        );
+        Ok(())
+    }
+
+    async fn demo_ai_at_work_certification(&mut self) -> anyhow::Result<()> {
+        let ttt = self
+            .courses
+            .get("AIW-TTT")
+            .cloned()
+            .context("the ambassadors' course is not seeded")?;
+        let officer_course = self
+            .courses
+            .get("AIW-OFFICER")
+            .cloned()
+            .context("the officers' course is not seeded")?;
+        let cloud = self.organization_id("CLOUD")?;
+        let issuer = self.organization_id("KD")?;
+        self.import(vec![self.person(
+            "AIW-MASTER-1",
+            "CLOUD",
+            pb::Sector::Private,
+        )])
+        .await?;
+        let master = Self::people_in(&self.clients.people, &cloud, "AIW-MASTER-1")
+            .await?
+            .into_iter()
+            .next()
+            .map(|(_, id)| id)
+            .context("the AI At Work master trainer was imported but is not listed")?;
+        let master_track = self
+            .track(pb::CertificationTrack {
+                code: "AIW-MASTER".to_owned(),
+                title: "AI At Work: master trainer".to_owned(),
+                level: pb::TrackLevel::MasterTrainer.into(),
+                qualifies_course_ids: vec![ttt.course_id.clone(), officer_course.course_id.clone()],
+                requirements: Some(pb::TrackRequirements::default()),
+                validity_months: 36,
+                scope: pb::TrackScope::Any.into(),
+                issuer_organization_id: issuer.clone(),
+                ..Default::default()
+            })
+            .await?;
+        let ambassador_track = self
+            .track(pb::CertificationTrack {
+                code: "AIW-AMB".to_owned(),
+                title: "AI At Work: change ambassador".to_owned(),
+                level: pb::TrackLevel::Ambassador.into(),
+                qualifies_course_ids: vec![officer_course.course_id.clone()],
+                requirements: Some(pb::TrackRequirements {
+                    trainer_course_version_ids: vec![ttt.version_id.clone()],
+                    min_assessment_score: 70,
+                    supervised_deliveries_required: 0,
+                    assessor_approval_required: true,
+                }),
+                validity_months: 24,
+                scope: pb::TrackScope::Any.into(),
+                issuer_organization_id: issuer,
+                ..Default::default()
+            })
+            .await?;
+        certify(
+            &self.clients,
+            self.seed,
+            &master_track,
+            &master,
+            "AIW-MASTER-1",
+        )
+        .await?;
+        Counters::add(&self.counters.certificates, 1);
+        let ambassadors: Vec<String> = Self::people_in(
+            &self.clients.people,
+            &self.organization_id("MYGOVUC")?,
+            "AMB-",
+        )
+        .await?
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+        let ambassadors_cohort = self
+            .cohorts
+            .iter()
+            .find(|cohort| cohort.label == "aiw/ambassadors")
+            .cloned()
+            .context("the ambassadors' cohort is not seeded")?;
+        // The master trainer delivers the five-day course: the ambassadors are their trainees.
+        deliver_session(
+            &self.clients,
+            &self.counters,
+            &PlannedSession {
+                request_id: stable_id(self.seed, "session/aiw/ambassadors"),
+                cohort_id: ambassadors_cohort.id.clone(),
+                module_id: ttt.module_ids[0].clone(),
+                lead_trainer_id: master.clone(),
+                co_trainer_ids: Vec::new(),
+                start: utc(2025, 2, 10, 9),
+                end: utc(2025, 2, 14, 17),
+                location: "JDN, Cyberjaya".to_owned(),
+                present: ambassadors.clone(),
+                absent: Vec::new(),
+            },
+        )
+        .await?;
+        // The cohort in three batch calls, then one assessment (certifying) per ambassador.
+        let opened = self
+            .open_candidacies(&ambassador_track, &ambassadors, "aiw/ambassadors")
+            .await?;
+        let ids: Vec<String> = opened
+            .iter()
+            .map(|candidacy| candidacy.id.clone())
+            .collect();
+        self.advance_candidacies(
+            pb::CandidacyStep::BeginSupervisedPractice,
+            &ids,
+            "five-day course completed",
+            "aiw/ambassadors/practice",
+        )
+        .await?;
+        let submitted = self
+            .advance_candidacies(
+                pb::CandidacyStep::SubmitForAssessment,
+                &ids,
+                "ready for the teach-back",
+                "aiw/ambassadors/submit",
+            )
+            .await?;
+        let this = &*self;
+        let issued: Vec<usize> = stream::iter(submitted.iter().enumerate())
+            .map(|(index, candidacy)| async move {
+                if candidacy.state() == pb::CandidacyState::Certified {
+                    return Ok(0);
+                }
+                let score =
+                    70 + (stable_u64(this.seed, &format!("aiw/amb/{index}/score")) % 31) as i32;
+                this.assess_and_issue(
+                    candidacy,
+                    score,
+                    "teach-back assessed by the master trainer",
+                )
+                .await
+                .map(|()| 1)
+            })
+            .buffer_unordered(self.args.concurrency.max(1))
+            .try_collect()
+            .await?;
+        Counters::add(&self.counters.certificates, issued.iter().sum());
+        // Nine ambassadors each deliver the officers' workshop to 30 of the pilot's officers.
+        let pilot = self
+            .cohorts
+            .iter()
+            .find(|cohort| cohort.label == "aiw/pilot")
+            .cloned()
+            .context("the pilot cohort is not seeded")?;
+        let officers: Vec<String> = Self::people_in(
+            &self.clients.people,
+            &self.organization_id("JDN")?,
+            "PILOT-",
+        )
+        .await?
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+        for (number, group) in officers.chunks(30).enumerate() {
+            deliver_session(
+                &self.clients,
+                &self.counters,
+                &PlannedSession {
+                    request_id: stable_id(self.seed, &format!("session/aiw/pilot/{number}")),
+                    cohort_id: pilot.id.clone(),
+                    module_id: officer_course.module_ids[0].clone(),
+                    lead_trainer_id: ambassadors[number].clone(),
+                    co_trainer_ids: Vec::new(),
+                    start: utc(2025, 3, 10 + number as u32, 9),
+                    end: utc(2025, 3, 10 + number as u32, 12),
+                    location: "JDN, Putrajaya".to_owned(),
+                    present: group.to_vec(),
+                    absent: Vec::new(),
+                },
+            )
+            .await?;
+        }
+        eprintln!(
+            "      AI At Work: master trainer certified; {} ambassadors certified; {} officers trained by 9 of them",
+            ambassadors.len(),
+            officers.len()
+        );
+        Ok(())
+    }
+
+    /// Opens the candidacies of `people` on `track` in one call, already in TRAINING (a replay
+    /// returns them as they are now).
+    async fn open_candidacies(
+        &self,
+        track: &pb::CertificationTrack,
+        people: &[String],
+        label: &str,
+    ) -> anyhow::Result<Vec<pb::Candidacy>> {
+        let request = pb::BatchCreateCandidaciesRequest {
+            track_id: track.id.clone(),
+            requests: people
+                .iter()
+                .map(|person_id| pb::CreateCandidacyRequest {
+                    person_id: person_id.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            start_training: true,
+            reason: "enrolled in the trainer course".to_owned(),
+            request_id: stable_id(self.seed, &format!("candidacies/{label}")),
+        };
+        Ok(retry(|| {
+            let mut client = self.clients.certification.clone();
+            let request = request.clone();
+            async move { client.batch_create_candidacies(request).await }
+        })
+        .await
+        .with_context(|| format!("opening the candidacies {label} on {}", track.code))?
+        .into_inner()
+        .candidacies)
+    }
+
+    /// Takes candidacies `ids` one `step` in one call (a replay returns them as they are now).
+    async fn advance_candidacies(
+        &self,
+        step: pb::CandidacyStep,
+        ids: &[String],
+        reason: &str,
+        label: &str,
+    ) -> anyhow::Result<Vec<pb::Candidacy>> {
+        let request = pb::BatchAdvanceCandidaciesRequest {
+            step: step.into(),
+            candidacy_ids: ids.to_vec(),
+            etags: Vec::new(),
+            reason: reason.to_owned(),
+            request_id: stable_id(self.seed, &format!("advance/{label}")),
+        };
+        Ok(retry(|| {
+            let mut client = self.clients.certification.clone();
+            let request = request.clone();
+            async move { client.batch_advance_candidacies(request).await }
+        })
+        .await
+        .with_context(|| format!("moving the candidacies {label} ({step:?})"))?
+        .into_inner()
+        .candidacies)
+    }
+
+    /// Records a passing assessment of `candidacy` that issues its certificate in the same call.
+    async fn assess_and_issue(
+        &self,
+        candidacy: &pb::Candidacy,
+        score: i32,
+        reason: &str,
+    ) -> anyhow::Result<()> {
+        let request = pb::RecordAssessmentRequest {
+            id: candidacy.id.clone(),
+            score,
+            approved: true,
+            reason: reason.to_owned(),
+            etag: String::new(),
+            issue_certificate: true,
+        };
+        retry(|| {
+            let mut client = self.clients.certification.clone();
+            let request = request.clone();
+            async move { client.record_assessment(request).await }
+        })
+        .await
+        .with_context(|| format!("certifying candidacy {}", candidacy.id))?;
+        Ok(())
+    }
+
     // ---- national --------------------------------------------------------------------------
 
     async fn national_organizations(&mut self) -> anyhow::Result<()> {
@@ -1860,6 +2382,7 @@ impl Seeder {
                 cohort_id: cohort.id.clone(),
                 module_id: module_id.clone(),
                 lead_trainer_id: master.clone(),
+                co_trainer_ids: Vec::new(),
                 start: utc(2025, 8, 4, 9),
                 end: utc(2025, 8, 8, 17),
                 location: "JDN, Cyberjaya".to_owned(),
@@ -2095,6 +2618,7 @@ impl Seeder {
                 cohort_id: cohort.id.clone(),
                 module_id: module_id.clone(),
                 lead_trainer_id,
+                co_trainer_ids: Vec::new(),
                 start,
                 end,
                 location: format!("{}, training room", cohort.label),
@@ -2392,6 +2916,8 @@ struct PlannedSession {
     cohort_id: String,
     module_id: String,
     lead_trainer_id: String,
+    /// Candidates co-delivering under the lead.
+    co_trainer_ids: Vec<String>,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
     location: String,
@@ -2425,11 +2951,12 @@ fn session_window(number: usize) -> (DateTime<Utc>, DateTime<Utc>) {
 
 /// Schedules `plan` (a replay returns the first session), records its attendance and marks it
 /// delivered; a session already delivered is left as it is, so a re-run changes nothing.
+/// Returns the session's id.
 async fn deliver_session(
     clients: &Clients,
     counters: &Counters,
     plan: &PlannedSession,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<String> {
     let request = pb::CreateSessionRequest {
         session: Some(pb::Session {
             cohort_id: plan.cohort_id.clone(),
@@ -2438,6 +2965,7 @@ async fn deliver_session(
             end_time: Some(timestamp(plan.end)),
             location: plan.location.clone(),
             lead_trainer_id: plan.lead_trainer_id.clone(),
+            co_trainer_ids: plan.co_trainer_ids.clone(),
             ..Default::default()
         }),
         request_id: plan.request_id.clone(),
@@ -2453,7 +2981,7 @@ async fn deliver_session(
     Counters::add(&counters.sessions, 1);
     Counters::add(&counters.attendance, plan.present.len() + plan.absent.len());
     if session.state() == pb::SessionState::Delivered {
-        return Ok(());
+        return Ok(session.id);
     }
     for (status, people) in [
         (pb::AttendanceStatus::Present, &plan.present),
@@ -2490,7 +3018,7 @@ async fn deliver_session(
     })
     .await
     .with_context(|| format!("marking session {} delivered", session.id))?;
-    Ok(())
+    Ok(session.id)
 }
 
 /// Takes `person_id` through `track` to a certificate: opens the candidacy (a replay returns
@@ -2566,6 +3094,7 @@ async fn certify(
                         approved: true,
                         reason: "teach-back assessed by the master trainer".to_owned(),
                         etag: String::new(),
+                        issue_certificate: false,
                     })
                     .await
             }

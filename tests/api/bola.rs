@@ -868,6 +868,41 @@ async fn call(world: &World, method: &str, role: Role, side: &Side) -> Outcome {
                 .revoke_candidacy(world.request(role, transition(&side.candidacy)))
                 .await,
         ),
+        "BatchCreateCandidacies" => unit(
+            world
+                .certs()
+                .batch_create_candidacies(
+                    world.request(
+                        role,
+                        pb::BatchCreateCandidaciesRequest {
+                            track_id: side.track.clone(),
+                            requests: batch(&own.spare, &side.spare)
+                                .into_iter()
+                                .map(|person_id| pb::CreateCandidacyRequest {
+                                    person_id,
+                                    ..Default::default()
+                                })
+                                .collect(),
+                            ..Default::default()
+                        },
+                    ),
+                )
+                .await,
+        ),
+        "BatchAdvanceCandidacies" => unit(
+            world
+                .certs()
+                .batch_advance_candidacies(world.request(
+                    role,
+                    pb::BatchAdvanceCandidaciesRequest {
+                        step: pb::CandidacyStep::StartTraining.into(),
+                        candidacy_ids: batch(&own.candidacy, &side.candidacy),
+                        reason: "bola matrix".to_owned(),
+                        ..Default::default()
+                    },
+                ))
+                .await,
+        ),
         "RecordAssessment" => unit(
             world
                 .certs()
@@ -879,6 +914,7 @@ async fn call(world: &World, method: &str, role: Role, side: &Side) -> Outcome {
                         approved: true,
                         reason: "bola matrix".to_owned(),
                         etag: String::new(),
+                        issue_certificate: false,
                     },
                 ))
                 .await,
@@ -1139,8 +1175,70 @@ async fn call(world: &World, method: &str, role: Role, side: &Side) -> Outcome {
                 ))
                 .await,
         ),
+        // Competencies.
+        "GetCompetencyProfile" => unit(
+            pb::competency_service_client::CompetencyServiceClient::new(world.app.channel.clone())
+                .get_competency_profile(world.request(
+                    role,
+                    pb::GetCompetencyProfileRequest {
+                        person_id: side.person_for(role, Object::LearnerRecord).to_owned(),
+                        role_id: String::new(),
+                    },
+                ))
+                .await,
+        ),
+        "SearchCompetencyHolders" => {
+            let competency_id = bola_competency(&world.app).await;
+            unit(
+                pb::competency_service_client::CompetencyServiceClient::new(
+                    world.app.channel.clone(),
+                )
+                .search_competency_holders(world.request(
+                    role,
+                    pb::SearchCompetencyHoldersRequest {
+                        competency_id,
+                        min_level: 1,
+                        organization_subtree: side.ministry.clone(),
+                        ..Default::default()
+                    },
+                ))
+                .await,
+            )
+        }
         _ => Outcome::NoCase,
     }
+}
+
+/// Returns the id of the competency the holder-search cases ask about, created by an admin on
+/// first use (when the world is built).
+async fn bola_competency(app: &TestApp) -> String {
+    let mut client =
+        pb::competency_service_client::CompetencyServiceClient::new(app.channel.clone());
+    let listed = client
+        .list_competencies(app.admin(pb::ListCompetenciesRequest::default()))
+        .await
+        .expect("list competencies")
+        .into_inner();
+    if let Some(competency) = listed.competencies.into_iter().next() {
+        return competency.id;
+    }
+    client
+        .create_competency(app.admin(pb::CreateCompetencyRequest {
+            competency: Some(pb::Competency {
+                code: "BOLA-DATA".to_owned(),
+                name: "Data analysis".to_owned(),
+                levels: vec![pb::CompetencyLevel {
+                    name: "Basic".to_owned(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        }))
+        .await
+        .expect("create competency")
+        .into_inner()
+        .id
 }
 
 /// Returns the `external_id` of person `id`, read as admin; a made-up key for a missing person.
@@ -1627,6 +1725,8 @@ async fn world() -> World {
     }
     let b = sides.pop().unwrap();
     let a = sides.pop().unwrap();
+    // Created before any counted call, so that the holder-search cases write nothing.
+    bola_competency(&app).await;
     World {
         app,
         _database: database,

@@ -30,7 +30,7 @@ use crate::programmes::{
 type Certs = CertificationServiceClient<tonic::transport::Channel>;
 type Delivery = DeliveryServiceClient<tonic::transport::Channel>;
 
-fn certs(app: &TestApp) -> Certs {
+pub(crate) fn certs(app: &TestApp) -> Certs {
     CertificationServiceClient::new(app.channel.clone())
 }
 
@@ -43,7 +43,7 @@ fn delivery(app: &TestApp) -> Delivery {
 static ASSESSORS: LazyLock<Mutex<HashMap<PathBuf, String>>> = LazyLock::new(Mutex::default);
 
 /// Wraps `message` in a request of the assessor the tracks of `app` name.
-fn assessor<T>(app: &TestApp, message: T) -> Request<T> {
+pub(crate) fn assessor<T>(app: &TestApp, message: T) -> Request<T> {
     let assessor_id = ASSESSORS
         .lock()
         .unwrap()
@@ -54,7 +54,7 @@ fn assessor<T>(app: &TestApp, message: T) -> Request<T> {
 }
 
 /// Returns the person id of the assessor of `app`'s tracks, made on first use.
-async fn assessor_id(app: &TestApp) -> String {
+pub(crate) async fn assessor_id(app: &TestApp) -> String {
     if let Some(id) = ASSESSORS.lock().unwrap().get(&app.config.data_dir) {
         return id.clone();
     }
@@ -108,7 +108,10 @@ fn hours_ago(hours: i64) -> prost_types::Timestamp {
 }
 
 /// Returns the version's course id and its modules' (id, activity ids).
-async fn version_layout(app: &TestApp, version_id: &str) -> (String, Vec<(String, Vec<String>)>) {
+pub(crate) async fn version_layout(
+    app: &TestApp,
+    version_id: &str,
+) -> (String, Vec<(String, Vec<String>)>) {
     let version = courses(app)
         .get_course_version(app.admin(pb::GetCourseVersionRequest {
             id: version_id.to_owned(),
@@ -134,7 +137,7 @@ async fn version_layout(app: &TestApp, version_id: &str) -> (String, Vec<(String
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn create_track(
+pub(crate) async fn create_track(
     app: &TestApp,
     code: &str,
     level: pb::TrackLevel,
@@ -170,7 +173,11 @@ fn step<R: StateChange>(id: &str, reason: &str) -> R {
     R::state_change(id, reason)
 }
 
-async fn open_candidacy(app: &TestApp, track_id: &str, person_id: &str) -> pb::Candidacy {
+pub(crate) async fn open_candidacy(
+    app: &TestApp,
+    track_id: &str,
+    person_id: &str,
+) -> pb::Candidacy {
     certs(app)
         .create_candidacy(app.admin(pb::CreateCandidacyRequest {
             track_id: track_id.to_owned(),
@@ -182,28 +189,28 @@ async fn open_candidacy(app: &TestApp, track_id: &str, person_id: &str) -> pb::C
         .into_inner()
 }
 
-async fn start_training(app: &TestApp, id: &str) -> Result<pb::Candidacy, Status> {
+pub(crate) async fn start_training(app: &TestApp, id: &str) -> Result<pb::Candidacy, Status> {
     certs(app)
         .start_training(assessor(app, step(id, "enrolled in the trainer course")))
         .await
         .map(tonic::Response::into_inner)
 }
 
-async fn begin_practice(app: &TestApp, id: &str) -> Result<pb::Candidacy, Status> {
+pub(crate) async fn begin_practice(app: &TestApp, id: &str) -> Result<pb::Candidacy, Status> {
     certs(app)
         .begin_supervised_practice(assessor(app, step(id, "trainer course done")))
         .await
         .map(tonic::Response::into_inner)
 }
 
-async fn submit(app: &TestApp, id: &str) -> Result<pb::Candidacy, Status> {
+pub(crate) async fn submit(app: &TestApp, id: &str) -> Result<pb::Candidacy, Status> {
     certs(app)
         .submit_for_assessment(assessor(app, step(id, "practice done")))
         .await
         .map(tonic::Response::into_inner)
 }
 
-async fn issue(app: &TestApp, candidacy_id: &str) -> Result<pb::Certificate, Status> {
+pub(crate) async fn issue(app: &TestApp, candidacy_id: &str) -> Result<pb::Certificate, Status> {
     certs(app)
         .issue_certificate(assessor(
             app,
@@ -217,7 +224,11 @@ async fn issue(app: &TestApp, candidacy_id: &str) -> Result<pb::Certificate, Sta
 }
 
 /// Certifies `person_id` on a track without requirements (how the first master trainers enter).
-async fn certify_directly(app: &TestApp, track_id: &str, person_id: &str) -> pb::Certificate {
+pub(crate) async fn certify_directly(
+    app: &TestApp,
+    track_id: &str,
+    person_id: &str,
+) -> pb::Certificate {
     let candidacy = open_candidacy(app, track_id, person_id).await;
     start_training(app, &candidacy.id).await.unwrap();
     begin_practice(app, &candidacy.id).await.unwrap();
@@ -569,6 +580,7 @@ async fn tvet_master_certifies_two_of_three_local_trainers_who_then_train_forty_
                     approved,
                     reason: "practical assessment".to_owned(),
                     etag: String::new(),
+                    issue_certificate: false,
                 },
             ))
             .await
@@ -1092,6 +1104,42 @@ async fn certificates_expire_by_the_clock_and_are_suspended_revoked_and_renewed(
         deliver(&app, &world.person_id, &session.id).await,
         "LEAD_TRAINER_NOT_CERTIFIED",
     );
+    // The refusal names the lapsed certificate and the day it expired, not just the rule.
+    let refusal = deliver(&app, &world.person_id, &session.id)
+        .await
+        .unwrap_err();
+    let expire_date = world
+        .certificate
+        .expires_time
+        .as_ref()
+        .map(|time| {
+            chrono::DateTime::from_timestamp(time.seconds, 0)
+                .unwrap()
+                .format("%Y-%m-%d")
+                .to_string()
+        })
+        .unwrap();
+    assert_eq!(
+        crate::helpers::error_metadata(&refusal, "certificate_id").as_deref(),
+        Some(world.certificate.id.as_str()),
+        "{refusal:?}"
+    );
+    assert_eq!(
+        crate::helpers::error_metadata(&refusal, "expire_date"),
+        Some(expire_date.clone())
+    );
+    assert_eq!(
+        crate::helpers::error_metadata(&refusal, "person_id").as_deref(),
+        Some(world.person_id.as_str())
+    );
+    assert!(
+        refusal.message().contains(&world.certificate.id)
+            && refusal
+                .message()
+                .contains(&format!("expired on {expire_date}")),
+        "{}",
+        refusal.message()
+    );
     let candidacy = certs(&app)
         .get_candidacy(assessor(
             &app,
@@ -1482,6 +1530,7 @@ async fn no_api_call_sequence_certifies_a_candidate_missing_a_requirement() {
                                             approved,
                                             reason: "assessed".to_owned(),
                                             etag: String::new(),
+                                            issue_certificate: false,
                                         },
                                     ))
                                     .await

@@ -345,6 +345,15 @@ pub(crate) fn error_reason(status: &tonic::Status) -> String {
         .unwrap_or_default()
 }
 
+/// Returns the value of `key` in the `ErrorInfo` metadata of `status`: what blocks the call.
+pub(crate) fn error_metadata(status: &tonic::Status, key: &str) -> Option<String> {
+    use tonic_types::StatusExt as _;
+    status
+        .get_error_details()
+        .error_info()
+        .and_then(|info| info.metadata.get(key).cloned())
+}
+
 /// Returns a person record for imports.
 pub(crate) fn person_record(external_id: &str, organization_code: &str) -> lms::pb::PersonRecord {
     lms::pb::PersonRecord {

@@ -11,6 +11,7 @@ use lms::pb::{
 };
 use proptest::prelude::*;
 use tonic::Code;
+use tonic_types::StatusExt as _;
 
 use crate::helpers::{TestApp, error_reason, spawn_app, violated_fields, with_token};
 use crate::programmes::{
@@ -594,6 +595,26 @@ async fn bad_events_get_their_own_errors_and_good_neighbours_land() {
         .unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert_eq!(error_reason(&status), "ENROLLMENT_NOT_ACTIVE");
+    // The refusal names the enrolment where the enrolment belongs, and the event beside it.
+    let subject = status
+        .get_error_details()
+        .precondition_failure()
+        .map(|failure| failure.violations[0].subject.clone())
+        .unwrap_or_default();
+    assert_eq!(subject, format!("enrollment/{second}"), "{status:?}");
+    assert_eq!(
+        crate::helpers::error_metadata(&status, "enrollment_id").as_deref(),
+        Some(second.as_str())
+    );
+    assert!(
+        crate::helpers::error_metadata(&status, "event_id").is_some_and(|id| !id.is_empty()),
+        "{status:?}"
+    );
+    assert!(
+        status.message().contains(second.as_str()),
+        "{}",
+        status.message()
+    );
 }
 
 #[tokio::test]

@@ -205,6 +205,26 @@ async fn status_lists_pages_and_json_follow_the_certificate_over_http() {
         credential_json["proof"]["verificationMethod"]
     );
 
+    // The achievement the credential names resolves, to that very achievement.
+    let achievement = &credential_json["credentialSubject"]["achievement"];
+    let achievement_url = achievement["id"].as_str().unwrap();
+    assert_eq!(
+        achievement_url,
+        format!("{PUBLIC_URL}/tracks/{}", world.certificate.track_id)
+    );
+    let served = get(&local(&app, achievement_url), &[]).await;
+    assert_eq!(served.status, StatusCode::OK);
+    assert_eq!(served.header("content-type"), "application/ld+json");
+    let mut served = served.json();
+    let context = served
+        .as_object_mut()
+        .unwrap()
+        .remove("@context")
+        .expect("a JSON-LD context");
+    assert_eq!(context[0], "https://www.w3.org/ns/credentials/v2");
+    assert_eq!(&served, achievement);
+    assert_eq!(served["type"][0], "Achievement");
+
     // The page, in the language the browser prefers, and in the one the switch asks for.
     let malay = get(
         &page_url(&app, &code),
@@ -524,6 +544,10 @@ async fn hostile_codes_get_a_safe_answer() {
     assert_ne!(grpc.status, StatusCode::OK);
     let unknown_issuer = get(&format!("{base}/issuers/not-an-id"), &[]).await;
     assert_eq!(unknown_issuer.status, StatusCode::NOT_FOUND);
+    let unknown_track = get(&format!("{base}/tracks/{}", uuid::Uuid::now_v7()), &[]).await;
+    assert_eq!(unknown_track.status, StatusCode::NOT_FOUND);
+    let not_a_track = get(&format!("{base}/tracks/not-an-id"), &[]).await;
+    assert_eq!(not_a_track.status, StatusCode::NOT_FOUND);
     let unknown_list = get(
         &format!("{base}/status-lists/{}/revocation", uuid::Uuid::now_v7()),
         &[],

@@ -18,6 +18,7 @@ export * from "./gen/google/rpc/error_details_pb.js";
 export * from "./gen/google/rpc/status_pb.js";
 export * from "./gen/lms/v1/audit_service_pb.js";
 export * from "./gen/lms/v1/certification_service_pb.js";
+export * from "./gen/lms/v1/competency_service_pb.js";
 export * from "./gen/lms/v1/common_pb.js";
 export * from "./gen/lms/v1/course_service_pb.js";
 export * from "./gen/lms/v1/delivery_service_pb.js";

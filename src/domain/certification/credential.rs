@@ -332,17 +332,46 @@ pub fn certificate_credential(claims: &CertificateClaims<'_>, issuer: &Issuer) -
         "credentialSubject": {
             "type": ["AchievementSubject"],
             "name": claims.holder_name,
-            "achievement": {
-                "id": format!("{base}/tracks/{}", claims.track_id),
-                "type": ["Achievement"],
-                "achievementType": "License",
-                "name": claims.track_title,
-                "description": format!("Certified {} of track {}", claims.level.to_lowercase().replace('_', " "), claims.track_code),
-                "criteria": {"narrative": "Completed the trainer course, supervised co-deliveries and an assessment as the track requires."},
-            },
+            "achievement": achievement(base, claims.track_id, claims.track_code, claims.track_title, claims.level),
         },
         "credentialStatus": [entry("revocation"), entry("suspension")],
     })
+}
+
+/// Returns the Open Badges 3.0 Achievement of a certification track: the one every credential of
+/// the track embeds, and the document served at its `id` (`<base>/tracks/<track id>`), so the
+/// link in a credential resolves to the same achievement.
+pub fn achievement(base: &str, track_id: &str, code: &str, title: &str, level: &str) -> Value {
+    json!({
+        "id": format!("{}/tracks/{track_id}", base.trim_end_matches('/')),
+        "type": ["Achievement"],
+        "achievementType": "License",
+        "name": title,
+        "description": format!("Certified {} of track {code}", level.to_lowercase().replace('_', " ")),
+        "criteria": {"narrative": "Completed the trainer course, supervised co-deliveries and an assessment as the track requires."},
+    })
+}
+
+/// Returns the served document of a track's [`achievement`]: the achievement with its JSON-LD
+/// context.
+pub fn achievement_document(
+    base: &str,
+    track_id: &str,
+    code: &str,
+    title: &str,
+    level: &str,
+) -> Value {
+    let mut document = achievement(base, track_id, code, title, level);
+    if let Value::Object(fields) = &mut document {
+        fields.insert(
+            "@context".to_owned(),
+            json!([
+                "https://www.w3.org/ns/credentials/v2",
+                "https://purl.imsglobal.org/spec/ob/v3p0/context-3.0.3.json"
+            ]),
+        );
+    }
+    document
 }
 
 /// Returns the Open Badges 3.0 Profile of an issuer served at `url`: its `did:key` id and name,

@@ -78,6 +78,7 @@ pub mod candidacies {
         pub revision: i64,
         pub create_time: DateTimeUtc,
         pub update_time: DateTimeUtc,
+        pub renews_certificate_id: Option<String>,
     }
 
     /// No relations are navigated through sea-orm.

@@ -72,11 +72,41 @@ pub mod cohorts {
         pub enrolled_count: i32,
         pub waitlisted_count: i32,
         pub waitlist_enabled: bool,
-        pub sector_seats: String,
+        pub category_seats: String,
         pub eligible_organization_ids: String,
         pub revision: i64,
         pub create_time: DateTimeUtc,
         pub update_time: DateTimeUtc,
+        pub auto_advance: bool,
+        pub enrollment_open_date: Option<String>,
+    }
+
+    /// No relations are navigated through sea-orm.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Table `cohort_phase_windows`: when one phase of the programme runs for a cohort.
+pub mod cohort_phase_windows {
+    use sea_orm::entity::prelude::*;
+
+    /// A row of `cohort_phase_windows`.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "cohort_phase_windows")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub cohort_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub phase_id: String,
+        pub position: i32,
+        pub start_date: String,
+        pub end_date: String,
+        /// `start_date` at 00:00 UTC.
+        pub opens_time: DateTimeUtc,
+        /// The day after `end_date` at 00:00 UTC.
+        pub closes_time: DateTimeUtc,
     }
 
     /// No relations are navigated through sea-orm.

@@ -135,9 +135,10 @@ export type WatchEventsRequest = Message<"lms.v1.WatchEventsRequest"> & {
   /**
    * Only these types (empty: all). One of person.created, person.updated,
    * enrollment.created, enrollment.withdrawn, enrollment.promoted,
-   * enrollment.due, module.completed, course.completed, programme.completed,
-   * candidacy.changed, certificate.issued, certificate.changed,
-   * certificate.expiring, certificate.expired.
+   * enrollment.due, cohort.changed, module.completed, course.completed,
+   * programme.completed,
+   * candidacy.changed, candidacy.renewal_opened, certificate.issued,
+   * certificate.changed, certificate.expiring, certificate.expired.
    *
    * @generated from field: repeated string types = 2;
    */

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file lms/v1/person_service.proto.
  */
 export const file_lms_v1_person_service: GenFile = /*@__PURE__*/
-  fileDesc("ChtsbXMvdjEvcGVyc29uX3NlcnZpY2UucHJvdG8SBmxtcy52MSKaAgoGUGVyc29uEgoKAmlkGAEgASgJEhMKC2V4dGVybmFsX2lkGAIgASgJEhEKCWZ1bGxfbmFtZRgDIAEoCRINCgVlbWFpbBgEIAEoCRIXCg9vcmdhbml6YXRpb25faWQYBSABKAkSHgoGc2VjdG9yGAYgASgOMg4ubG1zLnYxLlNlY3RvchIkCgZzdGF0dXMYByABKA4yFC5sbXMudjEuUGVyc29uU3RhdHVzEgwKBGV0YWcYCCABKAkSLwoLY3JlYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIeChBHZXRQZXJzb25SZXF1ZXN0EgoKAmlkGAEgASgJIioKE0xvb2t1cFBlcnNvblJlcXVlc3QSEwoLZXh0ZXJuYWxfaWQYASABKAkiMAoYQmF0Y2hMb29rdXBQZW9wbGVSZXF1ZXN0EhQKDGV4dGVybmFsX2lkcxgBIAMoCSJZChlCYXRjaExvb2t1cFBlb3BsZVJlc3BvbnNlEh4KBnBlb3BsZRgBIAMoCzIOLmxtcy52MS5QZXJzb24SHAoUbWlzc2luZ19leHRlcm5hbF9pZHMYAiADKAkiswEKEUxpc3RQZW9wbGVSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEhwKFG9yZ2FuaXphdGlvbl9zdWJ0cmVlGAMgASgJEh4KBnNlY3RvchgEIAEoDjIOLmxtcy52MS5TZWN0b3ISJAoGc3RhdHVzGAUgASgOMhQubG1zLnYxLlBlcnNvblN0YXR1cxITCgtleHRlcm5hbF9pZBgGIAEoCSJNChJMaXN0UGVvcGxlUmVzcG9uc2USHgoGcGVvcGxlGAEgAygLMg4ubG1zLnYxLlBlcnNvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiZgoTVXBkYXRlUGVyc29uUmVxdWVzdBIeCgZwZXJzb24YASABKAsyDi5sbXMudjEuUGVyc29uEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzayLIAQoMUGVyc29uUmVjb3JkEhMKC2V4dGVybmFsX2lkGAEgASgJEhEKCWZ1bGxfbmFtZRgCIAEoCRINCgVlbWFpbBgDIAEoCRIXCg9vcmdhbml6YXRpb25faWQYBCABKAkSIgoab3JnYW5pemF0aW9uX2V4dGVybmFsX2NvZGUYBSABKAkSHgoGc2VjdG9yGAYgASgOMg4ubG1zLnYxLlNlY3RvchIkCgZzdGF0dXMYByABKA4yFC5sbXMudjEuUGVyc29uU3RhdHVzIlQKGEJhdGNoVXBzZXJ0UGVvcGxlUmVxdWVzdBIkCgZwZW9wbGUYASADKAsyFC5sbXMudjEuUGVyc29uUmVjb3JkEhIKCnJlcXVlc3RfaWQYAiABKAkiUwoMVXBzZXJ0Q291bnRzEg8KB2NyZWF0ZWQYASABKAMSDwoHdXBkYXRlZBgCIAEoAxIRCgl1bmNoYW5nZWQYAyABKAMSDgoGZmFpbGVkGAQgASgDIo0BChlCYXRjaFVwc2VydFBlb3BsZVJlc3BvbnNlEiQKBmNvdW50cxgBIAEoCzIULmxtcy52MS5VcHNlcnRDb3VudHMSIwoGZXJyb3JzGAIgAygLMhMubG1zLnYxLlJlY29yZEVycm9yEiUKB3Jlc3VsdHMYAyADKAsyFC5sbXMudjEuUGVyc29uUmVzdWx0IpYBCgxQZXJzb25SZXN1bHQSDQoFaW5kZXgYASABKAMSEwoLZXh0ZXJuYWxfaWQYAiABKAkSCgoCaWQYAyABKAkSJgoHb3V0Y29tZRgEIAEoDjIVLmxtcy52MS5SZWNvcmRPdXRjb21lEg0KBWZpZWxkGAUgASgJEg4KBnJlYXNvbhgGIAEoCRIPCgdtZXNzYWdlGAcgASgJInAKE0ltcG9ydFBlb3BsZVJlcXVlc3QSJgoGcGVyc29uGAEgASgLMhQubG1zLnYxLlBlcnNvblJlY29yZEgAEiYKBmNvbW1pdBgCIAEoCzIULmxtcy52MS5JbXBvcnRDb21taXRIAEIJCgdtZXNzYWdlIiQKDEltcG9ydENvbW1pdBIUCgxyZWNvcmRfY291bnQYASABKAMidwoUSW1wb3J0UGVvcGxlUmVzcG9uc2USJAoGY291bnRzGAEgASgLMhQubG1zLnYxLlVwc2VydENvdW50cxIjCgZlcnJvcnMYAiADKAsyEy5sbXMudjEuUmVjb3JkRXJyb3ISFAoMcmVjb3JkX2NvdW50GAMgASgDIm4KEVN5bmNQZW9wbGVSZXF1ZXN0EiYKBnBlcnNvbhgBIAEoCzIULmxtcy52MS5QZXJzb25SZWNvcmRIABImCgZjb21taXQYAiABKAsyFC5sbXMudjEuSW1wb3J0Q29tbWl0SABCCQoHbWVzc2FnZSKKAQoSU3luY1Blb3BsZVJlc3BvbnNlEiUKB3Jlc3VsdHMYASADKAsyFC5sbXMudjEuUGVyc29uUmVzdWx0EiQKBmNvdW50cxgCIAEoCzIULmxtcy52MS5VcHNlcnRDb3VudHMSFAoMcmVjb3JkX2NvdW50GAMgASgDEhEKCWNvbW1pdHRlZBgEIAEoCCqhAQoNUmVjb3JkT3V0Y29tZRIeChpSRUNPUkRfT1VUQ09NRV9VTlNQRUNJRklFRBAAEhoKFlJFQ09SRF9PVVRDT01FX0NSRUFURUQQARIaChZSRUNPUkRfT1VUQ09NRV9VUERBVEVEEAISHAoYUkVDT1JEX09VVENPTUVfVU5DSEFOR0VEEAMSGgoWUkVDT1JEX09VVENPTUVfUkVGVVNFRBAEKkcKBlNlY3RvchIWChJTRUNUT1JfVU5TUEVDSUZJRUQQABIRCg1TRUNUT1JfUFVCTElDEAESEgoOU0VDVE9SX1BSSVZBVEUQAipjCgxQZXJzb25TdGF0dXMSHQoZUEVSU09OX1NUQVRVU19VTlNQRUNJRklFRBAAEhgKFFBFUlNPTl9TVEFUVVNfQUNUSVZFEAESGgoWUEVSU09OX1NUQVRVU19JTkFDVElWRRACMs8ECg1QZXJzb25TZXJ2aWNlEjUKCUdldFBlcnNvbhIYLmxtcy52MS5HZXRQZXJzb25SZXF1ZXN0Gg4ubG1zLnYxLlBlcnNvbhI7CgxMb29rdXBQZXJzb24SGy5sbXMudjEuTG9va3VwUGVyc29uUmVxdWVzdBoOLmxtcy52MS5QZXJzb24SWAoRQmF0Y2hMb29rdXBQZW9wbGUSIC5sbXMudjEuQmF0Y2hMb29rdXBQZW9wbGVSZXF1ZXN0GiEubG1zLnYxLkJhdGNoTG9va3VwUGVvcGxlUmVzcG9uc2USQwoKTGlzdFBlb3BsZRIZLmxtcy52MS5MaXN0UGVvcGxlUmVxdWVzdBoaLmxtcy52MS5MaXN0UGVvcGxlUmVzcG9uc2USOwoMVXBkYXRlUGVyc29uEhsubG1zLnYxLlVwZGF0ZVBlcnNvblJlcXVlc3QaDi5sbXMudjEuUGVyc29uElgKEUJhdGNoVXBzZXJ0UGVvcGxlEiAubG1zLnYxLkJhdGNoVXBzZXJ0UGVvcGxlUmVxdWVzdBohLmxtcy52MS5CYXRjaFVwc2VydFBlb3BsZVJlc3BvbnNlEksKDEltcG9ydFBlb3BsZRIbLmxtcy52MS5JbXBvcnRQZW9wbGVSZXF1ZXN0GhwubG1zLnYxLkltcG9ydFBlb3BsZVJlc3BvbnNlKAESRwoKU3luY1Blb3BsZRIZLmxtcy52MS5TeW5jUGVvcGxlUmVxdWVzdBoaLmxtcy52MS5TeW5jUGVvcGxlUmVzcG9uc2UoATABYgZwcm90bzM", [file_google_protobuf_field_mask, file_google_protobuf_timestamp, file_lms_v1_common]);
+  fileDesc("ChtsbXMvdjEvcGVyc29uX3NlcnZpY2UucHJvdG8SBmxtcy52MSKsAgoGUGVyc29uEgoKAmlkGAEgASgJEhMKC2V4dGVybmFsX2lkGAIgASgJEhEKCWZ1bGxfbmFtZRgDIAEoCRINCgVlbWFpbBgEIAEoCRIXCg9vcmdhbml6YXRpb25faWQYBSABKAkSHgoGc2VjdG9yGAYgASgOMg4ubG1zLnYxLlNlY3RvchIkCgZzdGF0dXMYByABKA4yFC5sbXMudjEuUGVyc29uU3RhdHVzEgwKBGV0YWcYCCABKAkSLwoLY3JlYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghjYXRlZ29yeRgLIAEoCSIeChBHZXRQZXJzb25SZXF1ZXN0EgoKAmlkGAEgASgJIioKE0xvb2t1cFBlcnNvblJlcXVlc3QSEwoLZXh0ZXJuYWxfaWQYASABKAkiMAoYQmF0Y2hMb29rdXBQZW9wbGVSZXF1ZXN0EhQKDGV4dGVybmFsX2lkcxgBIAMoCSJZChlCYXRjaExvb2t1cFBlb3BsZVJlc3BvbnNlEh4KBnBlb3BsZRgBIAMoCzIOLmxtcy52MS5QZXJzb24SHAoUbWlzc2luZ19leHRlcm5hbF9pZHMYAiADKAkixQEKEUxpc3RQZW9wbGVSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEhwKFG9yZ2FuaXphdGlvbl9zdWJ0cmVlGAMgASgJEh4KBnNlY3RvchgEIAEoDjIOLmxtcy52MS5TZWN0b3ISJAoGc3RhdHVzGAUgASgOMhQubG1zLnYxLlBlcnNvblN0YXR1cxITCgtleHRlcm5hbF9pZBgGIAEoCRIQCghjYXRlZ29yeRgHIAEoCSJNChJMaXN0UGVvcGxlUmVzcG9uc2USHgoGcGVvcGxlGAEgAygLMg4ubG1zLnYxLlBlcnNvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiZgoTVXBkYXRlUGVyc29uUmVxdWVzdBIeCgZwZXJzb24YASABKAsyDi5sbXMudjEuUGVyc29uEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzayLaAQoMUGVyc29uUmVjb3JkEhMKC2V4dGVybmFsX2lkGAEgASgJEhEKCWZ1bGxfbmFtZRgCIAEoCRINCgVlbWFpbBgDIAEoCRIXCg9vcmdhbml6YXRpb25faWQYBCABKAkSIgoab3JnYW5pemF0aW9uX2V4dGVybmFsX2NvZGUYBSABKAkSHgoGc2VjdG9yGAYgASgOMg4ubG1zLnYxLlNlY3RvchIkCgZzdGF0dXMYByABKA4yFC5sbXMudjEuUGVyc29uU3RhdHVzEhAKCGNhdGVnb3J5GAggASgJIlQKGEJhdGNoVXBzZXJ0UGVvcGxlUmVxdWVzdBIkCgZwZW9wbGUYASADKAsyFC5sbXMudjEuUGVyc29uUmVjb3JkEhIKCnJlcXVlc3RfaWQYAiABKAkiUwoMVXBzZXJ0Q291bnRzEg8KB2NyZWF0ZWQYASABKAMSDwoHdXBkYXRlZBgCIAEoAxIRCgl1bmNoYW5nZWQYAyABKAMSDgoGZmFpbGVkGAQgASgDIo0BChlCYXRjaFVwc2VydFBlb3BsZVJlc3BvbnNlEiQKBmNvdW50cxgBIAEoCzIULmxtcy52MS5VcHNlcnRDb3VudHMSIwoGZXJyb3JzGAIgAygLMhMubG1zLnYxLlJlY29yZEVycm9yEiUKB3Jlc3VsdHMYAyADKAsyFC5sbXMudjEuUGVyc29uUmVzdWx0IpYBCgxQZXJzb25SZXN1bHQSDQoFaW5kZXgYASABKAMSEwoLZXh0ZXJuYWxfaWQYAiABKAkSCgoCaWQYAyABKAkSJgoHb3V0Y29tZRgEIAEoDjIVLmxtcy52MS5SZWNvcmRPdXRjb21lEg0KBWZpZWxkGAUgASgJEg4KBnJlYXNvbhgGIAEoCRIPCgdtZXNzYWdlGAcgASgJInAKE0ltcG9ydFBlb3BsZVJlcXVlc3QSJgoGcGVyc29uGAEgASgLMhQubG1zLnYxLlBlcnNvblJlY29yZEgAEiYKBmNvbW1pdBgCIAEoCzIULmxtcy52MS5JbXBvcnRDb21taXRIAEIJCgdtZXNzYWdlIiQKDEltcG9ydENvbW1pdBIUCgxyZWNvcmRfY291bnQYASABKAMidwoUSW1wb3J0UGVvcGxlUmVzcG9uc2USJAoGY291bnRzGAEgASgLMhQubG1zLnYxLlVwc2VydENvdW50cxIjCgZlcnJvcnMYAiADKAsyEy5sbXMudjEuUmVjb3JkRXJyb3ISFAoMcmVjb3JkX2NvdW50GAMgASgDIm4KEVN5bmNQZW9wbGVSZXF1ZXN0EiYKBnBlcnNvbhgBIAEoCzIULmxtcy52MS5QZXJzb25SZWNvcmRIABImCgZjb21taXQYAiABKAsyFC5sbXMudjEuSW1wb3J0Q29tbWl0SABCCQoHbWVzc2FnZSKKAQoSU3luY1Blb3BsZVJlc3BvbnNlEiUKB3Jlc3VsdHMYASADKAsyFC5sbXMudjEuUGVyc29uUmVzdWx0EiQKBmNvdW50cxgCIAEoCzIULmxtcy52MS5VcHNlcnRDb3VudHMSFAoMcmVjb3JkX2NvdW50GAMgASgDEhEKCWNvbW1pdHRlZBgEIAEoCCLvAQoTUGFydGljaXBhbnRDYXRlZ29yeRIMCgRjb2RlGAEgASgJEhQKDGRpc3BsYXlfbmFtZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRIvCgVzdGF0ZRgEIAEoDjIgLmxtcy52MS5QYXJ0aWNpcGFudENhdGVnb3J5U3RhdGUSDAoEZXRhZxgFIAEoCRIvCgtjcmVhdGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlEKIENyZWF0ZVBhcnRpY2lwYW50Q2F0ZWdvcnlSZXF1ZXN0Ei0KCGNhdGVnb3J5GAEgASgLMhsubG1zLnYxLlBhcnRpY2lwYW50Q2F0ZWdvcnkiYAogTGlzdFBhcnRpY2lwYW50Q2F0ZWdvcmllc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSFQoNc2hvd19hcmNoaXZlZBgDIAEoCCJtCiFMaXN0UGFydGljaXBhbnRDYXRlZ29yaWVzUmVzcG9uc2USLwoKY2F0ZWdvcmllcxgBIAMoCzIbLmxtcy52MS5QYXJ0aWNpcGFudENhdGVnb3J5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKCAQogVXBkYXRlUGFydGljaXBhbnRDYXRlZ29yeVJlcXVlc3QSLQoIY2F0ZWdvcnkYASABKAsyGy5sbXMudjEuUGFydGljaXBhbnRDYXRlZ29yeRIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2sqoQEKDVJlY29yZE91dGNvbWUSHgoaUkVDT1JEX09VVENPTUVfVU5TUEVDSUZJRUQQABIaChZSRUNPUkRfT1VUQ09NRV9DUkVBVEVEEAESGgoWUkVDT1JEX09VVENPTUVfVVBEQVRFRBACEhwKGFJFQ09SRF9PVVRDT01FX1VOQ0hBTkdFRBADEhoKFlJFQ09SRF9PVVRDT01FX1JFRlVTRUQQBCpHCgZTZWN0b3ISFgoSU0VDVE9SX1VOU1BFQ0lGSUVEEAASEQoNU0VDVE9SX1BVQkxJQxABEhIKDlNFQ1RPUl9QUklWQVRFEAIqlgEKGFBhcnRpY2lwYW50Q2F0ZWdvcnlTdGF0ZRIqCiZQQVJUSUNJUEFOVF9DQVRFR09SWV9TVEFURV9VTlNQRUNJRklFRBAAEiUKIVBBUlRJQ0lQQU5UX0NBVEVHT1JZX1NUQVRFX0FDVElWRRABEicKI1BBUlRJQ0lQQU5UX0NBVEVHT1JZX1NUQVRFX0FSQ0hJVkVEEAIqYwoMUGVyc29uU3RhdHVzEh0KGVBFUlNPTl9TVEFUVVNfVU5TUEVDSUZJRUQQABIYChRQRVJTT05fU1RBVFVTX0FDVElWRRABEhoKFlBFUlNPTl9TVEFUVVNfSU5BQ1RJVkUQAjKJBwoNUGVyc29uU2VydmljZRI1CglHZXRQZXJzb24SGC5sbXMudjEuR2V0UGVyc29uUmVxdWVzdBoOLmxtcy52MS5QZXJzb24SOwoMTG9va3VwUGVyc29uEhsubG1zLnYxLkxvb2t1cFBlcnNvblJlcXVlc3QaDi5sbXMudjEuUGVyc29uElgKEUJhdGNoTG9va3VwUGVvcGxlEiAubG1zLnYxLkJhdGNoTG9va3VwUGVvcGxlUmVxdWVzdBohLmxtcy52MS5CYXRjaExvb2t1cFBlb3BsZVJlc3BvbnNlEkMKCkxpc3RQZW9wbGUSGS5sbXMudjEuTGlzdFBlb3BsZVJlcXVlc3QaGi5sbXMudjEuTGlzdFBlb3BsZVJlc3BvbnNlEjsKDFVwZGF0ZVBlcnNvbhIbLmxtcy52MS5VcGRhdGVQZXJzb25SZXF1ZXN0Gg4ubG1zLnYxLlBlcnNvbhJYChFCYXRjaFVwc2VydFBlb3BsZRIgLmxtcy52MS5CYXRjaFVwc2VydFBlb3BsZVJlcXVlc3QaIS5sbXMudjEuQmF0Y2hVcHNlcnRQZW9wbGVSZXNwb25zZRJLCgxJbXBvcnRQZW9wbGUSGy5sbXMudjEuSW1wb3J0UGVvcGxlUmVxdWVzdBocLmxtcy52MS5JbXBvcnRQZW9wbGVSZXNwb25zZSgBEkcKClN5bmNQZW9wbGUSGS5sbXMudjEuU3luY1Blb3BsZVJlcXVlc3QaGi5sbXMudjEuU3luY1Blb3BsZVJlc3BvbnNlKAEwARJiChlDcmVhdGVQYXJ0aWNpcGFudENhdGVnb3J5EigubG1zLnYxLkNyZWF0ZVBhcnRpY2lwYW50Q2F0ZWdvcnlSZXF1ZXN0GhsubG1zLnYxLlBhcnRpY2lwYW50Q2F0ZWdvcnkScAoZTGlzdFBhcnRpY2lwYW50Q2F0ZWdvcmllcxIoLmxtcy52MS5MaXN0UGFydGljaXBhbnRDYXRlZ29yaWVzUmVxdWVzdBopLmxtcy52MS5MaXN0UGFydGljaXBhbnRDYXRlZ29yaWVzUmVzcG9uc2USYgoZVXBkYXRlUGFydGljaXBhbnRDYXRlZ29yeRIoLmxtcy52MS5VcGRhdGVQYXJ0aWNpcGFudENhdGVnb3J5UmVxdWVzdBobLmxtcy52MS5QYXJ0aWNpcGFudENhdGVnb3J5YgZwcm90bzM", [file_google_protobuf_field_mask, file_google_protobuf_timestamp, file_lms_v1_common]);
 
 /**
  * A person known to the system.
@@ -58,7 +58,10 @@ export type Person = Message<"lms.v1.Person"> & {
   organizationId: string;
 
   /**
-   * Required. Public or private sector.
+   * Deprecated: use `category`. On read, SECTOR_PUBLIC or SECTOR_PRIVATE
+   * when `category` is `public` or `private`, else SECTOR_UNSPECIFIED. On
+   * write, SECTOR_PUBLIC and SECTOR_PRIVATE mean the categories `public` and
+   * `private`.
    *
    * @generated from field: lms.v1.Sector sector = 6;
    */
@@ -92,6 +95,15 @@ export type Person = Message<"lms.v1.Person"> & {
    * @generated from field: google.protobuf.Timestamp update_time = 10;
    */
   updateTime?: Timestamp | undefined;
+
+  /**
+   * Required (or the deprecated `sector`). Code of the person's participant
+   * category (`ParticipantCategory.code`, e.g. `public`, `tvet_trainee`).
+   * When both are sent they must name the same category.
+   *
+   * @generated from field: string category = 11;
+   */
+  category: string;
 };
 
 /**
@@ -224,7 +236,7 @@ export type ListPeopleRequest = Message<"lms.v1.ListPeopleRequest"> & {
   organizationSubtree: string;
 
   /**
-   * Only people of this sector.
+   * Only people of this sector (deprecated: use `category`).
    *
    * @generated from field: lms.v1.Sector sector = 4;
    */
@@ -244,6 +256,14 @@ export type ListPeopleRequest = Message<"lms.v1.ListPeopleRequest"> & {
    * @generated from field: string external_id = 6;
    */
   externalId: string;
+
+  /**
+   * Only people of this participant category (code). With `sector`, both
+   * must name the same category.
+   *
+   * @generated from field: string category = 7;
+   */
+  category: string;
 };
 
 /**
@@ -295,8 +315,8 @@ export type UpdatePersonRequest = Message<"lms.v1.UpdatePersonRequest"> & {
   person?: Person | undefined;
 
   /**
-   * Fields to update: `full_name`, `email`, `organization_id`, `sector`,
-   * `status`. Empty means every field set to a non-default value.
+   * Fields to update: `full_name`, `email`, `organization_id`, `category`,
+   * `sector` (deprecated; sets `category`), `status`. Empty means every field set to a non-default value.
    * `external_id` is refused: it is the HR system's key.
    *
    * @generated from field: google.protobuf.FieldMask update_mask = 2;
@@ -354,7 +374,8 @@ export type PersonRecord = Message<"lms.v1.PersonRecord"> & {
   organizationExternalCode: string;
 
   /**
-   * Required. Public or private sector.
+   * Deprecated: use `category`. SECTOR_PUBLIC and SECTOR_PRIVATE mean the
+   * categories `public` and `private`.
    *
    * @generated from field: lms.v1.Sector sector = 6;
    */
@@ -366,6 +387,16 @@ export type PersonRecord = Message<"lms.v1.PersonRecord"> & {
    * @generated from field: lms.v1.PersonStatus status = 7;
    */
   status: PersonStatus;
+
+  /**
+   * Required (or the deprecated `sector`). Code of the person's participant
+   * category; an unknown or archived code refuses the record (reason
+   * CATEGORY_NOT_FOUND or CATEGORY_ARCHIVED, field `category`). An archived
+   * category is accepted for a person who already has it.
+   *
+   * @generated from field: string category = 8;
+   */
+  category: string;
 };
 
 /**
@@ -726,6 +757,187 @@ export const SyncPeopleResponseSchema: GenMessage<SyncPeopleResponse> = /*@__PUR
   messageDesc(file_lms_v1_person_service, 17);
 
 /**
+ * A participant category of this deployment: who a person is for seat
+ * rules and reports (public officers, private-sector staff, TVET trainees,
+ * students, academics, NGO participants...). `public` and `private` exist in
+ * every deployment (they are the deprecated `Sector` values).
+ *
+ * @generated from message lms.v1.ParticipantCategory
+ */
+export type ParticipantCategory = Message<"lms.v1.ParticipantCategory"> & {
+  /**
+   * Required on create, then immutable. 1 to 32 characters of lowercase
+   * letters, digits and `_`, starting with a letter, e.g. `tvet_trainee`.
+   *
+   * @generated from field: string code = 1;
+   */
+  code: string;
+
+  /**
+   * Required. 1 to 200 characters, e.g. "TVET trainees".
+   *
+   * @generated from field: string display_name = 2;
+   */
+  displayName: string;
+
+  /**
+   * Optional. Up to 2,000 characters.
+   *
+   * @generated from field: string description = 3;
+   */
+  description: string;
+
+  /**
+   * Output only on create (ACTIVE); updatable to archive or restore.
+   *
+   * @generated from field: lms.v1.ParticipantCategoryState state = 4;
+   */
+  state: ParticipantCategoryState;
+
+  /**
+   * Output only. See `Organization.etag`.
+   *
+   * @generated from field: string etag = 5;
+   */
+  etag: string;
+
+  /**
+   * Output only.
+   *
+   * @generated from field: google.protobuf.Timestamp create_time = 6;
+   */
+  createTime?: Timestamp | undefined;
+
+  /**
+   * Output only.
+   *
+   * @generated from field: google.protobuf.Timestamp update_time = 7;
+   */
+  updateTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message lms.v1.ParticipantCategory.
+ * Use `create(ParticipantCategorySchema)` to create a new message.
+ */
+export const ParticipantCategorySchema: GenMessage<ParticipantCategory> = /*@__PURE__*/
+  messageDesc(file_lms_v1_person_service, 18);
+
+/**
+ * Request for `CreateParticipantCategory`.
+ *
+ * @generated from message lms.v1.CreateParticipantCategoryRequest
+ */
+export type CreateParticipantCategoryRequest = Message<"lms.v1.CreateParticipantCategoryRequest"> & {
+  /**
+   * Required. `code` and `display_name`; `description` optional.
+   *
+   * @generated from field: lms.v1.ParticipantCategory category = 1;
+   */
+  category?: ParticipantCategory | undefined;
+};
+
+/**
+ * Describes the message lms.v1.CreateParticipantCategoryRequest.
+ * Use `create(CreateParticipantCategoryRequestSchema)` to create a new message.
+ */
+export const CreateParticipantCategoryRequestSchema: GenMessage<CreateParticipantCategoryRequest> = /*@__PURE__*/
+  messageDesc(file_lms_v1_person_service, 19);
+
+/**
+ * Request for `ListParticipantCategories`.
+ *
+ * @generated from message lms.v1.ListParticipantCategoriesRequest
+ */
+export type ListParticipantCategoriesRequest = Message<"lms.v1.ListParticipantCategoriesRequest"> & {
+  /**
+   * Maximum number of results; 0 means 50, values above 1000 are coerced to
+   * 1000, negative values are INVALID_ARGUMENT.
+   *
+   * @generated from field: int32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * Token from a previous `next_page_token`; other fields must not change.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+
+  /**
+   * Also list archived categories.
+   *
+   * @generated from field: bool show_archived = 3;
+   */
+  showArchived: boolean;
+};
+
+/**
+ * Describes the message lms.v1.ListParticipantCategoriesRequest.
+ * Use `create(ListParticipantCategoriesRequestSchema)` to create a new message.
+ */
+export const ListParticipantCategoriesRequestSchema: GenMessage<ListParticipantCategoriesRequest> = /*@__PURE__*/
+  messageDesc(file_lms_v1_person_service, 20);
+
+/**
+ * Response of `ListParticipantCategories`.
+ *
+ * @generated from message lms.v1.ListParticipantCategoriesResponse
+ */
+export type ListParticipantCategoriesResponse = Message<"lms.v1.ListParticipantCategoriesResponse"> & {
+  /**
+   * The page of categories.
+   *
+   * @generated from field: repeated lms.v1.ParticipantCategory categories = 1;
+   */
+  categories: ParticipantCategory[];
+
+  /**
+   * Token for the next page; empty at the end of the collection.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message lms.v1.ListParticipantCategoriesResponse.
+ * Use `create(ListParticipantCategoriesResponseSchema)` to create a new message.
+ */
+export const ListParticipantCategoriesResponseSchema: GenMessage<ListParticipantCategoriesResponse> = /*@__PURE__*/
+  messageDesc(file_lms_v1_person_service, 21);
+
+/**
+ * Request for `UpdateParticipantCategory`.
+ *
+ * @generated from message lms.v1.UpdateParticipantCategoryRequest
+ */
+export type UpdateParticipantCategoryRequest = Message<"lms.v1.UpdateParticipantCategoryRequest"> & {
+  /**
+   * Required. `code` names the category; `etag`, when set, must match.
+   *
+   * @generated from field: lms.v1.ParticipantCategory category = 1;
+   */
+  category?: ParticipantCategory | undefined;
+
+  /**
+   * Fields to update: `display_name`, `description`, `state`. Empty means
+   * every field set to a non-default value. `code` is refused.
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 2;
+   */
+  updateMask?: FieldMask | undefined;
+};
+
+/**
+ * Describes the message lms.v1.UpdateParticipantCategoryRequest.
+ * Use `create(UpdateParticipantCategoryRequestSchema)` to create a new message.
+ */
+export const UpdateParticipantCategoryRequestSchema: GenMessage<UpdateParticipantCategoryRequest> = /*@__PURE__*/
+  messageDesc(file_lms_v1_person_service, 22);
+
+/**
  * What happened to one record of an upsert.
  *
  * @generated from enum lms.v1.RecordOutcome
@@ -774,7 +986,9 @@ export const RecordOutcomeSchema: GenEnum<RecordOutcome> = /*@__PURE__*/
   enumDesc(file_lms_v1_person_service, 0);
 
 /**
- * Public or private sector.
+ * Public or private sector. Deprecated: participant categories
+ * (`ParticipantCategory`) replace it; the two values are the categories
+ * `public` and `private`.
  *
  * @generated from enum lms.v1.Sector
  */
@@ -808,6 +1022,40 @@ export const SectorSchema: GenEnum<Sector> = /*@__PURE__*/
   enumDesc(file_lms_v1_person_service, 1);
 
 /**
+ * Whether a participant category may be given to people and seats.
+ *
+ * @generated from enum lms.v1.ParticipantCategoryState
+ */
+export enum ParticipantCategoryState {
+  /**
+   * Not set.
+   *
+   * @generated from enum value: PARTICIPANT_CATEGORY_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * In use.
+   *
+   * @generated from enum value: PARTICIPANT_CATEGORY_STATE_ACTIVE = 1;
+   */
+  ACTIVE = 1,
+
+  /**
+   * Kept for the people and seats that have it; refused for new ones.
+   *
+   * @generated from enum value: PARTICIPANT_CATEGORY_STATE_ARCHIVED = 2;
+   */
+  ARCHIVED = 2,
+}
+
+/**
+ * Describes the enum lms.v1.ParticipantCategoryState.
+ */
+export const ParticipantCategoryStateSchema: GenEnum<ParticipantCategoryState> = /*@__PURE__*/
+  enumDesc(file_lms_v1_person_service, 2);
+
+/**
  * Whether a person is current.
  *
  * @generated from enum lms.v1.PersonStatus
@@ -839,7 +1087,7 @@ export enum PersonStatus {
  * Describes the enum lms.v1.PersonStatus.
  */
 export const PersonStatusSchema: GenEnum<PersonStatus> = /*@__PURE__*/
-  enumDesc(file_lms_v1_person_service, 2);
+  enumDesc(file_lms_v1_person_service, 3);
 
 /**
  * Manages people: officers, trainees and participants, as HR systems know
@@ -897,8 +1145,8 @@ export const PersonService: GenService<{
     output: typeof ListPeopleResponseSchema;
   },
   /**
-   * Updates `full_name`, `email`, `organization_id`, `sector` or `status`
-   * (FieldMask + etag).
+   * Updates `full_name`, `email`, `organization_id`, `category` (or the
+   * deprecated `sector`) or `status` (FieldMask + etag).
    *
    * @generated from rpc lms.v1.PersonService.UpdatePerson
    */
@@ -950,6 +1198,42 @@ export const PersonService: GenService<{
     methodKind: "bidi_streaming";
     input: typeof SyncPeopleRequestSchema;
     output: typeof SyncPeopleResponseSchema;
+  },
+  /**
+   * Creates a participant category of this deployment (e.g. `tvet_trainee`,
+   * `academic`, `ngo`). Admin only. Retry-safe by `code`: a second create
+   * with the same code answers ALREADY_EXISTS and changes nothing.
+   *
+   * @generated from rpc lms.v1.PersonService.CreateParticipantCategory
+   */
+  createParticipantCategory: {
+    methodKind: "unary";
+    input: typeof CreateParticipantCategoryRequestSchema;
+    output: typeof ParticipantCategorySchema;
+  },
+  /**
+   * Lists the participant categories, ordered by code, keyset-paginated.
+   * Every authenticated caller may list them.
+   *
+   * @generated from rpc lms.v1.PersonService.ListParticipantCategories
+   */
+  listParticipantCategories: {
+    methodKind: "unary";
+    input: typeof ListParticipantCategoriesRequestSchema;
+    output: typeof ListParticipantCategoriesResponseSchema;
+  },
+  /**
+   * Updates `display_name`, `description` or `state` of a category
+   * (FieldMask + etag). Admin only. An archived category is refused for new
+   * people, for people moving into it and for new cohort seats; people and
+   * seats that already have it keep it.
+   *
+   * @generated from rpc lms.v1.PersonService.UpdateParticipantCategory
+   */
+  updateParticipantCategory: {
+    methodKind: "unary";
+    input: typeof UpdateParticipantCategoryRequestSchema;
+    output: typeof ParticipantCategorySchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_lms_v1_person_service, 0);

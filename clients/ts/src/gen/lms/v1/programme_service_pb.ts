@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file lms/v1/programme_service.proto.
  */
 export const file_lms_v1_programme_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch5sbXMvdjEvcHJvZ3JhbW1lX3NlcnZpY2UucHJvdG8SBmxtcy52MSLCAgoJUHJvZ3JhbW1lEgoKAmlkGAEgASgJEgwKBGNvZGUYAiABKAkSDQoFdGl0bGUYAyABKAkSEwoLZGVzY3JpcHRpb24YBCABKAkSHwoXc3BvbnNvcl9vcmdhbml6YXRpb25faWQYBSABKAkSIAoYcGFydG5lcl9vcmdhbml6YXRpb25faWRzGAYgAygJEh0KBnBoYXNlcxgHIAMoCzINLmxtcy52MS5QaGFzZRIlCgVzdGF0ZRgIIAEoDjIWLmxtcy52MS5Qcm9ncmFtbWVTdGF0ZRIMCgRldGFnGAkgASgJEi8KC2NyZWF0ZV90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAigQEKBVBoYXNlEgoKAmlkGAEgASgJEg0KBXRpdGxlGAIgASgJEhAKCHBvc2l0aW9uGAMgASgFEhoKEmNvdXJzZV92ZXJzaW9uX2lkcxgEIAMoCRIQCghsb2NhdGlvbhgFIAEoCRIdChVwbGFubmVkX2R1cmF0aW9uX2RheXMYBiABKAUingMKBkNvaG9ydBIKCgJpZBgBIAEoCRIUCgxwcm9ncmFtbWVfaWQYAiABKAkSDAoEbmFtZRgDIAEoCRISCgpzdGFydF9kYXRlGAQgASgJEhAKCGVuZF9kYXRlGAUgASgJEhAKCGNhcGFjaXR5GAYgASgFEiIKBXN0YXRlGAcgASgOMhMubG1zLnYxLkNvaG9ydFN0YXRlEhYKDmVucm9sbGVkX2NvdW50GAggASgFEhgKEHdhaXRsaXN0ZWRfY291bnQYCSABKAUSGAoQd2FpdGxpc3RfZW5hYmxlZBgKIAEoCBIpCgxzZWN0b3Jfc2VhdHMYCyADKAsyEy5sbXMudjEuU2VjdG9yU2VhdHMSIQoZZWxpZ2libGVfb3JnYW5pemF0aW9uX2lkcxgMIAMoCRIMCgRldGFnGA0gASgJEi8KC2NyZWF0ZV90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiPAoLU2VjdG9yU2VhdHMSHgoGc2VjdG9yGAEgASgOMg4ubG1zLnYxLlNlY3RvchINCgVzZWF0cxgCIAEoBSLXAwoKRW5yb2xsbWVudBIKCgJpZBgBIAEoCRIRCgljb2hvcnRfaWQYAiABKAkSFAoMcHJvZ3JhbW1lX2lkGAMgASgJEhEKCXBlcnNvbl9pZBgEIAEoCRIaChJjb3Vyc2VfdmVyc2lvbl9pZHMYBSADKAkSJgoFc3RhdGUYBiABKA4yFy5sbXMudjEuRW5yb2xsbWVudFN0YXRlEhkKEXdhaXRsaXN0X3Bvc2l0aW9uGAcgASgFEjEKDWVucm9sbGVkX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDmNvbXBsZXRlZF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg53aXRoZHJhd25fdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPd2l0aGRyYXdfcmVhc29uGAsgASgJEgwKBGV0YWcYDCABKAkSLwoLY3JlYXRlX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJSChZDcmVhdGVQcm9ncmFtbWVSZXF1ZXN0EiQKCXByb2dyYW1tZRgBIAEoCzIRLmxtcy52MS5Qcm9ncmFtbWUSEgoKcmVxdWVzdF9pZBgCIAEoCSIhChNHZXRQcm9ncmFtbWVSZXF1ZXN0EgoKAmlkGAEgASgJIoYBChVMaXN0UHJvZ3JhbW1lc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSHwoXc3BvbnNvcl9vcmdhbml6YXRpb25faWQYAyABKAkSJQoFc3RhdGUYBCABKA4yFi5sbXMudjEuUHJvZ3JhbW1lU3RhdGUiWAoWTGlzdFByb2dyYW1tZXNSZXNwb25zZRIlCgpwcm9ncmFtbWVzGAEgAygLMhEubG1zLnYxLlByb2dyYW1tZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkibwoWVXBkYXRlUHJvZ3JhbW1lUmVxdWVzdBIkCglwcm9ncmFtbWUYASABKAsyES5sbXMudjEuUHJvZ3JhbW1lEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzayIzChdBcmNoaXZlUHJvZ3JhbW1lUmVxdWVzdBIKCgJpZBgBIAEoCRIMCgRldGFnGAIgASgJIkkKE0NyZWF0ZUNvaG9ydFJlcXVlc3QSHgoGY29ob3J0GAEgASgLMg4ubG1zLnYxLkNvaG9ydBISCgpyZXF1ZXN0X2lkGAIgASgJIh4KEEdldENvaG9ydFJlcXVlc3QSCgoCaWQYASABKAkidQoSTGlzdENvaG9ydHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEhQKDHByb2dyYW1tZV9pZBgDIAEoCRIiCgVzdGF0ZRgEIAEoDjITLmxtcy52MS5Db2hvcnRTdGF0ZSJPChNMaXN0Q29ob3J0c1Jlc3BvbnNlEh8KB2NvaG9ydHMYASADKAsyDi5sbXMudjEuQ29ob3J0EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJmChNVcGRhdGVDb2hvcnRSZXF1ZXN0Eh4KBmNvaG9ydBgBIAEoCzIOLmxtcy52MS5Db2hvcnQSLwoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrIlgKGENoYW5nZUNvaG9ydFN0YXRlUmVxdWVzdBIKCgJpZBgBIAEoCRIiCgVzdGF0ZRgCIAEoDjITLmxtcy52MS5Db2hvcnRTdGF0ZRIMCgRldGFnGAMgASgJIkkKDUVucm9sbFJlcXVlc3QSEQoJY29ob3J0X2lkGAEgASgJEhEKCXBlcnNvbl9pZBgCIAEoCRISCgpyZXF1ZXN0X2lkGAMgASgJIk8KEkJhdGNoRW5yb2xsUmVxdWVzdBIRCgljb2hvcnRfaWQYASABKAkSEgoKcGVyc29uX2lkcxgCIAMoCRISCgpyZXF1ZXN0X2lkGAMgASgJIm0KDEVucm9sbFJlc3VsdBIRCglwZXJzb25faWQYASABKAkSJgoKZW5yb2xsbWVudBgCIAEoCzISLmxtcy52MS5FbnJvbGxtZW50EiIKBWVycm9yGAMgASgLMhMubG1zLnYxLlJlY29yZEVycm9yInIKE0JhdGNoRW5yb2xsUmVzcG9uc2USJQoHcmVzdWx0cxgBIAMoCzIULmxtcy52MS5FbnJvbGxSZXN1bHQSEAoIZW5yb2xsZWQYAiABKAUSEgoKd2FpdGxpc3RlZBgDIAEoBRIOCgZmYWlsZWQYBCABKAUiRgoPV2l0aGRyYXdSZXF1ZXN0EhUKDWVucm9sbG1lbnRfaWQYASABKAkSDgoGcmVhc29uGAIgASgJEgwKBGV0YWcYAyABKAkiIgoUR2V0RW5yb2xsbWVudFJlcXVlc3QSCgoCaWQYASABKAkiqwEKFkxpc3RFbnJvbGxtZW50c1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSEQoJY29ob3J0X2lkGAMgASgJEhEKCXBlcnNvbl9pZBgEIAEoCRIcChRvcmdhbml6YXRpb25fc3VidHJlZRgFIAEoCRImCgVzdGF0ZRgGIAEoDjIXLmxtcy52MS5FbnJvbGxtZW50U3RhdGUiWwoXTGlzdEVucm9sbG1lbnRzUmVzcG9uc2USJwoLZW5yb2xsbWVudHMYASADKAsyEi5sbXMudjEuRW5yb2xsbWVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkqawoOUHJvZ3JhbW1lU3RhdGUSHwobUFJPR1JBTU1FX1NUQVRFX1VOU1BFQ0lGSUVEEAASGgoWUFJPR1JBTU1FX1NUQVRFX0FDVElWRRABEhwKGFBST0dSQU1NRV9TVEFURV9BUkNISVZFRBACKo8BCgtDb2hvcnRTdGF0ZRIcChhDT0hPUlRfU1RBVEVfVU5TUEVDSUZJRUQQABIYChRDT0hPUlRfU1RBVEVfUExBTk5FRBABEhUKEUNPSE9SVF9TVEFURV9PUEVOEAISGAoUQ09IT1JUX1NUQVRFX1JVTk5JTkcQAxIXChNDT0hPUlRfU1RBVEVfQ0xPU0VEEAQq1QEKD0Vucm9sbG1lbnRTdGF0ZRIgChxFTlJPTExNRU5UX1NUQVRFX1VOU1BFQ0lGSUVEEAASHQoZRU5ST0xMTUVOVF9TVEFURV9FTlJPTExFRBABEiAKHEVOUk9MTE1FTlRfU1RBVEVfSU5fUFJPR1JFU1MQAhIeChpFTlJPTExNRU5UX1NUQVRFX0NPTVBMRVRFRBADEh4KGkVOUk9MTE1FTlRfU1RBVEVfV0lUSERSQVdOEAQSHwobRU5ST0xMTUVOVF9TVEFURV9XQUlUTElTVEVEEAUyhAgKEFByb2dyYW1tZVNlcnZpY2USRAoPQ3JlYXRlUHJvZ3JhbW1lEh4ubG1zLnYxLkNyZWF0ZVByb2dyYW1tZVJlcXVlc3QaES5sbXMudjEuUHJvZ3JhbW1lEj4KDEdldFByb2dyYW1tZRIbLmxtcy52MS5HZXRQcm9ncmFtbWVSZXF1ZXN0GhEubG1zLnYxLlByb2dyYW1tZRJPCg5MaXN0UHJvZ3JhbW1lcxIdLmxtcy52MS5MaXN0UHJvZ3JhbW1lc1JlcXVlc3QaHi5sbXMudjEuTGlzdFByb2dyYW1tZXNSZXNwb25zZRJECg9VcGRhdGVQcm9ncmFtbWUSHi5sbXMudjEuVXBkYXRlUHJvZ3JhbW1lUmVxdWVzdBoRLmxtcy52MS5Qcm9ncmFtbWUSRgoQQXJjaGl2ZVByb2dyYW1tZRIfLmxtcy52MS5BcmNoaXZlUHJvZ3JhbW1lUmVxdWVzdBoRLmxtcy52MS5Qcm9ncmFtbWUSOwoMQ3JlYXRlQ29ob3J0EhsubG1zLnYxLkNyZWF0ZUNvaG9ydFJlcXVlc3QaDi5sbXMudjEuQ29ob3J0EjUKCUdldENvaG9ydBIYLmxtcy52MS5HZXRDb2hvcnRSZXF1ZXN0Gg4ubG1zLnYxLkNvaG9ydBJGCgtMaXN0Q29ob3J0cxIaLmxtcy52MS5MaXN0Q29ob3J0c1JlcXVlc3QaGy5sbXMudjEuTGlzdENvaG9ydHNSZXNwb25zZRI7CgxVcGRhdGVDb2hvcnQSGy5sbXMudjEuVXBkYXRlQ29ob3J0UmVxdWVzdBoOLmxtcy52MS5Db2hvcnQSRQoRQ2hhbmdlQ29ob3J0U3RhdGUSIC5sbXMudjEuQ2hhbmdlQ29ob3J0U3RhdGVSZXF1ZXN0Gg4ubG1zLnYxLkNvaG9ydBIzCgZFbnJvbGwSFS5sbXMudjEuRW5yb2xsUmVxdWVzdBoSLmxtcy52MS5FbnJvbGxtZW50EkYKC0JhdGNoRW5yb2xsEhoubG1zLnYxLkJhdGNoRW5yb2xsUmVxdWVzdBobLmxtcy52MS5CYXRjaEVucm9sbFJlc3BvbnNlEjcKCFdpdGhkcmF3EhcubG1zLnYxLldpdGhkcmF3UmVxdWVzdBoSLmxtcy52MS5FbnJvbGxtZW50EkEKDUdldEVucm9sbG1lbnQSHC5sbXMudjEuR2V0RW5yb2xsbWVudFJlcXVlc3QaEi5sbXMudjEuRW5yb2xsbWVudBJSCg9MaXN0RW5yb2xsbWVudHMSHi5sbXMudjEuTGlzdEVucm9sbG1lbnRzUmVxdWVzdBofLmxtcy52MS5MaXN0RW5yb2xsbWVudHNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_field_mask, file_google_protobuf_timestamp, file_lms_v1_common, file_lms_v1_person_service]);
+  fileDesc("Ch5sbXMvdjEvcHJvZ3JhbW1lX3NlcnZpY2UucHJvdG8SBmxtcy52MSLCAgoJUHJvZ3JhbW1lEgoKAmlkGAEgASgJEgwKBGNvZGUYAiABKAkSDQoFdGl0bGUYAyABKAkSEwoLZGVzY3JpcHRpb24YBCABKAkSHwoXc3BvbnNvcl9vcmdhbml6YXRpb25faWQYBSABKAkSIAoYcGFydG5lcl9vcmdhbml6YXRpb25faWRzGAYgAygJEh0KBnBoYXNlcxgHIAMoCzINLmxtcy52MS5QaGFzZRIlCgVzdGF0ZRgIIAEoDjIWLmxtcy52MS5Qcm9ncmFtbWVTdGF0ZRIMCgRldGFnGAkgASgJEi8KC2NyZWF0ZV90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAigQEKBVBoYXNlEgoKAmlkGAEgASgJEg0KBXRpdGxlGAIgASgJEhAKCHBvc2l0aW9uGAMgASgFEhoKEmNvdXJzZV92ZXJzaW9uX2lkcxgEIAMoCRIQCghsb2NhdGlvbhgFIAEoCRIdChVwbGFubmVkX2R1cmF0aW9uX2RheXMYBiABKAUiqQQKBkNvaG9ydBIKCgJpZBgBIAEoCRIUCgxwcm9ncmFtbWVfaWQYAiABKAkSDAoEbmFtZRgDIAEoCRISCgpzdGFydF9kYXRlGAQgASgJEhAKCGVuZF9kYXRlGAUgASgJEhAKCGNhcGFjaXR5GAYgASgFEiIKBXN0YXRlGAcgASgOMhMubG1zLnYxLkNvaG9ydFN0YXRlEhYKDmVucm9sbGVkX2NvdW50GAggASgFEhgKEHdhaXRsaXN0ZWRfY291bnQYCSABKAUSGAoQd2FpdGxpc3RfZW5hYmxlZBgKIAEoCBIpCgxzZWN0b3Jfc2VhdHMYCyADKAsyEy5sbXMudjEuU2VjdG9yU2VhdHMSIQoZZWxpZ2libGVfb3JnYW5pemF0aW9uX2lkcxgMIAMoCRIMCgRldGFnGA0gASgJEi8KC2NyZWF0ZV90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoNcGhhc2Vfd2luZG93cxgQIAMoCzIZLmxtcy52MS5Db2hvcnRQaGFzZVdpbmRvdxItCg5jYXRlZ29yeV9zZWF0cxgRIAMoCzIVLmxtcy52MS5DYXRlZ29yeVNlYXRzEigKCHNjaGVkdWxlGBIgASgLMhYubG1zLnYxLkNvaG9ydFNjaGVkdWxlIksKEUNvaG9ydFBoYXNlV2luZG93EhAKCHBoYXNlX2lkGAEgASgJEhIKCnN0YXJ0X2RhdGUYAiABKAkSEAoIZW5kX2RhdGUYAyABKAkiRAoOQ29ob3J0U2NoZWR1bGUSFAoMYXV0b19hZHZhbmNlGAEgASgIEhwKFGVucm9sbG1lbnRfb3Blbl9kYXRlGAIgASgJIjAKDUNhdGVnb3J5U2VhdHMSEAoIY2F0ZWdvcnkYASABKAkSDQoFc2VhdHMYAiABKAUiPAoLU2VjdG9yU2VhdHMSHgoGc2VjdG9yGAEgASgOMg4ubG1zLnYxLlNlY3RvchINCgVzZWF0cxgCIAEoBSLXAwoKRW5yb2xsbWVudBIKCgJpZBgBIAEoCRIRCgljb2hvcnRfaWQYAiABKAkSFAoMcHJvZ3JhbW1lX2lkGAMgASgJEhEKCXBlcnNvbl9pZBgEIAEoCRIaChJjb3Vyc2VfdmVyc2lvbl9pZHMYBSADKAkSJgoFc3RhdGUYBiABKA4yFy5sbXMudjEuRW5yb2xsbWVudFN0YXRlEhkKEXdhaXRsaXN0X3Bvc2l0aW9uGAcgASgFEjEKDWVucm9sbGVkX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDmNvbXBsZXRlZF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg53aXRoZHJhd25fdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPd2l0aGRyYXdfcmVhc29uGAsgASgJEgwKBGV0YWcYDCABKAkSLwoLY3JlYXRlX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJSChZDcmVhdGVQcm9ncmFtbWVSZXF1ZXN0EiQKCXByb2dyYW1tZRgBIAEoCzIRLmxtcy52MS5Qcm9ncmFtbWUSEgoKcmVxdWVzdF9pZBgCIAEoCSIhChNHZXRQcm9ncmFtbWVSZXF1ZXN0EgoKAmlkGAEgASgJIoYBChVMaXN0UHJvZ3JhbW1lc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSHwoXc3BvbnNvcl9vcmdhbml6YXRpb25faWQYAyABKAkSJQoFc3RhdGUYBCABKA4yFi5sbXMudjEuUHJvZ3JhbW1lU3RhdGUiWAoWTGlzdFByb2dyYW1tZXNSZXNwb25zZRIlCgpwcm9ncmFtbWVzGAEgAygLMhEubG1zLnYxLlByb2dyYW1tZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkibwoWVXBkYXRlUHJvZ3JhbW1lUmVxdWVzdBIkCglwcm9ncmFtbWUYASABKAsyES5sbXMudjEuUHJvZ3JhbW1lEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzayIzChdBcmNoaXZlUHJvZ3JhbW1lUmVxdWVzdBIKCgJpZBgBIAEoCRIMCgRldGFnGAIgASgJIkkKE0NyZWF0ZUNvaG9ydFJlcXVlc3QSHgoGY29ob3J0GAEgASgLMg4ubG1zLnYxLkNvaG9ydBISCgpyZXF1ZXN0X2lkGAIgASgJIh4KEEdldENvaG9ydFJlcXVlc3QSCgoCaWQYASABKAkidQoSTGlzdENvaG9ydHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEhQKDHByb2dyYW1tZV9pZBgDIAEoCRIiCgVzdGF0ZRgEIAEoDjITLmxtcy52MS5Db2hvcnRTdGF0ZSJPChNMaXN0Q29ob3J0c1Jlc3BvbnNlEh8KB2NvaG9ydHMYASADKAsyDi5sbXMudjEuQ29ob3J0EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJmChNVcGRhdGVDb2hvcnRSZXF1ZXN0Eh4KBmNvaG9ydBgBIAEoCzIOLmxtcy52MS5Db2hvcnQSLwoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrIlgKGENoYW5nZUNvaG9ydFN0YXRlUmVxdWVzdBIKCgJpZBgBIAEoCRIiCgVzdGF0ZRgCIAEoDjITLmxtcy52MS5Db2hvcnRTdGF0ZRIMCgRldGFnGAMgASgJIkkKDUVucm9sbFJlcXVlc3QSEQoJY29ob3J0X2lkGAEgASgJEhEKCXBlcnNvbl9pZBgCIAEoCRISCgpyZXF1ZXN0X2lkGAMgASgJIk8KEkJhdGNoRW5yb2xsUmVxdWVzdBIRCgljb2hvcnRfaWQYASABKAkSEgoKcGVyc29uX2lkcxgCIAMoCRISCgpyZXF1ZXN0X2lkGAMgASgJIm0KDEVucm9sbFJlc3VsdBIRCglwZXJzb25faWQYASABKAkSJgoKZW5yb2xsbWVudBgCIAEoCzISLmxtcy52MS5FbnJvbGxtZW50EiIKBWVycm9yGAMgASgLMhMubG1zLnYxLlJlY29yZEVycm9yInIKE0JhdGNoRW5yb2xsUmVzcG9uc2USJQoHcmVzdWx0cxgBIAMoCzIULmxtcy52MS5FbnJvbGxSZXN1bHQSEAoIZW5yb2xsZWQYAiABKAUSEgoKd2FpdGxpc3RlZBgDIAEoBRIOCgZmYWlsZWQYBCABKAUiRgoPV2l0aGRyYXdSZXF1ZXN0EhUKDWVucm9sbG1lbnRfaWQYASABKAkSDgoGcmVhc29uGAIgASgJEgwKBGV0YWcYAyABKAkiIgoUR2V0RW5yb2xsbWVudFJlcXVlc3QSCgoCaWQYASABKAkiqwEKFkxpc3RFbnJvbGxtZW50c1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSEQoJY29ob3J0X2lkGAMgASgJEhEKCXBlcnNvbl9pZBgEIAEoCRIcChRvcmdhbml6YXRpb25fc3VidHJlZRgFIAEoCRImCgVzdGF0ZRgGIAEoDjIXLmxtcy52MS5FbnJvbGxtZW50U3RhdGUiWwoXTGlzdEVucm9sbG1lbnRzUmVzcG9uc2USJwoLZW5yb2xsbWVudHMYASADKAsyEi5sbXMudjEuRW5yb2xsbWVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkqawoOUHJvZ3JhbW1lU3RhdGUSHwobUFJPR1JBTU1FX1NUQVRFX1VOU1BFQ0lGSUVEEAASGgoWUFJPR1JBTU1FX1NUQVRFX0FDVElWRRABEhwKGFBST0dSQU1NRV9TVEFURV9BUkNISVZFRBACKo8BCgtDb2hvcnRTdGF0ZRIcChhDT0hPUlRfU1RBVEVfVU5TUEVDSUZJRUQQABIYChRDT0hPUlRfU1RBVEVfUExBTk5FRBABEhUKEUNPSE9SVF9TVEFURV9PUEVOEAISGAoUQ09IT1JUX1NUQVRFX1JVTk5JTkcQAxIXChNDT0hPUlRfU1RBVEVfQ0xPU0VEEAQq1QEKD0Vucm9sbG1lbnRTdGF0ZRIgChxFTlJPTExNRU5UX1NUQVRFX1VOU1BFQ0lGSUVEEAASHQoZRU5ST0xMTUVOVF9TVEFURV9FTlJPTExFRBABEiAKHEVOUk9MTE1FTlRfU1RBVEVfSU5fUFJPR1JFU1MQAhIeChpFTlJPTExNRU5UX1NUQVRFX0NPTVBMRVRFRBADEh4KGkVOUk9MTE1FTlRfU1RBVEVfV0lUSERSQVdOEAQSHwobRU5ST0xMTUVOVF9TVEFURV9XQUlUTElTVEVEEAUyhAgKEFByb2dyYW1tZVNlcnZpY2USRAoPQ3JlYXRlUHJvZ3JhbW1lEh4ubG1zLnYxLkNyZWF0ZVByb2dyYW1tZVJlcXVlc3QaES5sbXMudjEuUHJvZ3JhbW1lEj4KDEdldFByb2dyYW1tZRIbLmxtcy52MS5HZXRQcm9ncmFtbWVSZXF1ZXN0GhEubG1zLnYxLlByb2dyYW1tZRJPCg5MaXN0UHJvZ3JhbW1lcxIdLmxtcy52MS5MaXN0UHJvZ3JhbW1lc1JlcXVlc3QaHi5sbXMudjEuTGlzdFByb2dyYW1tZXNSZXNwb25zZRJECg9VcGRhdGVQcm9ncmFtbWUSHi5sbXMudjEuVXBkYXRlUHJvZ3JhbW1lUmVxdWVzdBoRLmxtcy52MS5Qcm9ncmFtbWUSRgoQQXJjaGl2ZVByb2dyYW1tZRIfLmxtcy52MS5BcmNoaXZlUHJvZ3JhbW1lUmVxdWVzdBoRLmxtcy52MS5Qcm9ncmFtbWUSOwoMQ3JlYXRlQ29ob3J0EhsubG1zLnYxLkNyZWF0ZUNvaG9ydFJlcXVlc3QaDi5sbXMudjEuQ29ob3J0EjUKCUdldENvaG9ydBIYLmxtcy52MS5HZXRDb2hvcnRSZXF1ZXN0Gg4ubG1zLnYxLkNvaG9ydBJGCgtMaXN0Q29ob3J0cxIaLmxtcy52MS5MaXN0Q29ob3J0c1JlcXVlc3QaGy5sbXMudjEuTGlzdENvaG9ydHNSZXNwb25zZRI7CgxVcGRhdGVDb2hvcnQSGy5sbXMudjEuVXBkYXRlQ29ob3J0UmVxdWVzdBoOLmxtcy52MS5Db2hvcnQSRQoRQ2hhbmdlQ29ob3J0U3RhdGUSIC5sbXMudjEuQ2hhbmdlQ29ob3J0U3RhdGVSZXF1ZXN0Gg4ubG1zLnYxLkNvaG9ydBIzCgZFbnJvbGwSFS5sbXMudjEuRW5yb2xsUmVxdWVzdBoSLmxtcy52MS5FbnJvbGxtZW50EkYKC0JhdGNoRW5yb2xsEhoubG1zLnYxLkJhdGNoRW5yb2xsUmVxdWVzdBobLmxtcy52MS5CYXRjaEVucm9sbFJlc3BvbnNlEjcKCFdpdGhkcmF3EhcubG1zLnYxLldpdGhkcmF3UmVxdWVzdBoSLmxtcy52MS5FbnJvbGxtZW50EkEKDUdldEVucm9sbG1lbnQSHC5sbXMudjEuR2V0RW5yb2xsbWVudFJlcXVlc3QaEi5sbXMudjEuRW5yb2xsbWVudBJSCg9MaXN0RW5yb2xsbWVudHMSHi5sbXMudjEuTGlzdEVucm9sbG1lbnRzUmVxdWVzdBofLmxtcy52MS5MaXN0RW5yb2xsbWVudHNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_field_mask, file_google_protobuf_timestamp, file_lms_v1_common, file_lms_v1_person_service]);
 
 /**
  * A learning programme: ordered phases, each of published course versions.
@@ -242,8 +242,10 @@ export type Cohort = Message<"lms.v1.Cohort"> & {
   waitlistEnabled: boolean;
 
   /**
-   * Optional. Places reserved per sector (e.g. 35 public, 20 private); a
-   * sector not listed has no places when any is listed.
+   * Deprecated: use `category_seats`. Places reserved per sector; the same
+   * rule as `category_seats` over the categories `public` and `private`. On
+   * read, filled when every category with seats is `public` or `private`.
+   * Send `sector_seats` or `category_seats`, not both.
    *
    * @generated from field: repeated lms.v1.SectorSeats sector_seats = 11;
    */
@@ -276,6 +278,39 @@ export type Cohort = Message<"lms.v1.Cohort"> & {
    * @generated from field: google.protobuf.Timestamp update_time = 15;
    */
   updateTime?: Timestamp | undefined;
+
+  /**
+   * Optional. When each phase of the programme runs for this cohort: at most
+   * one window per phase, in phase order, not overlapping, inside
+   * `start_date`..`end_date` when those are set. Progress outside a window is
+   * still accepted (offline devices sync late); reports count it as early or
+   * late. Update mask path `phase_windows` replaces the whole list.
+   *
+   * @generated from field: repeated lms.v1.CohortPhaseWindow phase_windows = 16;
+   */
+  phaseWindows: CohortPhaseWindow[];
+
+  /**
+   * Optional. Places reserved per participant category (e.g. 35 `public`,
+   * 20 `private`); a category not listed has no places when any is listed.
+   * Each code must name an existing category (an archived one only if the
+   * cohort already had seats for it), at most once; the seats add up to at
+   * most `capacity`. An enrolment refused for want of a category's places
+   * answers CATEGORY_SEATS_FULL (SECTOR_SEATS_FULL for `public` and
+   * `private`, as before) naming `category`, `seats` and `cohort_id`. Update
+   * mask path `category_seats` (or `sector_seats`) replaces the whole list.
+   *
+   * @generated from field: repeated lms.v1.CategorySeats category_seats = 17;
+   */
+  categorySeats: CategorySeats[];
+
+  /**
+   * Optional. Moves the cohort along its lifecycle by its dates; update mask
+   * path `schedule`.
+   *
+   * @generated from field: lms.v1.CohortSchedule schedule = 18;
+   */
+  schedule?: CohortSchedule | undefined;
 };
 
 /**
@@ -286,7 +321,104 @@ export const CohortSchema: GenMessage<Cohort> = /*@__PURE__*/
   messageDesc(file_lms_v1_programme_service, 2);
 
 /**
- * Places of one sector in a cohort.
+ * When one phase of the programme runs for a cohort.
+ *
+ * @generated from message lms.v1.CohortPhaseWindow
+ */
+export type CohortPhaseWindow = Message<"lms.v1.CohortPhaseWindow"> & {
+  /**
+   * Required. A phase of the cohort's programme.
+   *
+   * @generated from field: string phase_id = 1;
+   */
+  phaseId: string;
+
+  /**
+   * Required. First day, `YYYY-MM-DD`.
+   *
+   * @generated from field: string start_date = 2;
+   */
+  startDate: string;
+
+  /**
+   * Required. Last day, `YYYY-MM-DD`, not before `start_date`.
+   *
+   * @generated from field: string end_date = 3;
+   */
+  endDate: string;
+};
+
+/**
+ * Describes the message lms.v1.CohortPhaseWindow.
+ * Use `create(CohortPhaseWindowSchema)` to create a new message.
+ */
+export const CohortPhaseWindowSchema: GenMessage<CohortPhaseWindow> = /*@__PURE__*/
+  messageDesc(file_lms_v1_programme_service, 3);
+
+/**
+ * Automatic lifecycle of a cohort. With `auto_advance`, the server's periodic
+ * sweep moves the cohort forward (never back, never out of CLOSED): PLANNED ->
+ * OPEN on `enrollment_open_date`, to RUNNING on the cohort's `start_date`, to
+ * CLOSED the day after its `end_date` (dates in UTC). A cohort whose dates have
+ * all passed goes straight to the latest state due, in one step. Each move
+ * writes the audit entry and the `cohort.changed` event a `ChangeCohortState`
+ * writes; a state set by hand is kept until the next date is due.
+ *
+ * @generated from message lms.v1.CohortSchedule
+ */
+export type CohortSchedule = Message<"lms.v1.CohortSchedule"> & {
+  /**
+   * Whether the sweep moves the cohort by its dates.
+   *
+   * @generated from field: bool auto_advance = 1;
+   */
+  autoAdvance: boolean;
+
+  /**
+   * Optional. Day enrolment opens, `YYYY-MM-DD`, not after `start_date`.
+   *
+   * @generated from field: string enrollment_open_date = 2;
+   */
+  enrollmentOpenDate: string;
+};
+
+/**
+ * Describes the message lms.v1.CohortSchedule.
+ * Use `create(CohortScheduleSchema)` to create a new message.
+ */
+export const CohortScheduleSchema: GenMessage<CohortSchedule> = /*@__PURE__*/
+  messageDesc(file_lms_v1_programme_service, 4);
+
+/**
+ * Places of one participant category in a cohort.
+ *
+ * @generated from message lms.v1.CategorySeats
+ */
+export type CategorySeats = Message<"lms.v1.CategorySeats"> & {
+  /**
+   * Required. `ParticipantCategory.code`.
+   *
+   * @generated from field: string category = 1;
+   */
+  category: string;
+
+  /**
+   * Required. 0 or more.
+   *
+   * @generated from field: int32 seats = 2;
+   */
+  seats: number;
+};
+
+/**
+ * Describes the message lms.v1.CategorySeats.
+ * Use `create(CategorySeatsSchema)` to create a new message.
+ */
+export const CategorySeatsSchema: GenMessage<CategorySeats> = /*@__PURE__*/
+  messageDesc(file_lms_v1_programme_service, 5);
+
+/**
+ * Places of one sector in a cohort (deprecated: see `CategorySeats`).
  *
  * @generated from message lms.v1.SectorSeats
  */
@@ -311,7 +443,7 @@ export type SectorSeats = Message<"lms.v1.SectorSeats"> & {
  * Use `create(SectorSeatsSchema)` to create a new message.
  */
 export const SectorSeatsSchema: GenMessage<SectorSeats> = /*@__PURE__*/
-  messageDesc(file_lms_v1_programme_service, 3);
+  messageDesc(file_lms_v1_programme_service, 6);
 
 /**
  * A person's place in a cohort.
@@ -423,7 +555,7 @@ export type Enrollment = Message<"lms.v1.Enrollment"> & {
  * Use `create(EnrollmentSchema)` to create a new message.
  */
 export const EnrollmentSchema: GenMessage<Enrollment> = /*@__PURE__*/
-  messageDesc(file_lms_v1_programme_service, 4);
+  messageDesc(file_lms_v1_programme_service, 7);
 
 /**
  * Request for `CreateProgramme`.
@@ -451,7 +583,7 @@ export type CreateProgrammeRequest = Message<"lms.v1.CreateProgrammeRequest"> & 
  * Use `create(CreateProgrammeRequestSchema)` to create a new message.
  */
 export const CreateProgrammeRequestSchema: GenMessage<CreateProgrammeRequest> = /*@__PURE__*/
-  messageDesc(file_lms_v1_programme_service, 5);
+  messageDesc(file_lms_v1_programme_service, 8);
 
 /**
  * Request for `GetProgramme`.
@@ -472,7 +604,7 @@ export type GetProgrammeRequest = Message<"lms.v1.GetProgrammeRequest"> & {
  * Use `create(GetProgrammeRequestSchema)` to create a new message.
  */
 export const GetProgrammeRequestSchema: GenMessage<GetProgrammeRequest> = /*@__PURE__*/
-  messageDesc(file_lms_v1_programme_service, 6);
+  messageDesc(file_lms_v1_programme_service, 9);
 
 /**
  * Request for `ListProgrammes`.
@@ -514,7 +646,7 @@ export type ListProgrammesRequest = Message<"lms.v1.ListProgrammesRequest"> & {
  * Use `create(ListProgrammesRequestSchema)` to create a new message.
  */
 export const ListProgrammesRequestSchema: GenMessage<ListProgrammesRequest> = /*@__PURE__*/
-  messageDesc(file_lms_v1_programme_service, 7);
+  messageDesc(file_lms_v1_programme_service, 10);
 
 /**
  * Response of `ListProgrammes`.
@@ -542,7 +674,7 @@ export type ListProgrammesResponse = Message<"lms.v1.ListProgrammesResponse"> & 
  * Use `create(ListProgrammesResponseSchema)` to create a new message.
  */
 export const ListProgrammesResponseSchema: GenMessage<ListProgrammesResponse> = /*@__PURE__*/
-  messageDesc(file_lms_v1_programme_service, 8);
+  messageDesc(file_lms_v1_programme_service, 11);
 
 /**
  * Request for `UpdateProgramme`.
@@ -571,7 +703,7 @@ export type UpdateProgrammeRequest = Message<"lms.v1.UpdateProgrammeRequest"> & 
  * Use `create(UpdateProgrammeRequestSchema)` to create a new message.
  */
 export const UpdateProgrammeRequestSchema: GenMessage<UpdateProgrammeRequest> = /*@__PURE__*/
-  messageDesc(file_lms_v1_programme_service, 9);
+  messageDesc(file_lms_v1_programme_service, 12);
 
 /**
  * Request for `ArchiveProgramme`.
@@ -599,7 +731,7 @@ export type ArchiveProgrammeRequest = Message<"lms.v1.ArchiveProgrammeRequest"> 
  * Use `create(ArchiveProgrammeRequestSchema)` to create a new message.
  */
 export const ArchiveProgrammeRequestSchema: GenMessage<ArchiveProgrammeRequest> = /*@__PURE__*/
-  messageDesc(file_lms_v1_programme_service, 10);
+  messageDesc(file_lms_v1_programme_service, 13);
 
 /**
  * Request for `CreateCohort`.
@@ -627,7 +759,7 @@ export type CreateCohortRequest = Message<"lms.v1.CreateCohortRequest"> & {
  * Use `create(CreateCohortRequestSchema)` to create a new message.
  */
 export const CreateCohortRequestSchema: GenMessage<CreateCohortRequest> = /*@__PURE__*/
-  messageDesc(file_lms_v1_programme_service, 11);
+  messageDesc(file_lms_v1_programme_service, 14);
 
 /**
  * Request for `GetCohort`.
@@ -648,7 +780,7 @@ export type GetCohortRequest = Message<"lms.v1.GetCohortRequest"> & {
  * Use `create(GetCohortRequestSchema)` to create a new message.
  */
 export const GetCohortRequestSchema: GenMessage<GetCohortRequest> = /*@__PURE__*/
-  messageDesc(file_lms_v1_programme_service, 12);
+  messageDesc(file_lms_v1_programme_service, 15);
 
 /**
  * Request for `ListCohorts`.
@@ -690,7 +822,7 @@ export type ListCohortsRequest = Message<"lms.v1.ListCohortsRequest"> & {
  * Use `create(ListCohortsRequestSchema)` to create a new message.
  */
 export const ListCohortsRequestSchema: GenMessage<ListCohortsRequest> = /*@__PURE__*/
-  messageDesc(file_lms_v1_programme_service, 13);
+  messageDesc(file_lms_v1_programme_service, 16);
 
 /**
  * Response of `ListCohorts`.
@@ -718,7 +850,7 @@ export type ListCohortsResponse = Message<"lms.v1.ListCohortsResponse"> & {
  * Use `create(ListCohortsResponseSchema)` to create a new message.
  */
 export const ListCohortsResponseSchema: GenMessage<ListCohortsResponse> = /*@__PURE__*/
-  messageDesc(file_lms_v1_programme_service, 14);
+  messageDesc(file_lms_v1_programme_service, 17);
 
 /**
  * Request for `UpdateCohort`.
@@ -746,7 +878,7 @@ export type UpdateCohortRequest = Message<"lms.v1.UpdateCohortRequest"> & {
  * Use `create(UpdateCohortRequestSchema)` to create a new message.
  */
 export const UpdateCohortRequestSchema: GenMessage<UpdateCohortRequest> = /*@__PURE__*/
-  messageDesc(file_lms_v1_programme_service, 15);
+  messageDesc(file_lms_v1_programme_service, 18);
 
 /**
  * Request for `ChangeCohortState`.
@@ -781,7 +913,7 @@ export type ChangeCohortStateRequest = Message<"lms.v1.ChangeCohortStateRequest"
  * Use `create(ChangeCohortStateRequestSchema)` to create a new message.
  */
 export const ChangeCohortStateRequestSchema: GenMessage<ChangeCohortStateRequest> = /*@__PURE__*/
-  messageDesc(file_lms_v1_programme_service, 16);
+  messageDesc(file_lms_v1_programme_service, 19);
 
 /**
  * Request for `Enroll`.
@@ -817,7 +949,7 @@ export type EnrollRequest = Message<"lms.v1.EnrollRequest"> & {
  * Use `create(EnrollRequestSchema)` to create a new message.
  */
 export const EnrollRequestSchema: GenMessage<EnrollRequest> = /*@__PURE__*/
-  messageDesc(file_lms_v1_programme_service, 17);
+  messageDesc(file_lms_v1_programme_service, 20);
 
 /**
  * Request for `BatchEnroll`.
@@ -853,7 +985,7 @@ export type BatchEnrollRequest = Message<"lms.v1.BatchEnrollRequest"> & {
  * Use `create(BatchEnrollRequestSchema)` to create a new message.
  */
 export const BatchEnrollRequestSchema: GenMessage<BatchEnrollRequest> = /*@__PURE__*/
-  messageDesc(file_lms_v1_programme_service, 18);
+  messageDesc(file_lms_v1_programme_service, 21);
 
 /**
  * What happened to one person of a `BatchEnroll`.
@@ -877,7 +1009,8 @@ export type EnrollResult = Message<"lms.v1.EnrollResult"> & {
 
   /**
    * Why not, otherwise (`reason` names the rule: COHORT_FULL,
-   * SECTOR_SEATS_FULL, ORGANIZATION_NOT_ELIGIBLE, ALREADY_ENROLLED, ...).
+   * CATEGORY_SEATS_FULL, SECTOR_SEATS_FULL, ORGANIZATION_NOT_ELIGIBLE,
+   * ALREADY_ENROLLED, ...).
    *
    * @generated from field: lms.v1.RecordError error = 3;
    */
@@ -889,7 +1022,7 @@ export type EnrollResult = Message<"lms.v1.EnrollResult"> & {
  * Use `create(EnrollResultSchema)` to create a new message.
  */
 export const EnrollResultSchema: GenMessage<EnrollResult> = /*@__PURE__*/
-  messageDesc(file_lms_v1_programme_service, 19);
+  messageDesc(file_lms_v1_programme_service, 22);
 
 /**
  * Response of `BatchEnroll`.
@@ -931,7 +1064,7 @@ export type BatchEnrollResponse = Message<"lms.v1.BatchEnrollResponse"> & {
  * Use `create(BatchEnrollResponseSchema)` to create a new message.
  */
 export const BatchEnrollResponseSchema: GenMessage<BatchEnrollResponse> = /*@__PURE__*/
-  messageDesc(file_lms_v1_programme_service, 20);
+  messageDesc(file_lms_v1_programme_service, 23);
 
 /**
  * Request for `Withdraw`.
@@ -966,7 +1099,7 @@ export type WithdrawRequest = Message<"lms.v1.WithdrawRequest"> & {
  * Use `create(WithdrawRequestSchema)` to create a new message.
  */
 export const WithdrawRequestSchema: GenMessage<WithdrawRequest> = /*@__PURE__*/
-  messageDesc(file_lms_v1_programme_service, 21);
+  messageDesc(file_lms_v1_programme_service, 24);
 
 /**
  * Request for `GetEnrollment`.
@@ -987,7 +1120,7 @@ export type GetEnrollmentRequest = Message<"lms.v1.GetEnrollmentRequest"> & {
  * Use `create(GetEnrollmentRequestSchema)` to create a new message.
  */
 export const GetEnrollmentRequestSchema: GenMessage<GetEnrollmentRequest> = /*@__PURE__*/
-  messageDesc(file_lms_v1_programme_service, 22);
+  messageDesc(file_lms_v1_programme_service, 25);
 
 /**
  * Request for `ListEnrollments`.
@@ -1043,7 +1176,7 @@ export type ListEnrollmentsRequest = Message<"lms.v1.ListEnrollmentsRequest"> & 
  * Use `create(ListEnrollmentsRequestSchema)` to create a new message.
  */
 export const ListEnrollmentsRequestSchema: GenMessage<ListEnrollmentsRequest> = /*@__PURE__*/
-  messageDesc(file_lms_v1_programme_service, 23);
+  messageDesc(file_lms_v1_programme_service, 26);
 
 /**
  * Response of `ListEnrollments`.
@@ -1071,7 +1204,7 @@ export type ListEnrollmentsResponse = Message<"lms.v1.ListEnrollmentsResponse"> 
  * Use `create(ListEnrollmentsResponseSchema)` to create a new message.
  */
 export const ListEnrollmentsResponseSchema: GenMessage<ListEnrollmentsResponse> = /*@__PURE__*/
-  messageDesc(file_lms_v1_programme_service, 24);
+  messageDesc(file_lms_v1_programme_service, 27);
 
 /**
  * Lifecycle of a programme.
@@ -1309,8 +1442,10 @@ export const ProgrammeService: GenService<{
   },
   /**
    * Updates `name`, `start_date`, `end_date`, `capacity`, `waitlist_enabled`,
-   * `sector_seats` or `eligible_organization_ids`. Capacity and seats may not
-   * drop below the places already taken.
+   * `category_seats` (or the deprecated `sector_seats`),
+   * `eligible_organization_ids`, `phase_windows` or
+   * `schedule`. Capacity and seats may not drop below the places already
+   * taken.
    *
    * @generated from rpc lms.v1.ProgrammeService.UpdateCohort
    */
@@ -1321,7 +1456,8 @@ export const ProgrammeService: GenService<{
   },
   /**
    * Moves a cohort along PLANNED -> OPEN -> RUNNING -> CLOSED (CLOSED may be
-   * reached from any state; nothing leaves CLOSED).
+   * reached from any state; nothing leaves CLOSED). Publishes `cohort.changed`.
+   * A cohort with `schedule.auto_advance` also moves by its dates.
    *
    * @generated from rpc lms.v1.ProgrammeService.ChangeCohortState
    */

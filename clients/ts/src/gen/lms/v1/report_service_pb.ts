@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file lms/v1/report_service.proto.
  */
 export const file_lms_v1_report_service: GenFile = /*@__PURE__*/
-  fileDesc("ChtsbXMvdjEvcmVwb3J0X3NlcnZpY2UucHJvdG8SBmxtcy52MSKIAQoaR2V0Q29tcGxldGlvblJlcG9ydFJlcXVlc3QSFAoMcHJvZ3JhbW1lX2lkGAEgASgJEhcKD29yZ2FuaXphdGlvbl9pZBgCIAEoCRIoCghncm91cF9ieRgDIAEoDjIWLmxtcy52MS5SZXBvcnRHcm91cGluZxIRCgljb3Vyc2VfaWQYBCABKAki7AEKE0NvbXBsZXRpb25SZXBvcnRSb3cSCwoDa2V5GAEgASgJEgwKBG5hbWUYAiABKAkSEAoIZW5yb2xsZWQYAyABKAMSEwoLaW5fcHJvZ3Jlc3MYBCABKAMSEQoJY29tcGxldGVkGAUgASgDEhEKCXdpdGhkcmF3bhgGIAEoAxISCgp3YWl0bGlzdGVkGAcgASgDEhcKD2NvbXBsZXRpb25fcmF0ZRgIIAEoARIkChdtZWRpYW5fZGF5c190b19jb21wbGV0ZRgJIAEoAUgAiAEBQhoKGF9tZWRpYW5fZGF5c190b19jb21wbGV0ZSJpChBDb21wbGV0aW9uUmVwb3J0EikKBHJvd3MYASADKAsyGy5sbXMudjEuQ29tcGxldGlvblJlcG9ydFJvdxIqCgV0b3RhbBgCIAEoCzIbLmxtcy52MS5Db21wbGV0aW9uUmVwb3J0Um93IjQKHEdldFByb2dyYW1tZURhc2hib2FyZFJlcXVlc3QSFAoMcHJvZ3JhbW1lX2lkGAEgASgJIroCCgxDb2hvcnRGdW5uZWwSEQoJY29ob3J0X2lkGAEgASgJEgwKBG5hbWUYAiABKAkSIgoFc3RhdGUYAyABKA4yEy5sbXMudjEuQ29ob3J0U3RhdGUSEAoIY2FwYWNpdHkYBCABKAUSEAoIZW5yb2xsZWQYBSABKAMSDwoHc3RhcnRlZBgGIAEoAxIRCgljb21wbGV0ZWQYByABKAMSEQoJd2l0aGRyYXduGAggASgDEhIKCndhaXRsaXN0ZWQYCSABKAMSJQoGcGhhc2VzGAogAygLMhUubG1zLnYxLlBoYXNlUHJvZ3Jlc3MSGgoSc2Vzc2lvbnNfZGVsaXZlcmVkGAsgASgDEhcKD3RyYWluZXJzX2FjdGl2ZRgMIAEoAxIaChJ0cmFpbmVyc19jZXJ0aWZpZWQYDSABKAMiXAoNUGhhc2VQcm9ncmVzcxIQCghwaGFzZV9pZBgBIAEoCRINCgV0aXRsZRgCIAEoCRIqCgdjb3Vyc2VzGAMgAygLMhkubG1zLnYxLkNvdXJzZUNvbXBsZXRpb25zIkEKEUNvdXJzZUNvbXBsZXRpb25zEhkKEWNvdXJzZV92ZXJzaW9uX2lkGAEgASgJEhEKCWNvbXBsZXRlZBgCIAEoAyKGAgoSUHJvZ3JhbW1lRGFzaGJvYXJkEhQKDHByb2dyYW1tZV9pZBgBIAEoCRINCgV0aXRsZRgCIAEoCRIlCgdjb2hvcnRzGAMgAygLMhQubG1zLnYxLkNvaG9ydEZ1bm5lbBIqCgV0b3RhbBgEIAEoCzIbLmxtcy52MS5Db21wbGV0aW9uUmVwb3J0Um93EhoKEnNlc3Npb25zX2RlbGl2ZXJlZBgFIAEoAxIXCg90cmFpbmVyc19hY3RpdmUYBiABKAMSGgoSdHJhaW5lcnNfY2VydGlmaWVkGAcgASgDEicKB3N1cnZleXMYCCADKAsyFi5sbXMudjEuU3VydmV5SGVhZGxpbmUilAEKDlN1cnZleUhlYWRsaW5lEhMKC2FjdGl2aXR5X2lkGAEgASgJEg0KBXRpdGxlGAIgASgJEhkKEWNvdXJzZV92ZXJzaW9uX2lkGAMgASgJEhYKDnJlc3BvbnNlX2NvdW50GAQgASgDEisKCXF1ZXN0aW9ucxgFIAMoCzIYLmxtcy52MS5RdWVzdGlvbkhlYWRsaW5lIssCChBRdWVzdGlvbkhlYWRsaW5lEhMKC3F1ZXN0aW9uX2lkGAEgASgJEgwKBHRleHQYAiABKAkSKAoEa2luZBgDIAEoDjIaLmxtcy52MS5TdXJ2ZXlRdWVzdGlvbktpbmQSDAoEdW5pdBgEIAEoCRIUCgxhbnN3ZXJfY291bnQYBSABKAMSEQoEbWVhbhgGIAEoAUgAiAEBEhYKCXRocmVzaG9sZBgHIAEoAUgBiAEBEiIKFXNoYXJlX2Fib3ZlX3RocmVzaG9sZBgIIAEoAUgCiAEBEhIKCnRvcF9vcHRpb24YCSABKAkSHQoQdG9wX29wdGlvbl9zaGFyZRgKIAEoAUgDiAEBQgcKBV9tZWFuQgwKCl90aHJlc2hvbGRCGAoWX3NoYXJlX2Fib3ZlX3RocmVzaG9sZEITChFfdG9wX29wdGlvbl9zaGFyZSJoCh1HZXRDZXJ0aWZpY2F0aW9uUmVwb3J0UmVxdWVzdBIQCgh0cmFja19pZBgBIAEoCRIXCg9vcmdhbml6YXRpb25faWQYAiABKAkSHAoUZXhwaXJpbmdfd2l0aGluX2RheXMYAyABKAUijAIKFkNlcnRpZmljYXRpb25SZXBvcnRSb3cSCwoDa2V5GAEgASgJEgwKBG5hbWUYAiABKAkSRAoLY2FuZGlkYWNpZXMYAyADKAsyLy5sbXMudjEuQ2VydGlmaWNhdGlvblJlcG9ydFJvdy5DYW5kaWRhY2llc0VudHJ5EhEKCWNlcnRpZmllZBgEIAEoAxIVCg1leHBpcmluZ19zb29uGAUgASgDEg8KB2V4cGlyZWQYBiABKAMSEQoJc3VzcGVuZGVkGAcgASgDEg8KB3Jldm9rZWQYCCABKAMaMgoQQ2FuZGlkYWNpZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAM6AjgBInIKE0NlcnRpZmljYXRpb25SZXBvcnQSLAoEcm93cxgBIAMoCzIeLmxtcy52MS5DZXJ0aWZpY2F0aW9uUmVwb3J0Um93Ei0KBXRvdGFsGAIgASgLMh4ubG1zLnYxLkNlcnRpZmljYXRpb25SZXBvcnRSb3ciSQoTRXhwb3J0UmVwb3J0UmVxdWVzdBIyCgZyZXBvcnQYASABKAsyIi5sbXMudjEuR2V0Q29tcGxldGlvblJlcG9ydFJlcXVlc3QiIwoURXhwb3J0UmVwb3J0UmVzcG9uc2USCwoDY3N2GAEgASgJIh4KHFJlYnVpbGRSZXBvcnRDb3VudGVyc1JlcXVlc3QiLwodUmVidWlsZFJlcG9ydENvdW50ZXJzUmVzcG9uc2USDgoGYWdyZWVkGAEgASgIKpIBCg5SZXBvcnRHcm91cGluZxIfChtSRVBPUlRfR1JPVVBJTkdfVU5TUEVDSUZJRUQQABInCiNSRVBPUlRfR1JPVVBJTkdfQ0hJTERfT1JHQU5JWkFUSU9OUxABEhoKFlJFUE9SVF9HUk9VUElOR19DT0hPUlQQAhIaChZSRVBPUlRfR1JPVVBJTkdfU0VDVE9SEAMy0AMKDVJlcG9ydFNlcnZpY2USUwoTR2V0Q29tcGxldGlvblJlcG9ydBIiLmxtcy52MS5HZXRDb21wbGV0aW9uUmVwb3J0UmVxdWVzdBoYLmxtcy52MS5Db21wbGV0aW9uUmVwb3J0ElkKFUdldFByb2dyYW1tZURhc2hib2FyZBIkLmxtcy52MS5HZXRQcm9ncmFtbWVEYXNoYm9hcmRSZXF1ZXN0GhoubG1zLnYxLlByb2dyYW1tZURhc2hib2FyZBJcChZHZXRDZXJ0aWZpY2F0aW9uUmVwb3J0EiUubG1zLnYxLkdldENlcnRpZmljYXRpb25SZXBvcnRSZXF1ZXN0GhsubG1zLnYxLkNlcnRpZmljYXRpb25SZXBvcnQSSwoMRXhwb3J0UmVwb3J0EhsubG1zLnYxLkV4cG9ydFJlcG9ydFJlcXVlc3QaHC5sbXMudjEuRXhwb3J0UmVwb3J0UmVzcG9uc2UwARJkChVSZWJ1aWxkUmVwb3J0Q291bnRlcnMSJC5sbXMudjEuUmVidWlsZFJlcG9ydENvdW50ZXJzUmVxdWVzdBolLmxtcy52MS5SZWJ1aWxkUmVwb3J0Q291bnRlcnNSZXNwb25zZWIGcHJvdG8z", [file_lms_v1_programme_service, file_lms_v1_survey_service]);
+  fileDesc("ChtsbXMvdjEvcmVwb3J0X3NlcnZpY2UucHJvdG8SBmxtcy52MSKIAQoaR2V0Q29tcGxldGlvblJlcG9ydFJlcXVlc3QSFAoMcHJvZ3JhbW1lX2lkGAEgASgJEhcKD29yZ2FuaXphdGlvbl9pZBgCIAEoCRIoCghncm91cF9ieRgDIAEoDjIWLmxtcy52MS5SZXBvcnRHcm91cGluZxIRCgljb3Vyc2VfaWQYBCABKAkihQMKE0NvbXBsZXRpb25SZXBvcnRSb3cSCwoDa2V5GAEgASgJEgwKBG5hbWUYAiABKAkSEAoIZW5yb2xsZWQYAyABKAMSEwoLaW5fcHJvZ3Jlc3MYBCABKAMSEQoJY29tcGxldGVkGAUgASgDEhEKCXdpdGhkcmF3bhgGIAEoAxISCgp3YWl0bGlzdGVkGAcgASgDEhcKD2NvbXBsZXRpb25fcmF0ZRgIIAEoARIkChdtZWRpYW5fZGF5c190b19jb21wbGV0ZRgJIAEoAUgAiAEBEhkKEXdpbmRvd19zdGFydF9kYXRlGAogASgJEhcKD3dpbmRvd19lbmRfZGF0ZRgLIAEoCRIcChRhY3Rpdml0aWVzX2NvbXBsZXRlZBgMIAEoAxIiChphY3Rpdml0aWVzX2NvbXBsZXRlZF9lYXJseRgNIAEoAxIhChlhY3Rpdml0aWVzX2NvbXBsZXRlZF9sYXRlGA4gASgDQhoKGF9tZWRpYW5fZGF5c190b19jb21wbGV0ZSJpChBDb21wbGV0aW9uUmVwb3J0EikKBHJvd3MYASADKAsyGy5sbXMudjEuQ29tcGxldGlvblJlcG9ydFJvdxIqCgV0b3RhbBgCIAEoCzIbLmxtcy52MS5Db21wbGV0aW9uUmVwb3J0Um93IjQKHEdldFByb2dyYW1tZURhc2hib2FyZFJlcXVlc3QSFAoMcHJvZ3JhbW1lX2lkGAEgASgJIroCCgxDb2hvcnRGdW5uZWwSEQoJY29ob3J0X2lkGAEgASgJEgwKBG5hbWUYAiABKAkSIgoFc3RhdGUYAyABKA4yEy5sbXMudjEuQ29ob3J0U3RhdGUSEAoIY2FwYWNpdHkYBCABKAUSEAoIZW5yb2xsZWQYBSABKAMSDwoHc3RhcnRlZBgGIAEoAxIRCgljb21wbGV0ZWQYByABKAMSEQoJd2l0aGRyYXduGAggASgDEhIKCndhaXRsaXN0ZWQYCSABKAMSJQoGcGhhc2VzGAogAygLMhUubG1zLnYxLlBoYXNlUHJvZ3Jlc3MSGgoSc2Vzc2lvbnNfZGVsaXZlcmVkGAsgASgDEhcKD3RyYWluZXJzX2FjdGl2ZRgMIAEoAxIaChJ0cmFpbmVyc19jZXJ0aWZpZWQYDSABKAMiXAoNUGhhc2VQcm9ncmVzcxIQCghwaGFzZV9pZBgBIAEoCRINCgV0aXRsZRgCIAEoCRIqCgdjb3Vyc2VzGAMgAygLMhkubG1zLnYxLkNvdXJzZUNvbXBsZXRpb25zIkEKEUNvdXJzZUNvbXBsZXRpb25zEhkKEWNvdXJzZV92ZXJzaW9uX2lkGAEgASgJEhEKCWNvbXBsZXRlZBgCIAEoAyKGAgoSUHJvZ3JhbW1lRGFzaGJvYXJkEhQKDHByb2dyYW1tZV9pZBgBIAEoCRINCgV0aXRsZRgCIAEoCRIlCgdjb2hvcnRzGAMgAygLMhQubG1zLnYxLkNvaG9ydEZ1bm5lbBIqCgV0b3RhbBgEIAEoCzIbLmxtcy52MS5Db21wbGV0aW9uUmVwb3J0Um93EhoKEnNlc3Npb25zX2RlbGl2ZXJlZBgFIAEoAxIXCg90cmFpbmVyc19hY3RpdmUYBiABKAMSGgoSdHJhaW5lcnNfY2VydGlmaWVkGAcgASgDEicKB3N1cnZleXMYCCADKAsyFi5sbXMudjEuU3VydmV5SGVhZGxpbmUilAEKDlN1cnZleUhlYWRsaW5lEhMKC2FjdGl2aXR5X2lkGAEgASgJEg0KBXRpdGxlGAIgASgJEhkKEWNvdXJzZV92ZXJzaW9uX2lkGAMgASgJEhYKDnJlc3BvbnNlX2NvdW50GAQgASgDEisKCXF1ZXN0aW9ucxgFIAMoCzIYLmxtcy52MS5RdWVzdGlvbkhlYWRsaW5lIssCChBRdWVzdGlvbkhlYWRsaW5lEhMKC3F1ZXN0aW9uX2lkGAEgASgJEgwKBHRleHQYAiABKAkSKAoEa2luZBgDIAEoDjIaLmxtcy52MS5TdXJ2ZXlRdWVzdGlvbktpbmQSDAoEdW5pdBgEIAEoCRIUCgxhbnN3ZXJfY291bnQYBSABKAMSEQoEbWVhbhgGIAEoAUgAiAEBEhYKCXRocmVzaG9sZBgHIAEoAUgBiAEBEiIKFXNoYXJlX2Fib3ZlX3RocmVzaG9sZBgIIAEoAUgCiAEBEhIKCnRvcF9vcHRpb24YCSABKAkSHQoQdG9wX29wdGlvbl9zaGFyZRgKIAEoAUgDiAEBQgcKBV9tZWFuQgwKCl90aHJlc2hvbGRCGAoWX3NoYXJlX2Fib3ZlX3RocmVzaG9sZEITChFfdG9wX29wdGlvbl9zaGFyZSJoCh1HZXRDZXJ0aWZpY2F0aW9uUmVwb3J0UmVxdWVzdBIQCgh0cmFja19pZBgBIAEoCRIXCg9vcmdhbml6YXRpb25faWQYAiABKAkSHAoUZXhwaXJpbmdfd2l0aGluX2RheXMYAyABKAUijAIKFkNlcnRpZmljYXRpb25SZXBvcnRSb3cSCwoDa2V5GAEgASgJEgwKBG5hbWUYAiABKAkSRAoLY2FuZGlkYWNpZXMYAyADKAsyLy5sbXMudjEuQ2VydGlmaWNhdGlvblJlcG9ydFJvdy5DYW5kaWRhY2llc0VudHJ5EhEKCWNlcnRpZmllZBgEIAEoAxIVCg1leHBpcmluZ19zb29uGAUgASgDEg8KB2V4cGlyZWQYBiABKAMSEQoJc3VzcGVuZGVkGAcgASgDEg8KB3Jldm9rZWQYCCABKAMaMgoQQ2FuZGlkYWNpZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAM6AjgBInIKE0NlcnRpZmljYXRpb25SZXBvcnQSLAoEcm93cxgBIAMoCzIeLmxtcy52MS5DZXJ0aWZpY2F0aW9uUmVwb3J0Um93Ei0KBXRvdGFsGAIgASgLMh4ubG1zLnYxLkNlcnRpZmljYXRpb25SZXBvcnRSb3ciSQoTRXhwb3J0UmVwb3J0UmVxdWVzdBIyCgZyZXBvcnQYASABKAsyIi5sbXMudjEuR2V0Q29tcGxldGlvblJlcG9ydFJlcXVlc3QiIwoURXhwb3J0UmVwb3J0UmVzcG9uc2USCwoDY3N2GAEgASgJIh4KHFJlYnVpbGRSZXBvcnRDb3VudGVyc1JlcXVlc3QiLwodUmVidWlsZFJlcG9ydENvdW50ZXJzUmVzcG9uc2USDgoGYWdyZWVkGAEgASgIKssBCg5SZXBvcnRHcm91cGluZxIfChtSRVBPUlRfR1JPVVBJTkdfVU5TUEVDSUZJRUQQABInCiNSRVBPUlRfR1JPVVBJTkdfQ0hJTERfT1JHQU5JWkFUSU9OUxABEhoKFlJFUE9SVF9HUk9VUElOR19DT0hPUlQQAhIaChZSRVBPUlRfR1JPVVBJTkdfU0VDVE9SEAMSGQoVUkVQT1JUX0dST1VQSU5HX1BIQVNFEAQSHAoYUkVQT1JUX0dST1VQSU5HX0NBVEVHT1JZEAUy0AMKDVJlcG9ydFNlcnZpY2USUwoTR2V0Q29tcGxldGlvblJlcG9ydBIiLmxtcy52MS5HZXRDb21wbGV0aW9uUmVwb3J0UmVxdWVzdBoYLmxtcy52MS5Db21wbGV0aW9uUmVwb3J0ElkKFUdldFByb2dyYW1tZURhc2hib2FyZBIkLmxtcy52MS5HZXRQcm9ncmFtbWVEYXNoYm9hcmRSZXF1ZXN0GhoubG1zLnYxLlByb2dyYW1tZURhc2hib2FyZBJcChZHZXRDZXJ0aWZpY2F0aW9uUmVwb3J0EiUubG1zLnYxLkdldENlcnRpZmljYXRpb25SZXBvcnRSZXF1ZXN0GhsubG1zLnYxLkNlcnRpZmljYXRpb25SZXBvcnQSSwoMRXhwb3J0UmVwb3J0EhsubG1zLnYxLkV4cG9ydFJlcG9ydFJlcXVlc3QaHC5sbXMudjEuRXhwb3J0UmVwb3J0UmVzcG9uc2UwARJkChVSZWJ1aWxkUmVwb3J0Q291bnRlcnMSJC5sbXMudjEuUmVidWlsZFJlcG9ydENvdW50ZXJzUmVxdWVzdBolLmxtcy52MS5SZWJ1aWxkUmVwb3J0Q291bnRlcnNSZXNwb25zZWIGcHJvdG8z", [file_lms_v1_programme_service, file_lms_v1_survey_service]);
 
 /**
  * Request for `GetCompletionReport`.
@@ -80,14 +80,18 @@ export const GetCompletionReportRequestSchema: GenMessage<GetCompletionReportReq
  */
 export type CompletionReportRow = Message<"lms.v1.CompletionReportRow"> & {
   /**
-   * Organisation id, cohort id or sector name; `total` for the total row.
+   * Organisation id, cohort id, phase id or participant category code;
+   * `total` for the total row.
    *
    * @generated from field: string key = 1;
    */
   key: string;
 
   /**
-   * Display name.
+   * Display name: of the organisation, cohort, phase or category (its
+   * `display_name`). For the total row: the selected organisation's name, or
+   * "All organizations", "All cohorts", "All phases" or "All categories" by
+   * grouping when the whole country is reported.
    *
    * @generated from field: string name = 2;
    */
@@ -141,6 +145,45 @@ export type CompletionReportRow = Message<"lms.v1.CompletionReportRow"> & {
    * @generated from field: optional double median_days_to_complete = 9;
    */
   medianDaysToComplete?: number | undefined;
+
+  /**
+   * PHASE grouping: first day of the phase's windows over the cohorts
+   * reported (the earliest), `YYYY-MM-DD`; empty when no cohort has one.
+   *
+   * @generated from field: string window_start_date = 10;
+   */
+  windowStartDate: string;
+
+  /**
+   * PHASE grouping: last day of the phase's windows (the latest).
+   *
+   * @generated from field: string window_end_date = 11;
+   */
+  windowEndDate: string;
+
+  /**
+   * PHASE grouping: activities of the phase completed (one per enrolment and
+   * activity), whenever they were.
+   *
+   * @generated from field: int64 activities_completed = 12;
+   */
+  activitiesCompleted: bigint;
+
+  /**
+   * PHASE grouping: of those, completed before the window of the learner's
+   * cohort opened.
+   *
+   * @generated from field: int64 activities_completed_early = 13;
+   */
+  activitiesCompletedEarly: bigint;
+
+  /**
+   * PHASE grouping: of those, completed after the window closed (e.g. synced
+   * late from an offline device, or work caught up).
+   *
+   * @generated from field: int64 activities_completed_late = 14;
+   */
+  activitiesCompletedLate: bigint;
 };
 
 /**
@@ -816,11 +859,30 @@ export enum ReportGrouping {
   COHORT = 2,
 
   /**
-   * Public and private sector.
+   * Deprecated: the same as REPORT_GROUPING_CATEGORY (it groups by
+   * participant category, `public` and `private` among them).
    *
    * @generated from enum value: REPORT_GROUPING_SECTOR = 3;
    */
   SECTOR = 3,
+
+  /**
+   * Phases of the programme, in order (programme reports only): each
+   * enrolment counts once per phase by where it stands on the phase's courses
+   * (completed when every course of the phase is), with the phase's window
+   * dates and its activity completions in, before and after the windows.
+   *
+   * @generated from enum value: REPORT_GROUPING_PHASE = 4;
+   */
+  PHASE = 4,
+
+  /**
+   * Participant categories: one row per category with enrolments, keyed by
+   * its code and named by its display name.
+   *
+   * @generated from enum value: REPORT_GROUPING_CATEGORY = 5;
+   */
+  CATEGORY = 5,
 }
 
 /**
@@ -831,7 +893,7 @@ export const ReportGroupingSchema: GenEnum<ReportGrouping> = /*@__PURE__*/
 
 /**
  * Reports for programme managers, ministries and HR: where a programme
- * stands, per organisation, cohort or sector. Figures come from counters kept
+ * stands, per organisation, cohort, phase or participant category. Figures come from counters kept
  * current in the transactions that enrol, withdraw and complete, rolled up over
  * organisation subtrees, so a national report answers at once.
  *
