@@ -25,6 +25,7 @@ mod m20261207_000020_cohort_phases;
 mod m20261207_000021_participant_categories;
 mod m20261207_000022_competencies;
 mod m20261207_000023_renewal_candidacies;
+mod m20261207_000024_report_rollups;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -56,6 +57,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000021_participant_categories::Migration),
             Box::new(m20261207_000022_competencies::Migration),
             Box::new(m20261207_000023_renewal_candidacies::Migration),
+            Box::new(m20261207_000024_report_rollups::Migration),
         ]
     }
 }

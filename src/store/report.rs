@@ -77,6 +77,7 @@ pub(crate) async fn record_moves(
             *durations.entry(key).or_default() += 1;
         }
     }
+    record_rollups(transaction, &counters, &durations).await?;
     let counter_rows: Vec<report_counters::ActiveModel> = counters
         .into_iter()
         .filter(|(_, delta)| *delta != 0)
@@ -148,6 +149,134 @@ pub(crate) async fn record_moves(
             .map_err(db_error)?;
     }
     record_course_standings_of_moves(transaction, moves).await
+}
+
+/// Adds the counter and duration changes of a transaction to the per-organisation roll-ups
+/// (`report_org_counters`, `report_org_durations`): the same deltas without cohort and category.
+/// Keys are applied in sorted order, as the counters are.
+async fn record_rollups(
+    transaction: &DatabaseTransaction,
+    counters: &BTreeMap<CounterKey, i64>,
+    durations: &BTreeMap<DurationKey, i64>,
+) -> Result<()> {
+    let mut by_organization: BTreeMap<(&str, &str, &str), i64> = BTreeMap::new();
+    for ((programme_id, _, organization_id, _, state), delta) in counters {
+        *by_organization
+            .entry((
+                programme_id.as_str(),
+                organization_id.as_str(),
+                state.as_str(),
+            ))
+            .or_default() += delta;
+    }
+    let mut durations_by_organization: BTreeMap<(&str, &str, i32), i64> = BTreeMap::new();
+    for ((programme_id, _, organization_id, days), delta) in durations {
+        *durations_by_organization
+            .entry((programme_id.as_str(), organization_id.as_str(), *days))
+            .or_default() += delta;
+    }
+    let backend = transaction.get_database_backend();
+    let counter_values: Vec<Vec<Value>> = by_organization
+        .into_iter()
+        .filter(|(_, delta)| *delta != 0)
+        .map(|((programme_id, organization_id, state), delta)| {
+            vec![
+                programme_id.into(),
+                organization_id.into(),
+                state.into(),
+                delta.into(),
+            ]
+        })
+        .collect();
+    let duration_values: Vec<Vec<Value>> = durations_by_organization
+        .into_iter()
+        .filter(|(_, delta)| *delta != 0)
+        .map(|((programme_id, organization_id, days), delta)| {
+            vec![
+                programme_id.into(),
+                organization_id.into(),
+                days.into(),
+                delta.into(),
+            ]
+        })
+        .collect();
+    for (table, key, rows) in [
+        ("report_org_counters", "state", counter_values),
+        ("report_org_durations", "days", duration_values),
+    ] {
+        if rows.is_empty() {
+            continue;
+        }
+        let placeholders = vec!["(?, ?, ?, ?)"; rows.len()].join(", ");
+        let sql = format!(
+            "INSERT INTO {table} (programme_id, organization_id, {key}, count) VALUES {placeholders} \
+             ON CONFLICT (programme_id, organization_id, {key}) DO UPDATE SET count = {table}.count + excluded.count"
+        );
+        transaction
+            .execute_raw(statement(
+                backend,
+                &sql,
+                rows.into_iter().flatten().collect(),
+            ))
+            .await
+            .map_err(db_error)?;
+    }
+    Ok(())
+}
+
+/// Rebuilds the per-organisation roll-ups from the counters and durations they sum.
+async fn rebuild_rollups(transaction: &DatabaseTransaction) -> Result<()> {
+    let backend = transaction.get_database_backend();
+    for sql in [
+        "DELETE FROM report_org_counters",
+        "DELETE FROM report_org_durations",
+        "INSERT INTO report_org_counters (programme_id, organization_id, state, count) \
+         SELECT programme_id, organization_id, state, SUM(count) FROM report_counters \
+         GROUP BY programme_id, organization_id, state HAVING SUM(count) <> 0",
+        "INSERT INTO report_org_durations (programme_id, organization_id, days, count) \
+         SELECT programme_id, organization_id, days, SUM(count) FROM report_durations \
+         GROUP BY programme_id, organization_id, days HAVING SUM(count) <> 0",
+    ] {
+        transaction
+            .execute_raw(Statement::from_string(backend, sql))
+            .await
+            .map_err(db_error)?;
+    }
+    Ok(())
+}
+
+/// Returns every non-zero roll-up row, keyed by table, programme, organisation and state or days.
+async fn rollup_snapshot(
+    connection: &impl ConnectionTrait,
+) -> Result<BTreeMap<(String, String, String, String), i64>> {
+    #[derive(Debug, FromQueryResult)]
+    struct RollupRow {
+        kind: String,
+        programme_id: String,
+        organization_id: String,
+        bucket: String,
+        count: i64,
+    }
+    let backend = connection.get_database_backend();
+    let rows = RollupRow::find_by_statement(Statement::from_string(
+        backend,
+        "SELECT 'state' AS kind, programme_id, organization_id, state AS bucket, CAST(count AS BIGINT) AS count \
+         FROM report_org_counters WHERE count <> 0 UNION ALL \
+         SELECT 'days' AS kind, programme_id, organization_id, CAST(days AS VARCHAR(16)) AS bucket, CAST(count AS BIGINT) AS count \
+         FROM report_org_durations WHERE count <> 0",
+    ))
+    .all(connection)
+    .await
+    .map_err(db_error)?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            (
+                (row.kind, row.programme_id, row.organization_id, row.bucket),
+                row.count,
+            )
+        })
+        .collect())
 }
 
 /// Counts completions of course versions by enrolments (for the programme dashboard).
@@ -340,7 +469,18 @@ impl Store {
         } else {
             ""
         };
-        let (counters, counters_filter, durations_from, durations_filter) = subject.sources();
+        let (counters, counters_filter, durations_from, durations_filter) =
+            match (subject, group_by) {
+                // By organisation, a programme's report sums the per-organisation roll-ups: a few
+                // rows per organisation instead of one per cohort, category and state.
+                (ReportSubject::Programme(_), GroupBy::ChildOrganizations) => (
+                    "report_org_counters rc",
+                    "rc.programme_id = ?",
+                    "report_org_durations d",
+                    "d.programme_id = ?",
+                ),
+                _ => subject.sources(),
+            };
         let mut values: Vec<Value> = vec![subject.id().into()];
         if let Some(prefix) = &prefix {
             values.push(prefix.clone().into());
@@ -569,6 +709,7 @@ impl Store {
         self.write(|transaction| {
             Box::pin(async move {
                 let before = snapshot(transaction).await?;
+                let rollups_before = rollup_snapshot(transaction).await?;
                 let courses_before = course_snapshot(transaction).await?;
                 report_counters::Entity::delete_many().exec(transaction).await.map_err(db_error)?;
                 report_durations::Entity::delete_many().exec(transaction).await.map_err(db_error)?;
@@ -636,9 +777,13 @@ impl Store {
                         .map_err(db_error)?;
                 }
                 let after = snapshot(transaction).await?;
+                rebuild_rollups(transaction).await?;
+                let rollups_after = rollup_snapshot(transaction).await?;
                 rebuild_course_counters(transaction).await?;
                 let courses_after = course_snapshot(transaction).await?;
-                Ok(before == after && courses_before == courses_after)
+                Ok(before == after
+                    && rollups_before == rollups_after
+                    && courses_before == courses_after)
             })
         })
         .await

@@ -375,6 +375,33 @@ async fn report_figures_equal_a_direct_count_and_a_rebuild() {
         .unwrap()
         .into_inner();
     assert_eq!(after_repair, national);
+
+    // The report by organisation reads the per-organisation roll-ups: corrupting them shows in
+    // the report, and the rebuild notices and repairs them too.
+    database
+        .connect()
+        .await
+        .execute_unprepared("UPDATE report_org_counters SET count = count + 7")
+        .await
+        .unwrap();
+    let skewed = reports(&app)
+        .get_completion_report(app.admin(request("", pb::ReportGrouping::ChildOrganizations)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(skewed, national, "the report reads the roll-ups");
+    let repaired = reports(&app)
+        .rebuild_report_counters(app.admin(pb::RebuildReportCountersRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!repaired.agreed);
+    let after_repair = reports(&app)
+        .get_completion_report(app.admin(request("", pb::ReportGrouping::ChildOrganizations)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(after_repair, national);
 }
 
 #[tokio::test]
