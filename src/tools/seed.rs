@@ -2755,8 +2755,10 @@ fn learner_events(
         .collect()
 }
 
-/// Retries `call` on UNAVAILABLE and RESOURCE_EXHAUSTED (a busy SQLite, a shed call) with
-/// backoff; safe because every seeder request carries a request id or event ids.
+/// Retries `call` on UNAVAILABLE, RESOURCE_EXHAUSTED and DEADLINE_EXCEEDED (a busy SQLite, a
+/// shed call, a call that waited past the server's deadline behind other writers) with backoff;
+/// safe because every seeder request carries a request id or event ids, so a call that did
+/// commit before its deadline is answered again, not applied twice.
 async fn retry<T, F, Fut>(mut call: F) -> Result<T, tonic::Status>
 where
     F: FnMut() -> Fut,
@@ -2765,7 +2767,12 @@ where
     let mut delay = Duration::from_millis(100);
     for _ in 0..10 {
         match call().await {
-            Err(status) if matches!(status.code(), Code::Unavailable | Code::ResourceExhausted) => {
+            Err(status)
+                if matches!(
+                    status.code(),
+                    Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded
+                ) =>
+            {
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
