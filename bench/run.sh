@@ -240,6 +240,11 @@ if $smoke; then
   run record-progress-batch record-progress-batch --concurrency "$low" --count 8 --batch 20
   run stream-progress stream-progress --concurrency "$streams" --connections 2 --count 100 --server-pid "$server_pid"
   run get-progress get-progress --concurrency "$high" --count 50
+  for read in sql-read-progress sql-read-list; do
+    "$bin" bench "$read" --concurrency 2 --duration 1s --warmup 0s --json "$results/$read.json"
+    jq -e '.ok > 0 and .errors_total == 0' "$results/$read.json" >/dev/null ||
+      { echo "$read read nothing, or failed" >&2; exit 1; }
+  done
   run list-cohort-progress list-cohort-progress --concurrency "$high" --count 20
   run enroll enroll --concurrency "$low" --count 20
   run import-people import-people --concurrency 2 --count "$import_count" --prefix SMOKE
@@ -289,12 +294,26 @@ if [ "$backend" = postgres ]; then
     latency=$(echo "$out" | sed -n 's/^latency average = \([0-9.]*\) ms/\1/p')
     echo "{\"tps\": ${tps:-null}, \"latency_ms_avg\": ${latency:-null}, \"clients\": $high, \"note\": \"pgbench -M prepared -f bench/pgbench-read.sql: the two reads of one GetEnrollmentProgress, straight to PostgreSQL\"}" >"$results/pgbench-read.json"
     psql "$DATABASE_URL" -qc "drop table bench_enrollment_ids"
+    # What one ListProgress page of a cohort asks of the database.
+    psql "$DATABASE_URL" -qc "create table bench_cohort_ids as select row_number() over (order by id) as n, id
+      from (select distinct cohort_id as id from enrollments) c" \
+      -c "create unique index on bench_cohort_ids (n)" -c "analyze bench_cohort_ids"
+    rows=$(psql "$DATABASE_URL" -Atc "select count(*) from bench_cohort_ids")
+    echo "-- pgbench list, $high clients"
+    out=$(pgbench -n -M prepared -c "$high" -j 2 -T "${duration%s}" -D rows="$rows" -f bench/pgbench-list.sql "$DATABASE_URL" 2>&1)
+    echo "$out" | grep -E "^(tps|latency average|number of failed)" || true
+    tps=$(echo "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1)
+    latency=$(echo "$out" | sed -n 's/^latency average = \([0-9.]*\) ms/\1/p')
+    echo "{\"tps\": ${tps:-null}, \"latency_ms_avg\": ${latency:-null}, \"clients\": $high, \"note\": \"pgbench -M prepared -f bench/pgbench-list.sql: the read of one ListProgress page of 50, straight to PostgreSQL\"}" >"$results/pgbench-list.json"
+    psql "$DATABASE_URL" -qc "drop table bench_cohort_ids"
   fi
 else
   run sql-insert-low sql-insert --concurrency "$low"
   run sql-insert-high sql-insert --concurrency "$high"
   sql "drop table bench_progress_events"
 fi
+run sql-read-progress sql-read-progress --concurrency "$high"
+run sql-read-list sql-read-list --concurrency "$high"
 run health health --concurrency "$high"
 
 # ---- scenarios -----------------------------------------------------------------------------
@@ -310,6 +329,18 @@ run enroll enroll --concurrency "$high"
 run completion-report completion-report --concurrency 1
 run cascade-reach cascade-reach --concurrency 1
 run stream-progress-1000 stream-progress --concurrency "$streams" --connections 10 --server-pid "$server_pid"
+
+say "get-progress with the progress cache off: a second server on the same database"
+uncached_port=$((port + 1))
+LMS_LISTEN=127.0.0.1:$uncached_port LMS_CONCURRENCY_LIMIT=4096 LMS_PROGRESS_CACHE_MB=0 LMS_NO_MIGRATE=true RUST_LOG=warn \
+  "$bin" serve >"$work/server-uncached.log" 2>&1 &
+uncached_pid=$!
+for _ in $(seq 1 100); do
+  if LMS_BENCH_ADDR=http://127.0.0.1:$uncached_port "$bin" bench health --count 1 --warmup 0s --concurrency 1 >/dev/null 2>&1; then break; fi
+  sleep 0.2
+done
+LMS_BENCH_ADDR=http://127.0.0.1:$uncached_port run get-progress-uncached get-progress --concurrency "$high"
+kill "$uncached_pid"; wait "$uncached_pid" 2>/dev/null || true
 
 say "import-people: $import_count new records, then the same again (all unchanged)"
 "$bin" bench import-people --concurrency 4 --count "$import_count" --prefix IMP --warmup 0s --json "$results/import-people.json"

@@ -124,6 +124,12 @@ fn parse_reminder_days(text: &str) -> Result<ReminderDays, String> {
 }
 /// Default wait for a pooled database connection; shorter than the call timeout.
 pub const DEFAULT_DB_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Default memory of the progress read cache, in MiB.
+pub const DEFAULT_PROGRESS_CACHE_MB: u64 = 32;
+
+/// Default longest age of a cached progress answer.
+pub const DEFAULT_PROGRESS_CACHE_TTL: Duration = Duration::from_secs(60);
 /// Default largest staleness of a hot standby still used for reads.
 pub const DEFAULT_READ_MAX_LAG: Duration = Duration::from_secs(5);
 /// Default SQLite busy timeout; writers wait this long for the write lock.
@@ -507,6 +513,17 @@ pub struct DatabaseConfig {
     /// primary is skipped until it catches up.
     #[arg(long, env = "LMS_READ_MAX_LAG", default_value = "5s", value_parser = humantime::parse_duration, global = true)]
     pub read_max_lag: Duration,
+
+    /// Memory for the progress read cache (GetEnrollmentProgress, ListProgress of one cohort),
+    /// in MiB; 0 turns it off. Every write invalidates what it changed, on every replica (see
+    /// docs/progress.md, "The read cache").
+    #[arg(long, env = "LMS_PROGRESS_CACHE_MB", default_value_t = DEFAULT_PROGRESS_CACHE_MB, global = true)]
+    pub progress_cache_mb: u64,
+
+    /// Longest a cached progress answer is served: the bound on staleness for changes made
+    /// outside the server (SQL by hand, a replica of an older version during a rolling upgrade).
+    #[arg(long, env = "LMS_PROGRESS_CACHE_TTL", default_value = "60s", value_parser = humantime::parse_duration, global = true)]
+    pub progress_cache_ttl: Duration,
 }
 
 /// Settings of token verification.
@@ -665,6 +682,8 @@ impl Config {
                 db_max_connections: None,
                 group_commit_flushers: None,
                 db_acquire_timeout: DEFAULT_DB_ACQUIRE_TIMEOUT,
+                progress_cache_mb: DEFAULT_PROGRESS_CACHE_MB,
+                progress_cache_ttl: DEFAULT_PROGRESS_CACHE_TTL,
                 sqlite_synchronous: SqliteSynchronous::Full,
                 database_read_url: Vec::new(),
                 read_max_lag: DEFAULT_READ_MAX_LAG,

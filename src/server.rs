@@ -391,8 +391,9 @@ fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
         .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
 }
 
-/// Relays other replicas' feed notifications (PostgreSQL LISTEN) to this process's watchers,
-/// reconnecting after a pause when the connection drops; watchers also poll every second.
+/// Relays other replicas' notifications (PostgreSQL LISTEN: feed wake-ups, progress cache
+/// invalidations) to this process, reconnecting after a pause when the connection drops; feed
+/// watchers also poll every second, and the progress cache is off while the listener is down.
 async fn relay_feed_notifications(store: Store) {
     if store.backend() != sea_orm::DbBackend::Postgres {
         return;
@@ -401,7 +402,7 @@ async fn relay_feed_notifications(store: Store) {
         if let Err(error) = store.listen_for_other_replicas().await {
             tracing::warn!(error = %error, "feed listener stopped; retrying");
         }
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

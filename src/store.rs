@@ -17,6 +17,7 @@ pub mod person;
 pub mod placement;
 pub mod programme;
 pub mod progress;
+pub mod progress_cache;
 pub mod replica;
 pub mod report;
 pub mod selection;
@@ -54,6 +55,10 @@ pub struct Store {
     metrics: Arc<StoreMetrics>,
     /// PostgreSQL only: hot standbys for routed reads (`DATABASE_READ_URL`), see [`replica`].
     replicas: Option<Arc<replica::ReadReplicas>>,
+    /// Answers of the most frequent progress reads, see [`progress_cache`].
+    progress_cache: progress_cache::ProgressCache,
+    /// PostgreSQL only: sends committed invalidations to every replica, see [`progress_cache`].
+    progress_notifier: Option<tokio::sync::mpsc::UnboundedSender<progress_cache::Touched>>,
 }
 
 /// Measurements the store takes; the metrics endpoint (`src/server/metrics.rs`) registers them.
@@ -209,6 +214,7 @@ impl Store {
         let metrics = Arc::<StoreMetrics>::default();
         let replicas = connect_read_replicas(config, is_sqlite, max_connections, &metrics).await?;
         Ok(Self {
+            progress_notifier: (!is_sqlite).then(|| progress_cache::spawn_notifier(db.clone())),
             db,
             rules: progress::RuleCache::default(),
             feed: std::sync::Arc::new(tokio::sync::Notify::new()),
@@ -224,6 +230,13 @@ impl Store {
             sqlite_writers: is_sqlite.then(|| Arc::new(tokio::sync::Semaphore::new(1))),
             metrics,
             replicas,
+            // SQLite has one server process, so every write passes here: live from the start.
+            // On PostgreSQL the cache waits for the listener (`listen_for_other_replicas`).
+            progress_cache: progress_cache::ProgressCache::new(
+                database.progress_cache_mb,
+                database.progress_cache_ttl,
+                is_sqlite,
+            ),
         })
     }
 
@@ -265,6 +278,11 @@ impl Store {
     /// Returns the store's measurements (write waits, group-commit sizes).
     pub fn metrics(&self) -> &StoreMetrics {
         &self.metrics
+    }
+
+    /// Returns the progress read cache.
+    pub fn progress_cache(&self) -> &progress_cache::ProgressCache {
+        &self.progress_cache
     }
 
     /// Returns the pool's connections now: open, idle and the most it opens.
@@ -393,8 +411,11 @@ impl Store {
         let feed = self.feed.clone();
         let writers = self.sqlite_writers.clone();
         let metrics = self.metrics.clone();
+        let cache = self.progress_cache.clone();
+        let notifier = self.progress_notifier.clone();
         let published = std::cell::Cell::new(false);
-        let task = tokio::spawn(event::PUBLISHED.scope(published, async move {
+        let touched = std::cell::RefCell::default();
+        let task = tokio::spawn(event::PUBLISHED.scope(published, progress_cache::TOUCHED.scope(touched, async move {
             let waiting = std::time::Instant::now();
             let _turn = match writers {
                 Some(writers) => Some(
@@ -423,12 +444,21 @@ impl Store {
                     return Err(error);
                 }
             };
-            transaction.commit().await.map_err(db_error)?;
+            let touched = progress_cache::TOUCHED.with(|touched| touched.take());
+            let committed = transaction.commit().await.map_err(db_error);
+            if !touched.is_empty() {
+                // Even when COMMIT failed: it may have committed before the error.
+                cache.invalidate(&touched);
+                if let Some(notifier) = &notifier {
+                    let _ = notifier.send(touched);
+                }
+            }
+            committed?;
             if event::PUBLISHED.with(std::cell::Cell::get) {
                 feed.notify_waiters();
             }
             Ok(value)
-        }));
+        })));
         let result = task
             .await
             .map_err(|join_error| Error::internal(format!("write task failed: {join_error}")))?;

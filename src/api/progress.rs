@@ -26,6 +26,7 @@ use crate::pb;
 use crate::store::{
     Store,
     progress::{Ack, EventRecord, ExportFilter, ProgressFilter, ProgressOrder, Recorder},
+    progress_cache::{CachedEnrollment, Encoded},
 };
 
 /// Events taken from a stream into one transaction at most.
@@ -452,6 +453,18 @@ impl pb::progress_service_server::ProgressService for ProgressApi {
         let context = auth::context(&request)?;
         let id = required_id("enrollment_id", &request.get_ref().enrollment_id)?;
         let caller = scope::caller(&self.store, &context, Object::LearnerRecord).await?;
+        let cache = self.store.progress_cache();
+        let ticket = match cache.enrollment(&id) {
+            Ok(hit) => {
+                let owner = scope::Owner {
+                    cohort_id: Some(hit.cohort_id.clone()),
+                    ..scope::Owner::person(hit.person_id.clone(), hit.organization_path.clone())
+                };
+                caller.check(Object::LearnerRecord, "enrollment", &id, &owner)?;
+                return Ok(Response::new(hit.message.decode()));
+            }
+            Err(ticket) => ticket,
+        };
         let (enrollment, view, path) = match self.store.enrollment_progress(&id).await {
             Ok(found) => found,
             Err(error) => {
@@ -464,8 +477,21 @@ impl pb::progress_service_server::ProgressService for ProgressApi {
             cohort_id: Some(enrollment.cohort_id.clone()),
             ..scope::Owner::person(enrollment.person_id.clone(), path)
         };
+        let message = view_to_proto(&enrollment, view);
+        if let Some(ticket) = ticket {
+            // Cached before the check: the answer is the same whoever asks; the check is per call.
+            cache.fill_enrollment(
+                ticket,
+                CachedEnrollment {
+                    message: Encoded::new(&message),
+                    person_id: enrollment.person_id.clone(),
+                    cohort_id: enrollment.cohort_id.clone(),
+                    organization_path: owner.organization_path.clone().unwrap_or_default(),
+                },
+            );
+        }
         caller.check(Object::LearnerRecord, "enrollment", &id, &owner)?;
-        Ok(Response::new(view_to_proto(&enrollment, view)))
+        Ok(Response::new(message))
     }
 
     async fn list_progress(
@@ -506,6 +532,32 @@ impl pb::progress_service_server::ProgressService for ProgressApi {
             filter.organization_path_prefix = Some(path);
         }
         filter.visibility = caller.visibility(Object::LearnerRecord);
+        // One cohort's pages are cached by order, page and the caller's visibility (the rows a
+        // limited scope sees); lists by person or subtree are not.
+        let cache = self.store.progress_cache();
+        let cached_cohort = match (
+            &filter.cohort_id,
+            &filter.person_id,
+            &filter.organization_path_prefix,
+        ) {
+            (Some(cohort_id), None, None) if !self.store.has_read_replicas() => {
+                Some(cohort_id.clone())
+            }
+            _ => None,
+        };
+        let ticket = match &cached_cohort {
+            Some(cohort_id) => {
+                let key = format!(
+                    "{}\u{1f}{}\u{1f}{}\u{1f}{:?}",
+                    message.order_by, page.size, message.page_token, filter.visibility
+                );
+                match cache.cohort_page(cohort_id, &key) {
+                    Ok(hit) => return Ok(Response::new(hit.decode())),
+                    Err(ticket) => ticket,
+                }
+            }
+            None => None,
+        };
         let (rows, next_page_token) = self.store.list_progress(&filter, order, &page).await?;
         let progress = rows
             .into_iter()
@@ -521,10 +573,14 @@ impl pb::progress_service_server::ProgressService for ProgressApi {
                 last_event_time: row.last_event_time.map(super::timestamp),
             })
             .collect();
-        Ok(Response::new(pb::ListProgressResponse {
+        let response = pb::ListProgressResponse {
             progress,
             next_page_token,
-        }))
+        };
+        if let Some(ticket) = ticket {
+            cache.fill_cohort_page(ticket, &response);
+        }
+        Ok(Response::new(response))
     }
 
     async fn recompute_progress(

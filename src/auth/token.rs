@@ -40,6 +40,22 @@ const FETCH_MAX_BYTES: usize = 1024 * 1024;
 const PERSON_CACHE_TTL: Duration = Duration::from_secs(60);
 /// Most person claims cached at once (the cache is emptied when full).
 const PERSON_CACHE_MAX: usize = 100_000;
+/// How long a verified token's principal is reused without checking its signature again (its
+/// expiry is checked on every call; a new key set forgets every one).
+const VERIFIED_CACHE_TTL: Duration = Duration::from_secs(60);
+/// Most verified tokens remembered at once (by SHA-256 of the token).
+const VERIFIED_CACHE_MAX: usize = 20_000;
+
+/// A token that verified: its principal and the times that bound its use.
+#[derive(Debug, Clone)]
+struct Verified {
+    principal: Principal,
+    exp: u64,
+    nbf: Option<u64>,
+    at: Instant,
+    /// The key set's generation it verified under.
+    generation: u64,
+}
 
 /// The `aud` claim: one audience or several (RFC 7519 section 4.1.3).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +117,8 @@ enum Keys {
         path: PathBuf,
         set: RwLock<JwkSet>,
         last_reload: Mutex<Option<Instant>>,
+        /// Bumped whenever the set is read again: remembered tokens verified before are not reused.
+        generation: std::sync::atomic::AtomicU64,
     },
     /// A JWKS fetched over HTTP(S), directly or through OIDC discovery.
     Remote(Arc<RemoteKeys>),
@@ -127,6 +145,8 @@ struct RemoteKeys {
     /// concurrent unknown kids wait for it instead of fetching again (single flight).
     last_refetch: tokio::sync::Mutex<Option<Instant>>,
     cooldown: Duration,
+    /// Bumped whenever a fetch replaces the set: remembered tokens verified before are not reused.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl RemoteKeys {
@@ -174,6 +194,8 @@ impl RemoteKeys {
             .with_context(|| format!("parsing the key set at {url} as a JWK set"))?;
         tracing::info!(url = %url, keys = set.keys.len(), "token key set loaded");
         *self.set.write().expect("jwks lock") = Some(set);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 
@@ -271,6 +293,10 @@ pub struct TokenVerifier {
     store: OnceLock<Store>,
     /// Person claim value to person id, with when it was looked up.
     person_cache: Mutex<HashMap<String, (String, Instant)>>,
+    /// Tokens verified lately, by SHA-256: a client sends the same token with every call, and
+    /// checking its signature and parsing its claims again cost more than the rest of a cached
+    /// read.
+    verified: quick_cache::sync::Cache<[u8; 32], Verified>,
 }
 
 impl TokenVerifier {
@@ -310,6 +336,7 @@ impl TokenVerifier {
                 jwks_uri: Mutex::new(None),
                 last_refetch: tokio::sync::Mutex::new(None),
                 cooldown: config.jwks_refresh_cooldown,
+                generation: std::sync::atomic::AtomicU64::new(0),
             });
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(refresh_in_background(Arc::downgrade(&remote)));
@@ -320,6 +347,7 @@ impl TokenVerifier {
                 set: RwLock::new(read_jwks(path)?),
                 path: path.clone(),
                 last_reload: Mutex::new(None),
+                generation: std::sync::atomic::AtomicU64::new(0),
             }
         } else if let Some(path) = &config.jwt_public_key {
             let pem = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -356,6 +384,7 @@ impl TokenVerifier {
             person_match: config.jwt_person_match,
             store: OnceLock::new(),
             person_cache: Mutex::new(HashMap::new()),
+            verified: quick_cache::sync::Cache::new(VERIFIED_CACHE_MAX),
         })
     }
 
@@ -367,6 +396,38 @@ impl TokenVerifier {
 
     /// Verifies `token` and returns its principal, or UNAUTHENTICATED saying why not.
     pub async fn verify(&self, token: &str) -> Result<Principal> {
+        use sha2::Digest as _;
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some(hit) = self.verified.get(&digest) {
+            // The same checks of time the full verification makes, with the same leeway.
+            if hit.at.elapsed() < VERIFIED_CACHE_TTL
+                && hit.generation == self.key_generation()
+                && hit.exp + LEEWAY_SECONDS >= now
+                && hit.nbf.is_none_or(|nbf| nbf <= now + LEEWAY_SECONDS)
+            {
+                return Ok(hit.principal);
+            }
+            self.verified.remove(&digest);
+        }
+        self.verify_afresh(token).await
+    }
+
+    /// Returns the generation of the key set: it changes whenever the set is read again.
+    fn key_generation(&self) -> u64 {
+        use std::sync::atomic::Ordering::SeqCst;
+        match &self.keys {
+            Keys::Remote(remote) => remote.generation.load(SeqCst),
+            Keys::Jwks { generation, .. } => generation.load(SeqCst),
+            Keys::Shared(_) | Keys::Public(..) => 0,
+        }
+    }
+
+    /// Verifies `token` completely (signature, claims, person lookup) and remembers the result.
+    async fn verify_afresh(&self, token: &str) -> Result<Principal> {
+        use sha2::Digest as _;
+        // Read before verifying: a set replaced meanwhile makes this entry stale, never reused.
+        let generation = self.key_generation();
         let header = decode_header(token).map_err(|_| unauthenticated("malformed token"))?;
         let claims = match &self.keys {
             Keys::Shared(key) => self.decode(token, key, Algorithm::HS256)?,
@@ -394,6 +455,18 @@ impl TokenVerifier {
         }
         let mut principal = self.principal_from_claims(&claims)?;
         principal.subject = self.person_id(&claims, principal.subject).await?;
+        if let Some(exp) = exp {
+            self.verified.insert(
+                sha2::Sha256::digest(token.as_bytes()).into(),
+                Verified {
+                    principal: principal.clone(),
+                    exp,
+                    nbf: claims.get("nbf").and_then(serde_json::Value::as_u64),
+                    at: Instant::now(),
+                    generation,
+                },
+            );
+        }
         Ok(principal)
     }
 
@@ -435,6 +508,7 @@ impl TokenVerifier {
             path,
             set,
             last_reload,
+            generation,
         } = &self.keys
         else {
             return Err(unauthenticated("no key set configured"));
@@ -447,7 +521,10 @@ impl TokenVerifier {
         if last.is_none_or(|at| at.elapsed() >= JWKS_RELOAD_COOLDOWN) {
             *last = Some(Instant::now());
             match read_jwks(path) {
-                Ok(fresh) => *set.write().expect("jwks lock") = fresh,
+                Ok(fresh) => {
+                    *set.write().expect("jwks lock") = fresh;
+                    generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
                 Err(error) => tracing::warn!(error = %error, "reloading the jwks file failed"),
             }
         }
@@ -713,6 +790,42 @@ mod tests {
     use serde_json::json;
 
     use super::{Role, claim_at, names_at, parse_role_map};
+
+    #[tokio::test]
+    async fn a_remembered_token_is_still_refused_once_expired() {
+        use sha2::Digest as _;
+        let data_dir =
+            std::env::temp_dir().join(format!("lms-token-cache-{}", uuid::Uuid::new_v4()));
+        let config = crate::config::Config::with_data_dir(data_dir.clone());
+        let verifier = super::TokenVerifier::from_config(&config.auth, &data_dir).unwrap();
+        let token = super::sign_dev_token(
+            &config.auth,
+            &data_dir,
+            &super::TokenRequest {
+                subject: "someone".to_owned(),
+                roles: vec![Role::Learner],
+                organization_id: None,
+                ttl: std::time::Duration::from_secs(600),
+            },
+        )
+        .unwrap();
+        let principal = verifier.verify(&token).await.unwrap();
+        assert_eq!(principal.subject, "someone");
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let mut remembered = verifier
+            .verified
+            .get(&digest)
+            .expect("remembered after verifying");
+        assert_eq!(verifier.verify(&token).await.unwrap(), principal);
+        // Remembered as expired (beyond the leeway), the entry is not served: the cache skips
+        // the signature check, never the expiry.
+        remembered.exp = jsonwebtoken::get_current_timestamp() - super::LEEWAY_SECONDS - 1;
+        remembered.principal.subject = "forged".to_owned();
+        verifier.verified.insert(digest, remembered);
+        // Served from the cache, it would say "forged"; verified afresh, it says who signed.
+        assert_eq!(verifier.verify(&token).await.unwrap().subject, "someone");
+        let _ = std::fs::remove_dir_all(data_dir);
+    }
 
     #[test]
     fn claim_paths_walk_objects_and_keys_holding_dots() {

@@ -203,6 +203,11 @@ impl Metrics {
             store.metrics().group_sizes.clone(),
         );
         registry.register(
+            "progress_cache_requests",
+            "Progress reads by cache outcome: hit, miss (read from the primary) or bypass (cache off, its listener down, or the call carried a commit position)",
+            store.progress_cache().requests(),
+        );
+        registry.register(
             "db_routed_reads",
             "Statements of reads that may use a hot standby (reports, lists, exports, feed backlog), by the server that answered",
             store.metrics().replicas.reads.clone(),

@@ -4,7 +4,8 @@
 //! Only with hot standbys (`DATABASE_READ_URL`): a write call's response then carries the
 //! primary's WAL position after its commit, and a call that sends it back is served by a standby
 //! only once that standby has replayed it (`src/store/replica.rs`). Without standbys every read
-//! is served by the primary and the layer passes calls through untouched.
+//! is served by the primary and the layer passes calls through untouched, except that a call
+//! sending a position still skips the progress read cache (`src/store/progress_cache.rs`).
 
 use std::task::{Context, Poll};
 
@@ -75,7 +76,9 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        if !self.store.has_read_replicas() {
+        // Without standbys a call that sends a position still needs its context: it asks for
+        // the primary, past the progress cache.
+        if !self.store.has_read_replicas() && !request.headers().contains_key(MIN_POSITION_HEADER) {
             return Box::pin(async move {
                 let response = inner.call(request).await?;
                 Ok(response.map(tonic::body::Body::new))
@@ -93,7 +96,7 @@ where
         Box::pin(async move {
             let response = context.clone().scope(inner.call(request)).await?;
             let (mut parts, body) = response.into_parts();
-            if context.wrote() {
+            if context.wrote() && store.has_read_replicas() {
                 match store.commit_position().await {
                     Ok(position) => {
                         if let Ok(value) = HeaderValue::from_str(&position.to_string()) {

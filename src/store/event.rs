@@ -426,28 +426,51 @@ impl Store {
         self.feed.clone()
     }
 
-    /// Relays PostgreSQL notifications from other replicas to this process's watchers, until dropped.
+    /// Relays PostgreSQL notifications from other replicas to this process, until the connection
+    /// drops: feed notifications wake this process's watchers, progress invalidations reach the
+    /// progress cache. The cache serves only while this listener is subscribed (see
+    /// [`super::progress_cache`]): it goes live once both channels are listened to, and dark when
+    /// the connection is lost, since notifications sent meanwhile are lost with it.
     pub async fn listen_for_other_replicas(&self) -> Result<()> {
         if self.backend() != DbBackend::Postgres {
             return Ok(());
         }
+        let unavailable = |error: sea_orm::sqlx::Error| {
+            Error::Unavailable(format!("cannot listen for notifications: {error}"))
+        };
         let pool = self.connection().get_postgres_connection_pool();
         let mut listener = sea_orm::sqlx::postgres::PgListener::connect_with(pool)
             .await
-            .map_err(|error| {
-                Error::Unavailable(format!("cannot listen for feed notifications: {error}"))
-            })?;
-        listener.listen(NOTIFY_CHANNEL).await.map_err(|error| {
-            Error::Unavailable(format!("cannot listen for feed notifications: {error}"))
-        })?;
-        loop {
-            match listener.recv().await {
-                Ok(_) => self.feed.notify_waiters(),
-                Err(error) => {
-                    tracing::warn!(error = %error, "feed listener lost its connection; watchers fall back to polling");
-                    return Err(Error::Unavailable("feed listener stopped".to_owned()));
+            .map_err(unavailable)?;
+        listener
+            .listen_all([NOTIFY_CHANNEL, super::progress_cache::CHANNEL])
+            .await
+            .map_err(unavailable)?;
+        let cache = self.progress_cache();
+        cache.go_live();
+        let result = loop {
+            // try_recv, not recv: recv reconnects silently and loses what was sent meanwhile.
+            match listener.try_recv().await {
+                Ok(Some(notification))
+                    if notification.channel() == super::progress_cache::CHANNEL =>
+                {
+                    cache.invalidate(&super::progress_cache::Touched::parse(
+                        notification.payload(),
+                    ));
                 }
+                Ok(Some(_)) => self.feed.notify_waiters(),
+                Ok(None) => {
+                    break Err(Error::Unavailable(
+                        "notification listener lost its connection".to_owned(),
+                    ));
+                }
+                Err(error) => break Err(unavailable(error)),
             }
-        }
+        };
+        cache.go_dark();
+        tracing::warn!(
+            "notification listener lost its connection; feed watchers fall back to polling and the progress cache is off until it reconnects"
+        );
+        result
     }
 }

@@ -370,6 +370,8 @@ impl Store {
                 let now = crate::domain::now();
                 // Every node of the subtree (the moved one included) gets the new path prefix and a new
                 // revision, since its ancestors, part of its representation, changed.
+                // Learners' organisation paths change, and with them who may read their progress.
+                super::progress_cache::touch_everything();
                 let backend = transaction.get_database_backend();
                 let sql = match backend {
                     sea_orm::DbBackend::Postgres => {

@@ -371,6 +371,10 @@ async fn upsert_in_transaction(
             }
             Some(person) => {
                 let previous_revision = person.revision;
+                if person.values.organization_id != values.organization_id {
+                    // Who may read this learner's progress changes with the organisation path.
+                    super::progress_cache::touch_everything();
+                }
                 person.values = values;
                 person.revision += 1;
                 person.update_time = now;
@@ -640,8 +644,13 @@ impl Store {
                     )
                     .await?;
                 }
+                let organization_before = person.values.organization_id.clone();
                 if !patch.apply(&mut person.values) {
                     return Ok(person);
+                }
+                if person.values.organization_id != organization_before {
+                    // Who may read this learner's progress changes with the organisation path.
+                    super::progress_cache::touch_everything();
                 }
                 let previous_revision = person.revision;
                 person.revision += 1;

@@ -787,6 +787,7 @@ async fn promote_waitlisted(
         enrollment.enrolled_time = now;
         enrollment.revision += 1;
         enrollment.update_time = now;
+        super::progress_cache::touch(&enrollment.id, &enrollment.cohort_id);
         enrollments::Entity::update(enrollment_active(&enrollment))
             .exec(transaction)
             .await
@@ -1003,6 +1004,7 @@ pub(crate) async fn enroll_in_transaction(
                 withdrawn.withdraw_reason = None;
                 withdrawn.revision += 1;
                 withdrawn.update_time = now;
+                super::progress_cache::touch(&withdrawn.id, &withdrawn.cohort_id);
                 enrollments::Entity::update(enrollment_active(&withdrawn))
                     .exec(transaction)
                     .await
@@ -1029,6 +1031,7 @@ pub(crate) async fn enroll_in_transaction(
                     create_time: now,
                     update_time: now,
                 };
+                super::progress_cache::touch(&enrollment.id, &enrollment.cohort_id);
                 inserts.push(enrollment_active(&enrollment));
                 moves.push((None, enrollment.clone()));
                 enrollment
@@ -1626,6 +1629,7 @@ impl Store {
                     enrollment.withdraw_reason = Some(reason);
                     enrollment.revision += 1;
                     enrollment.update_time = now;
+                    super::progress_cache::touch(&enrollment.id, &enrollment.cohort_id);
                     enrollments::Entity::update(enrollment_active(&enrollment))
                         .exec(transaction)
                         .await

@@ -297,6 +297,7 @@ async fn save_ledgers(
         .values_mut()
         .filter(|ledger| !ledger.touched.is_empty())
     {
+        super::progress_cache::touch(&ledger.enrollment.id, &ledger.enrollment.cohort_id);
         for activity_id in &ledger.touched {
             if let Some(tally) = ledger.tallies.get(activity_id) {
                 tally_rows.push(tally_active(&ledger.enrollment.id, activity_id, tally));
@@ -1040,6 +1041,7 @@ impl Store {
                     .ok_or_else(|| Error::not_found("enrollment", &enrollment_id))?;
                 let mut ledgers = load_ledgers(transaction, &cache, vec![model]).await?;
                 let mut ledger = ledgers.remove(&enrollment_id).ok_or_else(|| Error::internal("loaded enrolment vanished"))?;
+                super::progress_cache::touch(&enrollment_id, &ledger.enrollment.cohort_id);
                 let events = progress_events::Entity::find()
                     .filter(progress_events::Column::EnrollmentId.eq(enrollment_id.as_str()))
                     .order_by_asc(progress_events::Column::RecordedTime)

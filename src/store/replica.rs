@@ -119,6 +119,12 @@ pub(crate) fn mark_written() {
     let _ = READ_CONTEXT.try_with(|context| context.wrote.store(true, Ordering::Release));
 }
 
+/// Returns true when the current call sent a commit position to read at least up to: it reads
+/// the primary or a standby past it, never a cache.
+pub(crate) fn carries_position() -> bool {
+    required_position().is_some()
+}
+
 /// Returns the current call's minimum read position, if it sent one.
 fn required_position() -> Option<WalPosition> {
     READ_CONTEXT

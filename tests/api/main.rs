@@ -29,6 +29,7 @@ mod placements;
 mod programmes;
 mod progress;
 mod progress_audit;
+mod progress_cache;
 mod read_replicas;
 mod renewals;
 mod reports;

@@ -25,7 +25,7 @@ pub(crate) fn progress(app: &TestApp) -> ProgressServiceClient<tonic::transport:
 /// A cohort of enrolled learners on a two-module course: lecture, lab and exam (pass 70), then a
 /// supervised industry attachment.
 pub(crate) struct Classroom {
-    cohort_id: String,
+    pub(crate) cohort_id: String,
     pub(crate) lecture: String,
     lab: String,
     exam: String,
