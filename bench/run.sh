@@ -172,7 +172,8 @@ fi
 
 # ---- server --------------------------------------------------------------------------------
 say "serve on $addr"
-LMS_LISTEN=127.0.0.1:$port LMS_CONCURRENCY_LIMIT=4096 LMS_LOG_FORMAT=json RUST_LOG=warn \
+# One caller (the benchmark token) holds all 1,000 streams of stream-progress-1000: raise its cap.
+LMS_LISTEN=127.0.0.1:$port LMS_CONCURRENCY_LIMIT=4096 LMS_STREAMS_PER_CALLER=$((streams + 64)) LMS_LOG_FORMAT=json RUST_LOG=warn \
   "$bin" serve >"$work/server.log" 2>&1 &
 server_pid=$!
 export LMS_BENCH_ADDR=$addr

@@ -12,6 +12,20 @@ use lms::config::Config;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Turns transparent huge pages off for this process (Linux). Where the kernel backs every
+/// anonymous mapping with 2 MiB pages (`/sys/kernel/mm/transparent_hugepage/enabled` = always),
+/// a few live bytes hold a whole huge page resident, and memory mimalloc frees after a burst of
+/// calls is never returned: with 1,000 open streams on SQLite after the read scenarios, peak RSS
+/// was 161 MB with huge pages and 116 MB without (docs/capacity.md). The flag covers the pages
+/// the process faults in from here on.
+fn keep_pages_small() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_THP_DISABLE takes integer arguments and touches no memory of ours.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
 /// Learning-management backend for national upskilling programmes, served over gRPC.
 #[derive(Debug, Parser)]
 #[command(name = "lms", version, about)]
@@ -99,6 +113,7 @@ fn parse_role(name: &str) -> Result<Role, String> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    keep_pages_small();
     let cli = Cli::parse();
     let config = cli.config;
     match cli.command.unwrap_or(Command::Serve) {
