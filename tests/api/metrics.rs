@@ -23,7 +23,7 @@ use crate::helpers::{
 const CREATE: &str = "/lms.v1.OrganizationService/CreateOrganization";
 
 /// Returns the body of `GET /metrics` at `addr`.
-async fn scrape(addr: SocketAddr) -> String {
+pub(crate) async fn scrape(addr: SocketAddr) -> String {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     stream
         .write_all(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n")
@@ -37,7 +37,7 @@ async fn scrape(addr: SocketAddr) -> String {
 }
 
 /// Returns the value of the series `name` whose labels include every one of `labels`, or 0.
-fn sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     exposition
         .lines()
         .filter(|line| !line.starts_with('#'))

@@ -3,40 +3,24 @@
 //! notification arrives (PostgreSQL), owners are checked on every hit, and a person moving
 //! organisation changes who may read at once.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use lms::auth::Role;
 use lms::pb::{self, OrganizationKind, ProgressSource as Source, ProgressVerb as Verb};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tonic::Code;
 
 use crate::helpers::{TestApp, TestDatabase, spawn_app_with, test_config, with_token};
+use crate::metrics::{sample, scrape};
 use crate::progress::{classroom, event, progress};
-
-/// Returns the body of `GET /metrics` at `addr`.
-async fn scrape(addr: SocketAddr) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response.split_once("\r\n\r\n").expect("HTTP").1.to_owned()
-}
 
 /// Returns the cache's count of `result` for `kind` at the server `app`.
 async fn cache_count(app: &TestApp, kind: &str, result: &str) -> f64 {
     let text = scrape(app.metrics_addr.expect("metrics on")).await;
-    text.lines()
-        .filter(|line| line.starts_with("lms_progress_cache_requests_total{"))
-        .filter(|line| {
-            line.contains(&format!("kind=\"{kind}\""))
-                && line.contains(&format!("result=\"{result}\""))
-        })
-        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
+    sample(
+        &text,
+        "lms_progress_cache_requests_total",
+        &[("kind", kind), ("result", result)],
+    )
 }
 
 async fn read(
