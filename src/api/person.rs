@@ -583,10 +583,7 @@ impl pb::person_service_server::PersonService for PersonApi {
     ) -> Result<Response<pb::ImportPeopleResponse>, Status> {
         let context = auth::context(&request)?;
         let scope = context.principal.management_scope();
-        let mut stream = request.into_inner();
-        let mut received: i64 = 0;
         let mut total = UpsertOutcome::default();
-        let mut chunk: Vec<BatchRecord> = Vec::with_capacity(IMPORT_CHUNK);
         let incomplete = |total: &UpsertOutcome, received: i64, reason: Reason, message: String| {
             Error::Aborted {
                 reason,
@@ -601,87 +598,129 @@ impl pb::person_service_server::PersonService for PersonApi {
                 ],
             }
         };
-        loop {
+        // A reader task decodes the next chunk while this one is being applied.
+        let mut incoming = read_import_chunks(request.into_inner());
+        let (message, chunk, received) = loop {
+            match incoming.recv().await {
+                Some(Incoming::Chunk(records, received)) => {
+                    match self
+                        .store
+                        .upsert_people(context.audit(None), scope.clone(), records, None)
+                        .await
+                    {
+                        Ok(outcome) => merge(&mut total, outcome),
+                        Err(error) => {
+                            return Err(interrupted(&total, received, error, &incomplete).into());
+                        }
+                    }
+                }
+                Some(Incoming::Commit(commit, rest, through)) => break (commit, rest, through),
+                Some(Incoming::Refused(status, through)) => {
+                    return Err(refused_record(&status, through, &total).into());
+                }
+                Some(Incoming::Ended(through)) => {
+                    return Err(incomplete(
+                        &total,
+                        through,
+                        Reason::ImportNotCommitted,
+                        "the stream ended without a commit message; the unfinished chunk was dropped".to_owned(),
+                    )
+                    .into());
+                }
+                None => return Err(Error::internal("the import reader stopped").into()),
+            }
+        };
+        if message.record_count != received {
+            return Err(incomplete(
+                &total,
+                received,
+                Reason::ImportCountMismatch,
+                format!(
+                    "commit says {} records but {received} arrived; the unfinished chunk was dropped",
+                    message.record_count
+                ),
+            )
+            .into());
+        }
+        if !chunk.is_empty() {
+            match self
+                .store
+                .upsert_people(context.audit(None), scope.clone(), chunk, None)
+                .await
+            {
+                Ok(outcome) => merge(&mut total, outcome),
+                Err(error) => {
+                    return Err(interrupted(&total, received, error, &incomplete).into());
+                }
+            }
+        }
+        tracing::info!(
+            received,
+            created = total.counts.created,
+            updated = total.counts.updated,
+            "import committed"
+        );
+        Ok(Response::new(pb::ImportPeopleResponse {
+            counts: Some(total.counts.into()),
+            errors: total.errors.into_iter().map(Into::into).collect(),
+            record_count: received,
+        }))
+    }
+}
+
+/// What an import's reader hands on, in stream order. Each carries how many records the stream
+/// had sent by then.
+enum Incoming {
+    /// A full chunk, to apply.
+    Chunk(Vec<BatchRecord>, i64),
+    /// The commit message and the unfinished chunk before it.
+    Commit(pb::ImportCommit, Vec<BatchRecord>, i64),
+    /// A message refused before decoding (INVALID_ARGUMENT naming the field).
+    Refused(Status, i64),
+    /// The stream ended, or broke off, without a commit message.
+    Ended(i64),
+}
+
+/// Reads an import stream into chunks on a task of its own, one chunk ahead of the writer:
+/// decoding the next chunk overlaps applying this one, and a slow database still holds the
+/// client back (the channel holds one chunk, then HTTP/2 flow control).
+fn read_import_chunks(mut stream: Streaming<pb::ImportPeopleRequest>) -> mpsc::Receiver<Incoming> {
+    let (sender, receiver) = mpsc::channel(1);
+    tokio::spawn(async move {
+        let mut received: i64 = 0;
+        let mut chunk: Vec<BatchRecord> = Vec::with_capacity(IMPORT_CHUNK);
+        let last = loop {
             let next = match stream.message().await {
                 Ok(next) => next,
                 Err(status) if status.code() == tonic::Code::InvalidArgument => {
-                    return Err(refused_record(&status, received, &total).into());
+                    break Incoming::Refused(status, received);
                 }
                 Err(status) => {
                     tracing::info!(code = ?status.code(), received, "import stream broke off");
                     None
                 }
             };
-            let message = match next.and_then(|request| request.message) {
+            match next.and_then(|request| request.message) {
                 Some(pb::import_people_request::Message::Person(record)) => {
                     chunk.push(batch_record(received, record));
                     received += 1;
                     if chunk.len() == IMPORT_CHUNK {
-                        let records = std::mem::take(&mut chunk);
-                        match self
-                            .store
-                            .upsert_people(context.audit(None), scope.clone(), records, None)
-                            .await
-                        {
-                            Ok(outcome) => merge(&mut total, outcome),
-                            Err(error) => {
-                                return Err(
-                                    interrupted(&total, received, error, &incomplete).into()
-                                );
-                            }
+                        let full = std::mem::replace(&mut chunk, Vec::with_capacity(IMPORT_CHUNK));
+                        if sender.send(Incoming::Chunk(full, received)).await.is_err() {
+                            // The call ended (a chunk failed): nothing more to read.
+                            return;
                         }
                     }
-                    continue;
                 }
-                Some(pb::import_people_request::Message::Commit(commit)) => commit,
-                None => {
-                    return Err(incomplete(
-                        &total,
-                        received,
-                        Reason::ImportNotCommitted,
-                        "the stream ended without a commit message; the unfinished chunk was dropped".to_owned(),
-                    )
-                    .into());
+                Some(pb::import_people_request::Message::Commit(commit)) => {
+                    break Incoming::Commit(commit, chunk, received);
                 }
-            };
-            if message.record_count != received {
-                return Err(incomplete(
-                    &total,
-                    received,
-                    Reason::ImportCountMismatch,
-                    format!(
-                        "commit says {} records but {received} arrived; the unfinished chunk was dropped",
-                        message.record_count
-                    ),
-                )
-                .into());
+                None => break Incoming::Ended(received),
             }
-            if !chunk.is_empty() {
-                let records = std::mem::take(&mut chunk);
-                match self
-                    .store
-                    .upsert_people(context.audit(None), scope.clone(), records, None)
-                    .await
-                {
-                    Ok(outcome) => merge(&mut total, outcome),
-                    Err(error) => {
-                        return Err(interrupted(&total, received, error, &incomplete).into());
-                    }
-                }
-            }
-            tracing::info!(
-                received,
-                created = total.counts.created,
-                updated = total.counts.updated,
-                "import committed"
-            );
-            return Ok(Response::new(pb::ImportPeopleResponse {
-                counts: Some(total.counts.into()),
-                errors: total.errors.into_iter().map(Into::into).collect(),
-                record_count: received,
-            }));
-        }
-    }
+        };
+        let _ = sender.send(last).await;
+    });
+    receiver
 }
 
 /// Answers an import whose next message was refused before decoding (a control character in

@@ -403,7 +403,9 @@ impl pb::progress_service_server::ProgressService for ProgressApi {
         let (sender, receiver) = mpsc::channel::<Result<pb::ProgressAck, Status>>(STREAM_CHUNK * 2);
         let api = self.clone();
         tokio::spawn(async move {
-            // Events already waiting are taken together into one transaction; acks go out in order.
+            // Events already waiting are taken together; acks go out in order. Each chunk joins
+            // the group commit with the unary calls and the other streams' chunks: a thousand
+            // streams with one event in flight each share a few transactions, not a thousand.
             let mut chunks = inbound.ready_chunks(STREAM_CHUNK);
             while let Some(chunk) = chunks.next().await {
                 let mut events = Vec::with_capacity(chunk.len());
@@ -418,7 +420,7 @@ impl pb::progress_service_server::ProgressService for ProgressApi {
                     }
                 }
                 if !events.is_empty() {
-                    match api.record(&context, &caller, events, false).await {
+                    match api.record(&context, &caller, events, true).await {
                         Ok(acks) => {
                             for ack in acks {
                                 if sender.send(Ok(ack)).await.is_err() {

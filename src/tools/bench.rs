@@ -706,6 +706,7 @@ async fn drive(
         None
     };
     let mut callers = Vec::with_capacity(args.concurrency);
+    let opening = Instant::now();
     for index in 0..args.concurrency.max(1) {
         let channel = channels[index % channels.len()].clone();
         let mut caller = Caller {
@@ -737,7 +738,11 @@ async fn drive(
         callers.push(caller);
     }
     if scenario == Scenario::StreamProgress {
-        eprintln!("{} streams open", callers.len());
+        eprintln!(
+            "{} streams open in {:.1} s",
+            callers.len(),
+            opening.elapsed().as_secs_f64()
+        );
     }
     let measuring = Arc::new(AtomicBool::new(args.warmup.is_zero()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -767,6 +772,17 @@ async fn drive(
                 let outcome = caller
                     .call(scenario, &args, &fixture, feed.as_deref())
                     .await;
+                if let Err(code) = &outcome {
+                    // A stream that failed is gone: its caller stops, and the loss is counted
+                    // even in the warm-up (a silent loss would shrink the concurrency measured).
+                    if scenario == Scenario::StreamProgress {
+                        *tally.errors.entry(code.clone()).or_default() += 1;
+                        break;
+                    }
+                    // A call that fails at once must not keep this worker from the timer that
+                    // ends the run.
+                    tokio::task::yield_now().await;
+                }
                 if !measured || !measuring.load(Ordering::Relaxed) {
                     continue;
                 }

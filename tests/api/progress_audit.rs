@@ -183,7 +183,7 @@ async fn execute(direct: &DatabaseConnection, sql: &str) {
 
 #[tokio::test]
 async fn progress_recorded_every_way_is_anchored_once_per_transaction() {
-    let (app, _database) = spawn_app().await;
+    let (app, database) = spawn_app().await;
     let recorded = record_every_way(&app).await;
 
     let report = verify(&app).await;
@@ -209,6 +209,41 @@ async fn progress_recorded_every_way_is_anchored_once_per_transaction() {
     );
     assert!(batches.iter().all(|entry| entry.actor == "admin-1"));
     assert!(batches.iter().all(|entry| entry.change_digest.len() == 64));
+
+    // Each event's anchor names its write path: stream chunks join the group commit of the
+    // unary calls; a batch call is a transaction of its own.
+    let direct = database.connect().await;
+    let mut path_of_event = std::collections::HashMap::new();
+    for entry in &batches {
+        let row = direct
+            .query_one_raw(sea_orm::Statement::from_string(
+                direct.get_database_backend(),
+                format!(
+                    "SELECT manifest FROM progress_anchors WHERE sequence = {}",
+                    entry.sequence
+                ),
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        let manifest: String = row.try_get("", "manifest").unwrap();
+        for (event_id, _) in serde_json::from_str::<Vec<(String, String)>>(&manifest).unwrap() {
+            path_of_event.insert(event_id, entry.action.clone());
+        }
+    }
+    for (events, path) in [
+        (&recorded.unary, "progress.group_commit"),
+        (&recorded.stream, "progress.group_commit"),
+        (&recorded.batch, "progress.call"),
+    ] {
+        for event_id in events {
+            assert_eq!(
+                path_of_event.get(event_id).map(String::as_str),
+                Some(path),
+                "event {event_id}"
+            );
+        }
+    }
 }
 
 #[tokio::test]
