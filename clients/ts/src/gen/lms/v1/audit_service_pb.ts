@@ -44,8 +44,8 @@ export type AuditEntry = Message<"lms.v1.AuditEntry"> & {
   /**
    * The RPC that made it, e.g. `lms.v1.OrganizationService/CreateOrganization`.
    * For `progress_batch` entries, the write path: `progress.group_commit`
-   * (unary RecordProgress calls committed together), `progress.call` (one
-   * BatchRecordProgress call or one chunk of a StreamProgress stream) or
+   * (unary RecordProgress calls and StreamProgress chunks committed together),
+   * `progress.call` (one BatchRecordProgress call) or
    * `progress.within_change` (attendance or survey answers, whose own entry
    * follows in the same transaction).
    *
