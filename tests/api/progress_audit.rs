@@ -177,6 +177,24 @@ async fn assert_valid(app: &TestApp, events: i64) {
     assert!(report.first_bad_progress_event_id.is_empty());
 }
 
+/// Returns the event ids listed in the manifest of the anchor of audit entry `sequence`.
+async fn manifest_event_ids(direct: &DatabaseConnection, sequence: i64) -> Vec<String> {
+    let row = direct
+        .query_one_raw(sea_orm::Statement::from_string(
+            direct.get_database_backend(),
+            format!("SELECT manifest FROM progress_anchors WHERE sequence = {sequence}"),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let manifest: String = row.try_get("", "manifest").unwrap();
+    serde_json::from_str::<Vec<(String, String)>>(&manifest)
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect()
+}
+
 async fn execute(direct: &DatabaseConnection, sql: &str) {
     direct.execute_unprepared(sql).await.unwrap();
 }
@@ -215,19 +233,7 @@ async fn progress_recorded_every_way_is_anchored_once_per_transaction() {
     let direct = database.connect().await;
     let mut path_of_event = std::collections::HashMap::new();
     for entry in &batches {
-        let row = direct
-            .query_one_raw(sea_orm::Statement::from_string(
-                direct.get_database_backend(),
-                format!(
-                    "SELECT manifest FROM progress_anchors WHERE sequence = {}",
-                    entry.sequence
-                ),
-            ))
-            .await
-            .unwrap()
-            .unwrap();
-        let manifest: String = row.try_get("", "manifest").unwrap();
-        for (event_id, _) in serde_json::from_str::<Vec<(String, String)>>(&manifest).unwrap() {
+        for event_id in manifest_event_ids(&direct, entry.sequence).await {
             path_of_event.insert(event_id, entry.action.clone());
         }
     }
@@ -394,26 +400,7 @@ async fn an_edited_deleted_or_inserted_progress_event_is_named() {
 
     // A whole transaction's events deleted with their anchor row: the chain entry stays and
     // says so.
-    let listed: Vec<(String,)> = {
-        let row = direct
-            .query_one_raw(sea_orm::Statement::from_string(
-                direct.get_database_backend(),
-                format!(
-                    "SELECT manifest FROM progress_anchors WHERE sequence = {}",
-                    anchor.sequence
-                ),
-            ))
-            .await
-            .unwrap()
-            .unwrap();
-        let manifest: String = row.try_get("", "manifest").unwrap();
-        serde_json::from_str::<Vec<(String, String)>>(&manifest)
-            .unwrap()
-            .into_iter()
-            .map(|(id, _)| (id,))
-            .collect()
-    };
-    for (event_id,) in &listed {
+    for event_id in manifest_event_ids(&direct, anchor.sequence).await {
         execute(
             &direct,
             &format!("DELETE FROM progress_events WHERE event_id = '{event_id}'"),
